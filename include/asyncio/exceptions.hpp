@@ -1,0 +1,81 @@
+// The exception types of the library, named as in Python so that an asyncio user knows what each
+// means. OS failures are reported as std::system_error carrying errno, never as these.
+#pragma once
+
+#include <any>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace asyncio {
+
+/// Raised inside a task at the point where it is suspended when Task::cancel() is called, and by
+/// Task::result() of a cancelled task. Like Python's (a BaseException since 3.8) it does not derive
+/// from std::runtime_error, so that `catch (const std::runtime_error&)` does not swallow a cancel.
+class CancelledError : public std::exception {
+public:
+    CancelledError() = default;
+    explicit CancelledError(std::string msg) : msg_(std::move(msg)) {}
+    const char* what() const noexcept override { return msg_.empty() ? "CancelledError" : msg_.c_str(); }
+    /// The message given to cancel(msg), empty if none.
+    const std::string& message() const noexcept { return msg_; }
+
+private:
+    std::string msg_;
+};
+
+/// An operation was attempted on a Future/Task in the wrong state (result of a pending task,
+/// setting the result of a finished future, ...).
+class InvalidStateError : public std::logic_error {
+public:
+    using std::logic_error::logic_error;
+};
+
+/// A deadline passed (wait_for, timeout scopes).
+class TimeoutError : public std::runtime_error {
+public:
+    TimeoutError() : std::runtime_error("TimeoutError") {}
+    using std::runtime_error::runtime_error;
+};
+
+/// Misuse with the wrong kind of value (Python's TypeError), e.g. sending a value to a
+/// just-started generator.
+class TypeError : public std::logic_error {
+public:
+    using std::logic_error::logic_error;
+};
+
+/// Misuse with a value in the wrong state (Python's ValueError), e.g. resuming a running generator.
+class ValueError : public std::logic_error {
+public:
+    using std::logic_error::logic_error;
+};
+
+/// Python's RuntimeError: no running event loop, a generator that ignored GeneratorExit, ...
+class RuntimeError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// Raised by Generator::next()/send() when the generator has finished; value() holds what the
+/// generator co_returned (empty for Return = void), as Python's StopIteration.value.
+class StopIteration : public std::exception {
+public:
+    StopIteration() = default;
+    explicit StopIteration(std::any value) : value_(std::move(value)) {}
+    const char* what() const noexcept override { return "StopIteration"; }
+    const std::any& value() const noexcept { return value_; }
+
+private:
+    std::any value_;
+};
+
+/// Thrown into a generator at its suspension point by close(); a generator may catch it to clean
+/// up but must then finish, not yield.
+class GeneratorExit : public std::exception {
+public:
+    const char* what() const noexcept override { return "GeneratorExit"; }
+};
+
+}  // namespace asyncio
