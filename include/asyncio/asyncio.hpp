@@ -1,0 +1,12 @@
+// The umbrella header: everything public.
+#pragma once
+
+#include "asyncio/clock.hpp"
+#include "asyncio/coroutine.hpp"
+#include "asyncio/event_loop.hpp"
+#include "asyncio/exceptions.hpp"
+#include "asyncio/gather.hpp"
+#include "asyncio/generator.hpp"
+#include "asyncio/run.hpp"
+#include "asyncio/sleep.hpp"
+#include "asyncio/task.hpp"

@@ -1,0 +1,86 @@
+// asyncio::Coroutine<T>: what calling an async function returns (Python's coroutine object).
+// It is lazy: nothing runs until it is co_awaited (inside the current task, like `await coro`) or
+// handed to create_task() (as a new task). `co_await coro` yields its value or rethrows its
+// exception, and resumes the awaiter by symmetric transfer, so a million synchronous completions in
+// a row use no stack. A coroutine can be awaited once; destroying one that never ran frees it.
+//
+//   asyncio::Coroutine<int> answer() { co_return 42; }
+//   asyncio::Coroutine<> main() { int v = co_await answer(); }
+#pragma once
+
+#include <coroutine>
+#include <utility>
+
+#include "asyncio/detail/promise.hpp"
+#include "asyncio/exceptions.hpp"
+
+namespace asyncio {
+
+template <class T = void>
+class [[nodiscard]] Coroutine {
+public:
+    using promise_type = detail::Promise<T>;
+    using value_type = T;
+
+    Coroutine() noexcept = default;
+    explicit Coroutine(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+    Coroutine(Coroutine&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+    Coroutine& operator=(Coroutine&& o) noexcept {
+        if (this != &o) {
+            if (h_) h_.destroy();
+            h_ = std::exchange(o.h_, {});
+        }
+        return *this;
+    }
+    Coroutine(const Coroutine&) = delete;
+    Coroutine& operator=(const Coroutine&) = delete;
+    ~Coroutine() {
+        if (h_) h_.destroy();
+    }
+
+    /// False for a default-constructed or moved-from (e.g. given to create_task) coroutine.
+    bool valid() const noexcept { return static_cast<bool>(h_); }
+    /// True once the coroutine has run to its end.
+    bool done() const noexcept { return h_ && h_.done(); }
+    /// True once the coroutine was awaited (it cannot be awaited or made a task again).
+    bool started() const noexcept { return h_ && h_.promise().has(detail::kStarted); }
+
+    struct Awaiter {
+        std::coroutine_handle<promise_type> h;
+        bool await_ready() const {
+            if (!h) throw RuntimeError("cannot await an empty Coroutine (moved from?)");
+            if (h.promise().has(detail::kStarted))
+                throw RuntimeError("cannot reuse already awaited coroutine");
+            return false;
+        }
+        std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
+            h.promise().resume_ = awaiter;
+            h.promise().flags_ |= detail::kStarted;
+            return h;
+        }
+        decltype(auto) await_resume() { return detail::take_result(h.promise(), true); }
+    };
+    Awaiter operator co_await() const& noexcept { return Awaiter{h_}; }
+
+    /// Gives up ownership of the frame (create_task uses it).
+    std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, {}); }
+
+private:
+    std::coroutine_handle<promise_type> h_;
+};
+
+namespace detail {
+template <class T>
+Coroutine<T> Promise<T>::get_return_object() noexcept {
+    return Coroutine<T>(std::coroutine_handle<Promise<T>>::from_promise(*this));
+}
+template <class T>
+Coroutine<T&> Promise<T&>::get_return_object() noexcept {
+    return Coroutine<T&>(std::coroutine_handle<Promise<T&>>::from_promise(*this));
+}
+inline Coroutine<void> Promise<void>::get_return_object() noexcept {
+    return Coroutine<void>(std::coroutine_handle<Promise<void>>::from_promise(*this));
+}
+}  // namespace detail
+
+}  // namespace asyncio

@@ -1,0 +1,218 @@
+// Scheduled callbacks of one loop. Callbacks live in slots (chunked, so a slot never moves); a
+// binary heap orders {deadline, sequence} so that timers with equal deadlines run in the order they
+// were scheduled. Cancelling only frees the slot (its generation changes); the stale heap entry is
+// skipped when it reaches the top, and the heap is compacted when stale entries outnumber live
+// ones, so cancel is O(1) and memory stays bounded. call_soon callbacks use slots too (not the heap),
+// which is what makes their Handles cancellable without an allocation.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "asyncio/detail/callback.hpp"
+
+namespace asyncio::detail {
+
+struct TimerId {
+    std::uint32_t slot = 0;
+    std::uint32_t gen = 0;  // 0 never names a live slot
+};
+
+inline void* pack_timer_id(TimerId id) noexcept {
+    return reinterpret_cast<void*>((std::uintptr_t(id.slot) << 32) | id.gen);
+}
+inline TimerId unpack_timer_id(void* p) noexcept {
+    const auto v = reinterpret_cast<std::uintptr_t>(p);
+    return TimerId{std::uint32_t(v >> 32), std::uint32_t(v)};
+}
+
+class TimerQueue {
+public:
+    struct HeapEntry {
+        std::int64_t when;
+        std::uint64_t seq;
+        TimerId id;
+    };
+
+    TimerQueue() = default;
+    TimerQueue(const TimerQueue&) = delete;
+    TimerQueue& operator=(const TimerQueue&) = delete;
+
+    /// A slot holding cb, not yet in the heap (for call_soon).
+    TimerId make_slot(Callback&& cb) {
+        std::uint32_t idx;
+        if (free_ != kNone) {
+            idx = free_;
+            free_ = slot(idx).next_free;
+        } else {
+            if ((count_ & kChunkMask) == 0) chunks_.push_back(std::make_unique<Slot[]>(kChunk));
+            idx = count_++;
+        }
+        Slot& s = slot(idx);
+        s.cb = std::move(cb);
+        ++live_;
+        return TimerId{idx, s.gen};
+    }
+
+    /// Schedules cb at `when` (nanoseconds on the loop's clock).
+    TimerId add(std::int64_t when, Callback&& cb) {
+        const TimerId id = make_slot(std::move(cb));
+        push_heap(HeapEntry{when, seq_++, id});
+        return id;
+    }
+
+    bool alive(TimerId id) const noexcept {
+        return id.slot < count_ && slot(id.slot).gen == id.gen && id.gen != 0;
+    }
+
+    /// Frees the slot; true if the callback had not run and was not cancelled yet.
+    bool cancel(TimerId id) noexcept {
+        if (!alive(id)) return false;
+        release(id.slot);
+        return true;
+    }
+
+    /// Runs the callback of a slot (if still alive) and frees the slot.
+    void run(TimerId id) {
+        if (!alive(id)) return;
+        Slot& s = slot(id.slot);
+        // Bump the generation first: a cancel() of this handle from inside the callback is a no-op.
+        ++s.gen;
+        if (s.gen == 0) s.gen = 1;
+        --live_;
+        struct Release {
+            TimerQueue* q;
+            std::uint32_t idx;
+            ~Release() {
+                Slot& s = q->slot(idx);
+                s.cb.reset();
+                s.next_free = q->free_;
+                q->free_ = idx;
+            }
+        } release{this, id.slot};
+        s.cb();
+    }
+
+    /// Number of timers in the heap that are still pending.
+    bool has_timers() noexcept {
+        prune();
+        return !heap_.empty();
+    }
+    /// Earliest deadline; call has_timers() first.
+    std::int64_t next_deadline() const noexcept { return heap_.front().when; }
+
+    /// Removes the earliest entry if it is due (when <= now) and alive; returns its id, or a
+    /// zero id when nothing is due.
+    bool pop_due(std::int64_t now, TimerId& out) noexcept {
+        prune();
+        if (heap_.empty() || heap_.front().when > now) return false;
+        out = heap_.front().id;
+        pop_heap();
+        return true;
+    }
+
+    std::size_t live_slots() const noexcept { return live_; }
+
+    /// Drops every callback (loop close).
+    void clear() noexcept {
+        heap_.clear();
+        chunks_.clear();
+        count_ = 0;
+        free_ = kNone;
+        live_ = 0;
+        stale_ = 0;
+    }
+
+private:
+    static constexpr std::uint32_t kChunkBits = 10;
+    static constexpr std::uint32_t kChunk = 1u << kChunkBits;
+    static constexpr std::uint32_t kChunkMask = kChunk - 1;
+    static constexpr std::uint32_t kNone = 0xffffffffu;
+
+    struct Slot {
+        Callback cb;
+        std::uint32_t gen = 1;
+        std::uint32_t next_free = kNone;
+    };
+
+    Slot& slot(std::uint32_t i) noexcept { return chunks_[i >> kChunkBits][i & kChunkMask]; }
+    const Slot& slot(std::uint32_t i) const noexcept {
+        return chunks_[i >> kChunkBits][i & kChunkMask];
+    }
+
+    void release(std::uint32_t idx) noexcept {
+        Slot& s = slot(idx);
+        s.cb.reset();
+        ++s.gen;
+        if (s.gen == 0) s.gen = 1;
+        s.next_free = free_;
+        free_ = idx;
+        --live_;
+        ++stale_;
+        if (stale_ > 64 && stale_ > heap_.size() / 2) compact();
+    }
+
+    static bool less(const HeapEntry& a, const HeapEntry& b) noexcept {
+        return a.when < b.when || (a.when == b.when && a.seq < b.seq);
+    }
+
+    void push_heap(const HeapEntry& e) {
+        heap_.push_back(e);
+        std::size_t i = heap_.size() - 1;
+        while (i > 0) {
+            const std::size_t parent = (i - 1) / 2;
+            if (!less(e, heap_[parent])) break;
+            heap_[i] = heap_[parent];
+            i = parent;
+        }
+        heap_[i] = e;
+    }
+
+    void sift_down(std::size_t i) noexcept {
+        const std::size_t n = heap_.size();
+        const HeapEntry e = heap_[i];
+        for (;;) {
+            std::size_t child = 2 * i + 1;
+            if (child >= n) break;
+            if (child + 1 < n && less(heap_[child + 1], heap_[child])) ++child;
+            if (!less(heap_[child], e)) break;
+            heap_[i] = heap_[child];
+            i = child;
+        }
+        heap_[i] = e;
+    }
+
+    void pop_heap() noexcept {
+        heap_.front() = heap_.back();
+        heap_.pop_back();
+        if (!heap_.empty()) sift_down(0);
+    }
+
+    // Entries whose slot was cancelled (generation moved on) are dropped from the top.
+    void prune() noexcept {
+        while (!heap_.empty() && !alive(heap_.front().id)) {
+            pop_heap();
+            if (stale_ > 0) --stale_;
+        }
+    }
+
+    void compact() noexcept {
+        std::size_t out = 0;
+        for (const HeapEntry& e : heap_)
+            if (alive(e.id)) heap_[out++] = e;
+        heap_.resize(out);
+        for (std::size_t i = out / 2; i-- > 0;) sift_down(i);
+        stale_ = 0;
+    }
+
+    std::vector<HeapEntry> heap_;
+    std::vector<std::unique_ptr<Slot[]>> chunks_;
+    std::uint32_t count_ = 0;  // slots ever made
+    std::uint32_t free_ = kNone;
+    std::size_t live_ = 0;
+    std::size_t stale_ = 0;
+    std::uint64_t seq_ = 0;
+};
+
+}  // namespace asyncio::detail

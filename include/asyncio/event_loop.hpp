@@ -1,0 +1,190 @@
+// The event loop: one per thread, as in asyncio. Each iteration (Python's _run_once) polls I/O
+// (without blocking when work is ready), moves due timers to the ready queue, then runs exactly the
+// callbacks that were ready at that point; anything they schedule runs in the next iteration, so a
+// task that keeps yielding cannot starve I/O or timers. Callbacks run FIFO; timers with equal
+// deadlines run in the order they were scheduled.
+//
+// Thread-safety: everything here is for the loop's own thread, except call_soon_threadsafe().
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "asyncio/clock.hpp"
+#include "asyncio/detail/callback.hpp"
+#include "asyncio/detail/ready_queue.hpp"
+#include "asyncio/detail/timer_queue.hpp"
+#include "asyncio/exceptions.hpp"
+
+namespace asyncio {
+
+class EventLoop;
+template <class T>
+class Coroutine;
+template <class T>
+class Task;
+
+namespace detail {
+class Backend;
+struct PromiseBase;
+extern thread_local EventLoop* t_running_loop;  // the loop running on this thread, if any
+extern thread_local EventLoop* t_thread_loop;   // the loop that lives on this thread, if any
+extern thread_local PromiseBase* t_current_task;
+}  // namespace detail
+
+/// What the loop's exception handler receives (Python's context dict).
+struct ExceptionContext {
+    std::string message;
+    std::exception_ptr exception;
+    std::string task_name;  // empty when no task is involved
+};
+
+/// A callback scheduled with call_soon(): cancel() before it runs and it never runs. A Handle is a
+/// small value; it must not be used after its loop is destroyed.
+class Handle {
+public:
+    Handle() = default;
+    /// Prevents the callback from running; no-op if it already ran or was cancelled.
+    void cancel() noexcept;
+    /// True once cancel() was called on this handle.
+    bool cancelled() const noexcept { return cancelled_; }
+
+protected:
+    friend class EventLoop;
+    Handle(EventLoop* loop, detail::TimerId id) : loop_(loop), id_(id) {}
+    EventLoop* loop_ = nullptr;
+    detail::TimerId id_{};
+    bool cancelled_ = false;
+};
+
+/// A callback scheduled with call_later()/call_at().
+class TimerHandle : public Handle {
+public:
+    TimerHandle() = default;
+    /// The loop time at which the callback is scheduled to run.
+    TimePoint when() const noexcept { return when_; }
+
+private:
+    friend class EventLoop;
+    TimerHandle(EventLoop* loop, detail::TimerId id, TimePoint when)
+        : Handle(loop, id), when_(when) {}
+    TimePoint when_{};
+};
+
+class EventLoop {
+public:
+    using ExceptionHandler = std::function<void(EventLoop&, const ExceptionContext&)>;
+
+    /// A loop on the monotonic clock.
+    EventLoop();
+    /// A loop on the given clock (tests pass a MockClock).
+    explicit EventLoop(std::unique_ptr<Clock> clock);
+    EventLoop(const EventLoop&) = delete;
+    EventLoop& operator=(const EventLoop&) = delete;
+    /// Closes the loop if it was not closed.
+    ~EventLoop();
+
+    // ---- time and scheduling ----
+    /// The loop's clock (monotonic).
+    TimePoint time() const noexcept { return clock_->now(); }
+    Clock& clock() noexcept { return *clock_; }
+
+    /// Runs cb in a later iteration, after the callbacks already scheduled (FIFO).
+    Handle call_soon(detail::Callback cb);
+    /// As call_soon, from any thread; wakes the loop if it is waiting. Throws RuntimeError once
+    /// the loop is closed.
+    void call_soon_threadsafe(detail::Callback cb);
+    /// Runs cb once `delay` has passed (delay <= 0: in the next iteration, after earlier timers).
+    TimerHandle call_later(Duration delay, detail::Callback cb);
+    /// Runs cb at loop time `when`.
+    TimerHandle call_at(TimePoint when, detail::Callback cb);
+
+    // ---- tasks (defined in task.hpp) ----
+    template <class T>
+    Task<T> create_task(Coroutine<T> coro);
+    template <class T>
+    Task<T> create_task(Coroutine<T> coro, std::string name);
+
+    // ---- running and stopping ----
+    /// Runs coro as a task until it is done; returns its value or rethrows its exception.
+    template <class T>
+    T run_until_complete(Coroutine<T> coro);
+    template <class T>
+    T run_until_complete(Task<T> task);
+    /// Runs until stop() is called.
+    void run_forever();
+    /// Makes run_forever() return after the current iteration.
+    void stop() noexcept { stopping_ = true; }
+    bool is_running() const noexcept { return running_; }
+    bool is_closed() const noexcept { return closed_; }
+    /// Drops every pending callback and timer and destroys tasks that are still pending. Throws
+    /// RuntimeError if the loop is running. Idempotent.
+    void close();
+
+    // ---- errors ----
+    /// Replaces the handler for errors nobody else can see (a task's exception that was never
+    /// retrieved, a callback that threw). An empty handler restores the default, which prints the
+    /// message and the exception to stderr.
+    void set_exception_handler(ExceptionHandler handler) { handler_ = std::move(handler); }
+    const ExceptionHandler& get_exception_handler() const noexcept { return handler_; }
+    void call_exception_handler(const ExceptionContext& context) noexcept;
+    static void default_exception_handler(const ExceptionContext& context) noexcept;
+
+    /// Counters for tests and debugging.
+    struct Stats {
+        std::uint64_t iterations = 0;     // completed _run_once iterations
+        std::uint64_t backend_waits = 0;  // calls into the I/O backend that could block
+        std::uint64_t backend_polls = 0;  // all calls into the I/O backend
+    };
+    const Stats& stats() const noexcept { return stats_; }
+
+    // ---- internals used by the library's awaitables ----
+    /// Appends {fn, ctx} to the ready queue (no allocation).
+    void schedule(void (*fn)(void*), void* ctx) { ready_.push(fn, ctx); }
+    /// Schedules cb on the loop's timer queue at `when`; the id cancels it.
+    detail::TimerId add_timer(TimePoint when, detail::Callback&& cb) {
+        return timers_.add(when.time_since_epoch().count(), std::move(cb));
+    }
+    bool cancel_timer(detail::TimerId id) noexcept { return timers_.cancel(id); }
+    detail::PromiseBase*& task_list() noexcept { return tasks_; }
+
+private:
+    friend class Handle;
+    void run_once();
+    void poll_backend(std::int64_t timeout_ns);
+    void drain_threadsafe();
+    void check_runnable() const;
+    static void run_slot(void* packed);
+    void release_tasks() noexcept;
+
+    std::unique_ptr<Clock> clock_;
+    std::unique_ptr<detail::Backend> backend_;
+    detail::ReadyQueue ready_;
+    detail::TimerQueue timers_;
+    detail::PromiseBase* tasks_ = nullptr;  // intrusive list of pending tasks
+    ExceptionHandler handler_;
+    Stats stats_;
+    bool running_ = false;
+    bool stopping_ = false;
+    bool closed_ = false;
+
+    // call_soon_threadsafe: producers push under the mutex, set pending, and write the wake-up
+    // fd only when the loop may be blocked in the backend (Dekker-style on two seq_cst flags).
+    std::mutex ts_mutex_;
+    std::vector<detail::Callback> ts_queue_;
+    std::atomic<bool> ts_pending_{false};
+    std::atomic<bool> polling_{false};
+    bool ts_closed_ = false;  // under ts_mutex_
+};
+
+/// The loop running on this thread; throws RuntimeError("no running event loop") if none.
+EventLoop& get_running_loop();
+
+}  // namespace asyncio

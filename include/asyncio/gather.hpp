@@ -1,0 +1,330 @@
+// asyncio::gather: runs awaitables concurrently and collects their results in argument order.
+//
+//   auto [a, b] = co_await asyncio::gather(f(), g());          // std::tuple
+//   std::vector<int> v = co_await asyncio::gather(std::move(tasks));  // over a range
+//   auto r = co_await asyncio::gather(asyncio::return_exceptions, f(), g());
+//
+// Coroutines are wrapped in tasks at once (they start running before the gather is awaited); Tasks
+// are used as they are. A void result is std::monostate (Python's None).
+// Promises, as asyncio's: without return_exceptions the first child to fail (or be cancelled)
+// makes the await raise that exception at once, and the other children keep running (the loop owns
+// them; their later exceptions are not reported). With return_exceptions every outcome comes back
+// as std::variant<value, std::exception_ptr> once all are done. Cancelling the awaiting task
+// cancels every child that is not done, and the await then raises CancelledError, with or without
+// return_exceptions.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/task.hpp"
+
+namespace asyncio {
+
+struct ReturnExceptions {
+    explicit ReturnExceptions() = default;
+};
+/// Tag: gather(return_exceptions, ...) returns failures as values.
+inline constexpr ReturnExceptions return_exceptions{};
+
+namespace detail {
+
+template <class T>
+using gather_value_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+template <class T>
+using gather_outcome_t = std::variant<gather_value_t<T>, std::exception_ptr>;
+
+template <class T>
+Task<T> as_task(Coroutine<T>&& c) {
+    return create_task(std::move(c));
+}
+template <class T>
+Task<T> as_task(Task<T> t) {
+    return t;
+}
+template <class A>
+struct task_of;
+template <class T>
+struct task_of<Coroutine<T>> {
+    using type = T;
+};
+template <class T>
+struct task_of<Task<T>> {
+    using type = T;
+};
+template <class A>
+using task_value_t = typename task_of<std::remove_cvref_t<A>>::type;
+
+/// Counts the children down and wakes the awaiting task. Children with no other waiter share this
+/// node (its `next` stays null, so it can sit at the tail of many lists); others get their own.
+class GatherCore : public DoneWaiter, public CancelHook {
+protected:
+    GatherCore(bool return_exceptions) noexcept : return_exceptions_(return_exceptions) {
+        DoneWaiter::fn = &on_done_shared;
+        CancelHook::fn = &on_cancel;
+    }
+    GatherCore(const GatherCore&) = delete;
+    GatherCore& operator=(const GatherCore&) = delete;
+    ~GatherCore() = default;  // derived classes call unregister_all(): it needs their children
+
+    void unregister_all() noexcept {
+        if (!registered_) return;
+        registered_ = false;
+        const std::size_t n = count();
+        for (std::size_t i = 0; i < n; ++i) {
+            PromiseBase* c = child(i);
+            if (!c->has(kDone)) unregister_waiter(c, this);
+        }
+        for (auto& node : own_)
+            if (!node->child->has(kDone)) unregister_waiter(node->child, node.get());
+        own_.clear();
+    }
+
+    // The derived class supplies its children.
+    virtual std::size_t count() const noexcept = 0;
+    virtual PromiseBase* child(std::size_t i) const noexcept = 0;
+
+    bool ready() const noexcept {
+        const std::size_t n = count();
+        for (std::size_t i = 0; i < n; ++i) {
+            PromiseBase* c = child(i);
+            if (!c->has(kDone)) return false;
+        }
+        return true;
+    }
+
+    bool any_failed() const noexcept {
+        const std::size_t n = count();
+        for (std::size_t i = 0; i < n; ++i)
+            if (child(i)->has(kHasException)) return true;
+        return false;
+    }
+
+    bool ready_now() const noexcept {
+        return ready() || (!return_exceptions_ && any_failed());
+    }
+
+    bool suspend(std::coroutine_handle<> h) {
+        self_ = current_task_or_throw("gather()");
+        if (!suspend_task(self_, h, this)) return false;
+        const std::size_t n = count();
+        for (std::size_t i = 0; i < n; ++i) {
+            PromiseBase* c = child(i);
+            if (c->has(kDone)) continue;
+            ++remaining_;
+            if (c->waiters_ == nullptr) {
+                c->waiters_ = this;
+            } else {
+                auto node = std::make_unique<ChildNode>();
+                node->fn = &on_done_own;
+                node->core = this;
+                node->child = c;
+                node->next = c->waiters_;
+                c->waiters_ = node.get();
+                own_.push_back(std::move(node));
+            }
+        }
+        registered_ = true;
+        return true;
+    }
+
+    /// Raises what the await must raise (cancellation, first failure); after it the results can
+    /// be collected.
+    void finish() {
+        unregister_all();
+        check_cancelled(self_);
+        if (cancel_requested_) throw CancelledError();
+        if (return_exceptions_) return;
+        PromiseBase* bad = failed_;
+        if (bad == nullptr) {
+            const std::size_t n = count();
+            for (std::size_t i = 0; i < n && bad == nullptr; ++i)
+                if (child(i)->has(kHasException)) bad = child(i);
+        }
+        if (bad != nullptr) {
+            // As asyncio: the other children's exceptions count as retrieved.
+            const std::size_t n = count();
+            for (std::size_t i = 0; i < n; ++i) child(i)->flags_ |= kRetrieved;
+            task_rethrow(bad);
+        }
+    }
+
+private:
+    struct ChildNode : DoneWaiter {
+        GatherCore* core;
+        PromiseBase* child;
+    };
+
+    void child_done(PromiseBase* c) {
+        if (woken_) return;
+        --remaining_;
+        if (!return_exceptions_ && c->has(kHasException) && failed_ == nullptr) failed_ = c;
+        if (remaining_ == 0 || failed_ != nullptr) {
+            woken_ = true;
+            wake_task(self_);
+        }
+    }
+    static void on_done_shared(DoneWaiter* w, PromiseBase* c) {
+        static_cast<GatherCore*>(w)->child_done(c);
+    }
+    static void on_done_own(DoneWaiter* w, PromiseBase* c) {
+        static_cast<ChildNode*>(w)->core->child_done(c);
+    }
+    static bool on_cancel(CancelHook* h) {
+        auto* core = static_cast<GatherCore*>(h);
+        bool any = false;
+        const std::size_t n = core->count();
+        for (std::size_t i = 0; i < n; ++i)
+            if (task_cancel(core->child(i), std::string())) any = true;
+        if (any) {
+            core->cancel_requested_ = true;
+            return true;
+        }
+        core->woken_ = true;
+        wake_task(core->self_);
+        return false;
+    }
+
+    PromiseBase* self_ = nullptr;
+    PromiseBase* failed_ = nullptr;
+    std::size_t remaining_ = 0;
+    std::vector<std::unique_ptr<ChildNode>> own_;
+    bool return_exceptions_;
+    bool woken_ = false;
+    bool cancel_requested_ = false;
+    bool registered_ = false;
+};
+
+template <class T>
+gather_value_t<T> gather_take(Task<T>& t) {
+    if constexpr (std::is_void_v<T>) {
+        t.result();
+        return std::monostate{};
+    } else {
+        return take_result(t.promise(), t.base()->refs_ == 1);
+    }
+}
+
+template <class T>
+gather_outcome_t<T> gather_take_outcome(Task<T>& t) {
+    if (t.base()->has(kHasException)) {
+        t.base()->flags_ |= kRetrieved;
+        return gather_outcome_t<T>(std::in_place_index<1>, t.base()->exception_);
+    }
+    return gather_outcome_t<T>(std::in_place_index<0>, gather_take(t));
+}
+
+template <bool ReturnExc, class... Ts>
+class GatherTuple final : public GatherCore {
+public:
+    template <class... As>
+    explicit GatherTuple(As&&... as)
+        : GatherCore(ReturnExc), tasks_{as_task(std::forward<As>(as))...} {  // braces: left to right
+        std::size_t i = 0;
+        std::apply([&](auto&... t) { ((children_[i++] = t.base()), ...); }, tasks_);
+    }
+    ~GatherTuple() { unregister_all(); }
+
+    bool await_ready() const noexcept { return ready_now(); }
+    bool await_suspend(std::coroutine_handle<> h) { return suspend(h); }
+    auto await_resume() {
+        finish();
+        if constexpr (ReturnExc) {
+            return std::apply(
+                [](auto&... t) { return std::tuple<gather_outcome_t<Ts>...>(gather_take_outcome(t)...); },
+                tasks_);
+        } else {
+            return std::apply(
+                [](auto&... t) { return std::tuple<gather_value_t<Ts>...>(gather_take(t)...); },
+                tasks_);
+        }
+    }
+
+private:
+    std::size_t count() const noexcept override { return sizeof...(Ts); }
+    PromiseBase* child(std::size_t i) const noexcept override { return children_[i]; }
+
+    std::tuple<Task<Ts>...> tasks_;
+    std::array<PromiseBase*, sizeof...(Ts)> children_{};
+};
+
+template <bool ReturnExc, class T>
+class GatherRange final : public GatherCore {
+public:
+    explicit GatherRange(std::vector<Task<T>> tasks)
+        : GatherCore(ReturnExc), tasks_(std::move(tasks)) {}
+    ~GatherRange() { unregister_all(); }
+
+    bool await_ready() const noexcept { return ready_now(); }
+    bool await_suspend(std::coroutine_handle<> h) { return suspend(h); }
+    auto await_resume() {
+        finish();
+        using V = std::conditional_t<ReturnExc, gather_outcome_t<T>, gather_value_t<T>>;
+        std::vector<V> out;
+        out.reserve(tasks_.size());
+        for (auto& t : tasks_) {
+            if constexpr (ReturnExc)
+                out.push_back(gather_take_outcome(t));
+            else
+                out.push_back(gather_take(t));
+        }
+        return out;
+    }
+
+private:
+    std::size_t count() const noexcept override { return tasks_.size(); }
+    PromiseBase* child(std::size_t i) const noexcept override { return tasks_[i].base(); }
+
+    std::vector<Task<T>> tasks_;
+};
+
+template <class T>
+std::vector<Task<T>> as_tasks(std::vector<Coroutine<T>>&& coros) {
+    std::vector<Task<T>> tasks;
+    tasks.reserve(coros.size());
+    for (auto& c : coros) tasks.push_back(create_task(std::move(c)));
+    return tasks;
+}
+
+}  // namespace detail
+
+/// gather(a, b, ...) over Coroutines and/or Tasks → std::tuple of results.
+template <class... As>
+    requires(sizeof...(As) > 0)
+auto gather(As&&... as) {
+    static_assert((!std::is_reference_v<detail::task_value_t<As>> && ...),
+                  "gather() does not collect reference results");
+    return detail::GatherTuple<false, detail::task_value_t<As>...>(std::forward<As>(as)...);
+}
+template <class... As>
+auto gather(ReturnExceptions, As&&... as) {
+    return detail::GatherTuple<true, detail::task_value_t<As>...>(std::forward<As>(as)...);
+}
+
+/// gather over a vector of tasks or coroutines → std::vector of results.
+template <class T>
+auto gather(std::vector<Task<T>> tasks) {
+    return detail::GatherRange<false, T>(std::move(tasks));
+}
+template <class T>
+auto gather(std::vector<Coroutine<T>> coros) {
+    return detail::GatherRange<false, T>(detail::as_tasks(std::move(coros)));
+}
+template <class T>
+auto gather(ReturnExceptions, std::vector<Task<T>> tasks) {
+    return detail::GatherRange<true, T>(std::move(tasks));
+}
+template <class T>
+auto gather(ReturnExceptions, std::vector<Coroutine<T>> coros) {
+    return detail::GatherRange<true, T>(detail::as_tasks(std::move(coros)));
+}
+
+}  // namespace asyncio

@@ -1,0 +1,592 @@
+// asyncio::Generator<Yield, Send, Return>: Python's generator (typing.Generator[Y, S, R]) as a C++20
+// coroutine. What it promises:
+//  * `auto s = co_yield v;` hands v to the caller of next()/send()/throw_(); s is std::optional<Send>,
+//    std::nullopt when resumed by next() (Python's send(None)); with Send = void the expression is void.
+//  * next/send/throw_/close and their errors follow Python's generator methods (StopIteration carries
+//    the co_returned value, GeneratorExit, "generator already executing", PEP 479, ...).
+//  * A send() allocates nothing, throws nothing and erases no type: the yielded value is read through a
+//    pointer into the generator's frame, and the sent value through a pointer into send()'s argument.
+//  * `co_yield yield_from(std::move(sub))` is `yield from`: the caller talks straight to the innermost
+//    generator, so a send costs the same at any delegation depth; finishing a delegation and destroying
+//    a delegating generator use no stack per level.
+//  * Destroying an unfinished generator destroys its frame (locals' destructors run) without close().
+//  * Knows no event loop and no OS: only the standard library, exceptions.hpp and detail/.
+#pragma once
+
+#include <any>
+#include <concepts>
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "asyncio/detail/frame_allocator.hpp"
+#include "asyncio/exceptions.hpp"
+
+namespace asyncio {
+
+template <class Yield, class Send = void, class Return = void>
+class Generator;
+
+/// The operand of `co_yield asyncio::yield_from(std::move(sub))`. It refers to the sub-generator;
+/// the delegating generator takes it over only once the co_yield has checked it can run.
+template <class Yield, class Send, class Return>
+struct YieldFrom {
+    Generator<Yield, Send, Return>& generator;
+};
+
+/// Python's `yield from sub`: `R2 r = co_yield yield_from(std::move(sub));` runs sub until it returns,
+/// passing its yields out and the caller's next/send/throw_/close in. Evaluates to sub's return value.
+/// Yield and Send must be the delegating generator's. A sub that has already returned is not run
+/// again and gives its return value (Python would give None); one that finished without returning
+/// a value (closed, raised) throws InvalidStateError at the co_yield, unless its Return is void.
+template <class Yield, class Send, class Return>
+YieldFrom<Yield, Send, Return> yield_from(Generator<Yield, Send, Return>&& sub) noexcept {
+    return {sub};
+}
+
+namespace detail {
+
+enum class GenState : unsigned char { created, suspended, running, done };
+
+/// Placeholder parameter type of send() when Send is void (send() is then unavailable).
+struct NoSend {};
+
+template <class Yield, class Send, class Return>
+struct Delegation;
+
+/// Where a promise keeps the value of co_return.
+template <class Return>
+struct GenReturn {
+    std::optional<Return> return_slot_;
+
+    template <class U = Return>
+        requires std::constructible_from<Return, U&&>
+    void return_value(U&& value) {
+        return_slot_.emplace(std::forward<U>(value));
+    }
+    bool returned() const noexcept { return return_slot_.has_value(); }
+};
+
+template <>
+struct GenReturn<void> {
+    bool returned_ = false;
+
+    void return_void() noexcept { returned_ = true; }
+    bool returned() const noexcept { return returned_; }
+};
+
+inline bool is_generator_exit(const std::exception_ptr& e) noexcept {
+    try {
+        std::rethrow_exception(e);
+    } catch (const GeneratorExit&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+
+/// The part of a generator's promise that does not depend on Return, so that generators with
+/// different return types can delegate to one another. A chain of delegations is a list of promises
+/// linked by parent_/child_; the first one (the root, owned by the caller's Generator object) holds
+/// the state the caller and the innermost generator (the leaf) exchange.
+template <class Yield, class Send>
+struct GenPromiseBase : FrameAllocated {
+    using SendSlot = std::conditional_t<std::is_void_v<Send>, NoSend, Send>;
+    using Received = std::conditional_t<std::is_void_v<Send>, void, std::optional<Send>>;
+
+    // Of every generator.
+    std::coroutine_handle<> self_;
+    GenPromiseBase* root_ = this;
+    GenPromiseBase* parent_ = nullptr;  // the generator delegating to this one
+    GenPromiseBase* child_ = nullptr;   // the generator this one delegates to (owned)
+    std::exception_ptr exception_;      // what escaped the body, until handed on
+    bool closing_ = false;              // GeneratorExit is being raised into it (close())
+    bool exited_ = false;               // the body ended by letting a GeneratorExit escape
+
+    // Meaningful in the root only.
+    GenState state_ = GenState::created;
+    std::coroutine_handle<> leaf_;  // where the next resumption goes
+    Yield* value_ = nullptr;        // the last value yielded out of the chain
+    SendSlot* sent_ = nullptr;      // the value being sent; nullptr for next(), throw_, close
+    std::exception_ptr pending_;    // to be raised at the leaf's suspension point
+
+    GenPromiseBase() = default;
+    GenPromiseBase(const GenPromiseBase&) = delete;
+    GenPromiseBase& operator=(const GenPromiseBase&) = delete;
+    ~GenPromiseBase() {
+        if (child_ != nullptr) destroy_chain(child_);
+    }
+
+    /// Destroys the frames of top and of the generators it delegates to, innermost first, in a loop
+    /// (a recursion would use stack per delegation level).
+    static void destroy_chain(GenPromiseBase* top) noexcept {
+        GenPromiseBase* p = top;
+        while (p->child_ != nullptr) p = p->child_;
+        while (p != top) {
+            GenPromiseBase* up = p->parent_;
+            up->child_ = nullptr;
+            p->self_.destroy();
+            p = up;
+        }
+        top->self_.destroy();
+    }
+
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+
+    struct FinalAwaiter {
+        GenPromiseBase* self;
+        bool await_ready() const noexcept { return false; }
+        std::coroutine_handle<> await_suspend(std::coroutine_handle<>) const noexcept {
+            GenPromiseBase* parent = self->parent_;
+            if (parent != nullptr) {  // a delegation ended: continue the delegating generator
+                self->root_->leaf_ = parent->self_;
+                return parent->self_;
+            }
+            self->state_ = GenState::done;
+            return std::noop_coroutine();
+        }
+        void await_resume() const noexcept {}
+    };
+    FinalAwaiter final_suspend() noexcept { return {this}; }
+
+    void unhandled_exception() noexcept {
+        std::exception_ptr e = std::current_exception();
+        try {
+            std::rethrow_exception(e);
+        } catch (const StopIteration&) {
+            // PEP 479: a StopIteration leaking out of the body would read as a normal return.
+            e = std::make_exception_ptr(RuntimeError("generator raised StopIteration"));
+        } catch (const GeneratorExit&) {
+            exited_ = true;
+        } catch (...) {
+        }
+        exception_ = std::move(e);
+    }
+
+    /// The value of a co_yield expression: what send() passed, nullopt for next(), or the exception
+    /// of throw_/close raised here.
+    Received receive() const {
+        GenPromiseBase* r = root_;
+        if constexpr (std::is_void_v<Send>) {
+            if (r->pending_) [[unlikely]]
+                std::rethrow_exception(std::exchange(r->pending_, nullptr));
+        } else {
+            if (SendSlot* s = r->sent_) [[likely]]
+                return Received(std::in_place, std::move(*s));
+            if (r->pending_) [[unlikely]]
+                std::rethrow_exception(std::exchange(r->pending_, nullptr));
+            return std::nullopt;
+        }
+    }
+
+    // `co_yield rvalue`: the caller reads (and moves from) the operand itself, which lives until the
+    // full-expression ends, i.e. until the generator is resumed.
+    struct YieldRef {
+        GenPromiseBase* self;
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<>) const noexcept {}
+        Received await_resume() const { return self->receive(); }
+    };
+    YieldRef yield_value(Yield&& value) noexcept {
+        root_->value_ = std::addressof(value);
+        return {this};
+    }
+
+    // `co_yield lvalue`: copied once into the frame, so that the caller may move from the copy.
+    struct YieldCopy {
+        GenPromiseBase* self;
+        Yield copy;
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<>) noexcept {
+            self->root_->value_ = std::addressof(copy);
+        }
+        Received await_resume() const { return self->receive(); }
+    };
+    YieldCopy yield_value(const Yield& value)
+        requires std::copy_constructible<Yield>
+    {
+        return {this, value};
+    }
+
+    template <class Return2>
+    Delegation<Yield, Send, Return2> yield_value(YieldFrom<Yield, Send, Return2> from);
+
+    template <class Yield2, class Send2, class Return2>
+    void yield_value(YieldFrom<Yield2, Send2, Return2>) = delete;  // Yield and Send must match
+};
+
+}  // namespace detail
+
+/// A Python generator. Move-only; the object owns the coroutine frame.
+///
+/// Errors: next()/send() on a finished generator throw StopIteration (without a value after the
+/// first time); throw_() on a finished generator rethrows the exception it is given (as Python);
+/// any call on a running generator (from inside itself) throws ValueError("generator already
+/// executing"); any operation but the observers on an empty Generator (default-constructed or
+/// moved-from) throws InvalidStateError.
+template <class Yield, class Send, class Return>
+class Generator {
+    static_assert(std::is_object_v<Yield> && !std::is_array_v<Yield> && !std::is_const_v<Yield>,
+                  "Generator: Yield must be a non-const object type");
+    static_assert(std::is_void_v<Send> || (std::is_object_v<Send> && !std::is_array_v<Send>),
+                  "Generator: Send must be void or an object type");
+    static_assert(std::is_void_v<Return> || (std::is_object_v<Return> && !std::is_array_v<Return>),
+                  "Generator: Return must be void or an object type");
+
+    using Base = detail::GenPromiseBase<Yield, Send>;
+    using State = detail::GenState;
+    using SendArg = std::conditional_t<std::is_void_v<Send>, detail::NoSend, Send>;
+
+public:
+    using yield_type = Yield;
+    using send_type = Send;
+    using return_type = Return;
+
+    struct promise_type : Base, detail::GenReturn<Return> {
+        Generator get_return_object() noexcept {
+            this->self_ = std::coroutine_handle<promise_type>::from_promise(*this);
+            this->leaf_ = this->self_;
+            return Generator(this);
+        }
+    };
+
+    class iterator;
+
+    Generator() noexcept = default;
+    Generator(Generator&& other) noexcept : p_(std::exchange(other.p_, nullptr)) {}
+    Generator& operator=(Generator&& other) noexcept {
+        if (this != &other) {
+            reset();
+            p_ = std::exchange(other.p_, nullptr);
+        }
+        return *this;
+    }
+    ~Generator() { reset(); }
+
+    /// Python's next(g) / g.send(None): resumes the generator (starting it if just started) and
+    /// returns the next yielded value; throws StopIteration (value(): the return value) when it
+    /// returns instead, and lets any exception of the body through (the generator is then done).
+    Yield next() {
+        Base& r = root();
+        if (r.state_ != State::suspended) [[unlikely]]
+            check_next(r);
+        r.sent_ = nullptr;
+        if (!run(r)) [[unlikely]]
+            throw_stop();
+        return std::move(*r.value_);
+    }
+
+    /// Python's g.send(v): v becomes the value of the pending co_yield expression. On a just-started
+    /// generator throws TypeError and leaves it just started.
+    Yield send(SendArg value)
+        requires(!std::is_void_v<Send>)
+    {
+        Base& r = root();
+        if (r.state_ != State::suspended) [[unlikely]]
+            check_send(r);
+        r.sent_ = std::addressof(value);
+        if (!run(r)) [[unlikely]]
+            throw_stop();
+        return std::move(*r.value_);
+    }
+
+    /// Python's g.throw(e): raises e at the suspension point. Returns the next yielded value if the
+    /// generator catches it and yields; throws StopIteration if it returns; e (or what replaced it)
+    /// propagates if it escapes. On a just-started generator it finishes without running and e
+    /// propagates; on a finished one e propagates.
+    Yield throw_(std::exception_ptr e) {
+        Base& r = root();
+        if (!e) throw TypeError("throw_() needs an exception, not a null exception_ptr");
+        switch (r.state_) {
+            case State::running:
+                throw_running();
+            case State::created:
+                r.state_ = State::done;
+                std::rethrow_exception(std::move(e));
+            case State::done:
+                std::rethrow_exception(std::move(e));
+            case State::suspended:
+                break;
+        }
+        if (!throw_in(r, std::move(e), false)) {
+            rethrow_escaped(r);
+            throw_stop();
+        }
+        return std::move(*r.value_);
+    }
+
+    template <class E>
+        requires(!std::same_as<std::remove_cvref_t<E>, std::exception_ptr>)
+    Yield throw_(E e) {
+        return throw_(std::make_exception_ptr(std::move(e)));
+    }
+
+    /// Python's g.close(): raises GeneratorExit at the suspension point. Returns normally if the
+    /// generator finishes (by letting GeneratorExit escape or by returning); throws
+    /// RuntimeError("generator ignored GeneratorExit") if it yields instead (it stays suspended);
+    /// lets any other exception through. On a just-started or finished generator it only marks it
+    /// finished.
+    void close() {
+        Base& r = root();
+        switch (r.state_) {
+            case State::running:
+                throw_running();
+            case State::created:
+            case State::done:
+                r.state_ = State::done;
+                return;
+            case State::suspended:
+                break;
+        }
+        if (throw_in(r, std::make_exception_ptr(GeneratorExit()), true))
+            throw RuntimeError("generator ignored GeneratorExit");
+        if (r.exception_) {
+            std::exception_ptr e = std::exchange(r.exception_, nullptr);
+            if (!r.exited_) std::rethrow_exception(std::move(e));
+        }
+    }
+
+    /// Finished: returned, raised, or closed. True for an empty Generator.
+    bool done() const noexcept { return p_ == nullptr || p_->state_ == State::done; }
+    /// Executing its body (only observable from inside it).
+    bool running() const noexcept { return p_ != nullptr && p_->state_ == State::running; }
+    /// No longer just started: next/send/throw_/close has been called.
+    bool started() const noexcept { return p_ != nullptr && p_->state_ != State::created; }
+    /// Has a coroutine frame (false when default-constructed or moved-from).
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+
+    /// The co_returned value; InvalidStateError unless the generator has finished by returning.
+    std::add_lvalue_reference_t<Return> return_value() {
+        check_returned();
+        if constexpr (!std::is_void_v<Return>) return *promise().return_slot_;
+    }
+    std::conditional_t<std::is_void_v<Return>, void, std::add_lvalue_reference_t<const Return>>
+    return_value() const {
+        check_returned();
+        if constexpr (!std::is_void_v<Return>) return *promise().return_slot_;
+    }
+
+    /// Range-for: begin() runs the generator to its first yield (as next()); iteration ends when it
+    /// returns, without an exception; exceptions of the body propagate. Like std::generator, *it is
+    /// Yield&&, so `for (auto v : g)` moves each value out (and works for move-only types).
+    iterator begin() {
+        advance();
+        return iterator(this);
+    }
+    std::default_sentinel_t end() const noexcept { return {}; }
+
+private:
+    template <class, class, class>
+    friend class Generator;
+    template <class, class, class>
+    friend struct detail::Delegation;
+    friend struct detail::GenPromiseBase<Yield, Send>;
+
+    explicit Generator(Base* p) noexcept : p_(p) {}
+
+    void reset() noexcept {
+        if (p_ != nullptr) Base::destroy_chain(std::exchange(p_, nullptr));
+    }
+    Base* release() noexcept { return std::exchange(p_, nullptr); }
+    promise_type& promise() const noexcept { return static_cast<promise_type&>(*p_); }
+
+    Base& root() const {
+        if (p_ == nullptr) [[unlikely]]
+            throw_empty();
+        return *p_;
+    }
+
+    // Resumes the chain once sent_/pending_ are set: true if a value was yielded out, false if the
+    // root returned; rethrows what escaped the root.
+    static bool run(Base& r) {
+        r.state_ = State::running;
+        r.leaf_.resume();
+        if (r.state_ == State::done) [[unlikely]] {
+            rethrow_escaped(r);
+            return false;
+        }
+        r.state_ = State::suspended;
+        return true;
+    }
+
+    static void rethrow_escaped(Base& r) {
+        if (r.exception_) std::rethrow_exception(std::exchange(r.exception_, nullptr));
+    }
+
+    // Raises e at the leaf's suspension point and runs until a value is yielded out of the root
+    // (true) or the root finishes (false; what escaped it is left in exception_). While closing
+    // (close(), or throw_ of a GeneratorExit into a delegating generator), each generator of the
+    // chain is closed as Python's close() does: a delegating one gets GeneratorExit once its sub
+    // has finished, or RuntimeError("generator ignored GeneratorExit") if its sub yielded.
+    static bool throw_in(Base& r, std::exception_ptr e, bool closing) {
+        if (!closing && r.child_ != nullptr) closing = detail::is_generator_exit(e);
+        if (closing) {
+            for (Base* p = &r; p != nullptr; p = p->child_) p->closing_ = true;
+        }
+        r.pending_ = std::move(e);
+        r.sent_ = nullptr;
+        r.state_ = State::running;
+        r.leaf_.resume();
+        while (closing && r.state_ != State::done) {
+            // A value came out: the innermost generator still being closed ignored GeneratorExit.
+            Base* ignoring = &r;
+            for (Base* p = &r; p != nullptr; p = p->child_) {
+                if (p->closing_) ignoring = p;
+            }
+            if (ignoring == &r) break;
+            // Its close() fails in its parent, at the yield_from, which abandons it.
+            Base* parent = ignoring->parent_;
+            r.pending_ = std::make_exception_ptr(RuntimeError("generator ignored GeneratorExit"));
+            r.sent_ = nullptr;
+            r.leaf_ = parent->self_;
+            parent->self_.resume();
+        }
+        if (closing) {
+            for (Base* p = &r; p != nullptr; p = p->child_) p->closing_ = false;
+        }
+        if (r.state_ == State::done) return false;
+        r.state_ = State::suspended;
+        return true;
+    }
+
+    bool advance() {
+        Base& r = root();
+        switch (r.state_) {
+            case State::running:
+                throw_running();
+            case State::done:
+                return false;
+            case State::created:
+            case State::suspended:
+                break;
+        }
+        r.sent_ = nullptr;
+        return run(r);
+    }
+
+    void check_returned() const {
+        Base& r = root();
+        if (r.state_ != State::done)
+            throw InvalidStateError("return_value() of a generator that has not finished");
+        if (!promise().returned())
+            throw InvalidStateError("return_value() of a generator that finished without returning");
+    }
+
+    [[gnu::cold, gnu::noinline]] static void check_next(Base& r) {
+        if (r.state_ == State::running) throw_running();
+        if (r.state_ == State::done) throw StopIteration();
+    }
+    [[gnu::cold, gnu::noinline]] static void check_send(Base& r) {
+        if (r.state_ == State::running) throw_running();
+        if (r.state_ == State::created)
+            throw TypeError("can't send non-None value to a just-started generator");
+        throw StopIteration();
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] static void throw_running() {
+        throw ValueError("generator already executing");
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] static void throw_empty() {
+        throw InvalidStateError("empty Generator (default-constructed or moved-from)");
+    }
+    // The generator has just returned: StopIteration carries a copy of the return value (an empty
+    // std::any for void or a non-copyable Return; return_value() has it in every case).
+    [[noreturn, gnu::cold, gnu::noinline]] void throw_stop() const {
+        if constexpr (std::is_void_v<Return> || !std::is_copy_constructible_v<Return>) {
+            throw StopIteration();
+        } else {
+            if (promise().returned()) throw StopIteration(std::any(*promise().return_slot_));
+            throw StopIteration();
+        }
+    }
+
+    Base* p_ = nullptr;
+};
+
+template <class Yield, class Send, class Return>
+class Generator<Yield, Send, Return>::iterator {
+public:
+    using value_type = Yield;
+    using difference_type = std::ptrdiff_t;
+    using reference = Yield&&;
+
+    iterator() noexcept = default;
+
+    reference operator*() const noexcept { return std::move(*gen_->p_->value_); }
+    iterator& operator++() {
+        gen_->advance();
+        return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) noexcept {
+        return it.gen_ == nullptr || it.gen_->done();
+    }
+
+private:
+    friend class Generator;
+    explicit iterator(Generator* gen) noexcept : gen_(gen) {}
+    Generator* gen_ = nullptr;
+};
+
+namespace detail {
+
+/// The awaiter of `co_yield yield_from(std::move(sub))`, in the delegating generator's frame. It
+/// owns sub before and after the delegation; during it, the delegating promise's child_ does.
+template <class Yield, class Send, class Return>
+struct Delegation {
+    using Base = GenPromiseBase<Yield, Send>;
+
+    Base* parent;
+    Generator<Yield, Send, Return> sub;
+
+    // A sub that has already finished is not run again.
+    bool await_ready() const noexcept { return sub.done(); }
+
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<>) noexcept {
+        Base* s = sub.release();
+        Base* root = parent->root_;
+        parent->child_ = s;
+        s->parent_ = parent;
+        Base* leaf = s;  // s may itself be delegating already: its whole chain joins ours
+        for (Base* p = s; p != nullptr; p = p->child_) {
+            p->root_ = root;
+            leaf = p;
+        }
+        root->leaf_ = leaf->self_;
+        root->sent_ = nullptr;  // the sub is first resumed as by next(), as `yield from` does
+        return leaf->self_;
+    }
+
+    Return await_resume() {
+        if (Base* s = std::exchange(parent->child_, nullptr)) {
+            sub.p_ = s;  // take it back: it is destroyed with this awaiter
+            if (!s->self_.done())  // abandoned while suspended (it ignored GeneratorExit)
+                std::rethrow_exception(std::exchange(parent->root_->pending_, nullptr));
+            if (s->exception_) std::rethrow_exception(std::exchange(s->exception_, nullptr));
+            if (s->closing_) throw GeneratorExit();  // it was closed and returned: now close us
+        } else if constexpr (!std::is_void_v<Return>) {
+            if (!sub.promise().returned())
+                throw InvalidStateError("yield_from a generator that finished without returning");
+        }
+        if constexpr (!std::is_void_v<Return>) return std::move(*sub.promise().return_slot_);
+    }
+};
+
+template <class Yield, class Send>
+template <class Return2>
+Delegation<Yield, Send, Return2> GenPromiseBase<Yield, Send>::yield_value(
+    YieldFrom<Yield, Send, Return2> from) {
+    Generator<Yield, Send, Return2>& g = from.generator;
+    if (g.p_ == nullptr)
+        throw InvalidStateError("yield_from an empty Generator (default-constructed or moved-from)");
+    if (g.p_->state_ == GenState::running) throw ValueError("generator already executing");
+    return {this, std::move(g)};
+}
+
+}  // namespace detail
+
+}  // namespace asyncio

@@ -1,0 +1,232 @@
+#include "asyncio/event_loop.hpp"
+
+#include <cstdio>
+#include <exception>
+#include <typeinfo>
+
+#include "asyncio/detail/promise.hpp"
+#include "backend/backend.hpp"
+
+namespace asyncio {
+
+namespace detail {
+thread_local EventLoop* t_running_loop = nullptr;
+thread_local EventLoop* t_thread_loop = nullptr;
+thread_local PromiseBase* t_current_task = nullptr;
+void release_loop_tasks(EventLoop& loop) noexcept;  // task.cpp
+}  // namespace detail
+
+using detail::t_running_loop;
+
+EventLoop& get_running_loop() {
+    if (t_running_loop == nullptr) throw RuntimeError("no running event loop");
+    return *t_running_loop;
+}
+
+void Handle::cancel() noexcept {
+    if (cancelled_ || loop_ == nullptr) return;
+    cancelled_ = true;
+    if (!loop_->closed_) loop_->timers_.cancel(id_);
+}
+
+EventLoop::EventLoop() : EventLoop(std::make_unique<MonotonicClock>()) {}
+
+EventLoop::EventLoop(std::unique_ptr<Clock> clock)
+    : clock_(std::move(clock)), backend_(detail::make_backend()) {
+    if (!clock_) throw ValueError("EventLoop needs a clock");
+    if (detail::t_thread_loop == nullptr) detail::t_thread_loop = this;
+}
+
+EventLoop::~EventLoop() {
+    try {
+        if (!closed_) close();
+    } catch (...) {
+        // close() only throws while running, and a running loop is not destroyed.
+    }
+    if (detail::t_thread_loop == this) detail::t_thread_loop = nullptr;
+}
+
+Handle EventLoop::call_soon(detail::Callback cb) {
+    if (closed_) throw RuntimeError("Event loop is closed");
+    const detail::TimerId id = timers_.make_slot(std::move(cb));
+    ready_.push(&run_slot, detail::pack_timer_id(id));
+    return Handle(this, id);
+}
+
+void EventLoop::call_soon_threadsafe(detail::Callback cb) {
+    {
+        std::lock_guard lock(ts_mutex_);
+        if (ts_closed_) throw RuntimeError("Event loop is closed");
+        ts_queue_.push_back(std::move(cb));
+    }
+    ts_pending_.store(true);
+    if (polling_.load()) backend_->wakeup();
+}
+
+TimerHandle EventLoop::call_later(Duration delay, detail::Callback cb) {
+    return call_at(time() + delay, std::move(cb));
+}
+
+TimerHandle EventLoop::call_at(TimePoint when, detail::Callback cb) {
+    if (closed_) throw RuntimeError("Event loop is closed");
+    const detail::TimerId id = timers_.add(when.time_since_epoch().count(), std::move(cb));
+    return TimerHandle(this, id, when);
+}
+
+void EventLoop::run_slot(void* packed) {
+    EventLoop* loop = t_running_loop;
+    try {
+        loop->timers_.run(detail::unpack_timer_id(packed));
+    } catch (...) {
+        loop->call_exception_handler({"Exception in callback", std::current_exception(), {}});
+    }
+}
+
+void EventLoop::check_runnable() const {
+    if (closed_) throw RuntimeError("Event loop is closed");
+    if (running_) throw RuntimeError("This event loop is already running");
+    if (t_running_loop != nullptr)
+        throw RuntimeError("Cannot run the event loop while another loop is running");
+}
+
+void EventLoop::run_forever() {
+    check_runnable();
+    running_ = true;
+    t_running_loop = this;
+    struct Reset {
+        EventLoop* loop;
+        ~Reset() {
+            loop->running_ = false;
+            loop->stopping_ = false;
+            t_running_loop = nullptr;
+        }
+    } reset{this};
+    for (;;) {
+        run_once();
+        if (stopping_) break;
+    }
+}
+
+void EventLoop::drain_threadsafe() {
+    std::vector<detail::Callback> batch;
+    {
+        std::lock_guard lock(ts_mutex_);
+        batch.swap(ts_queue_);
+    }
+    for (auto& cb : batch) {
+        const detail::TimerId id = timers_.make_slot(std::move(cb));
+        ready_.push(&run_slot, detail::pack_timer_id(id));
+    }
+}
+
+void EventLoop::poll_backend(std::int64_t timeout_ns) {
+    ++stats_.backend_polls;
+    if (timeout_ns != 0) {
+        // Announce that we may block before the last look at the thread-safe queue: a producer
+        // either sees polling_ and writes the wake-up fd, or we see ts_pending_ here.
+        polling_.store(true);
+        if (ts_pending_.load()) timeout_ns = 0;
+        else ++stats_.backend_waits;
+    }
+    try {
+        backend_->poll(timeout_ns, ready_);
+    } catch (...) {
+        polling_.store(false);
+        throw;
+    }
+    polling_.store(false);
+}
+
+void EventLoop::run_once() {
+    // 1. How long may we wait for I/O?
+    std::int64_t timeout_ns;
+    const bool have_timers = timers_.has_timers();
+    if (!ready_.empty() || stopping_ || ts_pending_.load()) {
+        timeout_ns = 0;
+    } else if (have_timers) {
+        const std::int64_t now = time().time_since_epoch().count();
+        timeout_ns = timers_.next_deadline() - now;
+        if (timeout_ns < 0) timeout_ns = 0;
+    } else {
+        timeout_ns = -1;
+    }
+
+    // 2. Poll I/O. With nothing registered there is nothing to poll unless we must wait; the
+    // thread-safe queue is checked through its flag instead of the wake-up fd.
+    if (timeout_ns != 0 && clock_->autojump()) {
+        // Virtual time: look at I/O without blocking; if nothing came and a timer is pending,
+        // jump the clock to it instead of sleeping.
+        if (backend_->registrations() > 0) poll_backend(0);
+        if (ready_.empty() && !ts_pending_.load()) {
+            if (have_timers) {
+                clock_->advance_to(TimePoint(Duration(timers_.next_deadline())));
+            } else {
+                poll_backend(-1);  // only a real event (another thread, I/O) can wake us now
+            }
+        }
+    } else if (timeout_ns != 0 || backend_->registrations() > 0) {
+        poll_backend(timeout_ns);
+    }
+    if (ts_pending_.load() && ts_pending_.exchange(false)) drain_threadsafe();
+
+    // 3. Due timers join the ready queue, in deadline order.
+    if (timers_.has_timers()) {
+        const std::int64_t now = time().time_since_epoch().count();
+        detail::TimerId id;
+        while (timers_.pop_due(now, id)) ready_.push(&run_slot, detail::pack_timer_id(id));
+    }
+
+    // 4. Run what is ready now; what these schedule waits for the next iteration.
+    for (std::size_t n = ready_.size(); n > 0; --n) {
+        const detail::ReadyEntry e = ready_.pop();
+        e.fn(e.ctx);
+    }
+    ++stats_.iterations;
+}
+
+void EventLoop::close() {
+    if (running_) throw RuntimeError("Cannot close a running event loop");
+    if (closed_) return;
+    closed_ = true;
+    {
+        std::lock_guard lock(ts_mutex_);
+        ts_closed_ = true;
+        ts_queue_.clear();
+    }
+    ready_.clear();
+    detail::release_loop_tasks(*this);
+    timers_.clear();
+}
+
+void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
+    if (!handler_) {
+        default_exception_handler(context);
+        return;
+    }
+    try {
+        handler_(*this, context);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "Unhandled error in exception handler: %s\n", e.what());
+        default_exception_handler(context);
+    } catch (...) {
+        std::fprintf(stderr, "Unhandled error in exception handler\n");
+        default_exception_handler(context);
+    }
+}
+
+void EventLoop::default_exception_handler(const ExceptionContext& context) noexcept {
+    std::string line = context.message;
+    if (!context.task_name.empty()) line += "\ntask: " + context.task_name;
+    if (context.exception) {
+        try {
+            std::rethrow_exception(context.exception);
+        } catch (const std::exception& e) {
+            line += std::string("\nexception: ") + typeid(e).name() + ": " + e.what();
+        } catch (...) {
+            line += "\nexception: (not a std::exception)";
+        }
+    }
+    std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+}  // namespace asyncio

@@ -1,0 +1,221 @@
+// Task bookkeeping that needs the loop: finishing, freeing, cancelling, names, the loop's list of
+// pending tasks, and asyncio::run()'s shutdown.
+#include "asyncio/task.hpp"
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "asyncio/gather.hpp"
+#include "asyncio/run.hpp"
+
+namespace asyncio::detail {
+
+namespace {
+
+// Names and cancel messages are rare: they live beside the frame, not in it.
+struct TaskExtra {
+    std::string name;
+    std::string cancel_msg;
+};
+thread_local std::unordered_map<const PromiseBase*, TaskExtra> t_extras;
+thread_local std::uint64_t t_task_counter = 0;
+
+TaskExtra& extra(PromiseBase* p) {
+    p->flags_ |= kHasExtra;
+    return t_extras[p];
+}
+
+void report(EventLoop* loop, ExceptionContext ctx) noexcept {
+    if (loop == nullptr) loop = t_running_loop != nullptr ? t_running_loop : t_thread_loop;
+    if (loop != nullptr)
+        loop->call_exception_handler(ctx);
+    else
+        EventLoop::default_exception_handler(ctx);
+}
+
+void unlink(EventLoop& loop, PromiseBase* p) noexcept {
+    PromiseBase*& head = loop.task_list();
+    if (p->prev_ != nullptr)
+        p->prev_->next_ = p->next_;
+    else if (head == p)
+        head = p->next_;
+    if (p->next_ != nullptr) p->next_->prev_ = p->prev_;
+    p->prev_ = p->next_ = nullptr;
+}
+
+void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
+    if (p->has(kHasException) && !p->has(kRetrieved) && !p->has(kCancelled))
+        report(loop, {"Task exception was never retrieved", p->exception_, task_name(p)});
+    else if (!p->has(kDone))
+        report(loop, {"Task was destroyed but it is pending!", nullptr, task_name(p)});
+    if (p->has(kHasExtra)) t_extras.erase(p);
+    p->root_.destroy();
+}
+
+}  // namespace
+
+void task_start(PromiseBase* p, EventLoop& loop) {
+    p->flags_ |= kTaskMode;
+    p->refs_ = 2;  // the loop's, and the Task handle's
+    PromiseBase*& head = loop.task_list();
+    p->next_ = head;
+    if (head != nullptr) head->prev_ = p;
+    head = p;
+    loop.schedule(&step_task, p);
+}
+
+void task_finished(PromiseBase* p) noexcept {
+    p->flags_ |= kDone;
+    p->waiting_ = nullptr;
+    if (p->has(kHasException)) {
+        try {
+            std::rethrow_exception(p->exception_);
+        } catch (const CancelledError&) {
+            p->flags_ |= kCancelled;
+        } catch (...) {
+        }
+    }
+    if (t_running_loop != nullptr && !p->has(kAbandoned)) unlink(*t_running_loop, p);
+
+    // Waiters were pushed at the head: run them oldest first.
+    DoneWaiter* w = p->waiters_;
+    p->waiters_ = nullptr;
+    if (w != nullptr) {
+        if (w->next == nullptr) {
+            w->fn(w, p);
+        } else {
+            std::vector<DoneWaiter*> order;
+            for (; w != nullptr; w = w->next) order.push_back(w);
+            for (auto it = order.rbegin(); it != order.rend(); ++it) (*it)->fn(*it, p);
+        }
+    }
+    task_release(p);  // the loop's reference
+}
+
+void task_release(PromiseBase* p) noexcept {
+    if (--p->refs_ == 0) destroy_task(p, nullptr);
+}
+
+bool task_cancel(PromiseBase* p, std::string msg) {
+    if (p == nullptr) throw InvalidStateError("cancel() of an empty Task");
+    if (p->has(kDone) || p->has(kAbandoned)) return false;
+    if (p->cancelling_ < 0xffff) ++p->cancelling_;
+    if (!msg.empty()) extra(p).cancel_msg = std::move(msg);
+    if (CancelHook* hook = p->waiting_; hook != nullptr) {
+        if (hook->fn(hook)) return true;  // passed on; the awaited object wakes the task
+    }
+    p->flags_ |= kMustCancel;
+    return true;
+}
+
+void throw_cancelled(PromiseBase* p) {
+    p->flags_ &= static_cast<std::uint16_t>(~kMustCancel);
+    if (p->has(kHasExtra)) {
+        auto it = t_extras.find(p);
+        if (it != t_extras.end() && !it->second.cancel_msg.empty())
+            throw CancelledError(it->second.cancel_msg);
+    }
+    throw CancelledError();
+}
+
+std::string task_name(const PromiseBase* p) {
+    auto* mp = const_cast<PromiseBase*>(p);
+    TaskExtra& e = extra(mp);
+    if (e.name.empty()) e.name = "Task-" + std::to_string(++t_task_counter);
+    return e.name;
+}
+
+void task_set_name(PromiseBase* p, std::string name) { extra(p).name = std::move(name); }
+
+PromiseBase* current_task_or_throw(const char* what) {
+    if (t_current_task == nullptr)
+        throw RuntimeError(std::string(what) + " must be awaited inside a task (no current task)");
+    return t_current_task;
+}
+
+void unregister_waiter(PromiseBase* target, DoneWaiter* w) noexcept {
+    DoneWaiter** link = &target->waiters_;
+    while (*link != nullptr) {
+        if (*link == w) {
+            *link = w->next;
+            return;
+        }
+        link = &(*link)->next;
+    }
+}
+
+void release_loop_tasks(EventLoop& loop) noexcept {
+    std::vector<PromiseBase*> pending;
+    for (PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) pending.push_back(p);
+    loop.task_list() = nullptr;
+    // Pin every task first: destroying one frame may drop handles to the others.
+    for (PromiseBase* p : pending) {
+        ++p->refs_;
+        p->flags_ |= kAbandoned;
+        p->waiting_ = nullptr;
+        p->prev_ = p->next_ = nullptr;
+    }
+    for (PromiseBase* p : pending) --p->refs_;  // the loop's reference
+    for (PromiseBase* p : pending)
+        if (--p->refs_ == 0) destroy_task(p, &loop);
+}
+
+void check_no_running_loop(const char* what) {
+    if (t_running_loop != nullptr)
+        throw RuntimeError(std::string(what) + " cannot be called from a running event loop");
+}
+
+namespace {
+Coroutine<> wait_cancelled(std::vector<Task<>> tasks) {
+    co_await gather(return_exceptions, std::move(tasks));
+}
+}  // namespace
+
+void shutdown_run_loop(EventLoop& loop) noexcept {
+    try {
+        std::vector<Task<>> tasks = all_tasks(loop);
+        if (!tasks.empty()) {
+            for (auto& t : tasks) t.cancel();
+            loop.run_until_complete(wait_cancelled(tasks));
+            for (auto& t : tasks) {
+                if (t.done() && !t.cancelled() && t.base()->has(kHasException)) {
+                    t.base()->flags_ |= kRetrieved;
+                    loop.call_exception_handler({"unhandled exception during asyncio.run() shutdown",
+                                                 t.base()->exception_, t.get_name()});
+                }
+            }
+        }
+    } catch (...) {
+        loop.call_exception_handler(
+            {"error while shutting down asyncio.run()", std::current_exception(), {}});
+    }
+    try {
+        loop.close();
+    } catch (...) {
+    }
+}
+
+}  // namespace asyncio::detail
+
+namespace asyncio {
+
+Task<> current_task() {
+    detail::PromiseBase* p = detail::t_current_task;
+    if (p == nullptr) return Task<>();
+    ++p->refs_;
+    return Task<>(p);
+}
+
+std::vector<Task<>> all_tasks(EventLoop& loop) {
+    std::vector<Task<>> out;
+    for (detail::PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) {
+        ++p->refs_;
+        out.emplace_back(p);
+    }
+    return out;
+}
+
+std::vector<Task<>> all_tasks() { return all_tasks(get_running_loop()); }
+
+}  // namespace asyncio
