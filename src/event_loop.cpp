@@ -10,9 +10,9 @@
 namespace asyncio {
 
 namespace detail {
-thread_local EventLoop* t_running_loop = nullptr;
-thread_local EventLoop* t_thread_loop = nullptr;
-thread_local PromiseBase* t_current_task = nullptr;
+ASYNCIO_TLS EventLoop* t_running_loop = nullptr;
+ASYNCIO_TLS EventLoop* t_thread_loop = nullptr;
+ASYNCIO_TLS PromiseBase* t_current_task = nullptr;
 void release_loop_tasks(EventLoop& loop) noexcept;  // task.cpp
 }  // namespace detail
 
@@ -138,45 +138,42 @@ void EventLoop::poll_backend(std::int64_t timeout_ns) {
 }
 
 void EventLoop::run_once() {
-    // 1. How long may we wait for I/O?
-    std::int64_t timeout_ns;
-    const bool have_timers = timers_.has_timers();
-    if (!ready_.empty() || stopping_ || ts_pending_.load()) {
-        timeout_ns = 0;
-    } else if (have_timers) {
-        const std::int64_t now = time().time_since_epoch().count();
-        timeout_ns = timers_.next_deadline() - now;
-        if (timeout_ns < 0) timeout_ns = 0;
-    } else {
-        timeout_ns = -1;
-    }
-
-    // 2. Poll I/O. With nothing registered there is nothing to poll unless we must wait; the
-    // thread-safe queue is checked through its flag instead of the wake-up fd.
-    if (timeout_ns != 0 && clock_->autojump()) {
-        // Virtual time: look at I/O without blocking; if nothing came and a timer is pending,
-        // jump the clock to it instead of sleeping.
+    // 1. Poll I/O: without blocking when callbacks are ready, else until the next timer. With no
+    // I/O registered, a poll that would not block is skipped (the thread-safe queue is looked at
+    // through its flag), so a busy loop of tasks pays no system call per iteration.
+    if (!ready_.empty() || stopping_ || ts_pending_.load(std::memory_order_relaxed)) {
         if (backend_->registrations() > 0) poll_backend(0);
-        if (ready_.empty() && !ts_pending_.load()) {
-            if (have_timers) {
-                clock_->advance_to(TimePoint(Duration(timers_.next_deadline())));
-            } else {
-                poll_backend(-1);  // only a real event (another thread, I/O) can wake us now
-            }
+    } else {
+        const bool have_timers = timers_.has_timers();
+        std::int64_t timeout_ns = -1;
+        if (have_timers) {
+            timeout_ns = timers_.next_deadline() - time().time_since_epoch().count();
+            if (timeout_ns < 0) timeout_ns = 0;
         }
-    } else if (timeout_ns != 0 || backend_->registrations() > 0) {
-        poll_backend(timeout_ns);
+        if (timeout_ns != 0 && clock_->autojump()) {
+            // Virtual time: look at I/O without blocking; if nothing came and a timer is pending,
+            // jump the clock to it instead of sleeping.
+            if (backend_->registrations() > 0) poll_backend(0);
+            if (ready_.empty() && !ts_pending_.load()) {
+                if (have_timers)
+                    clock_->advance_to(TimePoint(Duration(timers_.next_deadline())));
+                else
+                    poll_backend(-1);  // only a real event (another thread, I/O) can wake us now
+            }
+        } else if (timeout_ns != 0 || backend_->registrations() > 0) {
+            poll_backend(timeout_ns);
+        }
     }
-    if (ts_pending_.load() && ts_pending_.exchange(false)) drain_threadsafe();
+    if (ts_pending_.load(std::memory_order_relaxed) && ts_pending_.exchange(false)) drain_threadsafe();
 
-    // 3. Due timers join the ready queue, in deadline order.
+    // 2. Due timers join the ready queue, in deadline order.
     if (timers_.has_timers()) {
         const std::int64_t now = time().time_since_epoch().count();
         detail::TimerId id;
         while (timers_.pop_due(now, id)) ready_.push(&run_slot, detail::pack_timer_id(id));
     }
 
-    // 4. Run what is ready now; what these schedule waits for the next iteration.
+    // 3. Run what is ready now; what these schedule waits for the next iteration.
     for (std::size_t n = ready_.size(); n > 0; --n) {
         const detail::ReadyEntry e = ready_.pop();
         e.fn(e.ctx);

@@ -4,7 +4,7 @@
 
 namespace asyncio::detail {
 
-thread_local FramePool t_frame_pool{};
+ASYNCIO_TLS FramePool t_frame_pool{};
 
 namespace {
 

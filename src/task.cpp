@@ -50,7 +50,7 @@ void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
     else if (!p->has(kDone))
         report(loop, {"Task was destroyed but it is pending!", nullptr, task_name(p)});
     if (p->has(kHasExtra)) t_extras.erase(p);
-    p->root_.destroy();
+    frame_of(p).destroy();
 }
 
 }  // namespace
@@ -62,7 +62,7 @@ void task_start(PromiseBase* p, EventLoop& loop) {
     p->next_ = head;
     if (head != nullptr) head->prev_ = p;
     head = p;
-    loop.schedule(&step_task, p);
+    loop.schedule(&start_task, p);
 }
 
 void task_finished(PromiseBase* p) noexcept {
@@ -91,6 +91,15 @@ void task_finished(PromiseBase* p) noexcept {
         }
     }
     task_release(p);  // the loop's reference
+}
+
+void cancel_unstarted(PromiseBase* p) noexcept {
+    try {
+        throw_cancelled(p);
+    } catch (...) {
+        p->set_exception(std::current_exception());
+    }
+    task_finished(p);
 }
 
 void task_release(PromiseBase* p) noexcept {

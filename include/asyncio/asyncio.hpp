@@ -3,6 +3,7 @@
 
 #include "asyncio/clock.hpp"
 #include "asyncio/coroutine.hpp"
+#include "asyncio/event.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/gather.hpp"

@@ -19,6 +19,7 @@
 
 #include "asyncio/clock.hpp"
 #include "asyncio/detail/callback.hpp"
+#include "asyncio/detail/frame_allocator.hpp"
 #include "asyncio/detail/ready_queue.hpp"
 #include "asyncio/detail/timer_queue.hpp"
 #include "asyncio/exceptions.hpp"
@@ -34,9 +35,9 @@ class Task;
 namespace detail {
 class Backend;
 struct PromiseBase;
-extern thread_local EventLoop* t_running_loop;  // the loop running on this thread, if any
-extern thread_local EventLoop* t_thread_loop;   // the loop that lives on this thread, if any
-extern thread_local PromiseBase* t_current_task;
+extern ASYNCIO_TLS EventLoop* t_running_loop;  // the loop running on this thread, if any
+extern ASYNCIO_TLS EventLoop* t_thread_loop;  // the loop that lives on this thread, if any
+extern ASYNCIO_TLS PromiseBase* t_current_task;
 }  // namespace detail
 
 /// What the loop's exception handler receives (Python's context dict).

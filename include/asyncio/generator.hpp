@@ -90,13 +90,92 @@ inline bool is_generator_exit(const std::exception_ptr& e) noexcept {
     }
 }
 
+/// Small trivially copyable values are passed in place rather than through a pointer: one load
+/// less on the path of every send.
+template <class T>
+inline constexpr bool kPassInPlace = false;
+template <class T>
+    requires std::is_object_v<T>
+inline constexpr bool kPassInPlace<T> = std::is_trivially_copyable_v<T> && sizeof(T) <= 32;
+
+template <class T>
+union InPlace {
+    char none;
+    T value;
+    InPlace() noexcept : none() {}
+};
+
+/// What the caller hands the generator it resumes: for send(), the value (in place for small
+/// trivially copyable Send, else a pointer to send()'s argument); for throw_/close, the exception.
+// (The value and its flag are written and read separately, never as one std::optional: a wide load
+// of narrower stores just made would stall store-to-load forwarding.)
+template <class Send, bool = kPassInPlace<Send>>
+struct GenInbox {
+    InPlace<Send> sent_;
+    bool has_sent_ = false;
+    std::exception_ptr pending_;
+    void put(const Send& v) noexcept {
+        std::construct_at(std::addressof(sent_.value), v);
+        has_sent_ = true;
+    }
+    void clear() noexcept { has_sent_ = false; }
+    std::optional<Send> take() {
+        if (has_sent_) [[likely]]
+            return std::optional<Send>(std::in_place, sent_.value);
+        if (pending_) [[unlikely]]
+            std::rethrow_exception(std::exchange(pending_, nullptr));
+        return std::nullopt;
+    }
+};
+
+template <class Send>
+struct GenInbox<Send, false> {
+    Send* sent_ = nullptr;
+    std::exception_ptr pending_;
+    void put(Send& v) noexcept { sent_ = std::addressof(v); }
+    void clear() noexcept { sent_ = nullptr; }
+    std::optional<Send> take() {
+        if (sent_ != nullptr) [[likely]]
+            return std::optional<Send>(std::in_place, std::move(*sent_));
+        if (pending_) [[unlikely]]
+            std::rethrow_exception(std::exchange(pending_, nullptr));
+        return std::nullopt;
+    }
+};
+
+template <>
+struct GenInbox<void, false> {
+    std::exception_ptr pending_;
+    void clear() noexcept {}
+    void take() {
+        if (pending_) [[unlikely]]
+            std::rethrow_exception(std::exchange(pending_, nullptr));
+    }
+};
+
+/// Where the root keeps the last value yielded out of its chain: in place for small trivially
+/// copyable types, else a pointer to the co_yield operand (or to the yielding frame's copy of it).
+template <class Yield, bool = kPassInPlace<Yield>>
+struct GenOutbox {
+    InPlace<Yield> yielded_;
+    Yield& yielded() noexcept { return yielded_.value; }
+};
+
+template <class Yield>
+struct GenOutbox<Yield, false> {
+    Yield* yielded_ = nullptr;
+    Yield& yielded() noexcept { return *yielded_; }
+};
+
+struct NoCopySlot {};
+
 /// The part of a generator's promise that does not depend on Return, so that generators with
 /// different return types can delegate to one another. A chain of delegations is a list of promises
 /// linked by parent_/child_; the first one (the root, owned by the caller's Generator object) holds
-/// the state the caller and the innermost generator (the leaf) exchange.
+/// the state and the yielded value; the caller resumes the innermost one (the leaf) directly.
 template <class Yield, class Send>
-struct GenPromiseBase : FrameAllocated {
-    using SendSlot = std::conditional_t<std::is_void_v<Send>, NoSend, Send>;
+struct GenPromiseBase : FrameAllocated, GenInbox<Send>, GenOutbox<Yield> {
+    static constexpr bool kYieldInPlace = kPassInPlace<Yield>;
     using Received = std::conditional_t<std::is_void_v<Send>, void, std::optional<Send>>;
 
     // Of every generator.
@@ -107,13 +186,13 @@ struct GenPromiseBase : FrameAllocated {
     std::exception_ptr exception_;      // what escaped the body, until handed on
     bool closing_ = false;              // GeneratorExit is being raised into it (close())
     bool exited_ = false;               // the body ended by letting a GeneratorExit escape
+    // `co_yield lvalue` of a type not passed in place is copied here, so the caller can move it.
+    [[no_unique_address]] std::conditional_t<kYieldInPlace, NoCopySlot, std::optional<Yield>>
+        copy_;
 
-    // Meaningful in the root only.
+    // Meaningful in the root only (the yielded value is in GenOutbox).
     GenState state_ = GenState::created;
-    std::coroutine_handle<> leaf_;  // where the next resumption goes
-    Yield* value_ = nullptr;        // the last value yielded out of the chain
-    SendSlot* sent_ = nullptr;      // the value being sent; nullptr for next(), throw_, close
-    std::exception_ptr pending_;    // to be raised at the leaf's suspension point
+    GenPromiseBase* leaf_ = this;  // where the next resumption goes
 
     GenPromiseBase() = default;
     GenPromiseBase(const GenPromiseBase&) = delete;
@@ -144,7 +223,7 @@ struct GenPromiseBase : FrameAllocated {
         std::coroutine_handle<> await_suspend(std::coroutine_handle<>) const noexcept {
             GenPromiseBase* parent = self->parent_;
             if (parent != nullptr) {  // a delegation ended: continue the delegating generator
-                self->root_->leaf_ = parent->self_;
+                self->root_->leaf_ = parent;
                 return parent->self_;
             }
             self->state_ = GenState::done;
@@ -168,49 +247,37 @@ struct GenPromiseBase : FrameAllocated {
         exception_ = std::move(e);
     }
 
-    /// The value of a co_yield expression: what send() passed, nullopt for next(), or the exception
-    /// of throw_/close raised here.
-    Received receive() const {
-        GenPromiseBase* r = root_;
-        if constexpr (std::is_void_v<Send>) {
-            if (r->pending_) [[unlikely]]
-                std::rethrow_exception(std::exchange(r->pending_, nullptr));
-        } else {
-            if (SendSlot* s = r->sent_) [[likely]]
-                return Received(std::in_place, std::move(*s));
-            if (r->pending_) [[unlikely]]
-                std::rethrow_exception(std::exchange(r->pending_, nullptr));
-            return std::nullopt;
-        }
-    }
-
-    // `co_yield rvalue`: the caller reads (and moves from) the operand itself, which lives until the
-    // full-expression ends, i.e. until the generator is resumed.
-    struct YieldRef {
+    // The awaiter of `co_yield value`. Its value is what send() passed, nullopt for next(), or the
+    // exception of throw_/close raised here.
+    struct YieldAwaiter {
         GenPromiseBase* self;
         bool await_ready() const noexcept { return false; }
         void await_suspend(std::coroutine_handle<>) const noexcept {}
-        Received await_resume() const { return self->receive(); }
+        Received await_resume() const { return self->take(); }
     };
-    YieldRef yield_value(Yield&& value) noexcept {
-        root_->value_ = std::addressof(value);
+
+    // `co_yield rvalue`: the caller reads (and moves from) the operand itself, which lives until the
+    // full-expression ends, i.e. until the generator is resumed.
+    YieldAwaiter yield_value(Yield&& value) noexcept(kYieldInPlace) {
+        if constexpr (kYieldInPlace) {
+            std::construct_at(std::addressof(root_->yielded_.value), value);
+        } else {
+            root_->yielded_ = std::addressof(value);
+        }
         return {this};
     }
 
     // `co_yield lvalue`: copied once into the frame, so that the caller may move from the copy.
-    struct YieldCopy {
-        GenPromiseBase* self;
-        Yield copy;
-        bool await_ready() const noexcept { return false; }
-        void await_suspend(std::coroutine_handle<>) noexcept {
-            self->root_->value_ = std::addressof(copy);
-        }
-        Received await_resume() const { return self->receive(); }
-    };
-    YieldCopy yield_value(const Yield& value)
+    YieldAwaiter yield_value(const Yield& value)
         requires std::copy_constructible<Yield>
     {
-        return {this, value};
+        if constexpr (kYieldInPlace) {
+            std::construct_at(std::addressof(root_->yielded_.value), value);
+        } else {
+            copy_.emplace(value);
+            root_->yielded_ = std::addressof(*copy_);
+        }
+        return {this};
     }
 
     template <class Return2>
@@ -250,7 +317,6 @@ public:
     struct promise_type : Base, detail::GenReturn<Return> {
         Generator get_return_object() noexcept {
             this->self_ = std::coroutine_handle<promise_type>::from_promise(*this);
-            this->leaf_ = this->self_;
             return Generator(this);
         }
     };
@@ -275,10 +341,10 @@ public:
         Base& r = root();
         if (r.state_ != State::suspended) [[unlikely]]
             check_next(r);
-        r.sent_ = nullptr;
+        r.leaf_->clear();
         if (!run(r)) [[unlikely]]
             throw_stop();
-        return std::move(*r.value_);
+        return std::move(r.yielded());
     }
 
     /// Python's g.send(v): v becomes the value of the pending co_yield expression. On a just-started
@@ -289,10 +355,10 @@ public:
         Base& r = root();
         if (r.state_ != State::suspended) [[unlikely]]
             check_send(r);
-        r.sent_ = std::addressof(value);
+        r.leaf_->put(value);
         if (!run(r)) [[unlikely]]
             throw_stop();
-        return std::move(*r.value_);
+        return std::move(r.yielded());
     }
 
     /// Python's g.throw(e): raises e at the suspension point. Returns the next yielded value if the
@@ -317,7 +383,7 @@ public:
             rethrow_escaped(r);
             throw_stop();
         }
-        return std::move(*r.value_);
+        return std::move(r.yielded());
     }
 
     template <class E>
@@ -405,7 +471,7 @@ private:
     // root returned; rethrows what escaped the root.
     static bool run(Base& r) {
         r.state_ = State::running;
-        r.leaf_.resume();
+        r.leaf_->self_.resume();
         if (r.state_ == State::done) [[unlikely]] {
             rethrow_escaped(r);
             return false;
@@ -428,10 +494,11 @@ private:
         if (closing) {
             for (Base* p = &r; p != nullptr; p = p->child_) p->closing_ = true;
         }
-        r.pending_ = std::move(e);
-        r.sent_ = nullptr;
+        Base* leaf = r.leaf_;
+        leaf->pending_ = std::move(e);
+        leaf->clear();
         r.state_ = State::running;
-        r.leaf_.resume();
+        leaf->self_.resume();
         while (closing && r.state_ != State::done) {
             // A value came out: the innermost generator still being closed ignored GeneratorExit.
             Base* ignoring = &r;
@@ -441,9 +508,9 @@ private:
             if (ignoring == &r) break;
             // Its close() fails in its parent, at the yield_from, which abandons it.
             Base* parent = ignoring->parent_;
-            r.pending_ = std::make_exception_ptr(RuntimeError("generator ignored GeneratorExit"));
-            r.sent_ = nullptr;
-            r.leaf_ = parent->self_;
+            parent->pending_ =
+                std::make_exception_ptr(RuntimeError("generator ignored GeneratorExit"));
+            r.leaf_ = parent;
             parent->self_.resume();
         }
         if (closing) {
@@ -465,7 +532,7 @@ private:
             case State::suspended:
                 break;
         }
-        r.sent_ = nullptr;
+        r.leaf_->clear();
         return run(r);
     }
 
@@ -516,7 +583,7 @@ public:
 
     iterator() noexcept = default;
 
-    reference operator*() const noexcept { return std::move(*gen_->p_->value_); }
+    reference operator*() const noexcept { return std::move(gen_->p_->yielded()); }
     iterator& operator++() {
         gen_->advance();
         return *this;
@@ -556,8 +623,8 @@ struct Delegation {
             p->root_ = root;
             leaf = p;
         }
-        root->leaf_ = leaf->self_;
-        root->sent_ = nullptr;  // the sub is first resumed as by next(), as `yield from` does
+        root->leaf_ = leaf;
+        leaf->clear();  // the sub is first resumed as by next(), as `yield from` does
         return leaf->self_;
     }
 
@@ -565,7 +632,7 @@ struct Delegation {
         if (Base* s = std::exchange(parent->child_, nullptr)) {
             sub.p_ = s;  // take it back: it is destroyed with this awaiter
             if (!s->self_.done())  // abandoned while suspended (it ignored GeneratorExit)
-                std::rethrow_exception(std::exchange(parent->root_->pending_, nullptr));
+                std::rethrow_exception(std::exchange(parent->pending_, nullptr));
             if (s->exception_) std::rethrow_exception(std::exchange(s->exception_, nullptr));
             if (s->closing_) throw GeneratorExit();  // it was closed and returned: now close us
         } else if constexpr (!std::is_void_v<Return>) {

@@ -15,6 +15,7 @@
 // Handles are confined to the loop's thread.
 #pragma once
 
+#include <cassert>
 #include <coroutine>
 #include <optional>
 #include <string>
@@ -37,6 +38,18 @@ inline void step_task(void* ctx) {
     t_current_task = t;
     t->resume_.resume();  // the task may be freed once this returns
     t_current_task = prev;
+}
+
+void cancel_unstarted(PromiseBase* t) noexcept;
+
+/// A task's first step: one cancelled before it ever ran finishes as cancelled without running.
+inline void start_task(void* ctx) {
+    auto* t = static_cast<PromiseBase*>(ctx);
+    if (t->has(kMustCancel)) {
+        cancel_unstarted(t);
+        return;
+    }
+    step_task(ctx);
 }
 
 /// Schedules a suspended task to resume (it no longer waits on anything cancellable).
@@ -149,7 +162,7 @@ public:
         check_done();
         if (cancelled()) detail::task_rethrow(p_);
         p_->flags_ |= detail::kRetrieved;
-        return p_->exception_;
+        return p_->exception();
     }
 
     /// Requests cancellation: CancelledError is raised inside the task where it is suspended.
@@ -258,8 +271,8 @@ Task<T> EventLoop::create_task(Coroutine<T> coro) {
         throw RuntimeError("create_task() of a coroutine that was already awaited");
     auto h = coro.release();
     detail::PromiseBase* p = &h.promise();
-    p->root_ = h;
     p->resume_ = h;
+    assert(detail::frame_of(p).address() == h.address());
     detail::task_start(p, *this);
     return Task<T>(p);
 }

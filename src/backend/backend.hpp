@@ -22,10 +22,13 @@ public:
     /// Makes a blocked poll() return; safe from any thread and async-signal-safe.
     virtual void wakeup() noexcept = 0;
     /// Outstanding I/O registrations (the wake-up channel not counted). With none, the loop may
-    /// skip polling when it would not block.
-    virtual std::size_t registrations() const noexcept = 0;
+    /// skip polling when it would not block. Not virtual: the loop reads it every iteration.
+    std::size_t registrations() const noexcept { return registrations_; }
     /// Short name for diagnostics ("epoll", "io_uring").
     virtual const char* name() const noexcept = 0;
+
+protected:
+    std::size_t registrations_ = 0;
 };
 
 /// The backend for this platform and configuration; select_backend.cpp is the only place that

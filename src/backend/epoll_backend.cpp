@@ -74,14 +74,12 @@ public:
         [[maybe_unused]] ssize_t r = ::write(wakefd_, &one, sizeof one);
     }
 
-    std::size_t registrations() const noexcept override { return registrations_; }
     const char* name() const noexcept override { return "epoll"; }
 
 private:
     static constexpr int kMaxEvents = 256;
     int epfd_ = -1;
     int wakefd_ = -1;
-    std::size_t registrations_ = 0;
 };
 
 }  // namespace

@@ -20,6 +20,11 @@
 #define ASYNCIO_FRAME_POOL 1
 #endif
 
+// The library's thread-locals are constant-initialized (constinit: no TLS wrapper call on access)
+// and use the initial-exec model (no __tls_get_addr call from position-independent code). They are
+// read on every task step.
+#define ASYNCIO_TLS constinit thread_local __attribute__((tls_model("initial-exec")))
+
 namespace asyncio::detail {
 
 inline constexpr std::size_t kFrameGranule = 16;
@@ -36,7 +41,7 @@ struct FramePool {
 };
 
 // Trivially destructible on purpose: a thread_local with a destructor costs a guard on every access.
-extern thread_local FramePool t_frame_pool;
+extern ASYNCIO_TLS FramePool t_frame_pool;
 
 void* allocate_frame_slow(std::size_t size_class);
 
@@ -67,7 +72,7 @@ inline void deallocate_frame(void* p, std::size_t n) noexcept {
         return;
     }
 #endif
-    ::operator delete(p, n);
+    ::operator delete(p);  // unsized: clang 14 has no sized deallocation by default
 }
 
 /// Frames allocated and not yet freed by this thread (tests use it to check nothing leaked).

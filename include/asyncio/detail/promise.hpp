@@ -59,21 +59,36 @@ enum PromiseFlags : std::uint16_t {
 
 struct PromiseBase : FrameAllocated {
     std::coroutine_handle<> resume_{};  // coroutine mode: the awaiter; task mode: where to resume
-    std::coroutine_handle<> root_{};    // task mode: this frame
     CancelHook* waiting_ = nullptr;     // task mode: what the suspended task awaits
     DoneWaiter* waiters_ = nullptr;     // task mode: pushed at the head, run oldest first
     PromiseBase* prev_ = nullptr;       // task mode: the loop's list of pending tasks
     PromiseBase* next_ = nullptr;
-    std::exception_ptr exception_;
     std::uint32_t refs_ = 0;  // task mode: Task handles, plus one while the loop owns it
     std::uint16_t flags_ = 0;
     std::uint16_t cancelling_ = 0;
+    // The exception (kHasException) or, for results of at most 8 bytes, the value (kHasValue):
+    // sharing the word keeps a task that returns an int in a 96-byte frame.
+    union {
+        std::exception_ptr exception_;
+        alignas(8) unsigned char inline_value_[8];
+    };
+
+    PromiseBase() noexcept {}
+    PromiseBase(const PromiseBase&) = delete;
+    PromiseBase& operator=(const PromiseBase&) = delete;
+    ~PromiseBase() {
+        if (has(kHasException)) exception_.~exception_ptr();
+    }
 
     bool has(std::uint16_t f) const noexcept { return (flags_ & f) != 0; }
 
-    void unhandled_exception() noexcept {
-        exception_ = std::current_exception();
+    void set_exception(std::exception_ptr e) noexcept {
+        ::new (static_cast<void*>(&exception_)) std::exception_ptr(std::move(e));
         flags_ |= kHasException;
+    }
+    /// The exception the coroutine finished with, or null.
+    std::exception_ptr exception() const noexcept {
+        return has(kHasException) ? exception_ : std::exception_ptr();
     }
 };
 
@@ -94,15 +109,11 @@ inline void task_rethrow(PromiseBase* p) {
     }
 }
 
-struct InitialAwaiter {
-    PromiseBase* p;
-    bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<>) const noexcept {}
-    // A task cancelled before its first step finishes with CancelledError without running its body.
-    void await_resume() const {
-        if (p->has(kMustCancel)) throw_cancelled(p);
-    }
-};
+/// The frame that holds promise p. Every promise of ours is aligned to at most 16, and both GCC
+/// and Clang place the promise right after the frame's two function pointers.
+inline std::coroutine_handle<> frame_of(PromiseBase* p) noexcept {
+    return std::coroutine_handle<>::from_address(__builtin_coro_promise(p, 16, true));
+}
 
 struct FinalAwaiter {
     bool await_ready() const noexcept { return false; }
@@ -119,55 +130,91 @@ struct FinalAwaiter {
 };
 
 template <class T>
-struct Promise : PromiseBase {
+inline constexpr bool kInlineValue = sizeof(T) <= 8 && alignof(T) <= 8;
+
+template <class T, bool Inline = kInlineValue<T>>
+struct ValueHolder {  // a result too big for the shared word
     union {
-        T value_;
+        T value;
     };
-    Promise() noexcept {}
-    Promise(const Promise&) = delete;
-    Promise& operator=(const Promise&) = delete;
+    ValueHolder() noexcept {}
+    ~ValueHolder() {}
+};
+template <class T>
+struct ValueHolder<T, true> {};
+
+template <class T>
+struct Promise : PromiseBase {
+    [[no_unique_address]] ValueHolder<T> holder_;
+
+    Promise() noexcept {
+        static_assert(alignof(Promise) <= 16, "over-aligned coroutine results are not supported");
+    }
     ~Promise() {
-        if (has(kHasValue)) value_.~T();
+        if (has(kHasValue)) value_ptr()->~T();
     }
 
     Coroutine<T> get_return_object() noexcept;
-    InitialAwaiter initial_suspend() noexcept { return {this}; }
+    std::suspend_always initial_suspend() noexcept { return {}; }
     FinalAwaiter final_suspend() noexcept { return {}; }
 
     template <class U = T>
     void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
-        ::new (static_cast<void*>(std::addressof(value_))) T(std::forward<U>(v));
+        ::new (static_cast<void*>(raw_value())) T(std::forward<U>(v));
         flags_ |= kHasValue;
+    }
+    void unhandled_exception() noexcept {
+        if (has(kHasValue)) {  // a destructor threw after co_return: the exception wins
+            value_ptr()->~T();
+            flags_ &= static_cast<std::uint16_t>(~kHasValue);
+        }
+        set_exception(std::current_exception());
     }
 
     T& value_ref() {
         task_rethrow(this);
-        return value_;
+        return *value_ptr();
     }
+
+private:
+    void* raw_value() noexcept {
+        if constexpr (kInlineValue<T>)
+            return inline_value_;
+        else
+            return std::addressof(holder_.value);
+    }
+    T* value_ptr() noexcept { return std::launder(static_cast<T*>(raw_value())); }
 };
 
 template <class T>
 struct Promise<T&> : PromiseBase {
-    T* value_ = nullptr;
     Coroutine<T&> get_return_object() noexcept;
-    InitialAwaiter initial_suspend() noexcept { return {this}; }
+    std::suspend_always initial_suspend() noexcept { return {}; }
     FinalAwaiter final_suspend() noexcept { return {}; }
     void return_value(T& v) noexcept {
-        value_ = std::addressof(v);
+        ::new (static_cast<void*>(inline_value_)) T*(std::addressof(v));
         flags_ |= kHasValue;
+    }
+    void unhandled_exception() noexcept {
+        flags_ &= static_cast<std::uint16_t>(~kHasValue);
+        set_exception(std::current_exception());
     }
     T& value_ref() {
         task_rethrow(this);
-        return *value_;
+        return **std::launder(reinterpret_cast<T**>(inline_value_));
     }
 };
 
 template <>
 struct Promise<void> : PromiseBase {
     Coroutine<void> get_return_object() noexcept;
-    InitialAwaiter initial_suspend() noexcept { return {this}; }
+    std::suspend_always initial_suspend() noexcept { return {}; }
     FinalAwaiter final_suspend() noexcept { return {}; }
     void return_void() noexcept { flags_ |= kHasValue; }
+    void unhandled_exception() noexcept {
+        flags_ &= static_cast<std::uint16_t>(~kHasValue);
+        set_exception(std::current_exception());
+    }
     void value_ref() { task_rethrow(this); }
 };
 

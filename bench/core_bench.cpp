@@ -1,0 +1,205 @@
+// core_bench: the core runtime's costs, one machine-readable line per case:
+//   case=NAME n=N ns_per_op=X bytes_per_task=Y
+// Each case runs in a process of its own (without --case the binary re-runs itself once per case),
+// so that peak RSS belongs to that case alone. bench/peers/core_bench.py runs the same workloads on
+// Python asyncio/uvloop; bench/run_core_bench.sh runs both and prints the ratios.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <asyncio/asyncio.hpp>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+long rss_bytes_now() {
+    std::ifstream statm("/proc/self/statm");
+    long pages = 0, resident = 0;
+    statm >> pages >> resident;
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+long peak_rss_bytes() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss * 1024L;
+}
+
+[[noreturn]] void fail(const char* what) {
+    std::fprintf(stderr, "core_bench: check failed: %s\n", what);
+    std::exit(1);
+}
+
+void report(const char* name, long n, double ns_total, long base_rss, bool with_bytes) {
+    const long bytes = with_bytes ? (peak_rss_bytes() - base_rss) / n : 0;
+    std::printf("case=%s n=%ld ns_per_op=%.1f bytes_per_task=%ld\n", name, n, ns_total / n,
+                bytes < 0 ? 0 : bytes);
+    std::fflush(stdout);
+}
+
+double since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
+}
+
+// ---- spawn: n tasks returning their index, gathered, sum checked ----
+asyncio::Coroutine<long> index_of(long i) { co_return i; }
+
+asyncio::Coroutine<> spawn_main(long n) {
+    std::vector<asyncio::Task<long>> tasks;
+    tasks.reserve(n);
+    for (long i = 0; i < n; ++i) tasks.push_back(asyncio::create_task(index_of(i)));
+    std::vector<long> results = co_await asyncio::gather(std::move(tasks));
+    long sum = 0;
+    for (long v : results) sum += v;
+    if (sum != n * (n - 1) / 2) fail("spawn sum");
+}
+
+// ---- sleepers: n tasks sleeping 100 ms at once ----
+asyncio::Coroutine<> sleeper() { co_await asyncio::sleep(100ms); }
+
+asyncio::Coroutine<> sleepers_main(long n) {
+    std::vector<asyncio::Task<>> tasks;
+    tasks.reserve(n);
+    for (long i = 0; i < n; ++i) tasks.push_back(asyncio::create_task(sleeper()));
+    auto done = co_await asyncio::gather(std::move(tasks));
+    if (static_cast<long>(done.size()) != n) fail("sleepers count");
+}
+
+// ---- pingpong: two tasks hand an int back and forth through Events ----
+struct PingPong {
+    asyncio::Event to_a, to_b;
+    long value = 0;
+};
+
+asyncio::Coroutine<> ping(PingPong& s, long n) {
+    for (long i = 0; i < n; ++i) {
+        ++s.value;
+        s.to_b.set();
+        co_await s.to_a.wait();
+        s.to_a.clear();
+    }
+}
+
+asyncio::Coroutine<> pong(PingPong& s, long n) {
+    for (long i = 0; i < n; ++i) {
+        co_await s.to_b.wait();
+        s.to_b.clear();
+        ++s.value;
+        s.to_a.set();
+    }
+}
+
+asyncio::Coroutine<> pingpong_main(long n) {
+    PingPong s;
+    co_await asyncio::gather(ping(s, n), pong(s, n));
+    if (s.value != 2 * n) fail("pingpong count");
+}
+
+// ---- generator_send: n sends into a consumer generator ----
+asyncio::Generator<long, long> consumer() {
+    long r = 0;
+    for (;;) {
+        auto v = co_yield r;
+        r = *v + 1;
+    }
+}
+
+// ---- timer_cancel: n call_later timers created, then cancelled ----
+asyncio::Coroutine<> timer_cancel_main(long n, double* ns) {
+    auto& loop = asyncio::get_running_loop();
+    std::vector<asyncio::TimerHandle> handles;
+    handles.reserve(n);
+    long fired = 0;
+    const auto t0 = Clock::now();
+    for (long i = 0; i < n; ++i) handles.push_back(loop.call_later(10s, [&fired] { ++fired; }));
+    for (auto& h : handles) h.cancel();
+    *ns = since(t0);
+    co_await asyncio::sleep(0s);
+    if (fired != 0) fail("timer fired");
+}
+
+int run_case(const std::string& name, long n) {
+    const long base = rss_bytes_now();
+    if (name == "spawn") {
+        if (n <= 0) n = 1'000'000;
+        const auto t0 = Clock::now();
+        asyncio::run(spawn_main(n));
+        report("spawn", n, since(t0), base, true);
+    } else if (name == "sleepers") {
+        if (n <= 0) n = 1'000'000;
+        const auto t0 = Clock::now();
+        asyncio::run(sleepers_main(n));
+        report("sleepers", n, since(t0) - 100e6, base, true);
+    } else if (name == "pingpong") {
+        if (n <= 0) n = 1'000'000;
+        const auto t0 = Clock::now();
+        asyncio::run(pingpong_main(n));
+        report("pingpong", n, since(t0), base, false);
+    } else if (name == "generator_send") {
+        if (n <= 0) n = 10'000'000;
+        auto gen = consumer();
+        gen.next();
+        long r = 0;
+        const auto t0 = Clock::now();
+        for (long i = 0; i < n; ++i) r = gen.send(i);
+        const double ns = since(t0);
+        if (r != n) fail("generator result");
+        report("generator_send", n, ns, base, false);
+    } else if (name == "timer_cancel") {
+        if (n <= 0) n = 1'000'000;
+        double ns = 0;
+        asyncio::run(timer_cancel_main(n, &ns));
+        report("timer_cancel", n, ns, base, true);
+    } else {
+        std::fprintf(stderr, "core_bench: unknown case '%s'\n", name.c_str());
+        return 2;
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string only;
+    long n = 0;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--case") == 0 && i + 1 < argc) {
+            only = argv[++i];
+        } else if (std::strcmp(argv[i], "--n") == 0 && i + 1 < argc) {
+            n = std::atol(argv[++i]);
+        } else {
+            std::fprintf(stderr,
+                         "usage: core_bench [--case spawn|sleepers|pingpong|generator_send|"
+                         "timer_cancel] [--n N]\n");
+            return 2;
+        }
+    }
+    if (!only.empty()) return run_case(only, n);
+
+    struct Run {
+        const char* name;
+        long n;
+    };
+    const Run all[] = {{"spawn", 1'000'000},         {"sleepers", 100'000},
+                       {"sleepers", 1'000'000},      {"pingpong", 1'000'000},
+                       {"generator_send", 10'000'000}, {"timer_cancel", 1'000'000}};
+    int rc = 0;
+    for (const Run& r : all) {
+        const pid_t pid = fork();
+        if (pid == 0) _exit(run_case(r.name, r.n));
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) rc = 1;
+    }
+    return rc;
+}

@@ -1,0 +1,233 @@
+// asyncio::Coroutine<T>: lazy, awaited once, value or exception, every kind of T, frame ownership,
+// and symmetric transfer (no stack growth across synchronous completions).
+#include "asyncio/coroutine.hpp"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "asyncio/run.hpp"
+#include "asyncio/sleep.hpp"
+#include "asyncio/task.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using asyncio::Coroutine;
+using asyncio_test::Counted;
+using asyncio_test::virtual_time;
+using namespace std::chrono_literals;
+
+class ACoroutine : public asyncio_test::LeakChecked {};
+
+Coroutine<int> answer() { co_return 42; }
+
+Coroutine<int> record_and_answer(bool& ran) {
+    ran = true;
+    co_return 42;
+}
+
+Coroutine<int> fails(std::string what) {
+    throw std::runtime_error(what);
+    co_return 0;
+}
+
+Coroutine<> sets(bool& flag) {
+    flag = true;
+    co_return;
+}
+
+int g_global = 7;
+Coroutine<int&> global_ref() { co_return g_global; }
+Coroutine<const std::string&> const_ref(const std::string& s) { co_return s; }
+
+Coroutine<std::unique_ptr<int>> make_unique_int(int v) { co_return std::make_unique<int>(v); }
+
+Coroutine<Counted> make_counted(int v) { co_return Counted(v); }
+
+Coroutine<int> takes_counted(Counted c) { co_return c.value(); }
+
+Coroutine<int> holds_counted_local_across_sleep() {
+    Counted local(5);
+    co_await asyncio::sleep(1s);
+    co_return local.value();
+}
+
+Coroutine<int> one() { co_return 1; }
+
+Coroutine<int> nested(int depth) {
+    if (depth == 0) co_return 0;
+    co_return 1 + co_await nested(depth - 1);
+}
+
+TEST_F(ACoroutine, DoesNotRunUntilAwaited) {
+    bool ran = false;
+    auto main = [&]() -> Coroutine<int> {
+        Coroutine<int> c = record_and_answer(ran);
+        EXPECT_FALSE(ran);
+        EXPECT_FALSE(c.started());
+        EXPECT_FALSE(c.done());
+        co_await asyncio::sleep(0s);  // the loop running other things does not start it either
+        EXPECT_FALSE(ran);
+        int v = co_await c;
+        EXPECT_TRUE(ran);
+        EXPECT_TRUE(c.done());
+        co_return v;
+    };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), 42);
+}
+
+TEST_F(ACoroutine, CreatedButNeverAwaitedNeverRuns) {
+    bool ran = false;
+    { auto c = record_and_answer(ran); }
+    EXPECT_FALSE(ran);
+}
+
+TEST_F(ACoroutine, AwaitYieldsTheReturnedValue) {
+    auto main = []() -> Coroutine<int> { co_return co_await answer() + 1; };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), 43);
+}
+
+TEST_F(ACoroutine, AwaitRethrowsTheException) {
+    auto main = []() -> Coroutine<std::string> {
+        try {
+            co_await fails("boom");
+        } catch (const std::runtime_error& e) {
+            co_return e.what();
+        }
+        co_return "not thrown";
+    };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), "boom");
+}
+
+TEST_F(ACoroutine, OfVoidRunsItsBodyWhenAwaited) {
+    bool flag = false;
+    auto main = [&]() -> Coroutine<> {
+        co_await sets(flag);
+        EXPECT_TRUE(flag);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_TRUE(flag);
+}
+
+TEST_F(ACoroutine, OfReferenceYieldsTheSameObject) {
+    auto main = []() -> Coroutine<> {
+        int& r = co_await global_ref();
+        EXPECT_EQ(&r, &g_global);
+        r = 8;
+        const std::string s = "text";
+        const std::string& cr = co_await const_ref(s);
+        EXPECT_EQ(&cr, &s);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(g_global, 8);
+    g_global = 7;
+}
+
+TEST_F(ACoroutine, OfMoveOnlyTypeMovesTheResultOut) {
+    auto main = []() -> Coroutine<int> {
+        std::unique_ptr<int> p = co_await make_unique_int(9);
+        co_return p ? *p : -1;
+    };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), 9);
+}
+
+TEST_F(ACoroutine, ResultObjectIsDestroyedWithTheFrame) {
+    auto main = []() -> Coroutine<int> {
+        Counted c = co_await make_counted(3);
+        co_return c.value();
+    };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), 3);
+}
+
+TEST_F(ACoroutine, AwaitedTwiceRaisesRuntimeError) {
+    auto main = []() -> Coroutine<> {
+        Coroutine<int> c = answer();
+        EXPECT_EQ(co_await c, 42);
+        EXPECT_TRUE(c.started());
+        EXPECT_THROW(co_await c, asyncio::RuntimeError);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ACoroutine, AwaitingAnEmptyOneRaisesRuntimeError) {
+    auto main = []() -> Coroutine<> {
+        Coroutine<int> empty;
+        EXPECT_FALSE(empty.valid());
+        EXPECT_THROW(co_await empty, asyncio::RuntimeError);
+        Coroutine<int> c = answer();
+        Coroutine<int> taken = std::move(c);
+        EXPECT_FALSE(c.valid());  // NOLINT(bugprone-use-after-move): testing the moved-from state
+        EXPECT_THROW(co_await c, asyncio::RuntimeError);
+        EXPECT_EQ(co_await taken, 42);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ACoroutine, NeverAwaitedDestroysItsParametersExactlyOnce) {
+    {
+        Coroutine<int> c = takes_counted(Counted(1));
+        EXPECT_GE(Counted::live(), 1);  // the frame holds its copy of the parameter
+    }
+    EXPECT_EQ(Counted::live(), 0);
+}
+
+TEST_F(ACoroutine, MovedIntoAnotherDestroysItsFrameOnce) {
+    {
+        Coroutine<int> a = takes_counted(Counted(1));
+        Coroutine<int> b = takes_counted(Counted(2));
+        a = std::move(b);  // a's first frame is freed here
+        EXPECT_EQ(Counted::live(), 1);
+    }
+    EXPECT_EQ(Counted::live(), 0);
+}
+
+TEST_F(ACoroutine, AwaitedToTheEndDestroysItsParametersExactlyOnce) {
+    auto main = []() -> Coroutine<int> { co_return co_await takes_counted(Counted(4)); };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), 4);
+}
+
+TEST_F(ACoroutine, SuspendedInsideATaskThatIsDestroyedFreesItsLocals) {
+    // The loop is closed while the task is suspended inside the coroutine: both frames go.
+    asyncio::EventLoop loop(virtual_time());
+    asyncio_test::Reports reports;
+    reports.install(loop);
+    auto outer = []() -> Coroutine<int> { co_return co_await holds_counted_local_across_sleep(); };
+    loop.create_task(outer());
+    loop.call_soon([&] { loop.stop(); });
+    loop.run_forever();  // one iteration: the task starts and suspends in the sleep
+    EXPECT_EQ(Counted::live(), 1);
+    loop.close();
+    EXPECT_EQ(Counted::live(), 0);
+    EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 1u);
+}
+
+TEST_F(ACoroutine, CanBeMadeATaskOnlyIfNeverAwaited) {
+    auto main = []() -> Coroutine<> {
+        Coroutine<int> c = answer();
+        EXPECT_EQ(co_await c, 42);
+        EXPECT_THROW(asyncio::create_task(std::move(c)), asyncio::RuntimeError);
+        EXPECT_THROW(asyncio::create_task(Coroutine<int>()), asyncio::InvalidStateError);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ACoroutine, MillionSynchronousAwaitsInATaskDoNotGrowTheStack) {
+    auto main = []() -> Coroutine<long> {
+        long sum = 0;
+        for (int i = 0; i < 1'000'000; ++i) sum += co_await one();
+        co_return sum;
+    };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), 1'000'000);
+}
+
+TEST_F(ACoroutine, DeeplyNestedSynchronousAwaitsDoNotGrowTheStack) {
+    // 100,000 frames awaiting each other: each resumes the next and is resumed by symmetric transfer.
+    auto main = []() -> Coroutine<int> { co_return co_await nested(100'000); };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), 100'000);
+}
+
+}  // namespace

@@ -1,0 +1,151 @@
+// Shared helpers for the core runtime's test suites.
+//
+//   Counted            a value type that counts its live instances (and catches double destruction)
+//   LeakChecked        a fixture that checks, at teardown, that every coroutine frame, every
+//                      Counted and every file descriptor created by the test is gone again
+//   virtual_time()     a MockClock (autojump) to run loops on virtual time
+//   Reports            collects what a loop's exception handler receives
+//   Eager              a minimal coroutine type that is NOT an asyncio task, to await library
+//                      awaitables outside a task
+#pragma once
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <coroutine>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "asyncio/clock.hpp"
+#include "asyncio/detail/frame_allocator.hpp"
+#include "asyncio/event_loop.hpp"
+
+namespace asyncio_test {
+
+/// Counts live instances; every copy and move makes a new live instance.
+class Counted {
+public:
+    explicit Counted(int value = 0) noexcept : value_(value) { ++live_; }
+    Counted(const Counted& o) noexcept : value_(o.value_) { ++live_; }
+    Counted(Counted&& o) noexcept : value_(o.value_) { ++live_; }
+    Counted& operator=(const Counted&) = default;
+    Counted& operator=(Counted&&) = default;
+    ~Counted() {
+        if (magic_ != kAlive) ++double_destroyed_;
+        magic_ = kDead;
+        --live_;
+    }
+
+    int value() const noexcept { return value_; }
+
+    /// Instances constructed and not yet destroyed.
+    static int live() noexcept { return live_; }
+    /// Destructor calls on an object that was already destroyed.
+    static int double_destroyed() noexcept { return double_destroyed_; }
+
+private:
+    static constexpr std::uint32_t kAlive = 0xC0FFEE11u;
+    static constexpr std::uint32_t kDead = 0xDEADDEADu;
+    static inline int live_ = 0;
+    static inline int double_destroyed_ = 0;
+    int value_;
+    std::uint32_t magic_ = kAlive;
+};
+
+/// Number of open file descriptors of this process (entries of /proc/self/fd, minus the one
+/// opendir uses to read it).
+inline int open_fd_count() {
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (dir == nullptr) return -1;
+    int n = 0;
+    while (const dirent* e = ::readdir(dir)) {
+        if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(dir);
+    return n - 1;
+}
+
+/// Fixture: at teardown, coroutine frames are back to what they were at setup, no Counted is
+/// alive, none was destroyed twice, and no file descriptor was left open.
+class LeakChecked : public ::testing::Test {
+protected:
+    void SetUp() override {
+        frames_ = asyncio::detail::live_frames();
+        counted_ = Counted::live();
+        double_ = Counted::double_destroyed();
+        fds_ = open_fd_count();
+    }
+    void TearDown() override {
+        EXPECT_EQ(asyncio::detail::live_frames(), frames_) << "coroutine frames leaked";
+        EXPECT_EQ(Counted::live(), counted_) << "Counted instances leaked";
+        EXPECT_EQ(Counted::double_destroyed(), double_) << "a Counted was destroyed twice";
+        EXPECT_EQ(open_fd_count(), fds_) << "file descriptors leaked";
+    }
+
+private:
+    std::int64_t frames_ = 0;
+    int counted_ = 0;
+    int double_ = 0;
+    int fds_ = 0;
+};
+
+/// A virtual clock that jumps to the next timer when the loop has nothing else to do.
+inline std::unique_ptr<asyncio::MockClock> virtual_time() {
+    return std::make_unique<asyncio::MockClock>();
+}
+
+/// Collects every call of a loop's exception handler.
+class Reports {
+public:
+    void install(asyncio::EventLoop& loop) {
+        loop.set_exception_handler(
+            [this](asyncio::EventLoop&, const asyncio::ExceptionContext& c) { entries_.push_back(c); });
+    }
+    const std::vector<asyncio::ExceptionContext>& entries() const noexcept { return entries_; }
+    std::size_t size() const noexcept { return entries_.size(); }
+    std::size_t count(std::string_view message) const {
+        return static_cast<std::size_t>(std::count_if(entries_.begin(), entries_.end(),
+                                                      [&](const auto& c) { return c.message == message; }));
+    }
+    /// The what() of the i-th report's exception ("" if none or not a std::exception).
+    std::string what(std::size_t i) const {
+        if (i >= entries_.size() || !entries_[i].exception) return {};
+        try {
+            std::rethrow_exception(entries_[i].exception);
+        } catch (const std::exception& e) {
+            return e.what();
+        } catch (...) {
+            return {};
+        }
+    }
+
+private:
+    std::vector<asyncio::ExceptionContext> entries_;
+};
+
+/// A coroutine that runs eagerly on the caller's stack, outside any asyncio task; whatever it
+/// throws is kept in `error`.
+struct Eager {
+    struct promise_type {
+        std::exception_ptr* error;
+        template <class... Args>
+        explicit promise_type(std::exception_ptr& e, Args&&...) noexcept : error(&e) {}
+        Eager get_return_object() noexcept { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { *error = std::current_exception(); }
+    };
+};
+
+/// Rethrows a stored exception_ptr (for EXPECT_THROW on values from gather(return_exceptions)).
+inline void rethrow(const std::exception_ptr& e) {
+    if (e) std::rethrow_exception(e);
+}
+
+}  // namespace asyncio_test
