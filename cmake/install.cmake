@@ -20,5 +20,9 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/asyncioConfig.cmake
   ${CMAKE_CURRENT_BINARY_DIR}/asyncioConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/asyncio)
 
+# Relocatable: the prefix is found from the .pc file's own place, so `cmake --install --prefix X`
+# works wherever X is.
+file(RELATIVE_PATH ASYNCIO_PC_TO_PREFIX ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_PREFIX})
+string(REGEX REPLACE "/$" "" ASYNCIO_PC_TO_PREFIX "${ASYNCIO_PC_TO_PREFIX}")
 configure_file(${CMAKE_CURRENT_LIST_DIR}/asyncio.pc.in ${CMAKE_CURRENT_BINARY_DIR}/asyncio.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/asyncio.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
