@@ -78,4 +78,32 @@ public:
     const char* what() const noexcept override { return "GeneratorExit"; }
 };
 
+/// Queue::get_nowait() on an empty queue.
+class QueueEmpty : public std::runtime_error {
+public:
+    QueueEmpty() : std::runtime_error("QueueEmpty") {}
+    using std::runtime_error::runtime_error;
+};
+
+/// Queue::put_nowait() on a full queue.
+class QueueFull : public std::runtime_error {
+public:
+    QueueFull() : std::runtime_error("QueueFull") {}
+    using std::runtime_error::runtime_error;
+};
+
+/// put/get on a queue that was shut down (Python 3.13).
+class QueueShutDown : public std::runtime_error {
+public:
+    QueueShutDown() : std::runtime_error("QueueShutDown") {}
+    using std::runtime_error::runtime_error;
+};
+
+/// Barrier::wait() on a barrier that was aborted or broken by a cancelled waiter.
+class BrokenBarrierError : public std::runtime_error {
+public:
+    BrokenBarrierError() : std::runtime_error("BrokenBarrierError") {}
+    using std::runtime_error::runtime_error;
+};
+
 }  // namespace asyncio

@@ -1,6 +1,9 @@
-// Scheduled callbacks of one loop. Callbacks live in slots (chunked, so a slot never moves); a
-// binary heap orders {deadline, sequence} so that timers with equal deadlines run in the order they
-// were scheduled. Cancelling only frees the slot (its generation changes); the stale heap entry is
+// Scheduled callbacks of one loop. Callbacks live in slots (chunked, so a slot never moves); timers
+// are ordered by {deadline, sequence} so that timers with equal deadlines run in the order they were
+// scheduled. Most programs schedule deadlines in increasing order (every sleep(d) with the same d),
+// so a timer whose deadline is not earlier than the last one in the `sorted_` FIFO is appended there
+// (O(1), sequential memory); only an out-of-order deadline goes to the binary heap. The earliest
+// timer is the smaller of the two fronts. Cancelling only frees the slot (its generation changes); the stale heap entry is
 // skipped when it reaches the top, and the heap is compacted when stale entries outnumber live
 // ones, so cancel is O(1) and memory stays bounded. call_soon callbacks use slots too (not the heap),
 // which is what makes their Handles cancellable without an allocation.
@@ -58,7 +61,11 @@ public:
     /// Schedules cb at `when` (nanoseconds on the loop's clock).
     TimerId add(std::int64_t when, Callback&& cb) {
         const TimerId id = make_slot(std::move(cb));
-        push_heap(HeapEntry{when, seq_++, id});
+        const HeapEntry e{when, seq_++, id};
+        if (sorted_.empty() || when >= sorted_.back().when)
+            sorted_.push_back(e);
+        else
+            push_heap(e);
         return id;
     }
 
@@ -97,18 +104,23 @@ public:
     /// Number of timers in the heap that are still pending.
     bool has_timers() noexcept {
         prune();
-        return !heap_.empty();
+        return !heap_.empty() || !sorted_.empty();
     }
     /// Earliest deadline; call has_timers() first.
-    std::int64_t next_deadline() const noexcept { return heap_.front().when; }
+    std::int64_t next_deadline() const noexcept { return earliest().when; }
 
-    /// Removes the earliest entry if it is due (when <= now) and alive; returns its id, or a
-    /// zero id when nothing is due.
+    /// Removes the earliest timer if it is due (when <= now); false when nothing is due.
     bool pop_due(std::int64_t now, TimerId& out) noexcept {
         prune();
-        if (heap_.empty() || heap_.front().when > now) return false;
-        out = heap_.front().id;
-        pop_heap();
+        if (heap_.empty() && sorted_.empty()) return false;
+        const bool from_sorted = heap_.empty() || (!sorted_.empty() && less(sorted_.front(), heap_.front()));
+        const HeapEntry& e = from_sorted ? sorted_.front() : heap_.front();
+        if (e.when > now) return false;
+        out = e.id;
+        if (from_sorted)
+            sorted_.pop_front();
+        else
+            pop_heap();
         return true;
     }
 
@@ -117,6 +129,7 @@ public:
     /// Drops every callback (loop close).
     void clear() noexcept {
         heap_.clear();
+        sorted_.clear();
         chunks_.clear();
         count_ = 0;
         free_ = kNone;
@@ -150,7 +163,7 @@ private:
         free_ = idx;
         --live_;
         ++stale_;
-        if (stale_ > 64 && stale_ > heap_.size() / 2) compact();
+        if (stale_ > 64 && stale_ > (heap_.size() + sorted_.size()) / 2) compact();
     }
 
     static bool less(const HeapEntry& a, const HeapEntry& b) noexcept {
@@ -189,10 +202,20 @@ private:
         if (!heap_.empty()) sift_down(0);
     }
 
-    // Entries whose slot was cancelled (generation moved on) are dropped from the top.
+    const HeapEntry& earliest() const noexcept {
+        if (heap_.empty()) return sorted_.front();
+        if (sorted_.empty()) return heap_.front();
+        return less(sorted_.front(), heap_.front()) ? sorted_.front() : heap_.front();
+    }
+
+    // Entries whose slot was cancelled (generation moved on) are dropped from the fronts.
     void prune() noexcept {
         while (!heap_.empty() && !alive(heap_.front().id)) {
             pop_heap();
+            if (stale_ > 0) --stale_;
+        }
+        while (!sorted_.empty() && !alive(sorted_.front().id)) {
+            sorted_.pop_front();
             if (stale_ > 0) --stale_;
         }
     }
@@ -203,10 +226,54 @@ private:
             if (alive(e.id)) heap_[out++] = e;
         heap_.resize(out);
         for (std::size_t i = out / 2; i-- > 0;) sift_down(i);
+        sorted_.remove_if([this](const HeapEntry& e) { return !alive(e.id); });
         stale_ = 0;
     }
 
+    // A growable ring of entries in deadline order.
+    class SortedFifo {
+    public:
+        bool empty() const noexcept { return head_ == tail_; }
+        std::size_t size() const noexcept { return tail_ - head_; }
+        const HeapEntry& front() const noexcept { return buf_[head_ & (cap_ - 1)]; }
+        const HeapEntry& back() const noexcept { return buf_[(tail_ - 1) & (cap_ - 1)]; }
+        void push_back(const HeapEntry& e) {
+            if (tail_ - head_ == cap_) grow();
+            buf_[tail_++ & (cap_ - 1)] = e;
+        }
+        void pop_front() noexcept { ++head_; }
+        void clear() noexcept {
+            buf_.reset();
+            cap_ = head_ = tail_ = 0;
+        }
+        template <class Pred>
+        void remove_if(Pred dead) {
+            std::size_t out = head_;
+            for (std::size_t i = head_; i != tail_; ++i) {
+                const HeapEntry e = buf_[i & (cap_ - 1)];
+                if (!dead(e)) buf_[out++ & (cap_ - 1)] = e;
+            }
+            tail_ = out;
+        }
+
+    private:
+        void grow() {
+            const std::size_t ncap = cap_ == 0 ? 256 : cap_ * 2;
+            auto nbuf = std::make_unique<HeapEntry[]>(ncap);
+            for (std::size_t i = head_; i != tail_; ++i) nbuf[i - head_] = buf_[i & (cap_ - 1)];
+            tail_ -= head_;
+            head_ = 0;
+            buf_ = std::move(nbuf);
+            cap_ = ncap;
+        }
+        std::unique_ptr<HeapEntry[]> buf_;
+        std::size_t cap_ = 0;
+        std::size_t head_ = 0;
+        std::size_t tail_ = 0;
+    };
+
     std::vector<HeapEntry> heap_;
+    SortedFifo sorted_;
     std::vector<std::unique_ptr<Slot[]>> chunks_;
     std::uint32_t count_ = 0;  // slots ever made
     std::uint32_t free_ = kNone;
