@@ -11,3 +11,7 @@
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/task_group.hpp"
+#include "asyncio/timeout.hpp"
+#include "asyncio/shield.hpp"
+#include "asyncio/wait.hpp"

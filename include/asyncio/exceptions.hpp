@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace asyncio {
 
@@ -76,6 +77,25 @@ private:
 class GeneratorExit : public std::exception {
 public:
     const char* what() const noexcept override { return "GeneratorExit"; }
+};
+
+/// Several exceptions at once, as Python's (Base)ExceptionGroup: what a TaskGroup raises when its
+/// tasks fail. exceptions() keeps every one, in the order they happened.
+class ExceptionGroup : public std::exception {
+public:
+    ExceptionGroup(std::string message, std::vector<std::exception_ptr> exceptions)
+        : message_(std::move(message)), exceptions_(std::move(exceptions)) {
+        what_ = message_ + " (" + std::to_string(exceptions_.size()) + " sub-exception" +
+                (exceptions_.size() == 1 ? "" : "s") + ")";
+    }
+    const char* what() const noexcept override { return what_.c_str(); }
+    const std::string& message() const noexcept { return message_; }
+    const std::vector<std::exception_ptr>& exceptions() const noexcept { return exceptions_; }
+
+private:
+    std::string message_;
+    std::vector<std::exception_ptr> exceptions_;
+    std::string what_;
 };
 
 /// Queue::get_nowait() on an empty queue.

@@ -61,7 +61,7 @@ inline void* allocate_frame(std::size_t n) {
     return ::operator new(n);
 }
 
-inline void deallocate_frame(void* p, std::size_t n) noexcept {
+inline void deallocate_frame(void* p, [[maybe_unused]] std::size_t n) noexcept {
     --t_frame_pool.live;
 #if ASYNCIO_FRAME_POOL
     if (n <= kFramePoolMax) {

@@ -1,0 +1,84 @@
+// asyncio::shield(aw): protects aw from cancellation of the task that awaits it.
+//
+//   T v = co_await asyncio::shield(save());
+//
+// If the awaiting task is cancelled, that await raises CancelledError at once while the inner work
+// (a task: a coroutine argument is made a task) goes on running to its end, owned by the loop; its
+// outcome is then dropped (an exception it raises is not reported, as asyncio marks it retrieved).
+// Cancelling the inner task itself (Task::cancel on it) still cancels it, and the await raises.
+#pragma once
+
+#include <coroutine>
+#include <utility>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/task.hpp"
+
+namespace asyncio {
+
+namespace detail {
+
+template <class T>
+class ShieldAwaiter : DoneWaiter, CancelHook {
+public:
+    explicit ShieldAwaiter(Task<T> inner) noexcept : inner_(std::move(inner)) {}
+    ShieldAwaiter(ShieldAwaiter&&) = delete;
+    ~ShieldAwaiter() {
+        if (registered_) unregister_waiter(inner_.base(), this);
+    }
+
+    bool await_ready() const noexcept { return inner_.done(); }
+    bool await_suspend(std::coroutine_handle<> h) {
+        self_ = current_task_or_throw("shield()");
+        if (!suspend_task(self_, h, this)) return false;
+        DoneWaiter::fn = &on_done;
+        DoneWaiter::next = inner_.base()->waiters_;
+        inner_.base()->waiters_ = this;
+        CancelHook::fn = &on_cancel;
+        registered_ = true;
+        return true;
+    }
+    decltype(auto) await_resume() {
+        if (self_ != nullptr && self_->has(kMustCancel)) {
+            if (registered_) {
+                unregister_waiter(inner_.base(), this);
+                registered_ = false;
+            }
+            // The inner task goes on; whatever it ends with is not reported.
+            inner_.base()->flags_ |= kRetrieved;
+            throw_cancelled(self_);
+        }
+        return take_result(inner_.promise(), inner_.base()->refs_ == 1);
+    }
+
+private:
+    static void on_done(DoneWaiter* w, PromiseBase*) {
+        auto* self = static_cast<ShieldAwaiter*>(w);
+        self->registered_ = false;
+        wake_task(self->self_);
+    }
+    static bool on_cancel(CancelHook* h) {
+        auto* self = static_cast<ShieldAwaiter*>(h);
+        unregister_waiter(self->inner_.base(), self);
+        self->registered_ = false;
+        wake_task(self->self_);
+        return false;  // the awaiter raises CancelledError; the inner task is left alone
+    }
+
+    Task<T> inner_;
+    PromiseBase* self_ = nullptr;
+    bool registered_ = false;
+};
+
+}  // namespace detail
+
+template <class T>
+detail::ShieldAwaiter<T> shield(Task<T> inner) {
+    return detail::ShieldAwaiter<T>(std::move(inner));
+}
+template <class T>
+detail::ShieldAwaiter<T> shield(Coroutine<T> inner) {
+    return detail::ShieldAwaiter<T>(create_task(std::move(inner)));
+}
+
+}  // namespace asyncio

@@ -1,0 +1,225 @@
+// asyncio::TaskGroup: structured concurrency, as Python's `async with asyncio.TaskGroup() as tg`.
+//
+//   asyncio::TaskGroup tg;
+//   co_await tg.run([&]() -> asyncio::Coroutine<> {     // the `async with` body
+//       tg.create_task(fetch(a));
+//       tg.create_task(fetch(b));
+//       co_return;
+//   }());
+//   // or, with no body: tg.create_task(...); ...; co_await tg.wait();
+//
+// Promises (asyncio 3.12): run()/wait() returns only when every task of the group is done, so no
+// task outlives its group. The first task that fails makes the group abort: the other tasks are
+// cancelled and so is the body (CancelledError at its next suspension point); once all are done,
+// every failure comes out together as an ExceptionGroup (the body's own exception included), in the
+// order they happened. Cancelled tasks are not failures. Cancelling the task that runs the group
+// cancels every task of the group; the CancelledError propagates once they are all done. A group
+// runs once; create_task on a finished group raises RuntimeError. A group destroyed before it was
+// awaited cancels its tasks.
+#pragma once
+
+#include <coroutine>
+#include <deque>
+#include <exception>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/detail/uncancel.hpp"
+#include "asyncio/exceptions.hpp"
+#include "asyncio/task.hpp"
+
+namespace asyncio {
+
+class TaskGroup {
+public:
+    TaskGroup() = default;
+    TaskGroup(const TaskGroup&) = delete;
+    TaskGroup& operator=(const TaskGroup&) = delete;
+    ~TaskGroup() {
+        // Not awaited (or abandoned): the tasks must not run on unsupervised.
+        for (Child& c : children_) {
+            if (c.task == nullptr) continue;
+            unregister_waiter(c);
+            detail::PromiseBase* t = std::exchange(c.task, nullptr);
+            detail::task_cancel(t, std::string());
+            detail::task_release(t);
+        }
+    }
+
+    /// Starts coro as a task of this group.
+    template <class T>
+    Task<T> create_task(Coroutine<T> coro) {
+        if (state_ == State::kDone) throw RuntimeError("TaskGroup is finished");
+        if (aborting_) throw RuntimeError("TaskGroup is shutting down");
+        Task<T> task = asyncio::create_task(std::move(coro));
+        detail::PromiseBase* p = task.base();
+        Child& c = children_.emplace_back();
+        c.group = this;
+        c.task = p;
+        c.fn = &on_child_done;
+        c.next = p->waiters_;
+        p->waiters_ = &c;
+        ++p->refs_;  // held until the task is done, so the group can always reach it
+        ++pending_;
+        return task;
+    }
+    template <class T>
+    Task<T> create_task(Coroutine<T> coro, std::string name) {
+        Task<T> t = create_task(std::move(coro));
+        t.set_name(std::move(name));
+        return t;
+    }
+
+    /// Runs body (the `async with` block) and then waits for every task of the group.
+    template <class T>
+    Coroutine<T> run(Coroutine<T> body) {
+        enter();
+        std::exception_ptr error;
+        bool cancelled = false;
+        if constexpr (std::is_void_v<T>) {
+            try {
+                co_await body;
+            } catch (const CancelledError&) {
+                cancelled = true;
+                error = std::current_exception();
+            } catch (...) {
+                error = std::current_exception();
+            }
+            co_await Exit(*this, error, cancelled);
+        } else {
+            std::optional<T> result;
+            try {
+                result.emplace(co_await body);
+            } catch (const CancelledError&) {
+                cancelled = true;
+                error = std::current_exception();
+            } catch (...) {
+                error = std::current_exception();
+            }
+            co_await Exit(*this, error, cancelled);
+            co_return std::move(*result);
+        }
+    }
+
+    /// Waits for every task of the group (run() with an empty body).
+    Coroutine<> wait() {
+        enter();
+        co_await Exit(*this, nullptr, false);
+    }
+
+    /// Tasks of the group not done yet.
+    std::size_t pending() const noexcept { return pending_; }
+
+private:
+    enum class State { kNew, kEntered, kExiting, kDone };
+
+    struct Child : detail::DoneWaiter {
+        TaskGroup* group = nullptr;
+        detail::PromiseBase* task = nullptr;  // null once done
+    };
+
+    void enter() {
+        if (state_ != State::kNew) throw RuntimeError("TaskGroup has already been entered");
+        parent_ = detail::current_task_or_throw("TaskGroup");
+        state_ = State::kEntered;
+    }
+
+    void unregister_waiter(Child& c) noexcept { detail::unregister_waiter(c.task, &c); }
+
+    void abort() {
+        aborting_ = true;
+        for (Child& c : children_)
+            if (c.task != nullptr) detail::task_cancel(c.task, std::string());
+    }
+
+    static void on_child_done(detail::DoneWaiter* w, detail::PromiseBase* t) {
+        auto* c = static_cast<Child*>(w);
+        TaskGroup& g = *c->group;
+        c->task = nullptr;
+        --g.pending_;
+        if (!t->has(detail::kCancelled) && t->has(detail::kHasException)) {
+            t->flags_ |= detail::kRetrieved;
+            g.errors_.push_back(t->exception());
+            if (!g.aborting_ && !g.parent_cancel_requested_) {
+                g.abort();
+                g.parent_cancel_requested_ = true;
+                detail::task_cancel(g.parent_, std::string());
+            }
+        }
+        if (g.pending_ == 0 && g.exit_waiter_ != nullptr) {
+            detail::PromiseBase* parent = g.exit_waiter_;
+            g.exit_waiter_ = nullptr;
+            detail::wake_task(parent);
+        }
+        // Not the last reference: the loop holds its own until the task has finished.
+        detail::task_release(t);
+    }
+
+    // Python's TaskGroup.__aexit__: waits for the tasks, then decides what to raise.
+    class Exit : detail::CancelHook {
+    public:
+        Exit(TaskGroup& g, std::exception_ptr error, bool cancelled) noexcept
+            : g_(g), error_(std::move(error)), cancelled_(cancelled) {}
+
+        bool await_ready() {
+            g_.state_ = State::kExiting;
+            if (cancelled_) propagate_ = error_;
+            if (error_ && !g_.aborting_) g_.abort();
+            return g_.pending_ == 0;
+        }
+        bool await_suspend(std::coroutine_handle<> h) {
+            if (!detail::suspend_task(g_.parent_, h, this)) {
+                // A cancellation is pending: it belongs to this wait. Cancel the tasks and wait on.
+                g_.parent_->flags_ &= static_cast<std::uint16_t>(~detail::kMustCancel);
+                note_cancel();
+                if (g_.pending_ == 0) return false;
+                g_.parent_->resume_ = h;
+                g_.parent_->waiting_ = this;
+            }
+            CancelHook::fn = &on_cancel;
+            g_.exit_waiter_ = g_.parent_;
+            return true;
+        }
+        void await_resume() {
+            g_.state_ = State::kDone;
+            g_.exit_waiter_ = nullptr;
+            if (g_.parent_cancel_requested_ && detail::uncancel(g_.parent_) == 0) propagate_ = nullptr;
+            if (error_ && !cancelled_) g_.errors_.push_back(error_);
+            if (propagate_ && g_.errors_.empty()) std::rethrow_exception(propagate_);
+            if (!g_.errors_.empty())
+                throw ExceptionGroup("unhandled errors in a TaskGroup", std::move(g_.errors_));
+        }
+
+    private:
+        void note_cancel() {
+            if (!g_.aborting_) {
+                if (!propagate_) propagate_ = std::make_exception_ptr(CancelledError());
+                g_.abort();
+            }
+        }
+        // The parent is cancelled while it waits: cancel the tasks and keep waiting for them.
+        static bool on_cancel(detail::CancelHook* h) {
+            auto* self = static_cast<Exit*>(h);
+            self->note_cancel();
+            return true;
+        }
+
+        TaskGroup& g_;
+        std::exception_ptr error_;
+        bool cancelled_;
+        std::exception_ptr propagate_;
+    };
+
+    std::deque<Child> children_;  // stable addresses: each is linked into its task's waiters
+    std::vector<std::exception_ptr> errors_;
+    detail::PromiseBase* parent_ = nullptr;
+    detail::PromiseBase* exit_waiter_ = nullptr;
+    std::size_t pending_ = 0;
+    State state_ = State::kNew;
+    bool aborting_ = false;
+    bool parent_cancel_requested_ = false;
+};
+
+}  // namespace asyncio

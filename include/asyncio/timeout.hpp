@@ -1,0 +1,165 @@
+// Timeouts, as asyncio's `async with asyncio.timeout(delay)` and `wait_for` (3.12 semantics).
+//
+//   asyncio::Timeout t = asyncio::timeout(100ms);        // or timeout_at(when), or Timeout(nullopt)
+//   try { v = co_await t.run(fetch()); } catch (const asyncio::TimeoutError&) { ... t.expired() }
+//   v = co_await asyncio::wait_for(fetch(), 100ms);       // the same in one call
+//
+// run(body) runs body inside the current task. When the deadline passes, the task is cancelled
+// (CancelledError is raised wherever the body is suspended); when that cancellation comes back out
+// of the body, run() turns it into TimeoutError. A cancellation that came from elsewhere
+// (Task::cancel) stays a CancelledError. If the body finishes in the same iteration in which the
+// deadline fires, its result is returned and the timeout's cancellation is withdrawn: a result is
+// never dropped. reschedule() moves the deadline while the body runs (nullopt: no deadline).
+// Cancel-safety is the body's: whatever it was awaiting is cancelled as by Task::cancel().
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <utility>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/detail/uncancel.hpp"
+#include "asyncio/event_loop.hpp"
+#include "asyncio/exceptions.hpp"
+#include "asyncio/task.hpp"
+
+namespace asyncio {
+
+class Timeout {
+public:
+    /// A timeout that expires at loop time `when` (nullopt: never, until rescheduled).
+    explicit Timeout(std::optional<TimePoint> when) noexcept : when_(when) {}
+    Timeout(const Timeout&) = delete;
+    Timeout& operator=(const Timeout&) = delete;
+    ~Timeout() { cancel_timer(); }
+
+    std::optional<TimePoint> when() const noexcept { return when_; }
+
+    /// Moves the deadline (nullopt: none). RuntimeError once the timeout has expired or finished.
+    void reschedule(std::optional<TimePoint> when) {
+        if (state_ == State::kExpiring || state_ == State::kExpired)
+            throw RuntimeError("Cannot change state of expiring Timeout");
+        if (state_ == State::kExited) throw RuntimeError("Cannot change state of finished Timeout");
+        when_ = when;
+        if (state_ == State::kEntered) arm();
+    }
+
+    /// True once the deadline passed while the body ran (whether or not it raised TimeoutError).
+    bool expired() const noexcept {
+        return state_ == State::kExpiring || state_ == State::kExpired;
+    }
+
+    /// Runs body under this timeout (a Timeout runs one body). TimeoutError if the deadline passes.
+    template <class T>
+    Coroutine<T> run(Coroutine<T> body) {
+        enter();
+        std::exception_ptr error;
+        bool cancelled = false;
+        if constexpr (std::is_void_v<T>) {
+            try {
+                co_await body;
+            } catch (const CancelledError&) {
+                cancelled = true;
+                error = std::current_exception();
+            } catch (...) {
+                error = std::current_exception();
+            }
+            leave(error, cancelled);
+        } else {
+            std::optional<T> result;
+            try {
+                result.emplace(co_await body);
+            } catch (const CancelledError&) {
+                cancelled = true;
+                error = std::current_exception();
+            } catch (...) {
+                error = std::current_exception();
+            }
+            leave(error, cancelled);
+            co_return std::move(*result);
+        }
+    }
+
+private:
+    enum class State { kCreated, kEntered, kExpiring, kExpired, kExited };
+
+    void enter() {
+        if (state_ != State::kCreated) throw RuntimeError("Timeout has already been entered");
+        task_ = detail::current_task_or_throw("Timeout");
+        loop_ = &get_running_loop();
+        state_ = State::kEntered;
+        cancelling_ = task_->cancelling_;
+        arm();
+    }
+
+    void arm() {
+        cancel_timer();
+        if (!when_) return;
+        if (*when_ <= loop_->time()) {
+            // Already due: cancel at once, as asyncio does (call_soon).
+            timer_ = loop_->call_soon([this] { on_timeout(); });
+        } else {
+            timer_ = loop_->call_at(*when_, [this] { on_timeout(); });
+        }
+        armed_ = true;
+    }
+
+    void cancel_timer() noexcept {
+        if (armed_) {
+            timer_.cancel();
+            armed_ = false;
+        }
+    }
+
+    void on_timeout() {
+        armed_ = false;
+        detail::task_cancel(task_, std::string());
+        state_ = State::kExpiring;
+    }
+
+    // Python's Timeout.__aexit__.
+    void leave(const std::exception_ptr& error, bool cancelled) {
+        cancel_timer();
+        if (state_ == State::kExpiring) {
+            state_ = State::kExpired;
+            if (detail::uncancel(task_) <= cancelling_ && cancelled) throw TimeoutError("timed out");
+        } else if (state_ == State::kEntered) {
+            state_ = State::kExited;
+        }
+        if (error) std::rethrow_exception(error);
+    }
+
+    std::optional<TimePoint> when_;
+    State state_ = State::kCreated;
+    detail::PromiseBase* task_ = nullptr;
+    EventLoop* loop_ = nullptr;
+    Handle timer_;
+    bool armed_ = false;
+    int cancelling_ = 0;
+};
+
+/// A timeout `delay` from now on the running loop's clock.
+inline Timeout timeout(Duration delay) { return Timeout(get_running_loop().time() + delay); }
+template <class Rep, class Period>
+Timeout timeout(std::chrono::duration<Rep, Period> delay) {
+    return timeout(std::chrono::ceil<Duration>(delay));
+}
+/// A timeout at loop time `when`.
+inline Timeout timeout_at(TimePoint when) { return Timeout(when); }
+
+/// Awaits aw with a time limit: TimeoutError (and aw cancelled) if it takes longer than `limit`.
+/// A Task argument is cancelled on timeout too. limit <= 0 means: no waiting at all.
+template <class T, class Rep, class Period>
+Coroutine<T> wait_for(Coroutine<T> aw, std::chrono::duration<Rep, Period> limit) {
+    Timeout t(get_running_loop().time() + std::chrono::ceil<Duration>(limit));
+    co_return co_await t.run(std::move(aw));
+}
+
+template <class T, class Rep, class Period>
+Coroutine<T> wait_for(Task<T> task, std::chrono::duration<Rep, Period> limit) {
+    auto body = [](Task<T> t) -> Coroutine<T> { co_return co_await std::move(t); };
+    Timeout t(get_running_loop().time() + std::chrono::ceil<Duration>(limit));
+    co_return co_await t.run(body(std::move(task)));
+}
+
+}  // namespace asyncio

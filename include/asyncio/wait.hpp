@@ -1,0 +1,233 @@
+// asyncio::wait and asyncio::as_completed (asyncio 3.12 semantics, over a vector of tasks).
+//
+//   auto [done, pending] = co_await asyncio::wait(tasks, asyncio::FIRST_COMPLETED, 1s);
+//   auto it = asyncio::as_completed(tasks);
+//   while (it.has_next()) { asyncio::Task<int> t = co_await it.next(); ... t.result() ... }
+//
+// wait() returns when the condition holds or the timeout passes (no TimeoutError: whatever is not
+// done is in `pending`); it never cancels the tasks, and cancelling the waiting task leaves them
+// running. ValueError for an empty set. as_completed yields the tasks in the order they finish;
+// once the timeout passes, next() raises TimeoutError. Coroutines given to either become tasks.
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <deque>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "asyncio/clock.hpp"
+#include "asyncio/coroutine.hpp"
+#include "asyncio/exceptions.hpp"
+#include "asyncio/task.hpp"
+
+namespace asyncio {
+
+enum class ReturnWhen { FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED };
+inline constexpr ReturnWhen FIRST_COMPLETED = ReturnWhen::FIRST_COMPLETED;
+inline constexpr ReturnWhen FIRST_EXCEPTION = ReturnWhen::FIRST_EXCEPTION;
+inline constexpr ReturnWhen ALL_COMPLETED = ReturnWhen::ALL_COMPLETED;
+
+template <class T>
+struct WaitResult {
+    std::vector<Task<T>> done;
+    std::vector<Task<T>> pending;
+};
+
+namespace detail {
+
+// Watches a set of tasks: one node per task (allocated once, registered from construction until
+// destruction), plus an optional timer; wakes the watching task when on_task_done says so.
+template <class T>
+class TaskWatcher : public CancelHook {
+public:
+    explicit TaskWatcher(std::vector<Task<T>> tasks) : tasks_(std::move(tasks)), nodes_(tasks_.size()) {
+        for (std::size_t i = 0; i < tasks_.size(); ++i) {
+            PromiseBase* p = tasks_[i].base();
+            Node& n = nodes_[i];
+            n.watcher = this;
+            n.index = i;
+            if (p->has(kDone)) continue;
+            n.fn = &on_node;
+            n.next = p->waiters_;
+            p->waiters_ = &n;
+        }
+    }
+    TaskWatcher(const TaskWatcher&) = delete;
+    TaskWatcher& operator=(const TaskWatcher&) = delete;
+    ~TaskWatcher() {
+        disarm();
+        for (std::size_t i = 0; i < tasks_.size(); ++i)
+            if (nodes_[i].fn != nullptr) unregister_waiter(tasks_[i].base(), &nodes_[i]);
+    }
+
+protected:
+    struct Node : DoneWaiter {
+        TaskWatcher* watcher = nullptr;
+        std::size_t index = 0;
+    };
+
+    // Suspends the current task until wake() (or its cancellation).
+    bool suspend(std::coroutine_handle<> h, std::optional<TimePoint> deadline) {
+        self_ = current_task_or_throw("wait()");
+        if (!suspend_task(self_, h, this)) return false;
+        CancelHook::fn = &on_cancel;
+        if (deadline && !armed_) {
+            timer_ = t_running_loop->call_at(*deadline, [this] {
+                armed_ = false;
+                timed_out_ = true;
+                wake();
+            });
+            armed_ = true;
+        }
+        suspended_ = true;
+        return true;
+    }
+
+    void wake() {
+        if (!suspended_) return;
+        suspended_ = false;
+        wake_task(self_);
+    }
+
+    void disarm() noexcept {
+        if (armed_) {
+            timer_.cancel();
+            armed_ = false;
+        }
+    }
+
+    virtual void on_task_done(std::size_t index) = 0;
+
+    std::vector<Task<T>> tasks_;
+    std::vector<Node> nodes_;
+    PromiseBase* self_ = nullptr;
+    Handle timer_;
+    bool armed_ = false;
+    bool suspended_ = false;
+    bool timed_out_ = false;
+
+private:
+    static void on_node(DoneWaiter* w, PromiseBase*) {
+        auto* n = static_cast<Node*>(w);
+        n->fn = nullptr;  // consumed: no longer linked
+        n->watcher->on_task_done(n->index);
+    }
+    static bool on_cancel(CancelHook* h) {
+        static_cast<TaskWatcher*>(h)->wake();
+        return false;
+    }
+};
+
+template <class T>
+class WaitAwaiter final : public TaskWatcher<T> {
+public:
+    WaitAwaiter(std::vector<Task<T>> tasks, ReturnWhen when, std::optional<TimePoint> deadline)
+        : TaskWatcher<T>(std::move(tasks)), when_(when), deadline_(deadline) {
+        for (const auto& t : this->tasks_)
+            if (t.done()) count(t);
+    }
+
+    bool await_ready() const noexcept { return satisfied(); }
+    bool await_suspend(std::coroutine_handle<> h) { return this->suspend(h, deadline_); }
+    WaitResult<T> await_resume() {
+        this->disarm();
+        check_cancelled(this->self_);
+        WaitResult<T> r;
+        for (auto& t : this->tasks_) (t.done() ? r.done : r.pending).push_back(t);
+        return r;
+    }
+
+private:
+    void count(const Task<T>& t) noexcept {
+        ++done_;
+        if (!t.cancelled() && t.base()->has(kHasException)) failed_ = true;
+    }
+    bool satisfied() const noexcept {
+        if (done_ == this->tasks_.size()) return true;
+        if (when_ == ReturnWhen::FIRST_COMPLETED) return done_ > 0;
+        if (when_ == ReturnWhen::FIRST_EXCEPTION) return failed_;
+        return false;
+    }
+    void on_task_done(std::size_t index) override {
+        count(this->tasks_[index]);
+        if (satisfied()) this->wake();
+    }
+
+    ReturnWhen when_;
+    std::optional<TimePoint> deadline_;
+    std::size_t done_ = 0;
+    bool failed_ = false;
+};
+
+inline std::optional<TimePoint> deadline_after(std::optional<Duration> timeout) {
+    if (!timeout) return std::nullopt;
+    return get_running_loop().time() + *timeout;
+}
+
+}  // namespace detail
+
+/// Waits until `when` holds for tasks, or until timeout; returns {done, pending}.
+template <class T>
+detail::WaitAwaiter<T> wait(std::vector<Task<T>> tasks, ReturnWhen when = ALL_COMPLETED,
+                            std::optional<Duration> timeout = std::nullopt) {
+    if (tasks.empty()) throw ValueError("Set of Tasks/Futures is empty.");
+    return detail::WaitAwaiter<T>(std::move(tasks), when, detail::deadline_after(timeout));
+}
+
+/// Yields tasks as they finish (see above).
+template <class T>
+class AsCompleted final : public detail::TaskWatcher<T> {
+public:
+    AsCompleted(std::vector<Task<T>> tasks, std::optional<TimePoint> deadline)
+        : detail::TaskWatcher<T>(std::move(tasks)), deadline_(deadline) {
+        for (std::size_t i = 0; i < this->tasks_.size(); ++i)
+            if (this->tasks_[i].done()) finished_.push_back(i);
+        remaining_ = this->tasks_.size();
+    }
+    AsCompleted(AsCompleted&&) = delete;
+
+    /// True while some task has not been handed out by next().
+    bool has_next() const noexcept { return remaining_ > 0; }
+
+    struct Next {
+        AsCompleted& ac;
+        bool await_ready() const {
+            return ac.remaining_ == 0 || !ac.finished_.empty() || ac.timed_out();
+        }
+        bool await_suspend(std::coroutine_handle<> h) { return ac.suspend(h, ac.deadline_); }
+        Task<T> await_resume() {
+            detail::check_cancelled(ac.self_);
+            if (ac.remaining_ == 0) throw InvalidStateError("as_completed(): no tasks left");
+            if (ac.finished_.empty()) throw TimeoutError();
+            const std::size_t i = ac.finished_.front();
+            ac.finished_.pop_front();
+            if (--ac.remaining_ == 0) ac.disarm();
+            return ac.tasks_[i];
+        }
+    };
+    /// The next task to finish (TimeoutError once the timeout has passed).
+    Next next() noexcept { return Next{*this}; }
+
+private:
+    bool timed_out() const {
+        return this->timed_out_ || (deadline_ && *deadline_ <= get_running_loop().time());
+    }
+    void on_task_done(std::size_t index) override {
+        finished_.push_back(index);
+        this->wake();
+    }
+
+    std::optional<TimePoint> deadline_;
+    std::deque<std::size_t> finished_;
+    std::size_t remaining_ = 0;
+};
+
+template <class T>
+AsCompleted<T> as_completed(std::vector<Task<T>> tasks,
+                            std::optional<Duration> timeout = std::nullopt) {
+    return AsCompleted<T>(std::move(tasks), detail::deadline_after(timeout));
+}
+
+}  // namespace asyncio
