@@ -38,6 +38,7 @@ public:
     TaskGroup(const TaskGroup&) = delete;
     TaskGroup& operator=(const TaskGroup&) = delete;
     ~TaskGroup() {
+        if (abort_scheduled_) abort_handle_.cancel();
         // Not awaited (or abandoned): the tasks must not run on unsupervised.
         for (Child& c : children_) {
             if (c.task == nullptr) continue;
@@ -134,6 +135,14 @@ private:
             if (c.task != nullptr) detail::task_cancel(c.task, std::string());
     }
 
+    void abort_for_failure() {
+        abort_scheduled_ = false;
+        if (aborting_ || parent_cancel_requested_) return;
+        abort();
+        parent_cancel_requested_ = true;
+        detail::task_cancel(parent_, std::string());
+    }
+
     static void on_child_done(detail::DoneWaiter* w, detail::PromiseBase* t) {
         auto* c = static_cast<Child*>(w);
         TaskGroup& g = *c->group;
@@ -142,10 +151,11 @@ private:
         if (!t->has(detail::kCancelled) && t->has(detail::kHasException)) {
             t->flags_ |= detail::kRetrieved;
             g.errors_.push_back(t->exception());
-            if (!g.aborting_ && !g.parent_cancel_requested_) {
-                g.abort();
-                g.parent_cancel_requested_ = true;
-                detail::task_cancel(g.parent_, std::string());
+            // As asyncio (a done callback is call_soon'ed), the group reacts one iteration later,
+            // so tasks failing in the same iteration are all failures, not cancellations.
+            if (!g.aborting_ && !g.parent_cancel_requested_ && !g.abort_scheduled_) {
+                g.abort_scheduled_ = true;
+                g.abort_handle_ = detail::t_running_loop->call_soon([&g] { g.abort_for_failure(); });
             }
         }
         if (g.pending_ == 0 && g.exit_waiter_ != nullptr) {
@@ -220,6 +230,8 @@ private:
     State state_ = State::kNew;
     bool aborting_ = false;
     bool parent_cancel_requested_ = false;
+    bool abort_scheduled_ = false;
+    Handle abort_handle_;
 };
 
 }  // namespace asyncio

@@ -1,0 +1,75 @@
+// shield(): the awaiting task's cancellation does not reach the inner work.
+#include "asyncio/shield.hpp"
+
+#include <gtest/gtest.h>
+
+#include "asyncio/asyncio.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using asyncio_test::virtual_time;
+
+namespace {
+
+class ShieldTest : public asyncio_test::LeakChecked {};
+
+asyncio::Coroutine<int> value_after(int v, asyncio::Duration d) {
+    co_await asyncio::sleep(d);
+    co_return v;
+}
+
+TEST_F(ShieldTest, ReturnsTheInnerValue) {
+    auto main_ = []() -> asyncio::Coroutine<int> { co_return co_await asyncio::shield(value_after(5, 1ms)); };
+    EXPECT_EQ(asyncio::run(main_(), virtual_time()), 5);
+}
+
+TEST_F(ShieldTest, CancellingTheAwaiterLeavesTheInnerTaskRunning) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto inner = asyncio::create_task(value_after(3, 50ms));
+        auto outer = asyncio::create_task(
+            [](asyncio::Task<int> t) -> asyncio::Coroutine<int> { co_return co_await asyncio::shield(t); }(inner));
+        co_await asyncio::sleep(10ms);
+        EXPECT_TRUE(outer.cancel());
+        co_await asyncio::sleep(0s);
+        co_await asyncio::sleep(0s);
+        EXPECT_TRUE(outer.cancelled());
+        EXPECT_FALSE(inner.done());
+        EXPECT_EQ(co_await inner, 3);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(ShieldTest, CancellingTheInnerTaskStillCancelsTheAwait) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto inner = asyncio::create_task(value_after(3, 50ms));
+        auto outer = asyncio::create_task(
+            [](asyncio::Task<int> t) -> asyncio::Coroutine<int> { co_return co_await asyncio::shield(t); }(inner));
+        co_await asyncio::sleep(10ms);
+        inner.cancel();
+        EXPECT_THROW(co_await outer, asyncio::CancelledError);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(ShieldTest, AnExceptionOfAnAbandonedInnerTaskIsNotReported) {
+    asyncio::EventLoop loop(virtual_time());
+    asyncio_test::Reports reports;
+    reports.install(loop);
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto failing = []() -> asyncio::Coroutine<> {
+            co_await asyncio::sleep(20ms);
+            throw std::runtime_error("late");
+        };
+        auto outer = asyncio::create_task(
+            [](asyncio::Coroutine<> c) -> asyncio::Coroutine<> { co_await asyncio::shield(std::move(c)); }(failing()));
+        co_await asyncio::sleep(5ms);
+        outer.cancel();
+        co_await asyncio::sleep(50ms);
+        EXPECT_TRUE(outer.cancelled());
+    };
+    loop.run_until_complete(main_());
+    loop.close();
+    EXPECT_EQ(reports.size(), 0u);
+}
+
+}  // namespace

@@ -1,0 +1,205 @@
+// Timeout scopes and wait_for, on virtual time.
+#include "asyncio/timeout.hpp"
+
+#include <gtest/gtest.h>
+
+#include "asyncio/asyncio.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using asyncio_test::Counted;
+using asyncio_test::virtual_time;
+
+namespace {
+
+class TimeoutTest : public asyncio_test::LeakChecked {};
+
+asyncio::Coroutine<int> value_after(int v, asyncio::Duration d) {
+    co_await asyncio::sleep(d);
+    co_return v;
+}
+
+asyncio::Duration since(asyncio::TimePoint t0) { return asyncio::get_running_loop().time() - t0; }
+
+TEST_F(TimeoutTest, WaitForReturnsTheValueWhenInTime) {
+    auto main_ = []() -> asyncio::Coroutine<int> {
+        co_return co_await asyncio::wait_for(value_after(7, 5ms), 10ms);
+    };
+    EXPECT_EQ(asyncio::run(main_(), virtual_time()), 7);
+}
+
+TEST_F(TimeoutTest, WaitForRaisesTimeoutErrorAtTheDeadlineAndCancelsTheWork) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        const auto t0 = asyncio::get_running_loop().time();
+        bool cleaned = false;
+        auto work = [](bool& cleaned) -> asyncio::Coroutine<int> {
+            Counted c(1);
+            try {
+                co_await asyncio::sleep(1h);
+            } catch (const asyncio::CancelledError&) {
+                cleaned = true;
+                throw;
+            }
+            co_return 1;
+        };
+        EXPECT_THROW(co_await asyncio::wait_for(work(cleaned), 10ms), asyncio::TimeoutError);
+        EXPECT_EQ(since(t0), 10ms);
+        EXPECT_TRUE(cleaned);
+        // The task is usable afterwards: no stray cancellation is left behind.
+        co_await asyncio::sleep(1ms);
+        EXPECT_EQ(asyncio::current_task().cancelling(), 0);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, WaitForOnATaskCancelsTheTaskOnTimeout) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto t = asyncio::create_task(value_after(1, 1h));
+        EXPECT_THROW(co_await asyncio::wait_for(t, 5ms), asyncio::TimeoutError);
+        EXPECT_TRUE(t.done());
+        EXPECT_TRUE(t.cancelled());
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, TimeoutScopeTellsWhetherItExpired) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto t = asyncio::timeout(10ms);
+        EXPECT_EQ(co_await t.run(value_after(3, 1ms)), 3);
+        EXPECT_FALSE(t.expired());
+
+        auto t2 = asyncio::timeout(10ms);
+        EXPECT_THROW(co_await t2.run(value_after(3, 1s)), asyncio::TimeoutError);
+        EXPECT_TRUE(t2.expired());
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, TimeoutAtUsesAnAbsoluteDeadline) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        const auto t0 = loop.time();
+        auto t = asyncio::timeout_at(t0 + 25ms);
+        EXPECT_THROW(co_await t.run(value_after(1, 1s)), asyncio::TimeoutError);
+        EXPECT_EQ(loop.time() - t0, 25ms);
+        EXPECT_EQ(t.when(), t0 + 25ms);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, RescheduleFromInsideTheBodyMovesTheDeadline) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        const auto t0 = loop.time();
+        asyncio::Timeout t(std::nullopt);  // no deadline yet
+        auto body = [](asyncio::Timeout& t) -> asyncio::Coroutine<> {
+            co_await asyncio::sleep(5ms);
+            t.reschedule(asyncio::get_running_loop().time() + 20ms);
+            co_await asyncio::sleep(1h);
+        };
+        EXPECT_THROW(co_await t.run(body(t)), asyncio::TimeoutError);
+        EXPECT_EQ(loop.time() - t0, 25ms);
+        EXPECT_THROW(t.reschedule(std::nullopt), asyncio::RuntimeError);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, RescheduleToNoDeadlineDisarmsIt) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto t = asyncio::timeout(5ms);
+        auto body = [](asyncio::Timeout& t) -> asyncio::Coroutine<int> {
+            t.reschedule(std::nullopt);
+            co_await asyncio::sleep(1s);
+            co_return 9;
+        };
+        EXPECT_EQ(co_await t.run(body(t)), 9);
+        EXPECT_FALSE(t.expired());
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, AnOuterCancelStaysACancelledErrorNotATimeout) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto inner = [](bool& timed_out) -> asyncio::Coroutine<> {
+            try {
+                co_await asyncio::wait_for(value_after(1, 1h), 1s);
+            } catch (const asyncio::TimeoutError&) {
+                timed_out = true;
+            }
+        };
+        bool timed_out = false;
+        auto t = asyncio::create_task(inner(timed_out));
+        co_await asyncio::sleep(10ms);
+        t.cancel();
+        try {
+            co_await t;
+        } catch (const asyncio::CancelledError&) {
+        }
+        EXPECT_TRUE(t.cancelled());
+        EXPECT_FALSE(timed_out);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, NestedTimeoutsEachReportTheirOwnExpiry) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto outer = asyncio::timeout(50ms);
+        auto body = []() -> asyncio::Coroutine<> {
+            auto inner = asyncio::timeout(10ms);
+            EXPECT_THROW(co_await inner.run(value_after(1, 1h)), asyncio::TimeoutError);
+            EXPECT_TRUE(inner.expired());
+            co_await asyncio::sleep(1h);  // now the outer one fires
+        };
+        EXPECT_THROW(co_await outer.run(body()), asyncio::TimeoutError);
+        EXPECT_TRUE(outer.expired());
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+// A result that arrives in the same iteration as the deadline is never dropped: either it is
+// returned, or the work is cancelled cleanly and TimeoutError raised (python/cpython#86296).
+TEST_F(TimeoutTest, RegressionResultAndDeadlineInTheSameIterationLoseNothing) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        for (int shift = -2; shift <= 2; ++shift) {
+            // The value is produced by a timer whose deadline is the same as the timeout's
+            // (shift 0), or a tick before or after.
+            auto producer = [](int shift) -> asyncio::Coroutine<int> {
+                co_await asyncio::sleep(10ms + shift * 1ns);
+                co_return 42;
+            };
+            bool got = false;
+            bool timed_out = false;
+            try {
+                got = (co_await asyncio::wait_for(producer(shift), 10ms)) == 42;
+            } catch (const asyncio::TimeoutError&) {
+                timed_out = true;
+            }
+            EXPECT_NE(got, timed_out) << "shift " << shift;
+            if (shift < 0) {
+                EXPECT_TRUE(got);
+            }
+            if (shift > 0) {
+                EXPECT_TRUE(timed_out);
+            }
+            // No pending cancellation leaks out of wait_for either way.
+            co_await asyncio::sleep(0s);
+            EXPECT_EQ(asyncio::current_task().cancelling(), 0);
+        }
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, ATimeoutRunsOnlyOnce) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto t = asyncio::timeout(1s);
+        co_await t.run(value_after(1, 1ms));
+        EXPECT_THROW(co_await t.run(value_after(1, 1ms)), asyncio::RuntimeError);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, TimeoutOutsideATaskIsAnError) {
+    EXPECT_THROW(asyncio::timeout(1s), asyncio::RuntimeError);  // no running loop
+}
+
+}  // namespace

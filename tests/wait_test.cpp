@@ -1,0 +1,149 @@
+// wait() and as_completed().
+#include "asyncio/wait.hpp"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <vector>
+
+#include "asyncio/asyncio.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using asyncio_test::virtual_time;
+
+namespace {
+
+class WaitTest : public asyncio_test::LeakChecked {};
+
+asyncio::Coroutine<int> value_after(int v, asyncio::Duration d) {
+    co_await asyncio::sleep(d);
+    co_return v;
+}
+asyncio::Coroutine<int> fail_after(asyncio::Duration d) {
+    co_await asyncio::sleep(d);
+    throw std::runtime_error("fail");
+}
+
+std::vector<asyncio::Task<int>> three() {
+    std::vector<asyncio::Task<int>> ts;
+    ts.push_back(asyncio::create_task(value_after(1, 30ms)));
+    ts.push_back(asyncio::create_task(value_after(2, 10ms)));
+    ts.push_back(asyncio::create_task(value_after(3, 20ms)));
+    return ts;
+}
+
+asyncio::Duration since(asyncio::TimePoint t0) { return asyncio::get_running_loop().time() - t0; }
+
+TEST_F(WaitTest, AllCompletedWaitsForEveryTask) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        const auto t0 = asyncio::get_running_loop().time();
+        auto r = co_await asyncio::wait(three());
+        EXPECT_EQ(r.done.size(), 3u);
+        EXPECT_TRUE(r.pending.empty());
+        EXPECT_EQ(since(t0), 30ms);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(WaitTest, FirstCompletedReturnsAtTheFirstAndCancelsNothing) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        const auto t0 = asyncio::get_running_loop().time();
+        auto ts = three();
+        auto [done, pending] = co_await asyncio::wait(ts, asyncio::FIRST_COMPLETED);
+        EXPECT_EQ(since(t0), 10ms);
+        CO_ASSERT(done.size() == 1u);
+        EXPECT_EQ(done[0].result(), 2);
+        EXPECT_EQ(pending.size(), 2u);
+        for (auto& t : pending) EXPECT_FALSE(t.done());
+        co_await asyncio::wait(pending);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(WaitTest, FirstExceptionReturnsAtTheFirstFailure) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        const auto t0 = asyncio::get_running_loop().time();
+        std::vector<asyncio::Task<int>> ts;
+        ts.push_back(asyncio::create_task(value_after(1, 5ms)));
+        ts.push_back(asyncio::create_task(fail_after(15ms)));
+        ts.push_back(asyncio::create_task(value_after(3, 1h)));
+        auto r = co_await asyncio::wait(ts, asyncio::FIRST_EXCEPTION);
+        EXPECT_EQ(since(t0), 15ms);
+        EXPECT_EQ(r.done.size(), 2u);
+        EXPECT_EQ(r.pending.size(), 1u);
+        EXPECT_THROW(ts[1].result(), std::runtime_error);
+        ts[2].cancel();
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(WaitTest, ATimeoutReturnsWhatIsDoneWithoutRaising) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        const auto t0 = asyncio::get_running_loop().time();
+        auto ts = three();
+        auto r = co_await asyncio::wait(ts, asyncio::ALL_COMPLETED, 15ms);
+        EXPECT_EQ(since(t0), 15ms);
+        EXPECT_EQ(r.done.size(), 1u);
+        EXPECT_EQ(r.pending.size(), 2u);
+        co_await asyncio::wait(ts);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(WaitTest, AnEmptySetIsAValueError) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        EXPECT_THROW(asyncio::wait(std::vector<asyncio::Task<int>>{}), asyncio::ValueError);
+        co_return;
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(WaitTest, CancellingTheWaiterLeavesTheTasksRunning) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto ts = three();
+        auto waiter = asyncio::create_task([](std::vector<asyncio::Task<int>> ts) -> asyncio::Coroutine<> {
+            co_await asyncio::wait(std::move(ts));
+        }(ts));
+        co_await asyncio::sleep(1ms);
+        waiter.cancel();
+        EXPECT_THROW(co_await waiter, asyncio::CancelledError);
+        for (auto& t : ts) EXPECT_FALSE(t.done());
+        co_await asyncio::wait(ts);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(WaitTest, AsCompletedYieldsInCompletionOrder) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto ac = asyncio::as_completed(three());
+        std::vector<int> order;
+        while (ac.has_next()) order.push_back((co_await ac.next()).result());
+        EXPECT_EQ(order, (std::vector<int>{2, 3, 1}));
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(WaitTest, AsCompletedRaisesTimeoutErrorOnceTheTimeoutPasses) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto ts = three();
+        auto ac = asyncio::as_completed(ts, 15ms);
+        EXPECT_EQ((co_await ac.next()).result(), 2);
+        EXPECT_THROW(co_await ac.next(), asyncio::TimeoutError);
+        co_await asyncio::wait(ts);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(WaitTest, AsCompletedSeesTasksThatFinishBetweenCalls) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto ac = asyncio::as_completed(three());
+        co_await asyncio::sleep(1h);  // all done while nobody waits
+        int sum = 0;
+        while (ac.has_next()) sum += (co_await ac.next()).result();
+        EXPECT_EQ(sum, 6);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+}  // namespace
