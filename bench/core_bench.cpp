@@ -128,6 +128,29 @@ asyncio::Coroutine<> timer_cancel_main(long n, double* ns) {
     if (fired != 0) fail("timer fired");
 }
 
+// ---- wait_for_ready: wait_for around a coroutine whose value is ready at once ----
+asyncio::Coroutine<long> ready_value(long i) { co_return i; }
+
+asyncio::Coroutine<> wait_for_ready_main(long n) {
+    long sum = 0;
+    for (long i = 0; i < n; ++i) sum += co_await asyncio::wait_for(ready_value(i), 1s);
+    if (sum != n * (n - 1) / 2) fail("wait_for sum");
+}
+
+// ---- taskgroup: n tasks in one TaskGroup ----
+asyncio::Coroutine<> add_to(long& sum, long i) {
+    sum += i;
+    co_return;
+}
+
+asyncio::Coroutine<> taskgroup_main(long n) {
+    long sum = 0;
+    asyncio::TaskGroup tg;
+    for (long i = 0; i < n; ++i) tg.create_task(add_to(sum, i));
+    co_await tg.wait();
+    if (sum != n * (n - 1) / 2) fail("taskgroup sum");
+}
+
 int run_case(const std::string& name, long n) {
     const long base = rss_bytes_now();
     if (name == "spawn") {
@@ -160,6 +183,16 @@ int run_case(const std::string& name, long n) {
         double ns = 0;
         asyncio::run(timer_cancel_main(n, &ns));
         report("timer_cancel", n, ns, base, true);
+    } else if (name == "wait_for_ready") {
+        if (n <= 0) n = 1'000'000;
+        const auto t0 = Clock::now();
+        asyncio::run(wait_for_ready_main(n));
+        report("wait_for_ready", n, since(t0), base, false);
+    } else if (name == "taskgroup") {
+        if (n <= 0) n = 1'000'000;
+        const auto t0 = Clock::now();
+        asyncio::run(taskgroup_main(n));
+        report("taskgroup", n, since(t0), base, true);
     } else {
         std::fprintf(stderr, "core_bench: unknown case '%s'\n", name.c_str());
         return 2;
@@ -180,7 +213,7 @@ int main(int argc, char** argv) {
         } else {
             std::fprintf(stderr,
                          "usage: core_bench [--case spawn|sleepers|pingpong|generator_send|"
-                         "timer_cancel] [--n N]\n");
+                         "timer_cancel|wait_for_ready|taskgroup] [--n N]\n");
             return 2;
         }
     }
@@ -192,7 +225,8 @@ int main(int argc, char** argv) {
     };
     const Run all[] = {{"spawn", 1'000'000},         {"sleepers", 100'000},
                        {"sleepers", 1'000'000},      {"pingpong", 1'000'000},
-                       {"generator_send", 10'000'000}, {"timer_cancel", 1'000'000}};
+                       {"generator_send", 10'000'000}, {"timer_cancel", 1'000'000},
+                       {"wait_for_ready", 1'000'000}, {"taskgroup", 1'000'000}};
     int rc = 0;
     for (const Run& r : all) {
         const pid_t pid = fork();

@@ -60,6 +60,8 @@ all_cases=(
   "pingpong 1000000"
   "generator_send 10000000"
   "timer_cancel 1000000"
+  "wait_for_ready 1000000"
+  "taskgroup 1000000"
 )
 cases=()
 for c in "${all_cases[@]}"; do

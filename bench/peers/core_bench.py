@@ -74,6 +74,8 @@ DEFAULT_N = {
     "pingpong": 1_000_000,
     "generator_send": 10_000_000,
     "timer_cancel": 1_000_000,
+    "wait_for_ready": 1_000_000,
+    "taskgroup": 1_000_000,
 }
 
 SLEEP_S = 0.1
@@ -250,8 +252,53 @@ async def case_timer_cancel(n):
 
 
 # --------------------------------------------------------------------------
+# wait_for_ready: wait_for around a coroutine whose value is ready at once
+
+
+async def _ready_value(i):
+    return i
+
+
+async def case_wait_for_ready(n):
+    wait_for = asyncio.wait_for
+    job = _ready_value
+    t0 = time.perf_counter_ns()
+    total = 0
+    for i in range(n):
+        total += await wait_for(job(i), 1)
+    t1 = time.perf_counter_ns()
+    if total != n * (n - 1) // 2:
+        raise BenchError("wait_for_ready: wrong sum")
+    return Result(t1 - t0)
+
+
+# --------------------------------------------------------------------------
+# taskgroup: n tasks in one TaskGroup
+
+
+async def case_taskgroup(n):
+    total = [0]
+
+    async def add(i):
+        total[0] += i
+
+    rss_before = current_rss_bytes()
+    t0 = time.perf_counter_ns()
+    async with asyncio.TaskGroup() as tg:
+        for i in range(n):
+            tg.create_task(add(i))
+    t1 = time.perf_counter_ns()
+    rss_peak = peak_rss_bytes()
+    if total[0] != n * (n - 1) // 2:
+        raise BenchError("taskgroup: wrong sum")
+    return Result(t1 - t0, rss_before, rss_peak)
+
+
+# --------------------------------------------------------------------------
 
 ASYNC_CASES = {
+    "wait_for_ready": case_wait_for_ready,
+    "taskgroup": case_taskgroup,
     "spawn": case_spawn,
     "sleepers": case_sleepers,
     "pingpong": case_pingpong,
