@@ -52,7 +52,16 @@ public:
     /// Runs body under this timeout (a Timeout runs one body). TimeoutError if the deadline passes.
     template <class T>
     Coroutine<T> run(Coroutine<T> body) {
-        enter();
+        return run_impl(this, std::nullopt, std::move(body));
+    }
+
+    /// wait_for's body: a Timeout of its own in the same frame (one coroutine, not two).
+    template <class T>
+    static Coroutine<T> run_impl(Timeout* external, std::optional<TimePoint> when,
+                                 Coroutine<T> body) {
+        std::optional<Timeout> own;
+        Timeout& t = external != nullptr ? *external : own.emplace(when);
+        t.enter();
         std::exception_ptr error;
         bool cancelled = false;
         if constexpr (std::is_void_v<T>) {
@@ -64,7 +73,7 @@ public:
             } catch (...) {
                 error = std::current_exception();
             }
-            leave(error, cancelled);
+            t.leave(error, cancelled);
         } else {
             std::optional<T> result;
             try {
@@ -75,7 +84,7 @@ public:
             } catch (...) {
                 error = std::current_exception();
             }
-            leave(error, cancelled);
+            t.leave(error, cancelled);
             co_return std::move(*result);
         }
     }
@@ -95,12 +104,8 @@ private:
     void arm() {
         cancel_timer();
         if (!when_) return;
-        if (*when_ <= loop_->time()) {
-            // Already due: cancel at once, as asyncio does (call_soon).
-            timer_ = loop_->call_soon([this] { on_timeout(); });
-        } else {
-            timer_ = loop_->call_at(*when_, [this] { on_timeout(); });
-        }
+        // A deadline already passed fires in the next iteration, like any due timer.
+        timer_ = loop_->call_at(*when_, [this] { on_timeout(); });
         armed_ = true;
     }
 
@@ -151,15 +156,15 @@ inline Timeout timeout_at(TimePoint when) { return Timeout(when); }
 /// A Task argument is cancelled on timeout too. limit <= 0 means: no waiting at all.
 template <class T, class Rep, class Period>
 Coroutine<T> wait_for(Coroutine<T> aw, std::chrono::duration<Rep, Period> limit) {
-    Timeout t(get_running_loop().time() + std::chrono::ceil<Duration>(limit));
-    co_return co_await t.run(std::move(aw));
+    return Timeout::run_impl(nullptr, get_running_loop().time() + std::chrono::ceil<Duration>(limit),
+                             std::move(aw));
 }
 
 template <class T, class Rep, class Period>
 Coroutine<T> wait_for(Task<T> task, std::chrono::duration<Rep, Period> limit) {
     auto body = [](Task<T> t) -> Coroutine<T> { co_return co_await std::move(t); };
-    Timeout t(get_running_loop().time() + std::chrono::ceil<Duration>(limit));
-    co_return co_await t.run(body(std::move(task)));
+    return Timeout::run_impl(nullptr, get_running_loop().time() + std::chrono::ceil<Duration>(limit),
+                             body(std::move(task)));
 }
 
 }  // namespace asyncio
