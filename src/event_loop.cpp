@@ -184,6 +184,13 @@ void EventLoop::run_once() {
 void EventLoop::close() {
     if (running_) throw RuntimeError("Cannot close a running event loop");
     if (closed_) return;
+    // No thread may post into the loop once it is gone: join the default executor, then cut the
+    // link through which other executors' threads reach it.
+    shutdown_default_executor();
+    if (link_) {
+        std::lock_guard lock(link_->mutex);
+        link_->loop = nullptr;
+    }
     closed_ = true;
     {
         std::lock_guard lock(ts_mutex_);

@@ -2,8 +2,10 @@
 // pending tasks, and asyncio::run()'s shutdown.
 #include "asyncio/task.hpp"
 
+#include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "asyncio/gather.hpp"
@@ -106,26 +108,68 @@ void task_release(PromiseBase* p) noexcept {
     if (--p->refs_ == 0) destroy_task(p, nullptr);
 }
 
+namespace {
+// The loop whose list holds pending task p, if it is this thread's loop (nullptr otherwise).
+EventLoop* thread_loop_of(PromiseBase* p) noexcept {
+    PromiseBase* head = p;
+    while (head->prev_ != nullptr) head = head->prev_;
+    EventLoop* loop = t_thread_loop;
+    return loop != nullptr && loop->task_list() == head ? loop : nullptr;
+}
+}  // namespace
+
 bool task_cancel(PromiseBase* p, std::string msg) {
     if (p == nullptr) throw InvalidStateError("cancel() of an empty Task");
     if (p->has(kDone) || p->has(kAbandoned)) return false;
+    CancelHook* hook = p->waiting_;
+    // Waking a waiting task needs its loop. Outside a running loop (asyncio lets cancel() be called
+    // between runs) that is the thread's loop, once we know the task is one of its own.
+    EventLoop* outside = nullptr;
+    if (hook != nullptr && t_running_loop == nullptr) {
+        outside = thread_loop_of(p);
+        if (outside == nullptr)
+            throw RuntimeError("cannot cancel a waiting Task while its event loop is not running");
+    }
     if (p->cancelling_ < 0xffff) ++p->cancelling_;
-    if (!msg.empty()) extra(p).cancel_msg = std::move(msg);
-    if (CancelHook* hook = p->waiting_; hook != nullptr) {
+    // As Python: the message goes with the request that is delivered first; a later request
+    // without one does not erase it, and raising it consumes it (see throw_cancelled).
+    if (!msg.empty()) {
+        std::string& pending = extra(p).cancel_msg;
+        if (pending.empty()) pending = std::move(msg);
+    }
+    if (hook != nullptr) {
+        struct Pretend {  // the hooks schedule on t_running_loop
+            EventLoop* loop;
+            explicit Pretend(EventLoop* l) : loop(l) {
+                if (loop != nullptr) t_running_loop = loop;
+            }
+            ~Pretend() {
+                if (loop != nullptr) t_running_loop = nullptr;
+            }
+        } pretend(outside);
         if (hook->fn(hook)) return true;  // passed on; the awaited object wakes the task
     }
     p->flags_ |= kMustCancel;
     return true;
 }
 
+std::string take_cancel_message(PromiseBase* p) {
+    if (!p->has(kHasExtra)) return {};
+    auto it = t_extras.find(p);
+    if (it == t_extras.end()) return {};
+    return std::exchange(it->second.cancel_msg, std::string());
+}
+
 void throw_cancelled(PromiseBase* p) {
     p->flags_ &= static_cast<std::uint16_t>(~kMustCancel);
-    if (p->has(kHasExtra)) {
-        auto it = t_extras.find(p);
-        if (it != t_extras.end() && !it->second.cancel_msg.empty())
-            throw CancelledError(it->second.cancel_msg);
-    }
+    std::string msg = take_cancel_message(p);
+    if (!msg.empty()) throw CancelledError(std::move(msg));
     throw CancelledError();
+}
+
+void run_done_callback(DoneWaiter* w, PromiseBase*) {
+    std::unique_ptr<DoneCallbackNode> node(static_cast<DoneCallbackNode*>(w));
+    t_running_loop->call_soon(std::move(node->cb));
 }
 
 std::string task_name(const PromiseBase* p) {
@@ -165,6 +209,17 @@ void release_loop_tasks(EventLoop& loop) noexcept {
         p->waiting_ = nullptr;
         p->prev_ = p->next_ = nullptr;
     }
+    // None of them will finish: drop their waiters before any frame goes, so that no awaiter
+    // unlinking itself from a list walks through one freed with an earlier frame, and so that
+    // done callbacks (which hold Task handles) are freed rather than keeping their task alive.
+    for (PromiseBase* p : pending) {
+        DoneWaiter* w = std::exchange(p->waiters_, nullptr);
+        while (w != nullptr) {
+            DoneWaiter* next = w->next;
+            if (w->fn == &run_done_callback) delete static_cast<DoneCallbackNode*>(w);
+            w = next;
+        }
+    }
     for (PromiseBase* p : pending) --p->refs_;  // the loop's reference
     for (PromiseBase* p : pending)
         if (--p->refs_ == 0) destroy_task(p, &loop);
@@ -176,7 +231,9 @@ void check_no_running_loop(const char* what) {
 }
 
 namespace {
-Coroutine<> wait_cancelled(std::vector<Task<>> tasks) {
+// Cancels from inside the loop: waking a waiting task needs its loop running.
+Coroutine<> cancel_and_wait(std::vector<Task<>> tasks) {
+    for (auto& t : tasks) t.cancel();
     co_await gather(return_exceptions, std::move(tasks));
 }
 }  // namespace
@@ -185,8 +242,7 @@ void shutdown_run_loop(EventLoop& loop) noexcept {
     try {
         std::vector<Task<>> tasks = all_tasks(loop);
         if (!tasks.empty()) {
-            for (auto& t : tasks) t.cancel();
-            loop.run_until_complete(wait_cancelled(tasks));
+            loop.run_until_complete(cancel_and_wait(tasks));
             for (auto& t : tasks) {
                 if (t.done() && !t.cancelled() && t.base()->has(kHasException)) {
                     t.base()->flags_ |= kRetrieved;

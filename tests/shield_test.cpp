@@ -72,4 +72,21 @@ TEST_F(ShieldTest, AnExceptionOfAnAbandonedInnerTaskIsNotReported) {
     EXPECT_EQ(reports.size(), 0u);
 }
 
+// Cancelled while shielded, then uncancel()ed before it ran: it must still raise, not read the
+// result of an inner task that is not done.
+TEST_F(ShieldTest, RegressionCancelThenUncancelStillRaises) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto inner = asyncio::create_task(value_after(3, 50ms));
+        auto outer = asyncio::create_task(
+            [](asyncio::Task<int> t) -> asyncio::Coroutine<int> { co_return co_await asyncio::shield(t); }(inner));
+        co_await asyncio::sleep(10ms);
+        outer.cancel();
+        outer.uncancel();
+        EXPECT_THROW(co_await outer, asyncio::CancelledError);
+        EXPECT_FALSE(inner.done());
+        EXPECT_EQ(co_await inner, 3);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
 }  // namespace

@@ -25,6 +25,16 @@
 #include "asyncio/detail/frame_allocator.hpp"
 #include "asyncio/event_loop.hpp"
 
+/// ASSERT_* for the body of a Coroutine<void> (gtest's ASSERT_* uses `return`): records a
+/// failure and leaves the coroutine.
+#define CO_ASSERT(cond)                                      \
+    do {                                                     \
+        if (!(cond)) {                                       \
+            ADD_FAILURE() << "Assertion failed: " #cond;     \
+            co_return;                                       \
+        }                                                    \
+    } while (false)
+
 namespace asyncio_test {
 
 /// Counts live instances; every copy and move makes a new live instance.

@@ -53,11 +53,24 @@ public:
                 throw RuntimeError("cannot reuse already awaited coroutine");
             return false;
         }
+#if ASYNCIO_SYMMETRIC_TRANSFER
         std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
             h.promise().resume_ = awaiter;
             h.promise().flags_ |= detail::kStarted;
             return h;
         }
+#else
+        // See ASYNCIO_SYMMETRIC_TRANSFER: run it here; if it finished, continue without suspending.
+        bool await_suspend(std::coroutine_handle<> awaiter) noexcept {
+            auto& p = h.promise();
+            p.resume_ = awaiter;
+            p.flags_ |= detail::kStarted | detail::kInlineRun;
+            h.resume();
+            if (h.done()) return false;
+            p.flags_ &= static_cast<std::uint16_t>(~detail::kInlineRun);  // it suspended: later, it
+            return true;                                                  // transfers to awaiter
+        }
+#endif
         decltype(auto) await_resume() { return detail::take_result(h.promise(), true); }
     };
     Awaiter operator co_await() const& noexcept { return Awaiter{h_}; }

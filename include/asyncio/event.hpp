@@ -39,18 +39,23 @@ public:
             event_.waiters_.push_back(this);
             return true;
         }
-        void await_resume() const { detail::check_cancelled(task); }
+        void await_resume() const {
+            if (cancelled_) detail::throw_cancelled(task);  // even if uncancel()ed meanwhile
+            detail::check_cancelled(task);
+        }
 
     private:
         friend class Event;
         static bool on_cancel(detail::CancelHook* h) {
             auto* self = static_cast<Awaiter*>(h);
             self->event_.waiters_.remove(self);
+            self->cancelled_ = true;
             detail::wake_task(self->task);
             return false;
         }
         Event& event_;
         detail::PromiseBase* task = nullptr;
+        bool cancelled_ = false;  // woken by cancel(), not by set()
     };
 
     /// Waits until the flag is set (returns at once if it is).

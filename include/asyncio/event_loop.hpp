@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "asyncio/clock.hpp"
@@ -31,10 +32,17 @@ template <class T>
 class Coroutine;
 template <class T>
 class Task;
+class ThreadPoolExecutor;  // executor.hpp
 
 namespace detail {
 class Backend;
 struct PromiseBase;
+/// How threads reach a loop that may be gone: `loop` is nulled under `mutex` when the loop closes
+/// (executor.hpp posts results through it).
+struct LoopLink {
+    std::mutex mutex;
+    EventLoop* loop = nullptr;
+};
 extern ASYNCIO_TLS EventLoop* t_running_loop;  // the loop running on this thread, if any
 extern ASYNCIO_TLS EventLoop* t_thread_loop;  // the loop that lives on this thread, if any
 extern ASYNCIO_TLS PromiseBase* t_current_task;
@@ -126,8 +134,39 @@ public:
     bool is_running() const noexcept { return running_; }
     bool is_closed() const noexcept { return closed_; }
     /// Drops every pending callback and timer and destroys tasks that are still pending. Throws
-    /// RuntimeError if the loop is running. Idempotent.
+    /// RuntimeError if the loop is running. Idempotent. First shuts down the default executor,
+    /// waiting for the functions still running on its threads.
     void close();
+
+    // ---- watching file descriptors (src/sock_ops.cpp; sockets themselves: sock_ops.hpp) ----
+    /// Runs cb (from the ready queue) in every iteration in which fd is readable, until
+    /// remove_reader(fd); replaces a reader already installed for fd. Level-triggered, as Python's;
+    /// cb must tolerate a spurious call (read non-blocking and handle EAGAIN). Remove the reader
+    /// before closing a raw fd. Throws std::system_error (EBADF, EPERM for a regular file).
+    void add_reader(int fd, detail::Callback cb);
+    /// Stops watching fd for reading; returns false if no reader was installed.
+    bool remove_reader(int fd);
+    /// As add_reader, when fd is writable.
+    void add_writer(int fd, detail::Callback cb);
+    bool remove_writer(int fd);
+
+    // ---- running blocking functions on threads (defined in executor.hpp) ----
+    /// Python's loop.run_in_executor(None, fn, *args): calls fn(args...) on the default executor
+    /// (a ThreadPoolExecutor created on first use, shut down and joined by close()). The returned
+    /// ExecutorFuture<R> is awaited in a task of this loop.
+    template <class F, class... Args>
+        requires std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...>
+    auto run_in_executor(F&& fn, Args&&... args);
+    /// The same on the given executor.
+    template <class F, class... Args>
+    auto run_in_executor(ThreadPoolExecutor& executor, F&& fn, Args&&... args);
+    /// The executor run_in_executor uses by default (created on first use).
+    ThreadPoolExecutor& default_executor();
+    /// Replaces the default executor (Python's set_default_executor).
+    void set_default_executor(std::shared_ptr<ThreadPoolExecutor> executor);
+    /// Shuts the default executor down and joins its threads: waits for the functions running on
+    /// it (their results are dropped if nobody awaits them). close() calls it.
+    void shutdown_default_executor() noexcept;
 
     // ---- errors ----
     /// Replaces the handler for errors nobody else can see (a task's exception that was never
@@ -155,6 +194,10 @@ public:
     }
     bool cancel_timer(detail::TimerId id) noexcept { return timers_.cancel(id); }
     detail::PromiseBase*& task_list() noexcept { return tasks_; }
+    detail::Backend& backend() noexcept { return *backend_; }
+    detail::ReadyQueue& ready_queue() noexcept { return ready_; }
+    /// The loop's link for threads (created on first use; loop thread only).
+    const std::shared_ptr<detail::LoopLink>& link();
 
 private:
     friend class Handle;
@@ -183,6 +226,9 @@ private:
     std::atomic<bool> ts_pending_{false};
     std::atomic<bool> polling_{false};
     bool ts_closed_ = false;  // under ts_mutex_
+
+    std::shared_ptr<ThreadPoolExecutor> default_executor_;  // executor.hpp; created on first use
+    std::shared_ptr<detail::LoopLink> link_;               // nulled by close()
 };
 
 /// The loop running on this thread; throws RuntimeError("no running event loop") if none.

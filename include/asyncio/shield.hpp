@@ -39,7 +39,7 @@ public:
         return true;
     }
     decltype(auto) await_resume() {
-        if (self_ != nullptr && self_->has(kMustCancel)) {
+        if (self_ != nullptr && (cancelled_ || self_->has(kMustCancel))) {
             if (registered_) {
                 unregister_waiter(inner_.base(), this);
                 registered_ = false;
@@ -61,6 +61,7 @@ private:
         auto* self = static_cast<ShieldAwaiter*>(h);
         unregister_waiter(self->inner_.base(), self);
         self->registered_ = false;
+        self->cancelled_ = true;  // raise even if uncancel() comes before we run
         wake_task(self->self_);
         return false;  // the awaiter raises CancelledError; the inner task is left alone
     }
@@ -68,6 +69,7 @@ private:
     Task<T> inner_;
     PromiseBase* self_ = nullptr;
     bool registered_ = false;
+    bool cancelled_ = false;
 };
 
 }  // namespace detail

@@ -17,6 +17,7 @@ struct SleepAwaiter : CancelHook {
     Duration delay;
     PromiseBase* task = nullptr;
     TimerId timer{};
+    bool cancelled = false;  // woken by cancel(): raise even if uncancel() came before we ran
 
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) {
@@ -36,11 +37,15 @@ struct SleepAwaiter : CancelHook {
         });
         return true;
     }
-    void await_resume() const { check_cancelled(task); }
+    void await_resume() const {
+        if (cancelled) throw_cancelled(task);
+        check_cancelled(task);
+    }
 
     static bool on_cancel(CancelHook* hook) {
         auto* self = static_cast<SleepAwaiter*>(hook);
         t_running_loop->cancel_timer(self->timer);
+        self->cancelled = true;
         wake_task(self->task);
         return false;
     }

@@ -74,6 +74,8 @@ inline void check_cancelled(PromiseBase* t) {
 
 void unregister_waiter(PromiseBase* target, DoneWaiter* w) noexcept;
 void task_start(PromiseBase* p, EventLoop& loop);
+/// Takes the message of t's pending cancellation (empty if none), to pass it on.
+std::string take_cancel_message(PromiseBase* t);
 
 /// co_await of a task from another task.
 template <class T, bool Move>
@@ -110,7 +112,7 @@ struct TaskAwaiter : DoneWaiter, CancelHook {
     }
     static bool on_cancel(CancelHook* h) {
         auto* a = static_cast<TaskAwaiter*>(h);
-        return task_cancel(a->target, std::string());
+        return task_cancel(a->target, take_cancel_message(a->self));  // as Python: msg goes along
     }
 };
 
@@ -166,7 +168,8 @@ public:
     }
 
     /// Requests cancellation: CancelledError is raised inside the task where it is suspended.
-    /// Returns false if the task is already done.
+    /// Returns false if the task is already done. Outside a running loop (as between runs) it
+    /// works for tasks of the thread's first loop; a waiting task of another loop: RuntimeError.
     bool cancel(std::string msg = {}) { return detail::task_cancel(p_, std::move(msg)); }
     /// Number of pending cancellation requests (Python 3.11 cancelling()).
     int cancelling() const noexcept { return p_->cancelling_; }
@@ -180,7 +183,7 @@ public:
     void set_name(std::string name) { detail::task_set_name(p_, std::move(name)); }
 
     /// Calls fn(task) through the loop's ready queue once the task is done (at once, scheduled,
-    /// if it already is).
+    /// if it already is; that needs a running loop, else RuntimeError).
     template <class F>
     void add_done_callback(F&& fn);
 
@@ -214,29 +217,28 @@ private:
 };
 
 namespace detail {
-template <class F, class T>
+/// A callback of add_done_callback() in the task's list of waiters. The Callback owns the user's
+/// callable and a Task handle; it moves to the loop's ready queue when the task is done, so that a
+/// loop closed before it runs (or a task destroyed pending) frees both.
 struct DoneCallbackNode : DoneWaiter {
-    F fn;
-    Task<T> task;
-    DoneCallbackNode(F&& f, Task<T> t) : fn(std::move(f)), task(std::move(t)) {}
-    static void run(DoneWaiter* w, PromiseBase*) {
-        auto* node = static_cast<DoneCallbackNode*>(w);
-        t_running_loop->call_soon([node] {
-            std::unique_ptr<DoneCallbackNode> own(node);
-            own->fn(own->task);
-        });
-    }
+    Callback cb;
 };
+/// DoneWaiter::fn of every DoneCallbackNode (release_loop_tasks() recognises them by it): hands the
+/// callback to the running loop and frees the node.
+void run_done_callback(DoneWaiter* w, PromiseBase* done_task);
 }  // namespace detail
 
 template <class T>
 template <class F>
 void Task<T>::add_done_callback(F&& fn) {
-    using Node = detail::DoneCallbackNode<std::decay_t<F>, T>;
-    auto node = std::make_unique<Node>(std::decay_t<F>(std::forward<F>(fn)), *this);
-    node->DoneWaiter::fn = &Node::run;
+    // A task does not know its loop: a finished one can only schedule on the running loop.
+    if (done() && detail::t_running_loop == nullptr)
+        throw RuntimeError("add_done_callback() of a finished Task needs a running event loop");
+    auto node = std::make_unique<detail::DoneCallbackNode>();
+    node->cb = [f = std::decay_t<F>(std::forward<F>(fn)), task = *this]() mutable { f(task); };
+    node->DoneWaiter::fn = &detail::run_done_callback;
     if (done()) {
-        Node::run(node.release(), p_);
+        detail::run_done_callback(node.release(), p_);
         return;
     }
     node->next = p_->waiters_;

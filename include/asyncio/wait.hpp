@@ -107,6 +107,15 @@ protected:
     bool armed_ = false;
     bool suspended_ = false;
     bool timed_out_ = false;
+    bool cancelled_ = false;
+
+    void check_cancel() {
+        if (cancelled_) {
+            cancelled_ = false;
+            throw_cancelled(self_);
+        }
+        check_cancelled(self_);
+    }
 
 private:
     static void on_node(DoneWaiter* w, PromiseBase*) {
@@ -115,7 +124,9 @@ private:
         n->watcher->on_task_done(n->index);
     }
     static bool on_cancel(CancelHook* h) {
-        static_cast<TaskWatcher*>(h)->wake();
+        auto* self = static_cast<TaskWatcher*>(h);
+        self->cancelled_ = true;  // raise even if uncancel() comes before we run
+        self->wake();
         return false;
     }
 };
@@ -133,7 +144,7 @@ public:
     bool await_suspend(std::coroutine_handle<> h) { return this->suspend(h, deadline_); }
     WaitResult<T> await_resume() {
         this->disarm();
-        check_cancelled(this->self_);
+        this->check_cancel();
         WaitResult<T> r;
         for (auto& t : this->tasks_) (t.done() ? r.done : r.pending).push_back(t);
         return r;
@@ -198,7 +209,7 @@ public:
         }
         bool await_suspend(std::coroutine_handle<> h) { return ac.suspend(h, ac.deadline_); }
         Task<T> await_resume() {
-            detail::check_cancelled(ac.self_);
+            ac.check_cancel();
             if (ac.remaining_ == 0) throw InvalidStateError("as_completed(): no tasks left");
             if (ac.finished_.empty()) throw TimeoutError();
             const std::size_t i = ac.finished_.front();

@@ -3,11 +3,29 @@
 // interface as operations ("receive into this buffer", "accept"), not as readiness, so that a
 // completion-based backend (io_uring) implements them directly while a readiness-based one (epoll)
 // emulates them. Private to src/: no backend header ever reaches a public header.
+//
+// How each backend serves an operation (IoOp, asyncio/detail/io_op.hpp):
+//   epoll     tries the system call at once (non-blocking fds); only on EAGAIN queues the op on its
+//             fd and waits for readiness (edge-triggered, see epoll_backend.cpp), then retries.
+//   io_uring  (later) submit() = one SQE per op (IORING_OP_RECV, SEND, ACCEPT, CONNECT, RECVMSG,
+//             SENDMSG, POLL_ADD for readable/writable; it may also try the call first, as epoll
+//             does, and skip the SQE when that succeeds); poll() = io_uring_enter + reap CQEs,
+//             each CQE's user_data is the IoOp; cancel() = a synchronous cancel of that op
+//             (IORING_REGISTER_SYNC_CANCEL, or ASYNC_CANCEL and reap until the op's own CQE is
+//             in, since the kernel may still write into the op's buffer until then) and returns
+//             true when that CQE says -ECANCELED; when the op won the race its CQE is delivered and cancel()
+//             returns false, which the awaiters already handle (the result is delivered, the
+//             cancellation is raised at the task's next suspension point). forget_fd(closing)
+//             cancels everything on the fd (IORING_ASYNC_CANCEL_FD) and reports -EBADF; watchers
+//             are multishot POLL_ADDs.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+
+#include "asyncio/detail/callback.hpp"
+#include "asyncio/detail/io_op.hpp"
 
 namespace asyncio::detail {
 
@@ -26,6 +44,35 @@ public:
     std::size_t registrations() const noexcept { return registrations_; }
     /// Short name for diagnostics ("epoll", "io_uring").
     virtual const char* name() const noexcept = 0;
+
+    // ---- operations (see asyncio/detail/io_op.hpp) ----
+    //
+    // An operation is owned by its submitter and must stay at its address until it is done or
+    // cancelled. One fd may have several operations pending; each direction (reading kinds,
+    // writing kinds) is served in submission order, and a new operation never overtakes one queued
+    // before it in the same direction. A pending operation counts as one registration.
+
+    /// Starts op. Returns true when it completed at once (op.state == done, op.result set; op.complete
+    /// is not called). Otherwise op is pending: a later poll() sets op.result, op.state = done, and
+    /// appends {op.complete, &op} to the ready queue. Failing to register interest is a completion
+    /// with that error, not an exception; only allocation failure throws.
+    virtual bool submit(IoOp& op) = 0;
+    /// Withdraws a pending op: true if it was pending (it is now `cancelled` and did nothing: a
+    /// cancelled receive consumed no bytes), false if it is not pending (already done, cancelled, or
+    /// never submitted).
+    virtual bool cancel(IoOp& op) noexcept = 0;
+    /// fd is about to be closed (closing) or was just created by the library (!closing): operations
+    /// pending on it complete with -EBADF (appended to `ready`), its callbacks are dropped, and the
+    /// backend forgets the fd number, so that a reused number starts afresh.
+    virtual void forget_fd(int fd, bool closing, ReadyQueue& ready) noexcept = 0;
+
+    // ---- raw readiness callbacks (Python's add_reader/add_writer) ----
+
+    /// Installs (cb != null, replacing any) or removes (cb == null) the callback run from the ready
+    /// queue each iteration in which fd is readable (writer = false) or writable (writer = true),
+    /// level-triggered. Returns true if a callback was installed before. Throws std::system_error if
+    /// the fd cannot be watched (EBADF, EPERM for regular files).
+    virtual bool set_watcher(int fd, bool writer, std::shared_ptr<Callback> cb) = 0;
 
 protected:
     std::size_t registrations_ = 0;

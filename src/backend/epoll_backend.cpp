@@ -1,18 +1,155 @@
-// Readiness-based backend: epoll plus an eventfd for cross-thread wake-ups.
+// Readiness-based backend: epoll plus an eventfd for cross-thread wake-ups. Operations (IoOp) are
+// emulated: the system call is tried at once on the non-blocking fd, and only when it would block
+// (EAGAIN) is the op queued on its fd, to be retried when epoll reports readiness.
+//
+// Edge-triggered, one registration per fd. An fd used by operations is added to the epoll set once
+// (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET), the first time one of its operations has to wait, and
+// stays there until the library closes the fd (forget_fd). Why edge-triggered and persistent:
+//   - a level-triggered fd that stays registered while nobody wants to read it (a stream whose
+//     reader paused for flow control, a socket with unread data between two recv calls) would be
+//     reported by every epoll_wait: a busy loop;
+//   - level-triggered without that, i.e. registering on EAGAIN and unregistering on completion
+//     (Python's sock_recv does add_reader/remove_reader), costs two epoll_ctl calls per blocking
+//     receive, which is most of the cost of a small echo message;
+//   - edge-triggered is correct here because an op only waits after its own system call returned
+//     EAGAIN: any data arriving after that is a new edge, and an edge that arrives while no op
+//     waits is simply dropped (the next op tries the call first and finds the data).
+// So a receive that has to wait costs its failed call and its share of epoll_wait, nothing more.
+// registrations() counts pending operations (and watchers), not fds in the set: an idle connection
+// costs the loop nothing, and with nothing pending the loop skips epoll_wait when it would not block.
+//
+// add_reader/add_writer callbacks (watchers) keep Python's level-triggered meaning (called every
+// iteration while the fd is readable), so an fd with a watcher is registered level-triggered with
+// exactly the directions wanted (by watchers or by ops queued on it), and changes of that set cost an
+// epoll_ctl. When its last watcher goes, an fd that operations had used goes back to edge-triggered,
+// any other is removed from the set.
 #include "backend/epoll_backend.hpp"
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
+#include <new>
 #include <system_error>
+#include <vector>
 
 #include "asyncio/detail/ready_queue.hpp"
+#include "asyncio/event_loop.hpp"
 
 namespace asyncio::detail {
 namespace {
+
+constexpr std::uint64_t kWakeupTag = ~std::uint64_t{0};
+constexpr std::uint32_t kEdgeEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr std::uint32_t kWriteEvents = EPOLLOUT | EPOLLHUP | EPOLLERR;
+
+/// Accept errors that belong to the connection being accepted, not to the listening socket: the
+/// connection is gone, try the next one (accept(2), "Error handling").
+bool accept_should_retry(int err) noexcept {
+    switch (err) {
+        case ECONNABORTED:
+        case EPROTO:
+        case ENETDOWN:
+        case ENOPROTOOPT:
+        case EHOSTDOWN:
+        case ENONET:
+        case EHOSTUNREACH:
+        case EOPNOTSUPP:
+        case ENETUNREACH:
+            return true;
+        default:
+            return false;
+    }
+}
+
+/// Readiness of fd right now, without blocking: 1 ready, 0 not ready, < 0 -errno.
+int poll_now(int fd, short events) noexcept {
+    pollfd p{fd, events, 0};
+    for (;;) {
+        const int r = ::poll(&p, 1, 0);
+        if (r >= 0) return r > 0 ? 1 : 0;
+        if (errno != EINTR) return -errno;
+    }
+}
+
+/// Performs op's system call once (EINTR retried). Returns the result, -EAGAIN if it would block,
+/// or -errno. `retry` is false for the first attempt (from submit) and true after readiness.
+std::int64_t attempt(IoOp& op, bool retry) noexcept {
+    for (;;) {
+        ssize_t r;
+        switch (op.kind) {
+            case IoKind::readable:
+            case IoKind::writable:
+                // After an event, readiness is what was reported. The first attempt asks poll():
+                // with edge-triggered epoll a fd that is already ready would give no new edge.
+                if (retry) return 0;
+                r = poll_now(op.fd, op.kind == IoKind::readable ? POLLIN : POLLOUT);
+                if (r < 0) return r;
+                return r > 0 ? 0 : -EAGAIN;
+            case IoKind::recv:
+                r = ::recv(op.fd, op.buf, op.len, op.flags);
+                break;
+            case IoKind::send:
+                r = ::send(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
+                break;
+            case IoKind::recvfrom: {
+                socklen_t len = op.addrlen;
+                r = ::recvfrom(op.fd, op.buf, op.len, op.flags, static_cast<sockaddr*>(op.addr),
+                               op.addr != nullptr ? &len : nullptr);
+                if (r >= 0) op.addrlen = len;
+                break;
+            }
+            case IoKind::sendto:
+                r = ::sendto(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL,
+                             static_cast<const sockaddr*>(op.addr), op.addrlen);
+                break;
+            case IoKind::accept: {
+                socklen_t len = op.addrlen;
+                r = ::accept4(op.fd, static_cast<sockaddr*>(op.addr), op.addr != nullptr ? &len : nullptr,
+                              SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (r >= 0) {
+                    op.addrlen = len;
+                    return r;
+                }
+                if (accept_should_retry(errno)) continue;
+                break;
+            }
+            case IoKind::connect: {
+                if (!retry) {
+                    r = ::connect(op.fd, static_cast<const sockaddr*>(op.addr), op.addrlen);
+                    if (r == 0) return 0;
+                    // EINTR: the connection goes on in the background, as EINPROGRESS.
+                    if (errno == EINPROGRESS || errno == EINTR) return -EAGAIN;
+                    // EAGAIN from connect() is not "would block" (a Unix socket whose listener's
+                    // backlog is full, or no local port left): no readiness event will announce
+                    // that it went away, so it is an error for the caller, as libuv reports it.
+                    return -errno;
+                }
+                int err = 0;
+                socklen_t len = sizeof err;
+                if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
+                if (err != 0) return -err;
+                // SO_ERROR is 0 both when connected and while still connecting (a stale edge):
+                // connect() again tells them apart.
+                if (::connect(op.fd, static_cast<const sockaddr*>(op.addr), op.addrlen) == 0) return 0;
+                if (errno == EISCONN) return 0;
+                if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR) return -EAGAIN;
+                return -errno;
+            }
+            default:
+                return -EINVAL;
+        }
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return -EAGAIN;
+        return -errno;
+    }
+}
 
 class EpollBackend final : public Backend {
 public:
@@ -27,7 +164,7 @@ public:
         }
         epoll_event ev{};
         ev.events = EPOLLIN;
-        ev.data.ptr = nullptr;  // null marks the wake-up fd
+        ev.data.u64 = kWakeupTag;
         if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) < 0) {
             const int err = errno;
             ::close(wakefd_);
@@ -36,11 +173,23 @@ public:
         }
     }
     ~EpollBackend() override {
+        // Operations still pending belong to frames that outlive the loop: mark them so that
+        // their owners do not call back into a backend that is gone.
+        for (FdState& s : fds_) {
+            for (IoOp* q : {s.rhead, s.whead}) {
+                while (q != nullptr) {
+                    IoOp* next = q->next;
+                    q->prev = q->next = nullptr;
+                    q->state = IoState::detached;
+                    q = next;
+                }
+            }
+        }
         ::close(wakefd_);
         ::close(epfd_);
     }
 
-    std::size_t poll(std::int64_t timeout_ns, ReadyQueue& /*ready*/) override {
+    std::size_t poll(std::int64_t timeout_ns, ReadyQueue& ready) override {
         int timeout_ms;
         if (timeout_ns < 0) {
             timeout_ms = -1;
@@ -57,13 +206,35 @@ public:
         }
         std::size_t completions = 0;
         for (int i = 0; i < n; ++i) {
-            if (events[i].data.ptr == nullptr) {
+            const std::uint64_t tag = events[i].data.u64;
+            if (tag == kWakeupTag) {
                 std::uint64_t value;
                 while (::read(wakefd_, &value, sizeof value) > 0) {
                 }
                 continue;
             }
-            ++completions;
+            const int fd = static_cast<int>(tag);
+            if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) continue;
+            FdState& s = fds_[static_cast<std::size_t>(fd)];
+            const std::uint32_t e = events[i].events;
+            const bool level = s.watched();
+            if ((e & kReadEvents) != 0) {
+                completions += run_queue(s.rhead, s.rtail, ready);
+                if (s.reader) {
+                    ready.push(&run_watcher, pack(fd, false));
+                    ++completions;
+                }
+            }
+            if ((e & kWriteEvents) != 0) {
+                completions += run_queue(s.whead, s.wtail, ready);
+                if (s.writer) {
+                    ready.push(&run_watcher, pack(fd, true));
+                    ++completions;
+                }
+            }
+            // Level-triggered interest follows the queues; a failure here leaves a superset
+            // registered, which only costs spurious wake-ups.
+            if (level) update_interest(fd, s, std::nothrow);
         }
         return completions;
     }
@@ -76,10 +247,211 @@ public:
 
     const char* name() const noexcept override { return "epoll"; }
 
+    bool submit(IoOp& op) override {
+        if (op.fd < 0) return finish_now(op, -EBADF);
+        const auto idx = static_cast<std::size_t>(op.fd);
+        const bool reader = is_read_kind(op.kind);
+        if (idx >= fds_.size() || (reader ? fds_[idx].rhead : fds_[idx].whead) == nullptr) {
+            // Nobody waits ahead of it in this direction: try the call now.
+            const std::int64_t r = attempt(op, false);
+            if (r != -EAGAIN) return finish_now(op, r);
+        }
+        if (idx >= fds_.size()) fds_.resize(idx + 1 > fds_.size() * 2 ? idx + 1 : fds_.size() * 2);
+        FdState& s = fds_[idx];
+        IoOp*& head = reader ? s.rhead : s.whead;
+        IoOp*& tail = reader ? s.rtail : s.wtail;
+        op.prev = tail;
+        op.next = nullptr;
+        if (tail != nullptr)
+            tail->next = &op;
+        else
+            head = &op;
+        tail = &op;
+        op.state = IoState::pending;
+        ++registrations_;
+        if (const int err = update_interest(op.fd, s, std::nothrow); err != 0) {
+            unlink(op, head, tail);
+            --registrations_;
+            return finish_now(op, -err);
+        }
+        return false;
+    }
+
+    bool cancel(IoOp& op) noexcept override {
+        if (op.state != IoState::pending) return false;
+        FdState& s = fds_[static_cast<std::size_t>(op.fd)];
+        if (is_read_kind(op.kind))
+            unlink(op, s.rhead, s.rtail);
+        else
+            unlink(op, s.whead, s.wtail);
+        op.state = IoState::cancelled;
+        --registrations_;
+        if (s.watched()) update_interest(op.fd, s, std::nothrow);
+        return true;
+    }
+
+    void forget_fd(int fd, bool closing, ReadyQueue& ready) noexcept override {
+        if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
+        FdState& s = fds_[static_cast<std::size_t>(fd)];
+        for (IoOp** head : {&s.rhead, &s.whead}) {
+            while (IoOp* op = *head) {
+                *head = op->next;
+                op->prev = op->next = nullptr;
+                op->result = -EBADF;
+                op->state = IoState::done;
+                --registrations_;
+                try {
+                    ready.push(op->complete, op);
+                } catch (...) {
+                    // Out of memory growing the ready queue: the waiter stays suspended until
+                    // its task is cancelled or the loop closes; nothing dangles.
+                }
+            }
+        }
+        if (s.reader) --registrations_;
+        if (s.writer) --registrations_;
+        // After close() the kernel drops the fd from the set by itself, unless another descriptor
+        // (dup, fork) still refers to the same file: remove it explicitly. A new fd was never in it.
+        if (closing && s.registered != 0) {
+            epoll_event ev{};
+            ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &ev);
+        }
+        s = FdState{};
+    }
+
+    bool set_watcher(int fd, bool writer, std::shared_ptr<Callback> cb) override {
+        if (fd < 0) {
+            if (!cb) return false;
+            throw std::system_error(EBADF, std::generic_category(), writer ? "add_writer" : "add_reader");
+        }
+        const auto idx = static_cast<std::size_t>(fd);
+        if (idx >= fds_.size()) {
+            if (!cb) return false;
+            fds_.resize(idx + 1 > fds_.size() * 2 ? idx + 1 : fds_.size() * 2);
+        }
+        FdState& s = fds_[idx];
+        std::shared_ptr<Callback>& slot = writer ? s.writer : s.reader;
+        const bool had = static_cast<bool>(slot);
+        std::shared_ptr<Callback> old = std::move(slot);
+        slot = std::move(cb);
+        if (const int err = update_interest(fd, s, std::nothrow); err != 0) {
+            slot = std::move(old);
+            throw std::system_error(err, std::generic_category(),
+                                    writer ? "add_writer" : "add_reader");
+        }
+        if (slot && !had) ++registrations_;
+        if (!slot && had) --registrations_;
+        return had;
+    }
+
 private:
+    struct FdState {
+        IoOp* rhead = nullptr;  // reading kinds, FIFO
+        IoOp* rtail = nullptr;
+        IoOp* whead = nullptr;  // writing kinds, FIFO
+        IoOp* wtail = nullptr;
+        std::shared_ptr<Callback> reader;  // add_reader (level-triggered)
+        std::shared_ptr<Callback> writer;  // add_writer
+        std::uint32_t registered = 0;      // the events in the epoll set for this fd; 0: not in it
+        bool edge = false;                 // operations used it: keep it, edge-triggered
+
+        bool watched() const noexcept { return reader || writer; }
+    };
+
+    static void* pack(int fd, bool writer) noexcept {
+        return reinterpret_cast<void*>((static_cast<std::uintptr_t>(fd) << 1) | (writer ? 1u : 0u));
+    }
+
+    /// A watcher's turn in the ready queue. The fd is looked up again: the callback may have been
+    /// removed (or replaced) since the event, and a copy of the pointer keeps it alive while it runs
+    /// even if it removes itself.
+    static void run_watcher(void* packed) {
+        EventLoop* loop = t_running_loop;
+        auto& self = static_cast<EpollBackend&>(loop->backend());
+        const auto bits = reinterpret_cast<std::uintptr_t>(packed);
+        const std::size_t idx = bits >> 1;
+        if (idx >= self.fds_.size()) return;
+        std::shared_ptr<Callback> cb = (bits & 1u) != 0 ? self.fds_[idx].writer : self.fds_[idx].reader;
+        if (!cb) return;
+        try {
+            (*cb)();
+        } catch (...) {
+            loop->call_exception_handler({"Exception in callback", std::current_exception(), {}});
+        }
+    }
+
+    static bool finish_now(IoOp& op, std::int64_t result) noexcept {
+        op.result = result;
+        op.state = IoState::done;
+        return true;
+    }
+
+    static void unlink(IoOp& op, IoOp*& head, IoOp*& tail) noexcept {
+        if (op.prev != nullptr)
+            op.prev->next = op.next;
+        else
+            head = op.next;
+        if (op.next != nullptr)
+            op.next->prev = op.prev;
+        else
+            tail = op.prev;
+        op.prev = op.next = nullptr;
+    }
+
+    /// Retries the queued ops of one direction in order until one would block.
+    std::size_t run_queue(IoOp*& head, IoOp*& tail, ReadyQueue& ready) {
+        std::size_t n = 0;
+        while (IoOp* op = head) {
+            const std::int64_t r = attempt(*op, true);
+            if (r == -EAGAIN) break;
+            unlink(*op, head, tail);
+            op->result = r;
+            op->state = IoState::done;
+            --registrations_;
+            ready.push(op->complete, op);
+            ++n;
+        }
+        return n;
+    }
+
+    /// Brings the epoll set in line with what fd needs. Returns 0 or the errno of epoll_ctl.
+    int update_interest(int fd, FdState& s, std::nothrow_t) noexcept {
+        std::uint32_t want = 0;
+        if (s.watched()) {
+            if (s.reader || s.rhead != nullptr) want |= EPOLLIN;
+            if (s.writer || s.whead != nullptr) want |= EPOLLOUT;
+        } else if (s.edge || s.rhead != nullptr || s.whead != nullptr) {
+            s.edge = true;  // from now on, until the fd is closed
+            want = kEdgeEvents;
+        }
+        if (want == s.registered) return 0;
+        epoll_event ev{};
+        ev.events = want;
+        ev.data.u64 = static_cast<std::uint64_t>(fd);
+        int op = s.registered == 0 ? EPOLL_CTL_ADD : (want == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD);
+        if (::epoll_ctl(epfd_, op, fd, &ev) < 0) {
+            // Our table and the kernel's set disagree (a fd closed behind the library's back and
+            // its number reused, or still open through a dup): converge on what we want.
+            if (op == EPOLL_CTL_ADD && errno == EEXIST) {
+                op = EPOLL_CTL_MOD;
+            } else if (op == EPOLL_CTL_MOD && errno == ENOENT) {
+                op = EPOLL_CTL_ADD;
+            } else if (op == EPOLL_CTL_DEL) {
+                s.registered = 0;
+                return 0;
+            } else {
+                return errno;
+            }
+            if (::epoll_ctl(epfd_, op, fd, &ev) < 0) return errno;
+        }
+        s.registered = want;
+        return 0;
+    }
+
     static constexpr int kMaxEvents = 256;
     int epfd_ = -1;
     int wakefd_ = -1;
+    std::vector<FdState> fds_;  // indexed by fd
 };
 
 }  // namespace

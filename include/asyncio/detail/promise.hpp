@@ -55,7 +55,21 @@ enum PromiseFlags : std::uint16_t {
     kHasExtra = 1u << 7,     // a name or cancel message is stored aside
     kStarted = 1u << 8,      // coroutine mode: already awaited once
     kAbandoned = 1u << 9,    // its loop closed while it was pending
+    kInlineRun = 1u << 10,   // coroutine mode: being run from its awaiter's await_suspend
 };
+
+// Symmetric transfer (await_suspend returning the next handle) only avoids stack growth when the
+// compiler makes the resume a tail call. Clang always does; GCC before 15 does only when it
+// optimizes sibling calls (not at -O0/-O1/-Og, not under ASan), so a loop of a million synchronous
+// co_awaits overflowed the stack in debug builds. With GCC, a Coroutine is therefore run from its
+// awaiter's await_suspend, and one that completes synchronously returns there (kInlineRun) so the
+// awaiter continues without suspending: no stack growth for awaits in a row, in every build
+// (nested synchronous awaits do use stack, one level per nesting).
+#if defined(__clang__)
+#define ASYNCIO_SYMMETRIC_TRANSFER 1
+#else
+#define ASYNCIO_SYMMETRIC_TRANSFER 0
+#endif
 
 struct PromiseBase : FrameAllocated {
     std::coroutine_handle<> resume_{};  // coroutine mode: the awaiter; task mode: where to resume
@@ -124,6 +138,9 @@ struct FinalAwaiter {
             task_finished(&p);  // may destroy the frame: touch nothing after
             return std::noop_coroutine();
         }
+#if !ASYNCIO_SYMMETRIC_TRANSFER
+        if (p.has(kInlineRun)) return std::noop_coroutine();  // back into the awaiter's await_suspend
+#endif
         return p.resume_ ? p.resume_ : std::noop_coroutine();
     }
     void await_resume() const noexcept {}

@@ -1,0 +1,158 @@
+// asyncio::Condition: a condition variable for tasks (Python's asyncio.Condition, 3.12+).
+//
+//   asyncio::Condition cond;                     // owns its Lock; Condition(lock) shares one
+//   auto guard = co_await cond.lock();           // `async with cond:`
+//   co_await cond.wait_for([&] { return ready; });
+//   ...                                          // elsewhere, holding the lock:
+//   ready = true; cond.notify_all();
+//
+// Promises:
+// - acquire()/release()/locked()/lock() are the underlying Lock's (FIFO, no barging).
+// - wait(): RuntimeError("cannot wait on un-acquired lock") unless the lock is locked. Releases
+//   the lock, waits for notify(), re-acquires the lock, returns. It always returns or raises
+//   holding the lock: a wait cancelled at any point re-acquires the lock first and then raises
+//   CancelledError (as asyncio; further cancels while it re-acquires are folded into that one).
+//   A cancellation already pending when wait() is called raises at once, without releasing.
+// - notify(n = 1) / notify_all(): RuntimeError("cannot notify on un-acquired lock") unless the
+//   lock is locked. Wakes the n longest-waiting tasks, in FIFO order; each then queues for the
+//   lock (behind the tasks already queued for it) and returns from wait() once it gets it.
+// - No lost wake-up: a task that was notified but ends its wait() with CancelledError passes the
+//   notification on to the next waiter (asyncio does this too; unlike asyncio, a task cancelled
+//   before it was notified does not wake anybody, so this causes no spurious wake-up).
+// - wait_for(pred): evaluates pred() and wait()s until it is true; returns its last value.
+//
+// Loop-thread only. A condition (and its lock) must outlive the tasks waiting on it.
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <limits>
+#include <type_traits>
+#include <utility>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/exceptions.hpp"
+#include "asyncio/lock.hpp"
+#include "asyncio/task.hpp"
+
+namespace asyncio {
+
+class Condition {
+public:
+    /// A condition with a Lock of its own.
+    Condition() noexcept : lock_(&own_) {}
+    /// A condition on an existing lock (which must outlive it).
+    explicit Condition(Lock& lock) noexcept : lock_(&lock) {}
+    Condition(const Condition&) = delete;
+    Condition& operator=(const Condition&) = delete;
+
+    bool locked() const noexcept { return lock_->locked(); }
+    Lock::Awaiter acquire() noexcept { return lock_->acquire(); }
+    void release() { lock_->release(); }
+    /// co_await cond.lock() → LockGuard on the underlying lock (`async with cond:`).
+    Lock::GuardAwaiter lock() noexcept { return lock_->lock(); }
+
+    /// co_await cond.wait() (see above).
+    class WaitAwaiter : public detail::LockWaiter {
+    public:
+        explicit WaitAwaiter(Condition& c) noexcept : cond_(c) {}
+        bool await_ready() const {
+            if (!cond_.lock_->locked()) throw RuntimeError("cannot wait on un-acquired lock");
+            return false;
+        }
+        bool await_suspend(std::coroutine_handle<> h) {
+            task = detail::current_task_or_throw("Condition::wait()");
+            if (!detail::suspend_task(task, h, this)) return false;  // raise, keeping the lock
+            suspended_ = true;
+            CancelHook::fn = &on_cancel_waiting;
+            cond_.waiters_.push_back(this);
+            cond_.lock_->hand_off();  // release
+            return true;
+        }
+        void await_resume() {
+            if (!suspended_) detail::throw_cancelled(task);
+            // Here the lock is ours again.
+            if (cancelled_ || task->has(detail::kMustCancel)) {
+                if (notified_) cond_.notify_waiters(1);  // do not swallow the notification
+                detail::throw_cancelled(task);
+            }
+        }
+
+    private:
+        friend class Condition;
+
+        /// Notified, or cancelled while waiting: take the lock if it is free, else queue for it.
+        /// The task stays suspended until it holds the lock.
+        void reacquire() {
+            CancelHook::fn = &on_cancel_reacquiring;
+            Lock& l = *cond_.lock_;
+            if (!l.locked_) {
+                l.locked_ = true;
+                granted = true;
+                detail::wake_task(task);
+            } else {
+                l.waiters_.push_back(this);
+            }
+        }
+        // Cancelled while waiting for a notification: stop waiting, re-acquire the lock, then
+        // raise. Returns true: the condition wakes the task itself (with CancelledError).
+        static bool on_cancel_waiting(detail::CancelHook* h) {
+            auto* self = static_cast<WaitAwaiter*>(h);
+            self->cond_.waiters_.remove(self);
+            self->cancelled_ = true;
+            self->reacquire();
+            return true;
+        }
+        // Cancelled while re-acquiring: keep waiting for the lock, raise once it is ours.
+        static bool on_cancel_reacquiring(detail::CancelHook* h) {
+            static_cast<WaitAwaiter*>(h)->cancelled_ = true;
+            return true;
+        }
+
+        Condition& cond_;
+        bool suspended_ = false;
+        bool notified_ = false;
+        bool cancelled_ = false;
+    };
+
+    /// Waits until notified (see above). Python's `await cond.wait()`.
+    WaitAwaiter wait() noexcept { return WaitAwaiter(*this); }
+
+    /// Waits until pred() is true (calling it with the lock held); returns its last value.
+    /// Python's `await cond.wait_for(predicate)`.
+    template <class Predicate>
+    Coroutine<std::decay_t<std::invoke_result_t<Predicate&>>> wait_for(Predicate pred) {
+        auto result = pred();
+        while (!static_cast<bool>(result)) {
+            co_await wait();
+            result = pred();
+        }
+        co_return result;
+    }
+
+    /// Wakes up to n waiters (FIFO). RuntimeError if the lock is not locked.
+    void notify(std::size_t n = 1) {
+        if (!locked()) throw RuntimeError("cannot notify on un-acquired lock");
+        notify_waiters(n);
+    }
+    /// Wakes every waiter. RuntimeError if the lock is not locked.
+    void notify_all() { notify(std::numeric_limits<std::size_t>::max()); }
+
+private:
+    void notify_waiters(std::size_t n) {
+        for (; n > 0; --n) {
+            detail::WaiterNode* node = waiters_.pop_front();
+            if (node == nullptr) break;
+            auto* w = static_cast<WaitAwaiter*>(node);
+            w->notified_ = true;
+            w->reacquire();
+        }
+    }
+
+    Lock own_;
+    Lock* lock_;
+    detail::WaiterList waiters_;  // WaitAwaiters waiting for a notification
+};
+
+}  // namespace asyncio

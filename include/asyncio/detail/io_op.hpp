@@ -1,0 +1,81 @@
+// One I/O operation as the loop's backend sees it: "receive into this buffer", "accept",
+// "connect to this address", ... The awaiters of sock_ops.hpp embed an IoOp in their (coroutine
+// frame) storage and hand it to the backend; a readiness backend (epoll) emulates the operation by
+// trying the system call and waiting for readiness when it would block, a completion backend
+// (io_uring) turns it into a submission queue entry. Either way the outcome comes back the same way:
+// `result` is set and `complete(op)` runs from the loop's ready queue.
+//
+// No OS header here: addresses are opaque bytes (a sockaddr and its length), flags are the MSG_*
+// and SOCK_* values of <sys/socket.h>, passed through unchanged.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace asyncio {
+class EventLoop;
+}
+
+namespace asyncio::detail {
+
+enum class IoKind : std::uint8_t {
+    readable,  // wait until fd is readable (no data is consumed); result 0
+    writable,  // wait until fd is writable; result 0
+    recv,      // recv(fd, buf, len, flags) -> bytes received, 0 at EOF
+    send,      // send(fd, buf, len, flags | MSG_NOSIGNAL) -> bytes sent (may be fewer than len)
+    accept,    // accept4(fd, addr, &addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC) -> the new fd
+    connect,   // connect(fd, addr, addrlen) -> 0 once connected
+    recvfrom,  // recvfrom(fd, buf, len, flags, addr, &addrlen) -> bytes received
+    sendto,    // sendto(fd, buf, len, flags | MSG_NOSIGNAL, addr, addrlen) -> bytes sent
+};
+
+/// True for the kinds that wait for the fd to be readable (the backend's reader queue).
+constexpr bool is_read_kind(IoKind k) noexcept {
+    return k == IoKind::readable || k == IoKind::recv || k == IoKind::accept ||
+           k == IoKind::recvfrom;
+}
+
+enum class IoState : std::uint8_t {
+    idle,       // not submitted (or not yet)
+    pending,    // submitted, not complete: the backend holds it
+    done,       // complete: `result` is final (the completion may still be queued)
+    cancelled,  // withdrawn by cancel() before it completed: it did nothing
+    detached,   // its loop was destroyed while it was pending: touch nothing
+};
+
+struct IoOp {
+    // ---- what to do (set by the submitter) ----
+    IoKind kind = IoKind::readable;
+    IoState state = IoState::idle;
+    int fd = -1;
+    int flags = 0;             // MSG_* flags for recv/send/recvfrom/sendto
+    void* buf = nullptr;       // recv/send/recvfrom/sendto
+    std::size_t len = 0;
+    void* addr = nullptr;      // connect/sendto: the destination; accept/recvfrom: the peer (out)
+    std::uint32_t addrlen = 0;  // in: size of *addr; out (accept/recvfrom): the peer's length
+    // ---- how it ended ----
+    std::int64_t result = 0;  // >= 0: as documented per kind; < 0: -errno (never -EAGAIN/-EINTR)
+    /// Runs from the loop's ready queue when an operation that did not complete at once completes.
+    void (*complete)(void* op) = nullptr;
+    // ---- the backend's bookkeeping ----
+    IoOp* prev = nullptr;
+    IoOp* next = nullptr;
+};
+
+// The loop's side of an operation (src/sock_ops.cpp). Loop thread only.
+
+/// Starts op on loop's backend. Returns true when it completed at once (op.result is set and
+/// op.complete will not run); false when it is pending (op.complete(&op) runs once it completes).
+bool io_submit(EventLoop& loop, IoOp& op);
+/// Withdraws a pending op. True: it was withdrawn, did nothing, and will never complete. False: it
+/// had already completed (its completion may be queued: the result stands).
+bool io_cancel(EventLoop& loop, IoOp& op) noexcept;
+/// Tells the loop living on this thread (if any) that fd is being closed (closing = true) or was
+/// just created by the library (closing = false): operations still pending on that fd fail with
+/// EBADF and the loop forgets what it knew about the fd number.
+void io_forget_fd(int fd, bool closing) noexcept;
+/// Outstanding registrations of loop's backend (pending operations plus add_reader/add_writer
+/// callbacks): what the loop's no-syscall fast path looks at. For tests and debugging.
+std::size_t io_registrations(EventLoop& loop) noexcept;
+
+}  // namespace asyncio::detail

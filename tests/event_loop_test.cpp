@@ -1,0 +1,720 @@
+// asyncio::EventLoop: callbacks and timers (order, cancel, virtual time), iterations, running and
+// stopping, closing, errors, call_soon_threadsafe, get_running_loop, stats.
+#include "asyncio/event_loop.hpp"
+
+#include <gtest/gtest.h>
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/gather.hpp"
+#include "asyncio/sleep.hpp"
+#include "asyncio/task.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using asyncio::Coroutine;
+using asyncio::EventLoop;
+using asyncio::RuntimeError;
+using asyncio::Task;
+using asyncio::TimePoint;
+using asyncio_test::Counted;
+using asyncio_test::Reports;
+using asyncio_test::virtual_time;
+using namespace std::chrono_literals;
+
+class AnEventLoop : public asyncio_test::LeakChecked {};
+
+// The MockClock starts at 1h.
+constexpr TimePoint kStart{std::chrono::hours(1)};
+
+Coroutine<int> value_after(asyncio::Duration d, int v) {
+    co_await asyncio::sleep(d);
+    co_return v;
+}
+
+Coroutine<int> fail_after(asyncio::Duration d, std::string what) {
+    co_await asyncio::sleep(d);
+    throw std::runtime_error(what);
+}
+
+Coroutine<int> sleeps_with(Counted c, asyncio::Duration d) {
+    co_await asyncio::sleep(d);
+    co_return c.value();
+}
+
+Coroutine<int> awaits(Task<int> t) { co_return co_await t; }
+
+/// The calling thread's kernel id.
+long this_thread_id() { return static_cast<long>(::syscall(SYS_gettid)); }
+
+/// Waits until thread `tid` of this process is blocked in a system call that waits for events
+/// (epoll, poll, select, io_uring). Returns false if that was not seen within 20 s (a safety net:
+/// the caller goes on and the test checks the outcome anyway).
+bool wait_until_blocked_waiting_for_events(long tid) {
+    const std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
+    const long waits[] = {
+        SYS_epoll_wait, SYS_epoll_pwait, SYS_poll, SYS_ppoll, SYS_select, SYS_pselect6,
+#ifdef SYS_epoll_pwait2
+        SYS_epoll_pwait2,
+#endif
+#ifdef SYS_io_uring_enter
+        SYS_io_uring_enter,
+#endif
+    };
+    const auto give_up = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < give_up) {
+        std::ifstream in(path);
+        long nr = -1;
+        if (in >> nr && std::find(std::begin(waits), std::end(waits), nr) != std::end(waits))
+            return true;
+        std::this_thread::yield();
+    }
+    return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// call_soon
+
+TEST_F(AnEventLoop, RunsCallSoonCallbacksInFifoOrder) {
+    EventLoop loop(virtual_time());
+    std::vector<int> order;
+    for (int i = 0; i < 5; ++i) loop.call_soon([&order, i] { order.push_back(i); });
+    loop.call_soon([&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
+}
+
+TEST_F(AnEventLoop, DoesNotRunACallSoonCallbackWhoseHandleWasCancelled) {
+    EventLoop loop(virtual_time());
+    std::vector<std::string> order;
+    loop.call_soon([&] { order.push_back("a"); });
+    asyncio::Handle b = loop.call_soon([&] { order.push_back("b"); });
+    asyncio::Handle c = loop.call_soon([&] { order.push_back("c"); });
+    loop.call_soon([&] { order.push_back("d"); });
+    loop.call_soon([&] { loop.stop(); });
+    EXPECT_FALSE(b.cancelled());
+    b.cancel();
+    EXPECT_TRUE(b.cancelled());
+    b.cancel();  // idempotent
+    loop.run_forever();
+    EXPECT_EQ(order, (std::vector<std::string>{"a", "c", "d"}));
+    c.cancel();  // after it ran: no effect
+    EXPECT_TRUE(c.cancelled());
+}
+
+TEST_F(AnEventLoop, DoesNotRunACallbackCancelledByAnEarlierCallbackOfTheSameIteration) {
+    EventLoop loop(virtual_time());
+    std::vector<std::string> order;
+    asyncio::Handle later;
+    loop.call_soon([&] {
+        order.push_back("first");
+        later.cancel();
+    });
+    later = loop.call_soon([&] { order.push_back("second"); });
+    loop.call_soon([&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(order, (std::vector<std::string>{"first"}));
+}
+
+TEST_F(AnEventLoop, RunsCallbacksScheduledByCallbacksInTheNextIteration) {
+    EventLoop loop(virtual_time());
+    std::vector<std::string> order;
+    std::uint64_t first_iteration = 0, nested_iteration = 0;
+    loop.call_soon([&] {
+        order.push_back("first");
+        first_iteration = loop.stats().iterations;
+        loop.call_soon([&] {
+            order.push_back("nested");
+            nested_iteration = loop.stats().iterations;
+            loop.stop();
+        });
+    });
+    loop.call_soon([&] { order.push_back("second"); });
+    loop.run_forever();
+    EXPECT_EQ(order, (std::vector<std::string>{"first", "second", "nested"}));
+    EXPECT_EQ(nested_iteration, first_iteration + 1);
+}
+
+TEST_F(AnEventLoop, SelfReschedulingCallbackDoesNotStarveAZeroDelayTimer) {
+    EventLoop loop(virtual_time());
+    int spins = 0;
+    bool timer_ran = false;
+    std::function<void()> spin = [&] {
+        ++spins;
+        if (timer_ran || spins > 1000) {
+            loop.stop();
+            return;
+        }
+        loop.call_soon(spin);
+    };
+    loop.call_soon(spin);
+    loop.call_later(0s, [&] { timer_ran = true; });
+    loop.run_forever();
+    EXPECT_TRUE(timer_ran);
+    EXPECT_LE(spins, 3);
+    EXPECT_EQ(loop.time(), kStart);  // a busy loop never jumps virtual time
+}
+
+TEST_F(AnEventLoop, SelfReschedulingCallbackDoesNotStarveCallbacksFromOtherThreads) {
+    // Stands in for I/O: the wake-up channel of the loop is polled even while callbacks are ready.
+    EventLoop loop(virtual_time());
+    std::atomic<bool> delivered{false};
+    bool ran = false;
+    const auto give_up = std::chrono::steady_clock::now() + 60s;  // a safety net, not a measure
+    std::function<void()> spin = [&] {
+        if (ran || std::chrono::steady_clock::now() > give_up) {
+            loop.stop();
+            return;
+        }
+        loop.call_soon(spin);
+    };
+    loop.call_soon(spin);
+    std::thread producer([&] {
+        loop.call_soon_threadsafe([&] { ran = true; });
+        delivered = true;
+    });
+    loop.run_forever();
+    producer.join();
+    EXPECT_TRUE(delivered);
+    EXPECT_TRUE(ran);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers on virtual time
+
+TEST_F(AnEventLoop, RunsTimersByDeadlineAndInSchedulingOrderForEqualDeadlines) {
+    EventLoop loop(virtual_time());
+    std::vector<std::string> order;
+    std::vector<TimePoint> times;
+    auto record = [&](const char* name) {
+        return [&, name] {
+            order.push_back(name);
+            times.push_back(loop.time());
+        };
+    };
+    loop.call_later(3s, record("c"));
+    loop.call_later(1s, record("a1"));
+    loop.call_at(loop.time() + 1s, record("a2"));
+    loop.call_later(2s, record("b"));
+    loop.call_later(1000ms, record("a3"));
+    loop.call_later(3s, [&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(order, (std::vector<std::string>{"a1", "a2", "a3", "b", "c"}));
+    EXPECT_EQ(times, (std::vector<TimePoint>{kStart + 1s, kStart + 1s, kStart + 1s, kStart + 2s,
+                                             kStart + 3s}));
+}
+
+TEST_F(AnEventLoop, AdvancesVirtualTimeExactlyToEachDeadline) {
+    EventLoop loop(virtual_time());
+    EXPECT_EQ(loop.time(), kStart);
+    std::vector<asyncio::Duration> seen;
+    loop.call_later(1ns, [&] { seen.push_back(loop.time() - kStart); });
+    loop.call_later(1500us, [&] { seen.push_back(loop.time() - kStart); });
+    loop.call_later(1h, [&] {
+        seen.push_back(loop.time() - kStart);
+        loop.stop();
+    });
+    loop.run_forever();
+    EXPECT_EQ(seen, (std::vector<asyncio::Duration>{1ns, 1500us, 1h}));
+    EXPECT_EQ(loop.time(), kStart + 1h);
+}
+
+TEST_F(AnEventLoop, TimerHandleWhenIsTheScheduledLoopTime) {
+    EventLoop loop(virtual_time());
+    asyncio::TimerHandle a = loop.call_later(2s, [] {});
+    asyncio::TimerHandle b = loop.call_at(kStart + 5min, [] {});
+    EXPECT_EQ(a.when(), kStart + 2s);
+    EXPECT_EQ(b.when(), kStart + 5min);
+    a.cancel();
+    b.cancel();
+}
+
+TEST_F(AnEventLoop, DoesNotRunACancelledTimerNorJumpTimeToIt) {
+    EventLoop loop(virtual_time());
+    bool ran = false;
+    asyncio::TimerHandle h = loop.call_later(5s, [&] { ran = true; });
+    loop.call_later(1s, [&] { loop.stop(); });
+    h.cancel();
+    EXPECT_TRUE(h.cancelled());
+    loop.run_forever();
+    EXPECT_FALSE(ran);
+    EXPECT_EQ(loop.time(), kStart + 1s);
+    // Nothing is left: a loop told to stop with only that cancelled timer does not jump.
+    loop.call_soon([&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(loop.time(), kStart + 1s);
+}
+
+TEST_F(AnEventLoop, CancellingATimerFromAnEarlierTimerWithTheSameDeadlineSkipsIt) {
+    EventLoop loop(virtual_time());
+    std::vector<std::string> order;
+    asyncio::TimerHandle second;
+    loop.call_later(1s, [&] {
+        order.push_back("first");
+        second.cancel();
+    });
+    second = loop.call_later(1s, [&] { order.push_back("second"); });
+    loop.call_later(1s, [&] {
+        order.push_back("third");
+        loop.stop();
+    });
+    loop.run_forever();
+    EXPECT_EQ(order, (std::vector<std::string>{"first", "third"}));
+}
+
+TEST_F(AnEventLoop, HandlesManyTimersCancelledOutOfOrder) {
+    EventLoop loop(virtual_time());
+    std::vector<int> ran;
+    std::vector<asyncio::TimerHandle> handles;
+    for (int i = 0; i < 1000; ++i)
+        handles.push_back(loop.call_later(std::chrono::milliseconds(1000 - i), [&ran, i] { ran.push_back(i); }));
+    for (int i = 0; i < 1000; ++i)
+        if (i % 3 != 0) handles[static_cast<std::size_t>(i)].cancel();
+    loop.call_later(2s, [&] { loop.stop(); });
+    loop.run_forever();
+    std::vector<int> expected;
+    for (int i = 999; i >= 0; --i)
+        if (i % 3 == 0) expected.push_back(i);
+    EXPECT_EQ(ran, expected);
+    EXPECT_EQ(loop.time(), kStart + 2s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running and stopping
+
+TEST_F(AnEventLoop, StopEndsRunForeverAfterTheCurrentIteration) {
+    EventLoop loop(virtual_time());
+    std::vector<std::string> order;
+    loop.call_soon([&] {
+        order.push_back("a");
+        loop.stop();
+        loop.call_soon([&] {
+            order.push_back("c");
+            loop.stop();
+        });
+    });
+    loop.call_soon([&] { order.push_back("b"); });
+    EXPECT_FALSE(loop.is_running());
+    loop.run_forever();
+    EXPECT_FALSE(loop.is_running());
+    EXPECT_EQ(order, (std::vector<std::string>{"a", "b"}));
+    loop.run_forever();  // the loop can be run again; "c" was kept
+    EXPECT_EQ(order, (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST_F(AnEventLoop, StoppedBeforeRunForeverRunsOneIteration) {
+    EventLoop loop(virtual_time());
+    std::vector<std::string> order;
+    loop.call_soon([&] {
+        order.push_back("ready");
+        loop.call_soon([&] { order.push_back("next"); });
+    });
+    loop.stop();
+    loop.run_forever();
+    EXPECT_EQ(order, (std::vector<std::string>{"ready"}));
+    EXPECT_EQ(loop.stats().iterations, 1u);
+}
+
+TEST_F(AnEventLoop, IsRunningOnlyWhileRunning) {
+    EventLoop loop(virtual_time());
+    bool inside = false;
+    loop.call_soon([&] {
+        inside = loop.is_running();
+        loop.stop();
+    });
+    loop.run_forever();
+    EXPECT_TRUE(inside);
+    EXPECT_FALSE(loop.is_running());
+}
+
+TEST_F(AnEventLoop, RunUntilCompleteReturnsTheValue) {
+    EventLoop loop(virtual_time());
+    EXPECT_EQ(loop.run_until_complete(value_after(2s, 5)), 5);
+    EXPECT_EQ(loop.time(), kStart + 2s);
+    Task<int> t = loop.create_task(value_after(1s, 6));
+    EXPECT_EQ(loop.run_until_complete(t), 6);
+    EXPECT_EQ(loop.run_until_complete(t), 6);  // already done: returns at once
+    EXPECT_EQ(loop.time(), kStart + 3s);
+}
+
+TEST_F(AnEventLoop, RunUntilCompleteRethrowsTheException) {
+    EventLoop loop(virtual_time());
+    Reports reports;
+    reports.install(loop);
+    EXPECT_THROW(loop.run_until_complete(fail_after(1s, "bad")), std::runtime_error);
+    auto cancelled = []() -> Coroutine<> {
+        asyncio::current_task().cancel();
+        co_await asyncio::sleep(1s);
+    };
+    EXPECT_THROW(loop.run_until_complete(cancelled()), asyncio::CancelledError);
+    EXPECT_EQ(reports.size(), 0u);  // it was retrieved
+}
+
+TEST_F(AnEventLoop, RunUntilCompleteOfVoidWorks) {
+    EventLoop loop(virtual_time());
+    bool ran = false;
+    auto body = [&]() -> Coroutine<> {
+        co_await asyncio::sleep(1s);
+        ran = true;
+    };
+    loop.run_until_complete(body());
+    EXPECT_TRUE(ran);
+}
+
+TEST_F(AnEventLoop, RunUntilCompleteStoppedEarlyRaisesRuntimeErrorAndCanBeResumed) {
+    EventLoop loop(virtual_time());
+    Task<int> t = loop.create_task(value_after(10s, 1));
+    loop.call_later(1s, [&] { loop.stop(); });
+    EXPECT_THROW(loop.run_until_complete(t), RuntimeError);
+    EXPECT_FALSE(t.done());
+    EXPECT_EQ(loop.time(), kStart + 1s);
+    EXPECT_EQ(loop.run_until_complete(t), 1);
+    EXPECT_EQ(loop.time(), kStart + 10s);
+}
+
+TEST_F(AnEventLoop, RunningALoopThatIsAlreadyRunningRaisesRuntimeError) {
+    EventLoop loop(virtual_time());
+    int checks = 0;
+    loop.call_soon([&] {
+        EXPECT_THROW(loop.run_forever(), RuntimeError);
+        EXPECT_THROW(loop.run_until_complete(value_after(0s, 1)), RuntimeError);
+        EventLoop other(virtual_time());
+        EXPECT_THROW(other.run_forever(), RuntimeError);  // another loop on the same thread
+        ++checks;
+        loop.stop();
+    });
+    loop.run_forever();
+    EXPECT_EQ(checks, 1);
+    auto nested = [&]() -> Coroutine<> {
+        EXPECT_THROW(loop.run_until_complete(value_after(0s, 1)), RuntimeError);
+        ++checks;
+        co_return;
+    };
+    loop.run_until_complete(nested());
+    EXPECT_EQ(checks, 2);
+}
+
+TEST_F(AnEventLoop, RaisesRuntimeErrorWhenUsedAfterClose) {
+    EventLoop loop(virtual_time());
+    EXPECT_FALSE(loop.is_closed());
+    loop.close();
+    EXPECT_TRUE(loop.is_closed());
+    EXPECT_THROW(loop.call_soon([] {}), RuntimeError);
+    EXPECT_THROW(loop.call_later(1s, [] {}), RuntimeError);
+    EXPECT_THROW(loop.call_at(kStart, [] {}), RuntimeError);
+    EXPECT_THROW(loop.call_soon_threadsafe([] {}), RuntimeError);
+    EXPECT_THROW(loop.create_task(value_after(0s, 1)), RuntimeError);
+    EXPECT_THROW(loop.run_forever(), RuntimeError);
+    EXPECT_THROW(loop.run_until_complete(value_after(0s, 1)), RuntimeError);
+    EXPECT_NO_THROW(loop.close());  // idempotent
+}
+
+TEST_F(AnEventLoop, CallSoonThreadsafeFromAnotherThreadAfterCloseRaisesRuntimeError) {
+    EventLoop loop;
+    loop.close();
+    bool threw = false;
+    std::thread other([&] {
+        try {
+            loop.call_soon_threadsafe([] {});
+        } catch (const RuntimeError&) {
+            threw = true;
+        }
+    });
+    other.join();
+    EXPECT_TRUE(threw);
+}
+
+TEST_F(AnEventLoop, ClosingARunningLoopRaisesRuntimeError) {
+    EventLoop loop(virtual_time());
+    bool threw = false;
+    loop.call_soon([&] {
+        try {
+            loop.close();
+        } catch (const RuntimeError&) {
+            threw = true;
+        }
+        loop.stop();
+    });
+    loop.run_forever();
+    EXPECT_TRUE(threw);
+    EXPECT_FALSE(loop.is_closed());
+}
+
+TEST_F(AnEventLoop, CloseDestroysPendingTasksAndReportsThem) {
+    EventLoop loop(virtual_time());
+    Reports reports;
+    reports.install(loop);
+    loop.create_task(sleeps_with(Counted(1), 10s), "sleeper-1");
+    loop.create_task(sleeps_with(Counted(2), 20s), "sleeper-2");
+    loop.create_task(sleeps_with(Counted(3), 0s));  // never started
+    loop.call_soon([&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(Counted::live(), 3);
+    loop.close();
+    EXPECT_EQ(Counted::live(), 0);
+    EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 3u);
+    std::vector<std::string> names;
+    for (const auto& r : reports.entries()) names.push_back(r.task_name);
+    EXPECT_NE(std::find(names.begin(), names.end(), "sleeper-1"), names.end());
+    EXPECT_NE(std::find(names.begin(), names.end(), "sleeper-2"), names.end());
+}
+
+TEST_F(AnEventLoop, CloseLeavesAHeldPendingTaskToItsLastHandle) {
+    EventLoop loop(virtual_time());
+    Reports reports;
+    reports.install(loop);
+    Task<int> t = loop.create_task(sleeps_with(Counted(1), 10s));
+    loop.call_soon([&] { loop.stop(); });
+    loop.run_forever();
+    loop.close();
+    EXPECT_FALSE(t.done());
+    EXPECT_FALSE(t.cancel());  // its loop is gone: it can never run again
+    EXPECT_THROW(t.result(), asyncio::InvalidStateError);
+    EXPECT_EQ(Counted::live(), 1);
+    t = Task<int>();
+    EXPECT_EQ(Counted::live(), 0);
+    EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 1u);
+}
+
+TEST_F(AnEventLoop, DestructorClosesTheLoop) {
+    Reports reports;
+    {
+        EventLoop loop(virtual_time());
+        reports.install(loop);
+        loop.create_task(sleeps_with(Counted(1), 10s));
+        loop.call_soon([&] { loop.stop(); });
+        loop.run_forever();
+        EXPECT_EQ(Counted::live(), 1);
+    }
+    EXPECT_EQ(Counted::live(), 0);
+    EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 1u);
+}
+
+TEST_F(AnEventLoop, ReportsACallbackThatThrowsAndKeepsGoing) {
+    EventLoop loop(virtual_time());
+    Reports reports;
+    reports.install(loop);
+    std::vector<std::string> order;
+    loop.call_soon([&] {
+        order.push_back("thrower");
+        throw std::runtime_error("callback failed");
+    });
+    loop.call_soon([&] { order.push_back("next"); });
+    loop.call_later(1s, [] { throw std::logic_error("timer failed"); });
+    loop.call_later(2s, [&] {
+        order.push_back("later");
+        loop.stop();
+    });
+    loop.run_forever();
+    EXPECT_EQ(order, (std::vector<std::string>{"thrower", "next", "later"}));
+    ASSERT_EQ(reports.size(), 2u);
+    EXPECT_EQ(reports.entries()[0].message, "Exception in callback");
+    EXPECT_EQ(reports.what(0), "callback failed");
+    EXPECT_EQ(reports.what(1), "timer failed");
+}
+
+TEST_F(AnEventLoop, ExceptionHandlerCanBeReadAndReset) {
+    EventLoop loop(virtual_time());
+    EXPECT_FALSE(loop.get_exception_handler());
+    Reports reports;
+    reports.install(loop);
+    EXPECT_TRUE(loop.get_exception_handler());
+    loop.call_exception_handler({"custom", nullptr, "t"});
+    EXPECT_EQ(reports.count("custom"), 1u);
+    loop.set_exception_handler({});
+    EXPECT_FALSE(loop.get_exception_handler());
+}
+
+TEST_F(AnEventLoop, ExceptionHandlerThatThrowsDoesNotStopTheLoop) {
+    EventLoop loop(virtual_time());
+    loop.set_exception_handler([](EventLoop&, const asyncio::ExceptionContext&) {
+        throw std::runtime_error("handler failed");
+    });
+    bool after = false;
+    loop.call_soon([] { throw std::runtime_error("callback failed"); });
+    loop.call_soon([&] {
+        after = true;
+        loop.stop();
+    });
+    ::testing::internal::CaptureStderr();  // the fallback prints to stderr
+    loop.run_forever();
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_TRUE(after);
+    EXPECT_NE(err.find("handler failed"), std::string::npos) << err;
+}
+
+TEST_F(AnEventLoop, CallSoonThreadsafeFromFourThreadsRunsEveryCallbackOnceAndWakesTheLoop) {
+    // A real clock: the loop blocks in the backend whenever it has nothing to do, and only the
+    // producers' wake-ups can get it going again. The watchdog is a safety net against a hang,
+    // never a measurement.
+    EventLoop loop;
+    constexpr int kThreads = 4;
+    constexpr int kPerThread = 10'000;
+    constexpr int kTotal = kThreads * kPerThread;
+    std::vector<int> per_thread(kThreads, 0);
+    int total = 0;
+    bool watchdog_fired = false;
+    std::vector<std::thread> producers;
+    std::atomic<bool> saw_blocked{false};
+    const long loop_thread = this_thread_id();
+    loop.call_soon([&] {
+        for (int t = 0; t < kThreads; ++t) {
+            producers.emplace_back([&loop, &per_thread, &total, &saw_blocked, loop_thread, t] {
+                // Start once the loop sleeps in the backend, so the first callback must wake it.
+                if (wait_until_blocked_waiting_for_events(loop_thread)) saw_blocked = true;
+                for (int i = 0; i < kPerThread; ++i) {
+                    loop.call_soon_threadsafe([&loop, &per_thread, &total, t] {
+                        ++per_thread[static_cast<std::size_t>(t)];
+                        if (++total == kTotal) loop.stop();
+                    });
+                }
+            });
+        }
+    });
+    asyncio::TimerHandle watchdog = loop.call_later(60s, [&] {
+        watchdog_fired = true;
+        loop.stop();
+    });
+    loop.run_forever();
+    watchdog.cancel();
+    for (auto& p : producers) p.join();
+    EXPECT_FALSE(watchdog_fired);
+    EXPECT_EQ(total, kTotal);
+    EXPECT_EQ(per_thread, std::vector<int>(kThreads, kPerThread));
+    EXPECT_TRUE(saw_blocked);
+    EXPECT_GE(loop.stats().backend_waits, 1u);
+}
+
+TEST_F(AnEventLoop, CallSoonThreadsafeWakesALoopBlockedWithNothingToDo) {
+    // Virtual time with no timers: the loop can only block in the backend until woken.
+    EventLoop loop(virtual_time());
+    bool ran = false;
+    std::atomic<bool> saw_blocked{false};
+    const long loop_thread = this_thread_id();
+    std::thread producer;
+    loop.call_soon([&] {
+        producer = std::thread([&] {
+            if (wait_until_blocked_waiting_for_events(loop_thread)) saw_blocked = true;
+            loop.call_soon_threadsafe([&] {
+                ran = true;
+                loop.stop();
+            });
+        });
+    });
+    loop.run_forever();
+    producer.join();
+    EXPECT_TRUE(saw_blocked);
+    EXPECT_TRUE(ran);
+    EXPECT_GE(loop.stats().backend_waits, 1u);
+    EXPECT_EQ(loop.time(), kStart);
+}
+
+TEST_F(AnEventLoop, GetRunningLoopRaisesRuntimeErrorOutsideALoop) {
+    EXPECT_THROW(asyncio::get_running_loop(), RuntimeError);
+    EventLoop loop(virtual_time());
+    EXPECT_THROW(asyncio::get_running_loop(), RuntimeError);  // exists but not running
+    EventLoop* seen = nullptr;
+    loop.call_soon([&] {
+        seen = &asyncio::get_running_loop();
+        loop.stop();
+    });
+    loop.run_forever();
+    EXPECT_EQ(seen, &loop);
+    EXPECT_THROW(asyncio::get_running_loop(), RuntimeError);
+}
+
+TEST_F(AnEventLoop, StatsCountIterationsAndNeverWaitOnVirtualTime) {
+    EventLoop loop(virtual_time());
+    EXPECT_EQ(loop.stats().iterations, 0u);
+    loop.call_soon([&] { loop.call_soon([&] { loop.call_soon([&] { loop.stop(); }); }); });
+    loop.run_forever();
+    EXPECT_EQ(loop.stats().iterations, 3u);
+    loop.call_later(1h, [&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(loop.time(), kStart + 1h);
+    EXPECT_EQ(loop.stats().backend_waits, 0u);  // virtual time jumps instead of sleeping
+}
+
+TEST_F(AnEventLoop, CreateTaskRunsItInALaterIteration) {
+    EventLoop loop(virtual_time());
+    std::vector<std::string> order;
+    auto body = [&]() -> Coroutine<int> {
+        order.push_back("task");
+        co_return 1;
+    };
+    loop.call_soon([&] { order.push_back("callback before"); });
+    Task<int> t = loop.create_task(body());
+    loop.call_soon([&] { order.push_back("callback after"); });
+    EXPECT_EQ(loop.run_until_complete(t), 1);
+    EXPECT_EQ(order, (std::vector<std::string>{"callback before", "task", "callback after"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions
+
+TEST_F(AnEventLoop, RegressionCloseLeaksAPendingTaskThatHasADoneCallback) {
+    EventLoop loop(virtual_time());
+    Reports reports;
+    reports.install(loop);
+    bool called = false;
+    {
+        Task<int> t = loop.create_task(sleeps_with(Counted(1), 10s));
+        t.add_done_callback([&](Task<int>&) { called = true; });
+    }
+    loop.call_soon([&] { loop.stop(); });
+    loop.run_forever();
+    loop.close();
+    EXPECT_FALSE(called);  // the task never finished
+    EXPECT_EQ(Counted::live(), 0);
+    EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 1u);
+}
+
+TEST_F(AnEventLoop, RegressionCloseLeaksADoneCallbackThatWasScheduledButNotRun) {
+    EventLoop loop(virtual_time());
+    bool called = false;
+    {
+        Task<int> t = loop.create_task(sleeps_with(Counted(1), 1s));
+        t.add_done_callback([&](Task<int>&) { called = true; });
+        EXPECT_EQ(loop.run_until_complete(t), 1);  // stops before the callback's iteration
+    }
+    loop.close();
+    EXPECT_FALSE(called);
+    EXPECT_EQ(Counted::live(), 0);
+}
+
+TEST_F(AnEventLoop, RegressionCloseWithTwoWaitersOnOnePendingTaskReadsFreedMemory) {
+    // waiter_a registers on `shared` through gather, then waiter_b through co_await. close()
+    // destroys the newest task first (waiter_b), then waiter_a's gather unlinks itself from
+    // `shared`'s waiters: it must not walk through waiter_b's freed awaiter.
+    EventLoop loop(virtual_time());
+    Reports reports;
+    reports.install(loop);
+    {
+        Task<int> shared = loop.create_task(value_after(10s, 1));
+        auto via_gather = [](Task<int> t) -> Coroutine<int> {
+            auto [v] = co_await asyncio::gather(t);
+            co_return v;
+        };
+        loop.create_task(via_gather(shared));
+        loop.create_task(awaits(shared));
+    }
+    loop.call_soon([&] { loop.stop(); });
+    loop.run_forever();
+    loop.close();
+    EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 3u);
+}
+
+}  // namespace

@@ -1,0 +1,259 @@
+// asyncio::Event: set/clear/is_set, wait() at once when set, set() waking every waiter in FIFO
+// order through the ready queue, and cancellation (in the queue, after set() woke it, pending,
+// withdrawn). Virtual time; no frame may leak.
+#include "asyncio/event.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <exception>
+#include <utility>
+#include <vector>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/run.hpp"
+#include "asyncio/sleep.hpp"
+#include "asyncio/task.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using asyncio::CancelledError;
+using asyncio::Coroutine;
+using asyncio::Event;
+using asyncio::Task;
+using asyncio_test::virtual_time;
+using namespace std::chrono_literals;
+
+class AnEvent : public asyncio_test::LeakChecked {};
+class EventCancellation : public asyncio_test::LeakChecked {};
+
+template <class T>
+T run_virtual(Coroutine<T> main) {
+    return asyncio::run(std::move(main), virtual_time());
+}
+
+Coroutine<> yields(int n) {
+    for (int i = 0; i < n; ++i) co_await asyncio::sleep(0s);
+}
+
+Coroutine<> waiter(Event& e, std::vector<int>& log, int id) {
+    co_await e.wait();
+    log.push_back(id);
+}
+
+asyncio_test::Eager wait_outside(std::exception_ptr&, Event& e, bool& returned) {
+    co_await e.wait();
+    returned = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Basics
+
+TEST_F(AnEvent, StartsClearAndSetsAndClears) {
+    Event e;
+    EXPECT_FALSE(e.is_set());
+    e.set();
+    EXPECT_TRUE(e.is_set());
+    e.set();  // idempotent
+    EXPECT_TRUE(e.is_set());
+    e.clear();
+    EXPECT_FALSE(e.is_set());
+    e.clear();
+    EXPECT_FALSE(e.is_set());
+}
+
+TEST_F(AnEvent, WaitReturnsAtOnceWhenSet) {
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        e.set();
+        bool other_ran = false;
+        Task<> other = asyncio::create_task([](bool& f) -> Coroutine<> {
+            f = true;
+            co_return;
+        }(other_ran));
+        co_await e.wait();
+        co_await e.wait();
+        EXPECT_FALSE(other_ran) << "waiting on a set event does not suspend";
+        co_await other;
+    }());
+}
+
+TEST_F(AnEvent, WaitOutsideATaskWorksOnlyWhenSet) {
+    Event e;
+    std::exception_ptr error;
+    bool returned = false;
+    wait_outside(error, e, returned);
+    ASSERT_TRUE(error);
+    EXPECT_THROW(std::rethrow_exception(error), asyncio::RuntimeError);
+    EXPECT_FALSE(returned);
+    error = nullptr;
+    e.set();
+    wait_outside(error, e, returned);
+    EXPECT_FALSE(error);
+    EXPECT_TRUE(returned);
+}
+
+TEST_F(AnEvent, SetWakesEveryWaiterInFifoOrderThroughTheReadyQueue) {
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        std::vector<int> log;
+        std::vector<Task<>> tasks;
+        for (int i = 0; i < 50; ++i) tasks.push_back(asyncio::create_task(waiter(e, log, i)));
+        co_await yields(3);
+        EXPECT_TRUE(log.empty());
+        e.set();
+        EXPECT_TRUE(log.empty()) << "no waiter runs inside set()";
+        co_await asyncio::sleep(0s);
+        std::vector<int> expected;
+        for (int i = 0; i < 50; ++i) expected.push_back(i);
+        EXPECT_EQ(log, expected);
+        for (auto& t : tasks) co_await t;
+    }());
+}
+
+TEST_F(AnEvent, WaitersWokenBySetReturnEvenIfClearedBeforeTheyRun) {
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        std::vector<int> log;
+        Task<> a = asyncio::create_task(waiter(e, log, 1));
+        Task<> b = asyncio::create_task(waiter(e, log, 2));
+        co_await asyncio::sleep(0s);
+        e.set();
+        e.clear();
+        co_await a;
+        co_await b;
+        EXPECT_EQ(log, (std::vector<int>{1, 2}));
+        EXPECT_FALSE(e.is_set());
+    }());
+}
+
+TEST_F(AnEvent, ClearMakesLaterWaitsWaitForTheNextSet) {
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        std::vector<int> log;
+        e.set();
+        e.clear();
+        Task<> a = asyncio::create_task(waiter(e, log, 1));
+        co_await asyncio::sleep(1s);
+        EXPECT_TRUE(log.empty());
+        EXPECT_FALSE(a.done());
+        e.set();
+        co_await a;
+        EXPECT_EQ(log, std::vector<int>{1});
+    }());
+}
+
+TEST_F(AnEvent, CanBeReusedAcrossSetAndClearCycles) {
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        std::vector<int> log;
+        for (int round = 0; round < 5; ++round) {
+            Task<> t = asyncio::create_task(waiter(e, log, round));
+            co_await asyncio::sleep(0s);
+            EXPECT_EQ(log.size(), static_cast<std::size_t>(round));
+            e.set();
+            co_await t;
+            e.clear();
+        }
+        EXPECT_EQ(log, (std::vector<int>{0, 1, 2, 3, 4}));
+    }());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancellation
+
+TEST_F(EventCancellation, ACancelledWaiterRaisesAndTheOthersAreStillWoken) {
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        std::vector<int> log;
+        Task<> a = asyncio::create_task(waiter(e, log, 1));
+        Task<> b = asyncio::create_task(waiter(e, log, 2));
+        Task<> c = asyncio::create_task(waiter(e, log, 3));
+        co_await asyncio::sleep(0s);
+        EXPECT_TRUE(b.cancel());
+        EXPECT_THROW(co_await b, CancelledError);
+        EXPECT_TRUE(b.cancelled());
+        EXPECT_FALSE(e.is_set());
+        EXPECT_FALSE(a.done());
+        e.set();
+        co_await a;
+        co_await c;
+        EXPECT_EQ(log, (std::vector<int>{1, 3}));
+    }());
+}
+
+TEST_F(EventCancellation, AWaiterWokenBySetButCancelledBeforeItRunsRaises) {
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        std::vector<int> log;
+        Task<> a = asyncio::create_task(waiter(e, log, 1));
+        Task<> b = asyncio::create_task(waiter(e, log, 2));
+        co_await asyncio::sleep(0s);
+        e.set();
+        a.cancel();  // woken, not run yet: cancellation wins, as in asyncio
+        EXPECT_THROW(co_await a, CancelledError);
+        co_await b;
+        EXPECT_EQ(log, std::vector<int>{2});
+        EXPECT_TRUE(e.is_set());
+    }());
+}
+
+TEST_F(EventCancellation, ACancelledThenUncancelledWaiterStillRaises) {
+    // As in asyncio: the wait itself was cancelled, so withdrawing the request with uncancel()
+    // before the task runs does not make wait() return as if the event had been set.
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        std::vector<int> log;
+        Task<> a = asyncio::create_task(waiter(e, log, 1));
+        co_await asyncio::sleep(0s);
+        a.cancel();
+        EXPECT_EQ(a.uncancel(), 0);
+        EXPECT_THROW(co_await a, CancelledError);
+        EXPECT_TRUE(log.empty());
+        EXPECT_FALSE(e.is_set());
+    }());
+}
+
+Coroutine<> self_cancel_then_wait(Event& e, std::vector<int>& log) {
+    asyncio::current_task().cancel();
+    co_await e.wait();  // returns at once if set (no suspension), raises at once if not
+    log.push_back(1);
+    co_await asyncio::sleep(0s);  // the pending cancellation is raised here
+    log.push_back(2);
+}
+
+TEST_F(EventCancellation, APendingCancelRaisesAtOnceOnAnUnsetEventOnly) {
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        std::vector<int> log;
+        Task<> a = asyncio::create_task(self_cancel_then_wait(e, log));
+        EXPECT_THROW(co_await a, CancelledError);
+        EXPECT_TRUE(log.empty());
+        e.set();
+        Task<> b = asyncio::create_task(self_cancel_then_wait(e, log));
+        EXPECT_THROW(co_await b, CancelledError);
+        EXPECT_EQ(log, std::vector<int>{1});
+    }());
+}
+
+TEST_F(EventCancellation, CancellingEveryWaiterLeavesNothingBehind) {
+    run_virtual([]() -> Coroutine<> {
+        Event e;
+        std::vector<int> log;
+        std::vector<Task<>> tasks;
+        for (int i = 0; i < 20; ++i) tasks.push_back(asyncio::create_task(waiter(e, log, i)));
+        co_await asyncio::sleep(0s);
+        for (std::size_t i = 0; i < tasks.size(); i += 2) tasks[i].cancel();
+        e.set();
+        for (std::size_t i = 0; i < tasks.size(); ++i) {
+            if (i % 2 == 0)
+                EXPECT_THROW(co_await tasks[i], CancelledError);
+            else
+                co_await tasks[i];
+        }
+        EXPECT_EQ(log.size(), 10u);
+    }());
+}
+
+}  // namespace

@@ -1,0 +1,246 @@
+// asyncio::run: main's value or exception, shutdown of tasks left pending, misuse inside a running
+// loop, and the seed's hello/gather program on virtual time.
+#include "asyncio/run.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/gather.hpp"
+#include "asyncio/sleep.hpp"
+#include "asyncio/task.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using asyncio::CancelledError;
+using asyncio::Coroutine;
+using asyncio::Task;
+using asyncio_test::Counted;
+using asyncio_test::Reports;
+using asyncio_test::virtual_time;
+using namespace std::chrono_literals;
+
+class Run : public asyncio_test::LeakChecked {};
+
+/// Loop time elapsed since the loop started (MockClock starts at 1h).
+asyncio::Duration elapsed() {
+    return asyncio::get_running_loop().time() - asyncio::TimePoint(std::chrono::hours(1));
+}
+
+Coroutine<int> answer() { co_return 42; }
+
+Coroutine<> sleep_a_day() { co_await asyncio::sleep(24h); }
+
+TEST_F(Run, ReturnsTheValueOfMain) {
+    EXPECT_EQ(asyncio::run(answer(), virtual_time()), 42);
+    auto text = []() -> Coroutine<std::string> {
+        co_await asyncio::sleep(1s);
+        co_return "done";
+    };
+    EXPECT_EQ(asyncio::run(text(), virtual_time()), "done");
+}
+
+TEST_F(Run, RunsAVoidMain) {
+    bool ran = false;
+    auto main = [&]() -> Coroutine<> {
+        co_await asyncio::sleep(1s);
+        ran = true;
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_TRUE(ran);
+}
+
+TEST_F(Run, RethrowsTheExceptionOfMain) {
+    auto main = []() -> Coroutine<int> {
+        co_await asyncio::sleep(1s);
+        throw std::invalid_argument("main failed");
+    };
+    try {
+        asyncio::run(main(), virtual_time());
+        ADD_FAILURE() << "run did not throw";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_STREQ(e.what(), "main failed");
+    }
+}
+
+TEST_F(Run, RethrowsCancelledErrorOfAMainThatWasCancelled) {
+    auto main = []() -> Coroutine<> {
+        asyncio::current_task().cancel();
+        co_await asyncio::sleep(1s);
+    };
+    EXPECT_THROW(asyncio::run(main(), virtual_time()), CancelledError);
+}
+
+TEST_F(Run, WorksOnTheRealClock) {
+    auto main = []() -> Coroutine<int> {
+        co_await asyncio::sleep(0s);
+        co_await asyncio::sleep(1us);
+        co_return 5;
+    };
+    EXPECT_EQ(asyncio::run(main()), 5);
+}
+
+TEST_F(Run, CanBeCalledAgainAfterItReturned) {
+    EXPECT_EQ(asyncio::run(answer(), virtual_time()), 42);
+    EXPECT_EQ(asyncio::run(answer(), virtual_time()), 42);
+    EXPECT_THROW(asyncio::get_running_loop(), asyncio::RuntimeError);
+}
+
+TEST_F(Run, RegressionRunCrashesWhenATaskIsLeftSleeping) {
+    // Shutdown cancelled leftover tasks while the loop was not running: the sleep's cancel hook
+    // dereferenced the (null) running loop.
+    auto main = []() -> Coroutine<> {
+        asyncio::create_task(sleep_a_day());
+        co_await asyncio::sleep(0s);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(Run, CancelsAndFinishesTheTasksLeftPending) {
+    std::vector<std::string> log;
+    auto worker = [&](Counted c, std::string name) -> Coroutine<int> {
+        bool cancelled = false;
+        try {
+            co_await asyncio::sleep(1h);
+        } catch (const CancelledError&) {
+            cancelled = true;
+        }
+        if (cancelled) {
+            log.push_back(name + " cleanup");
+            co_await asyncio::sleep(1s);  // cleanup may itself wait
+            log.push_back(name + " cleaned");
+            throw CancelledError();
+        }
+        co_return c.value();
+    };
+    Reports reports;
+    auto main = [&]() -> Coroutine<int> {
+        reports.install(asyncio::get_running_loop());
+        asyncio::create_task(worker(Counted(1), "a"));
+        Task<int> kept = asyncio::create_task(worker(Counted(2), "b"));
+        co_await asyncio::sleep(1s);
+        EXPECT_EQ(Counted::live(), 2);
+        co_return 0;
+    };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), 0);
+    EXPECT_EQ(Counted::live(), 0);
+    // Both were cancelled together (in no particular order), then both finished their cleanup.
+    ASSERT_EQ(log.size(), 4u);
+    std::sort(log.begin(), log.begin() + 2);
+    std::sort(log.begin() + 2, log.end());
+    EXPECT_EQ(log, (std::vector<std::string>{"a cleanup", "b cleanup", "a cleaned", "b cleaned"}));
+    EXPECT_EQ(reports.size(), 0u);  // cancellation is not an error to report
+}
+
+TEST_F(Run, LetsALeftoverTaskThatSuppressesCancellationFinish) {
+    int result = 0;
+    auto stubborn = [&]() -> Coroutine<> {
+        try {
+            co_await asyncio::sleep(1h);
+        } catch (const CancelledError&) {
+        }
+        co_await asyncio::sleep(1s);
+        result = 1;
+    };
+    auto main = [&]() -> Coroutine<> {
+        asyncio::create_task(stubborn());
+        co_await asyncio::sleep(0s);  // let it start: one cancelled before it ran would not run
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(result, 1);
+}
+
+TEST_F(Run, ReportsAFailureOfALeftoverTaskDuringShutdown) {
+    Reports reports;
+    auto fails_on_cancel = []() -> Coroutine<> {
+        try {
+            co_await asyncio::sleep(1h);
+        } catch (const CancelledError&) {
+            throw std::runtime_error("cleanup failed");
+        }
+    };
+    auto main = [&]() -> Coroutine<> {
+        reports.install(asyncio::get_running_loop());
+        asyncio::create_task(fails_on_cancel(), "bad-cleanup");
+        co_await asyncio::sleep(0s);
+    };
+    asyncio::run(main(), virtual_time());
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_EQ(reports.entries()[0].message, "unhandled exception during asyncio.run() shutdown");
+    EXPECT_EQ(reports.entries()[0].task_name, "bad-cleanup");
+    EXPECT_EQ(reports.what(0), "cleanup failed");
+}
+
+TEST_F(Run, CancelsLeftoverTasksAlsoWhenMainFails) {
+    bool cleaned = false;
+    auto worker = [&]() -> Coroutine<> {
+        try {
+            co_await asyncio::sleep(1h);
+        } catch (const CancelledError&) {
+            cleaned = true;
+            throw;
+        }
+    };
+    auto main = [&]() -> Coroutine<> {
+        asyncio::create_task(worker());
+        co_await asyncio::sleep(1s);
+        throw std::runtime_error("main failed");
+    };
+    EXPECT_THROW(asyncio::run(main(), virtual_time()), std::runtime_error);
+    EXPECT_TRUE(cleaned);
+}
+
+TEST_F(Run, InsideARunningLoopRaisesRuntimeError) {
+    bool inner_ran = false;
+    auto inner = [&](Counted) -> Coroutine<int> {
+        inner_ran = true;
+        co_return 1;
+    };
+    auto main = [&]() -> Coroutine<> {
+        EXPECT_THROW(asyncio::run(inner(Counted(1)), virtual_time()), asyncio::RuntimeError);
+        EXPECT_THROW(asyncio::run(inner(Counted(2))), asyncio::RuntimeError);
+        co_return;
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_FALSE(inner_ran);
+}
+
+// The seed program (examples/seed_hello_gather.cpp), on virtual time.
+Coroutine<std::string> hello(std::string name) {
+    std::printf("Hello %s!\n", name.c_str());
+    co_await asyncio::sleep(1s);
+    std::printf("Hello %s again!\n", name.c_str());
+    co_return name;
+}
+
+TEST_F(Run, RunsTheSeedHelloGatherProgramInOneSecondOfVirtualTime) {
+    asyncio::Duration took{};
+    auto main = [&]() -> Coroutine<int> {
+        auto [a, b] = co_await asyncio::gather(hello("Bob"), hello("Alice"));
+        std::printf("['%s', '%s']\n", a.c_str(), b.c_str());
+        took = elapsed();
+        co_return 3;
+    };
+    std::fflush(stdout);
+    ::testing::internal::CaptureStdout();
+    const int result = asyncio::run(main(), virtual_time());
+    std::fflush(stdout);
+    const std::string out = ::testing::internal::GetCapturedStdout();
+    EXPECT_EQ(result, 3);
+    EXPECT_EQ(took, 1s);
+    EXPECT_EQ(out,
+              "Hello Bob!\n"
+              "Hello Alice!\n"
+              "Hello Bob again!\n"
+              "Hello Alice again!\n"
+              "['Bob', 'Alice']\n");
+}
+
+}  // namespace

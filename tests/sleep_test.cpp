@@ -1,0 +1,219 @@
+// asyncio::sleep: yielding with sleep(0), exact virtual durations in any unit, far-off deadlines,
+// misuse outside a task, and cancellation releasing the timer.
+#include "asyncio/sleep.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/run.hpp"
+#include "asyncio/task.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using asyncio::Coroutine;
+using asyncio::Task;
+using asyncio_test::Counted;
+using asyncio_test::virtual_time;
+using namespace std::chrono_literals;
+
+class Sleep : public asyncio_test::LeakChecked {};
+
+/// Loop time elapsed since the loop started (MockClock starts at 1h).
+asyncio::Duration elapsed() {
+    return asyncio::get_running_loop().time() - asyncio::TimePoint(std::chrono::hours(1));
+}
+
+TEST_F(Sleep, ZeroYieldsExactlyOneIteration) {
+    std::vector<std::string> order;
+    auto main = [&]() -> Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        loop.call_soon([&] {
+            order.push_back("callback scheduled before");
+            loop.call_soon([&] { order.push_back("callback scheduled by it"); });
+        });
+        const auto before = loop.stats().iterations;
+        co_await asyncio::sleep(0s);
+        order.push_back("task");
+        EXPECT_EQ(loop.stats().iterations, before + 1);
+        EXPECT_EQ(elapsed(), 0s);
+        co_await asyncio::sleep(0s);
+        order.push_back("task again");
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(order, (std::vector<std::string>{"callback scheduled before", "task",
+                                               "callback scheduled by it", "task again"}));
+}
+
+TEST_F(Sleep, ZeroLetsOtherTasksTakeTurns) {
+    std::vector<std::string> order;
+    auto worker = [&](std::string name) -> Coroutine<> {
+        for (int i = 0; i < 3; ++i) {
+            order.push_back(name + std::to_string(i));
+            co_await asyncio::sleep(0s);
+        }
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<> a = asyncio::create_task(worker("a"));
+        Task<> b = asyncio::create_task(worker("b"));
+        co_await a;
+        co_await b;
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(order, (std::vector<std::string>{"a0", "b0", "a1", "b1", "a2", "b2"}));
+}
+
+TEST_F(Sleep, NegativeDelayBehavesLikeZero) {
+    auto main = []() -> Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        bool other = false;
+        loop.call_soon([&] { other = true; });
+        co_await asyncio::sleep(-5s);
+        EXPECT_TRUE(other);
+        EXPECT_EQ(elapsed(), 0s);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(Sleep, LastsExactlyItsDurationInAnyUnit) {
+    auto main = []() -> Coroutine<> {
+        co_await asyncio::sleep(1ns);
+        EXPECT_EQ(elapsed(), 1ns);
+        co_await asyncio::sleep(2us);
+        EXPECT_EQ(elapsed(), 1ns + 2us);
+        co_await asyncio::sleep(1500ms);
+        EXPECT_EQ(elapsed(), 1ns + 2us + 1500ms);
+        co_await asyncio::sleep(3s);
+        EXPECT_EQ(elapsed(), 1ns + 2us + 4500ms);
+        co_await asyncio::sleep(2min);
+        EXPECT_EQ(elapsed(), 1ns + 2us + 4500ms + 2min);
+        co_await asyncio::sleep(1h);
+        EXPECT_EQ(elapsed(), 1ns + 2us + 4500ms + 2min + 1h);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(Sleep, FractionalDurationsAreRoundedUpToTheClockTick) {
+    auto main = []() -> Coroutine<> {
+        co_await asyncio::sleep(std::chrono::duration<double>(0.25));
+        EXPECT_EQ(elapsed(), 250ms);
+        co_await asyncio::sleep(std::chrono::duration<double, std::nano>(0.5));  // not 0: one tick
+        EXPECT_EQ(elapsed(), 250ms + 1ns);
+        co_await asyncio::sleep(std::chrono::duration<double, std::milli>(1.5));
+        EXPECT_EQ(elapsed(), 250ms + 1ns + 1500us);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(Sleep, OfFortyEightHoursNeitherOverflowsNorFiresEarly) {
+    auto main = []() -> Coroutine<> {
+        bool woke = false;
+        auto sleeper = [&]() -> Coroutine<> {
+            co_await asyncio::sleep(48h);
+            woke = true;
+        };
+        Task<> t = asyncio::create_task(sleeper());
+        co_await asyncio::sleep(48h - 1ns);
+        EXPECT_FALSE(woke);
+        co_await asyncio::sleep(0s);
+        EXPECT_FALSE(woke);
+        co_await t;
+        EXPECT_TRUE(woke);
+        EXPECT_EQ(elapsed(), 48h);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(Sleep, OfTheLargestDurationsIsClampedAndNeverFires) {
+    auto main = []() -> Coroutine<> {
+        auto forever = []() -> Coroutine<> { co_await asyncio::sleep(std::chrono::hours::max()); };
+        auto forever_s = []() -> Coroutine<> { co_await asyncio::sleep(std::chrono::seconds::max()); };
+        auto forever_ns = []() -> Coroutine<> {
+            co_await asyncio::sleep(std::chrono::nanoseconds::max());
+        };
+        Task<> a = asyncio::create_task(forever());
+        Task<> b = asyncio::create_task(forever_s());
+        Task<> c = asyncio::create_task(forever_ns());
+        co_await asyncio::sleep(24h * 365 * 50);  // fifty years of virtual time
+        EXPECT_FALSE(a.done());
+        EXPECT_FALSE(b.done());
+        EXPECT_FALSE(c.done());
+        a.cancel();
+        b.cancel();
+        c.cancel();
+        EXPECT_THROW(co_await a, asyncio::CancelledError);
+        EXPECT_THROW(co_await b, asyncio::CancelledError);
+        EXPECT_THROW(co_await c, asyncio::CancelledError);
+        EXPECT_EQ(elapsed(), 24h * 365 * 50);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+asyncio_test::Eager eager_sleep(std::exception_ptr& error) {
+    (void)error;
+    co_await asyncio::sleep(1s);
+}
+
+TEST_F(Sleep, OutsideATaskRaisesRuntimeError) {
+    std::exception_ptr error;
+    eager_sleep(error);  // no loop at all
+    EXPECT_THROW(asyncio_test::rethrow(error), asyncio::RuntimeError);
+
+    asyncio::EventLoop loop(virtual_time());
+    std::exception_ptr in_callback;
+    loop.call_soon([&] {
+        eager_sleep(in_callback);  // a running loop, but no current task
+        loop.stop();
+    });
+    loop.run_forever();
+    EXPECT_THROW(asyncio_test::rethrow(in_callback), asyncio::RuntimeError);
+}
+
+TEST_F(Sleep, CancelledReleasesItsTimer) {
+    // Once the sleep is cancelled nothing is left on the timer queue: the loop never jumps to
+    // the abandoned deadline, and the frame (with its Counted) is gone.
+    auto main = []() -> Coroutine<> {
+        auto sleeper = [](Counted) -> Coroutine<> { co_await asyncio::sleep(1h); };
+        Task<> t = asyncio::create_task(sleeper(Counted(1)));
+        co_await asyncio::sleep(1s);
+        t.cancel();
+        EXPECT_THROW(co_await t, asyncio::CancelledError);
+        t = Task<>();
+        EXPECT_EQ(Counted::live(), 0);
+    };
+    asyncio::EventLoop loop(virtual_time());
+    loop.run_until_complete(main());
+    EXPECT_EQ(loop.time() - asyncio::TimePoint(1h), 1s);
+    loop.call_soon([&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(loop.time() - asyncio::TimePoint(1h), 1s);  // the 1h timer is not there to jump to
+    loop.call_later(1ms, [&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(loop.time() - asyncio::TimePoint(1h), 1s + 1ms);
+}
+
+TEST_F(Sleep, ManySleepersWakeInDeadlineOrder) {
+    std::vector<int> order;
+    auto sleeper = [&](int i, asyncio::Duration d) -> Coroutine<> {
+        co_await asyncio::sleep(d);
+        order.push_back(i);
+    };
+    auto main = [&]() -> Coroutine<> {
+        std::vector<Task<>> tasks;
+        tasks.push_back(asyncio::create_task(sleeper(0, 3s)));
+        tasks.push_back(asyncio::create_task(sleeper(1, 1s)));
+        tasks.push_back(asyncio::create_task(sleeper(2, 2s)));
+        tasks.push_back(asyncio::create_task(sleeper(3, 1s)));
+        for (auto& t : tasks) co_await t;
+        EXPECT_EQ(elapsed(), 3s);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(order, (std::vector<int>{1, 3, 2, 0}));
+}
+
+}  // namespace

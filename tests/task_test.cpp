@@ -1,0 +1,783 @@
+// asyncio::Task<T>: scheduling, state, names, done callbacks, Task<> views, current/all tasks,
+// unretrieved exceptions, and cancellation.
+#include "asyncio/task.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "asyncio/coroutine.hpp"
+#include "asyncio/run.hpp"
+#include "asyncio/sleep.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using asyncio::CancelledError;
+using asyncio::Coroutine;
+using asyncio::Task;
+using asyncio_test::Counted;
+using asyncio_test::Reports;
+using asyncio_test::virtual_time;
+using namespace std::chrono_literals;
+
+class ATask : public asyncio_test::LeakChecked {};
+class AnUnretrievedTaskException : public asyncio_test::LeakChecked {};
+class TaskCancellation : public asyncio_test::LeakChecked {};
+
+/// Loop time elapsed since the loop started (MockClock starts at 1h).
+asyncio::Duration elapsed() {
+    return asyncio::get_running_loop().time() - asyncio::TimePoint(std::chrono::hours(1));
+}
+
+Coroutine<> sets(bool& flag) {
+    flag = true;
+    co_return;
+}
+
+Coroutine<int> value_after(asyncio::Duration d, int v) {
+    co_await asyncio::sleep(d);
+    co_return v;
+}
+
+Coroutine<int> fail_after(asyncio::Duration d, std::string what) {
+    co_await asyncio::sleep(d);
+    throw std::runtime_error(what);
+}
+
+Coroutine<int> fails_now(std::string what) {
+    throw std::runtime_error(what);
+    co_return 0;
+}
+
+Coroutine<std::unique_ptr<int>> make_unique_after(asyncio::Duration d, int v) {
+    co_await asyncio::sleep(d);
+    co_return std::make_unique<int>(v);
+}
+
+Coroutine<> sleeps_with(Counted c, asyncio::Duration d, bool& finished) {
+    co_await asyncio::sleep(d);
+    finished = c.value() >= 0;
+}
+
+Coroutine<int> awaits(Task<int> t) { co_return co_await t; }
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling and state
+
+TEST_F(ATask, DoesNotRunUntilItsCreatorYields) {
+    bool ran = false;
+    auto main = [&]() -> Coroutine<> {
+        Task<> t = asyncio::create_task(sets(ran));
+        EXPECT_FALSE(ran);
+        EXPECT_FALSE(t.done());
+        co_await asyncio::sleep(0s);
+        EXPECT_TRUE(ran);
+        EXPECT_TRUE(t.done());
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, ThatReturnedIsDoneNotCancelledAndHasItsResult) {
+    auto main = []() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(value_after(1s, 5));
+        EXPECT_FALSE(t.done());
+        co_await asyncio::sleep(2s);
+        EXPECT_TRUE(t.done());
+        EXPECT_FALSE(t.cancelled());
+        EXPECT_EQ(t.result(), 5);
+        EXPECT_EQ(t.exception(), nullptr);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, ResultWhilePendingRaisesInvalidStateError) {
+    auto main = []() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(value_after(1s, 5));
+        EXPECT_THROW(t.result(), asyncio::InvalidStateError);
+        EXPECT_THROW(t.exception(), asyncio::InvalidStateError);
+        EXPECT_EQ(co_await t, 5);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, ThatRaisedRethrowsFromResultAndReturnsItFromException) {
+    auto main = []() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(fail_after(1s, "bad"));
+        co_await asyncio::sleep(1s);
+        co_await asyncio::sleep(0s);
+        EXPECT_TRUE(t.done());
+        EXPECT_FALSE(t.cancelled());
+        EXPECT_THROW(t.result(), std::runtime_error);
+        std::exception_ptr e = t.exception();
+        CO_ASSERT(e != nullptr);
+        EXPECT_THROW(std::rethrow_exception(e), std::runtime_error);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, AwaitedFromAnotherTaskYieldsItsValueOrException) {
+    auto main = []() -> Coroutine<> {
+        Task<int> good = asyncio::create_task(value_after(1s, 1));
+        Task<int> bad = asyncio::create_task(fail_after(2s, "bad"));
+        EXPECT_EQ(co_await good, 1);
+        EXPECT_EQ(elapsed(), 1s);
+        EXPECT_THROW(co_await bad, std::runtime_error);
+        EXPECT_EQ(elapsed(), 2s);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, AlreadyDoneIsAwaitedWithoutSuspending) {
+    auto main = []() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(value_after(0s, 3));
+        co_await asyncio::sleep(1s);
+        CO_ASSERT(t.done());
+        bool other_ran = false;
+        asyncio::get_running_loop().call_soon([&] { other_ran = true; });
+        EXPECT_EQ(co_await t, 3);
+        EXPECT_FALSE(other_ran);  // no loop iteration happened in between
+        co_await asyncio::sleep(0s);
+        EXPECT_TRUE(other_ran);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, HandlesAreSharedViewsOfOneTask) {
+    auto main = []() -> Coroutine<> {
+        Task<int> a = asyncio::create_task(value_after(1s, 4));
+        Task<int> b = a;
+        EXPECT_TRUE(a == b);
+        Task<int> c = std::move(b);
+        EXPECT_FALSE(b);  // NOLINT(bugprone-use-after-move): a moved-from handle is empty
+        EXPECT_TRUE(c == a);
+        EXPECT_EQ(co_await c, 4);
+        EXPECT_EQ(a.result(), 4);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, DefaultNameIsTaskDashNumberAndCanBeChanged) {
+    auto main = []() -> Coroutine<> {
+        Task<int> a = asyncio::create_task(value_after(0s, 1));
+        Task<int> b = asyncio::create_task(value_after(0s, 2));
+        const std::regex pattern("Task-[0-9]+");
+        EXPECT_TRUE(std::regex_match(a.get_name(), pattern)) << a.get_name();
+        EXPECT_TRUE(std::regex_match(b.get_name(), pattern)) << b.get_name();
+        EXPECT_NE(a.get_name(), b.get_name());
+        EXPECT_EQ(a.get_name(), a.get_name());  // stable
+        a.set_name("worker");
+        EXPECT_EQ(a.get_name(), "worker");
+        Task<int> c = asyncio::create_task(value_after(0s, 3), "named");
+        EXPECT_EQ(c.get_name(), "named");
+        co_await a;
+        co_await b;
+        co_await c;
+        EXPECT_EQ(a.get_name(), "worker");  // kept once done
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Done callbacks
+
+TEST_F(ATask, DoneCallbackRunsThroughTheLoopAfterTheTaskIsDone) {
+    std::vector<std::string> log;
+    auto body = [&]() -> Coroutine<int> {
+        co_await asyncio::sleep(1s);
+        log.push_back("body");
+        co_return 6;
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(body());
+        t.add_done_callback([&](Task<int>& done) {
+            EXPECT_TRUE(done.done());
+            log.push_back("callback " + std::to_string(done.result()));
+        });
+        co_await t;
+        log.push_back("awaiter");
+    };
+    asyncio::run(main(), virtual_time());
+    // Callbacks and waiters are woken in the order they were registered, one iteration later.
+    EXPECT_EQ(log, (std::vector<std::string>{"body", "callback 6", "awaiter"}));
+}
+
+TEST_F(ATask, DoneCallbackAddedToAFinishedTaskIsScheduledNotCalled) {
+    auto main = []() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(value_after(0s, 1));
+        co_await t;
+        int calls = 0;
+        t.add_done_callback([&](const Task<int>&) { ++calls; });
+        EXPECT_EQ(calls, 0);
+        co_await asyncio::sleep(0s);
+        EXPECT_EQ(calls, 1);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, DoneCallbackRunsForAFailedAndForACancelledTask) {
+    auto main = []() -> Coroutine<> {
+        Task<int> bad = asyncio::create_task(fail_after(1s, "bad"));
+        Task<int> gone = asyncio::create_task(value_after(5s, 1));
+        std::vector<std::string> seen;
+        bad.add_done_callback([&](Task<int>& t) {
+            seen.push_back(t.exception() ? "failed" : "ok");
+        });
+        gone.add_done_callback([&](Task<int>& t) { seen.push_back(t.cancelled() ? "cancelled" : "?"); });
+        gone.cancel();
+        co_await asyncio::sleep(2s);
+        EXPECT_EQ(seen, (std::vector<std::string>{"cancelled", "failed"}));
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task<> views, current_task, all_tasks
+
+TEST_F(ATask, VoidViewOfATypedTaskSharesItsState) {
+    auto main = []() -> Coroutine<> {
+        Task<int> typed = asyncio::create_task(value_after(1s, 9));
+        Task<> view = typed;
+        EXPECT_TRUE(view == Task<>(typed));
+        EXPECT_EQ(view.get_name(), typed.get_name());
+        EXPECT_FALSE(view.done());
+        co_await view;
+        EXPECT_TRUE(view.done());
+        EXPECT_NO_THROW(view.result());
+        EXPECT_EQ(typed.result(), 9);
+
+        Task<> failing = asyncio::create_task(fail_after(1s, "bad"));
+        EXPECT_THROW(co_await failing, std::runtime_error);
+        EXPECT_THROW(failing.result(), std::runtime_error);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, CurrentTaskIsTheRunningTaskAndEmptyOutsideTasks) {
+    EXPECT_FALSE(asyncio::current_task());
+    auto child = [](Task<>* seen) -> Coroutine<int> {
+        *seen = asyncio::current_task();
+        co_return 0;
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<> me = asyncio::current_task();
+        EXPECT_TRUE(me);
+        EXPECT_FALSE(me.done());
+        Task<> seen;
+        Task<int> t = asyncio::create_task(child(&seen));
+        co_await t;
+        EXPECT_TRUE(seen == Task<>(t));
+        EXPECT_FALSE(seen == me);
+        EXPECT_TRUE(asyncio::current_task() == me);
+        bool in_callback_empty = false;
+        asyncio::get_running_loop().call_soon([&] { in_callback_empty = !asyncio::current_task(); });
+        co_await asyncio::sleep(0s);
+        EXPECT_TRUE(in_callback_empty);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_FALSE(asyncio::current_task());
+}
+
+TEST_F(ATask, AllTasksListsThePendingTasksOfTheRunningLoop) {
+    EXPECT_THROW(asyncio::all_tasks(), asyncio::RuntimeError);
+    auto main = []() -> Coroutine<> {
+        Task<> me = asyncio::current_task();
+        Task<int> a = asyncio::create_task(value_after(1s, 1));
+        Task<int> b = asyncio::create_task(value_after(2s, 2));
+        std::vector<Task<>> all = asyncio::all_tasks();
+        EXPECT_EQ(all.size(), 3u);
+        auto contains = [&](const Task<>& t) {
+            for (const auto& x : all)
+                if (x == t) return true;
+            return false;
+        };
+        EXPECT_TRUE(contains(me));
+        EXPECT_TRUE(contains(a));
+        EXPECT_TRUE(contains(b));
+        co_await a;
+        all = asyncio::all_tasks();
+        EXPECT_EQ(all.size(), 2u);
+        EXPECT_FALSE(contains(a));
+        co_await b;
+        EXPECT_EQ(asyncio::all_tasks().size(), 1u);
+        EXPECT_EQ(asyncio::all_tasks(asyncio::get_running_loop()).size(), 1u);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, AwaitedByTwoTasksGivesBothTheResult) {
+    auto main = []() -> Coroutine<> {
+        Task<int> shared = asyncio::create_task(value_after(1s, 11));
+        Task<int> w1 = asyncio::create_task(awaits(shared));
+        Task<int> w2 = asyncio::create_task(awaits(shared));
+        EXPECT_EQ(co_await w1, 11);
+        EXPECT_EQ(co_await w2, 11);
+        EXPECT_EQ(co_await shared, 11);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, CannotAwaitItself) {
+    auto main = []() -> Coroutine<> {
+        EXPECT_THROW(co_await asyncio::current_task(), asyncio::RuntimeError);
+        co_return;
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(ATask, WhoseHandleIsDroppedStillRunsToCompletion) {
+    bool finished = false;
+    auto main = [&]() -> Coroutine<> {
+        asyncio::create_task(sleeps_with(Counted(1), 1s, finished));
+        EXPECT_EQ(Counted::live(), 1);
+        co_await asyncio::sleep(2s);
+        EXPECT_TRUE(finished);
+        EXPECT_EQ(Counted::live(), 0);  // the frame was freed when it finished
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_TRUE(finished);
+}
+
+TEST_F(ATask, MoveOnlyResultIsMovedOutByAwaitingAnRvalue) {
+    auto main = []() -> Coroutine<int> {
+        Task<std::unique_ptr<int>> t = asyncio::create_task(make_unique_after(1s, 8));
+        std::unique_ptr<int> p = co_await std::move(t);
+        co_return p ? *p : -1;
+    };
+    EXPECT_EQ(asyncio::run(main(), virtual_time()), 8);
+}
+
+TEST_F(ATask, CopyableResultIsCopiedWhileOtherHandlesRemain) {
+    auto main = []() -> Coroutine<> {
+        auto make = []() -> Coroutine<std::string> { co_return std::string(100, 'x'); };
+        Task<std::string> t = asyncio::create_task(make());
+        Task<std::string> other = t;
+        std::string a = co_await std::move(t);
+        EXPECT_EQ(a.size(), 100u);
+        EXPECT_EQ(other.result().size(), 100u);  // not moved from: another handle can look
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exceptions nobody retrieved
+
+TEST_F(AnUnretrievedTaskException, IsReportedExactlyOnceThroughTheHandler) {
+    Reports reports;
+    auto main = [&]() -> Coroutine<> {
+        reports.install(asyncio::get_running_loop());
+        Task<int> t = asyncio::create_task(fails_now("lost"), "loser");
+        co_await asyncio::sleep(1s);
+        EXPECT_TRUE(t.done());
+        EXPECT_EQ(reports.size(), 0u);  // still referenced: someone may look at it yet
+        t = Task<int>();
+        EXPECT_EQ(reports.size(), 1u);
+    };
+    asyncio::run(main(), virtual_time());
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_EQ(reports.entries()[0].message, "Task exception was never retrieved");
+    EXPECT_EQ(reports.entries()[0].task_name, "loser");
+    EXPECT_EQ(reports.what(0), "lost");
+}
+
+TEST_F(AnUnretrievedTaskException, OfAFireAndForgetTaskIsReportedWhenItFinishes) {
+    Reports reports;
+    auto main = [&]() -> Coroutine<> {
+        reports.install(asyncio::get_running_loop());
+        asyncio::create_task(fail_after(1s, "lost"));
+        co_await asyncio::sleep(2s);
+        EXPECT_EQ(reports.count("Task exception was never retrieved"), 1u);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(reports.size(), 1u);
+}
+
+TEST_F(AnUnretrievedTaskException, IsNotReportedOnceRetrieved) {
+    Reports reports;
+    auto main = [&]() -> Coroutine<> {
+        reports.install(asyncio::get_running_loop());
+        Task<int> by_result = asyncio::create_task(fails_now("a"));
+        Task<int> by_exception = asyncio::create_task(fails_now("b"));
+        Task<int> by_await = asyncio::create_task(fails_now("c"));
+        Task<> by_view = Task<>(asyncio::create_task(fails_now("d")));
+        co_await asyncio::sleep(1s);
+        EXPECT_THROW(by_result.result(), std::runtime_error);
+        EXPECT_NE(by_exception.exception(), nullptr);
+        EXPECT_THROW(co_await by_await, std::runtime_error);
+        EXPECT_THROW(by_view.result(), std::runtime_error);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(reports.size(), 0u);
+}
+
+TEST_F(AnUnretrievedTaskException, IsNotReportedForACancelledTask) {
+    Reports reports;
+    auto main = [&]() -> Coroutine<> {
+        reports.install(asyncio::get_running_loop());
+        Task<int> t = asyncio::create_task(value_after(10s, 1));
+        co_await asyncio::sleep(1s);
+        t.cancel();
+        co_await asyncio::sleep(1s);
+        EXPECT_TRUE(t.cancelled());
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(reports.size(), 0u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancellation
+
+TEST_F(TaskCancellation, WhileSleepingRaisesCancelledErrorAtTheSleep) {
+    std::vector<std::string> log;
+    auto sleeper = [&]() -> Coroutine<int> {
+        try {
+            co_await asyncio::sleep(10s);
+            log.push_back("woke");
+        } catch (const CancelledError&) {
+            log.push_back("cancelled at " + std::to_string(elapsed() / 1s) + "s");
+            throw;
+        }
+        co_return 1;
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(sleeper());
+        co_await asyncio::sleep(1s);
+        EXPECT_TRUE(t.cancel());
+        EXPECT_FALSE(t.done());  // the exception is raised when the task next runs
+        EXPECT_THROW(co_await t, CancelledError);
+        EXPECT_EQ(elapsed(), 1s);
+        EXPECT_TRUE(t.done());
+        EXPECT_TRUE(t.cancelled());
+        EXPECT_THROW(t.result(), CancelledError);
+        EXPECT_THROW(t.exception(), CancelledError);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(log, (std::vector<std::string>{"cancelled at 1s"}));
+}
+
+TEST_F(TaskCancellation, CanBeCaughtToCleanUpAndReturnAValue) {
+    auto stubborn = []() -> Coroutine<int> {
+        try {
+            co_await asyncio::sleep(10s);
+        } catch (const CancelledError&) {
+        }
+        co_await asyncio::sleep(1s);  // cleanup that itself waits
+        co_return 7;
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(stubborn());
+        co_await asyncio::sleep(1s);
+        EXPECT_TRUE(t.cancel());
+        EXPECT_EQ(co_await t, 7);
+        EXPECT_EQ(elapsed(), 2s);
+        EXPECT_FALSE(t.cancelled());
+        EXPECT_EQ(t.cancelling(), 1);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(TaskCancellation, MessageIsCarriedByTheCancelledError) {
+    std::string seen;
+    auto sleeper = [&]() -> Coroutine<> {
+        try {
+            co_await asyncio::sleep(10s);
+        } catch (const CancelledError& e) {
+            seen = e.message();
+            throw;
+        }
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<> t = asyncio::create_task(sleeper());
+        co_await asyncio::sleep(1s);
+        t.cancel("shutting down");
+        try {
+            co_await t;
+            ADD_FAILURE() << "not cancelled";
+        } catch (const CancelledError& e) {
+            EXPECT_EQ(e.message(), "shutting down");
+            EXPECT_STREQ(e.what(), "shutting down");
+        }
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(seen, "shutting down");
+}
+
+TEST_F(TaskCancellation, OfADoneTaskReturnsFalse) {
+    auto main = []() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(value_after(1s, 1));
+        co_await t;
+        EXPECT_FALSE(t.cancel());
+        EXPECT_FALSE(t.cancelled());
+        EXPECT_EQ(t.cancelling(), 0);
+        EXPECT_EQ(t.result(), 1);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(TaskCancellation, RequestsAreCountedByCancellingAndUncancel) {
+    int remaining_after_uncancel = -1;
+    auto stubborn = [&]() -> Coroutine<int> {
+        try {
+            co_await asyncio::sleep(10s);
+        } catch (const CancelledError&) {
+            remaining_after_uncancel = asyncio::current_task().uncancel();
+        }
+        co_return 3;
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(stubborn());
+        co_await asyncio::sleep(1s);
+        EXPECT_EQ(t.cancelling(), 0);
+        EXPECT_TRUE(t.cancel());
+        EXPECT_TRUE(t.cancel());
+        EXPECT_EQ(t.cancelling(), 2);
+        EXPECT_EQ(co_await t, 3);
+        EXPECT_EQ(remaining_after_uncancel, 1);
+        EXPECT_EQ(t.cancelling(), 1);
+        EXPECT_EQ(t.uncancel(), 0);
+        EXPECT_EQ(t.uncancel(), 0);  // never below zero
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(TaskCancellation, BeforeTheTaskEverRanFinishesItCancelledWithoutRunningItsBody) {
+    bool body_ran = false;
+    auto body = [&](Counted) -> Coroutine<int> {
+        body_ran = true;
+        co_return 1;
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(body(Counted(1)));
+        EXPECT_TRUE(t.cancel());
+        EXPECT_THROW(co_await t, CancelledError);
+        EXPECT_TRUE(t.cancelled());
+        EXPECT_FALSE(body_ran);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_FALSE(body_ran);
+}
+
+TEST_F(TaskCancellation, OfATaskAwaitingAnotherCancelsTheInnerOne) {
+    auto main = []() -> Coroutine<> {
+        Task<int> inner = asyncio::create_task(value_after(10s, 1));
+        Task<int> outer = asyncio::create_task(awaits(inner));
+        co_await asyncio::sleep(1s);
+        EXPECT_TRUE(outer.cancel());
+        EXPECT_THROW(co_await outer, CancelledError);
+        EXPECT_EQ(elapsed(), 1s);
+        EXPECT_TRUE(inner.cancelled());
+        EXPECT_TRUE(outer.cancelled());
+        EXPECT_EQ(inner.cancelling(), 1);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(TaskCancellation, OfATaskThatIsAlreadyScheduledRaisesAtItsNextResumption) {
+    std::vector<std::string> log;
+    auto yielder = [&]() -> Coroutine<> {
+        log.push_back("before yield");
+        try {
+            co_await asyncio::sleep(0s);  // scheduled again at once
+            log.push_back("after yield");
+        } catch (const CancelledError&) {
+            log.push_back("cancelled at yield");
+            throw;
+        }
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<> t = asyncio::create_task(yielder());
+        co_await asyncio::sleep(0s);  // t ran first and is now scheduled, not yet resumed
+        EXPECT_EQ(log, (std::vector<std::string>{"before yield"}));
+        EXPECT_TRUE(t.cancel());
+        EXPECT_THROW(co_await t, CancelledError);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(log, (std::vector<std::string>{"before yield", "cancelled at yield"}));
+}
+
+TEST_F(TaskCancellation, OfATaskWokenByItsAwaitedTaskRaisesInsteadOfTheResult) {
+    auto main = []() -> Coroutine<> {
+        Task<int> inner = asyncio::create_task(value_after(1s, 5));
+        Task<int> waiter = asyncio::create_task(awaits(inner));
+        co_await asyncio::sleep(0s);  // both started: inner's timer is ahead of ours
+        co_await asyncio::sleep(1s);
+        // inner finished in this iteration, before us; waiter is woken but has not run yet.
+        CO_ASSERT(inner.done());
+        EXPECT_FALSE(waiter.done());
+        EXPECT_TRUE(waiter.cancel());
+        EXPECT_THROW(co_await waiter, CancelledError);
+        EXPECT_EQ(inner.result(), 5);
+        EXPECT_FALSE(inner.cancelled());
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(TaskCancellation, OfTheRunningTaskItselfRaisesAtItsNextSuspension) {
+    auto main = []() -> Coroutine<> {
+        auto self_cancelling = []() -> Coroutine<int> {
+            EXPECT_TRUE(asyncio::current_task().cancel());
+            int reached = 1;  // still running: nothing is raised until the task suspends
+            co_await asyncio::sleep(1s);
+            co_return reached;
+        };
+        Task<int> t = asyncio::create_task(self_cancelling());
+        EXPECT_THROW(co_await t, CancelledError);
+        EXPECT_EQ(elapsed(), 0s);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(TaskCancellation, ReleasesTheFramesOfTheCancelledTaskAndWhatItAwaited) {
+    auto leaf = [](Counted c) -> Coroutine<int> {
+        co_await asyncio::sleep(10s);
+        co_return c.value();
+    };
+    auto middle = [&](Counted c) -> Coroutine<int> { co_return c.value() + co_await leaf(Counted(2)); };
+    auto main = [&]() -> Coroutine<> {
+        Task<int> t = asyncio::create_task(middle(Counted(1)));
+        co_await asyncio::sleep(1s);
+        EXPECT_EQ(Counted::live(), 3);  // both parameters, and the temporary Counted(2) in middle
+        t.cancel();
+        EXPECT_THROW(co_await t, CancelledError);
+        t = Task<int>();
+        EXPECT_EQ(Counted::live(), 0);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+TEST_F(TaskCancellation, RegressionALaterCancelReusesTheEarlierMessage) {
+    // Python: the message goes with the one cancellation that delivers it.
+    std::vector<std::string> seen;
+    auto twice = [&]() -> Coroutine<> {
+        try {
+            co_await asyncio::sleep(10s);
+        } catch (const CancelledError& e) {
+            seen.push_back(e.message());
+        }
+        co_await asyncio::sleep(10s);
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<> t = asyncio::create_task(twice());
+        co_await asyncio::sleep(1s);
+        t.cancel("first");
+        co_await asyncio::sleep(1s);
+        t.cancel();
+        try {
+            co_await t;
+        } catch (const CancelledError& e) {
+            seen.push_back(e.message());
+        }
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(seen, (std::vector<std::string>{"first", ""}));
+}
+
+TEST_F(TaskCancellation, RegressionCancelMessageIsNotPassedToTheAwaitedTask) {
+    // Python passes cancel(msg) on to the awaited task, so its CancelledError carries msg.
+    std::string inner_saw = "<none>";
+    auto inner_body = [&]() -> Coroutine<int> {
+        try {
+            co_await asyncio::sleep(10s);
+        } catch (const CancelledError& e) {
+            inner_saw = e.message();
+            throw;
+        }
+        co_return 0;
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<int> inner = asyncio::create_task(inner_body());
+        Task<int> outer = asyncio::create_task(awaits(inner));
+        co_await asyncio::sleep(1s);
+        outer.cancel("bye");
+        try {
+            co_await outer;
+        } catch (const CancelledError& e) {
+            EXPECT_EQ(e.message(), "bye");
+        }
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(inner_saw, "bye");
+}
+
+TEST_F(TaskCancellation, TwoRequestsBeforeDeliveryRaiseTheFirstMessage) {
+    std::string seen = "<none>";
+    auto sleeper = [&]() -> Coroutine<> {
+        try {
+            co_await asyncio::sleep(10s);
+        } catch (const CancelledError& e) {
+            seen = e.message();
+        }
+    };
+    auto main = [&]() -> Coroutine<> {
+        Task<> t = asyncio::create_task(sleeper());
+        co_await asyncio::sleep(1s);
+        t.cancel("first");
+        t.cancel();
+        t.cancel("third");
+        co_await t;
+        EXPECT_EQ(t.cancelling(), 3);
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(seen, "first");  // as Python 3.12, where the first request cancels the awaited future
+}
+
+TEST_F(TaskCancellation, RegressionCancelOfAWaitingTaskOutsideTheRunningLoopCrashes) {
+    // As in asyncio, cancel() may be called while the loop is not running (between runs, or in
+    // asyncio::run's shutdown); the task raises CancelledError when the loop runs again. The
+    // sleep's cancel hook used to dereference the null running loop.
+    asyncio::EventLoop loop(virtual_time());
+    Task<int> sleeping = loop.create_task(value_after(10s, 1));
+    Task<int> unstarted;
+    loop.call_soon([&] {
+        unstarted = loop.create_task(value_after(10s, 2));
+        loop.stop();
+    });
+    loop.run_forever();  // `sleeping` now waits in its sleep; `unstarted` has not run yet
+    const auto before = loop.time();
+    EXPECT_TRUE(sleeping.cancel("from outside"));
+    EXPECT_EQ(sleeping.cancelling(), 1);
+    EXPECT_TRUE(unstarted.cancel());
+    try {
+        loop.run_until_complete(sleeping);
+        ADD_FAILURE() << "not cancelled";
+    } catch (const CancelledError& e) {
+        EXPECT_EQ(e.message(), "from outside");
+    }
+    EXPECT_THROW(loop.run_until_complete(unstarted), CancelledError);
+    EXPECT_EQ(loop.time(), before);  // the sleep's timer was removed, not waited for
+}
+
+TEST_F(TaskCancellation, OfAWaitingTaskOfAnotherLoopWhileNoLoopRunsRaisesRuntimeError) {
+    // Only the thread's (first) loop can be found from a task; for another loop, cancel() must be
+    // called while that loop runs.
+    asyncio::EventLoop first(virtual_time());
+    asyncio::EventLoop second(virtual_time());
+    Task<int> t = second.create_task(value_after(10s, 1));
+    second.call_soon([&] { second.stop(); });
+    second.run_forever();
+    EXPECT_THROW(t.cancel(), asyncio::RuntimeError);
+    EXPECT_EQ(t.cancelling(), 0);
+    auto cancel_inside = [&]() -> Coroutine<> {
+        EXPECT_TRUE(t.cancel());
+        co_return;
+    };
+    second.run_until_complete(cancel_inside());
+    EXPECT_THROW(second.run_until_complete(t), CancelledError);
+}
+
+TEST_F(ATask, RegressionAddDoneCallbackToADoneTaskOutsideTheLoopCrashes) {
+    asyncio::EventLoop loop(virtual_time());
+    Task<int> t = loop.create_task(value_after(0s, 1));
+    EXPECT_EQ(loop.run_until_complete(t), 1);
+    int calls = 0;
+    EXPECT_THROW(t.add_done_callback([&](Task<int>&) { ++calls; }), asyncio::RuntimeError);
+    EXPECT_EQ(calls, 0);
+}
+
+}  // namespace
