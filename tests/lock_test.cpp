@@ -547,4 +547,42 @@ TEST_F(ALockGuard, AGuardWaitingForTheLockCanBeCancelled) {
     }());
 }
 
+// A lock that outlives a loop closed while tasks wait on it: the waiters' frames are destroyed
+// with the loop and must leave the lock's queue (no dangling nodes for the next user).
+TEST(LockLifetime, RegressionWaitersDestroyedWithAClosedLoopLeaveTheQueue) {
+    const auto frames = asyncio::detail::live_frames();
+    Lock lock;
+    {
+        asyncio::EventLoop loop(virtual_time());
+        loop.set_exception_handler([](asyncio::EventLoop&, const asyncio::ExceptionContext&) {});
+        auto holder = [](Lock& l) -> Coroutine<> {
+            co_await l.acquire();
+            co_await asyncio::sleep(1h);
+        };
+        auto waiter = [](Lock& l) -> Coroutine<> {
+            co_await l.acquire();
+            l.release();
+        };
+        auto main_ = [&]() -> Coroutine<> {
+            auto h = asyncio::create_task(holder(lock));
+            auto w1 = asyncio::create_task(waiter(lock));
+            auto w2 = asyncio::create_task(waiter(lock));
+            co_await asyncio::sleep(1s);  // both waiters are queued now
+        };
+        loop.run_until_complete(main_());
+        loop.close();  // destroys the holder and both queued waiters
+    }
+    EXPECT_EQ(asyncio::detail::live_frames(), frames);
+    // The queue is empty again: a fresh loop can use the lock (still held by the destroyed holder,
+    // as asyncio's would be), release it and take it.
+    EXPECT_TRUE(lock.locked());
+    lock.release();
+    auto main_ = [](Lock& l) -> Coroutine<int> {
+        co_await l.acquire();
+        l.release();
+        co_return 1;
+    };
+    EXPECT_EQ(asyncio::run(main_(lock), virtual_time()), 1);
+}
+
 }  // namespace

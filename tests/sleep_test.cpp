@@ -216,4 +216,20 @@ TEST_F(Sleep, ManySleepersWakeInDeadlineOrder) {
     EXPECT_EQ(order, (std::vector<int>{1, 3, 2, 0}));
 }
 
+// cancel() then uncancel() before the sleeping task ran: the sleep was cancelled (its timer is
+// gone), so it must raise, not return early as if it had slept.
+TEST_F(Sleep, RegressionCancelThenUncancelBeforeItRunsStillRaises) {
+    auto main_ = []() -> Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        const auto t0 = loop.time();
+        auto sleeper = asyncio::create_task([]() -> Coroutine<> { co_await asyncio::sleep(10s); }());
+        co_await asyncio::sleep(1s);
+        sleeper.cancel();
+        sleeper.uncancel();
+        EXPECT_THROW(co_await sleeper, asyncio::CancelledError);
+        EXPECT_EQ(loop.time() - t0, 1s);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
 }  // namespace

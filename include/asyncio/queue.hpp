@@ -282,7 +282,7 @@ public:
         explicit AwaiterBase(QueueCore& q) noexcept : queue_(&q) {}
         ~AwaiterBase() {
             // Normally unlinked already; not if the frame is destroyed while it waits (loop close).
-            if (phase_ == kSuspended && node_.queue != nullptr && node_.linked)
+            if (phase_ == kSuspended && node_.queue != nullptr && node_.linked())
                 node_.queue->list<K>().remove(&node_);
         }
         /// After a suspension: raises CancelledError if the wait was cancelled.

@@ -1,16 +1,25 @@
 // An intrusive FIFO list of suspended tasks, for the synchronization primitives. Nodes live in the
 // awaiters (in the waiting coroutine's frame), so waiting never allocates, and a cancelled waiter
-// unlinks itself in O(1).
+// unlinks itself in O(1). A node still linked when it is destroyed (its frame was freed because
+// the loop closed with the task waiting) unlinks itself, so the primitive is left consistent.
 #pragma once
 
 #include "asyncio/detail/promise.hpp"
 
 namespace asyncio::detail {
 
+class WaiterList;
+
 struct WaiterNode {
     WaiterNode* prev = nullptr;
     WaiterNode* next = nullptr;
-    bool linked = false;
+    WaiterList* list = nullptr;  // the list it is linked in, if any
+
+    WaiterNode() noexcept = default;
+    WaiterNode(const WaiterNode&) noexcept {}  // a copy is a fresh, unlinked node
+    WaiterNode& operator=(const WaiterNode&) noexcept { return *this; }
+    inline ~WaiterNode();
+    bool linked() const noexcept { return list != nullptr; }
 };
 
 class WaiterList {
@@ -26,10 +35,10 @@ public:
         else
             head_ = n;
         tail_ = n;
-        n->linked = true;
+        n->list = this;
     }
     void remove(WaiterNode* n) noexcept {
-        if (!n->linked) return;
+        if (n->list != this) return;
         if (n->prev != nullptr)
             n->prev->next = n->next;
         else
@@ -39,7 +48,7 @@ public:
         else
             tail_ = n->prev;
         n->prev = n->next = nullptr;
-        n->linked = false;
+        n->list = nullptr;
     }
     WaiterNode* pop_front() noexcept {
         WaiterNode* n = head_;
@@ -51,5 +60,9 @@ private:
     WaiterNode* head_ = nullptr;
     WaiterNode* tail_ = nullptr;
 };
+
+inline WaiterNode::~WaiterNode() {
+    if (list != nullptr) list->remove(this);
+}
 
 }  // namespace asyncio::detail
