@@ -257,3 +257,21 @@ TEST_F(EventCancellation, CancellingEveryWaiterLeavesNothingBehind) {
 }
 
 }  // namespace
+
+namespace {
+// An Event destroyed (a bug in the program) while a task still waits on it: asyncio::run's
+// cleanup cancels the task, and its cancellation must not touch the dead Event (ASan: no
+// heap-use-after-free).
+TEST(EventLifetime, RegressionCancellingAWaiterOfADestroyedEventIsSafe) {
+    const auto frames = asyncio::detail::live_frames();
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto ev = std::make_unique<asyncio::Event>();
+        auto waiter = [](asyncio::Event& e) -> asyncio::Coroutine<> { co_await e.wait(); };
+        asyncio::create_task(waiter(*ev));
+        co_await asyncio::sleep(std::chrono::seconds(0));
+        ev.reset();  // the waiter is still suspended on it
+    };
+    asyncio::run(main_(), std::make_unique<asyncio::MockClock>());
+    EXPECT_EQ(asyncio::detail::live_frames(), frames);
+}
+}  // namespace

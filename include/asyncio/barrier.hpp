@@ -114,7 +114,7 @@ private:
         friend class Barrier;
         static bool on_cancel(detail::CancelHook* h) {
             auto* self = static_cast<Park*>(h);
-            self->barrier_.parked_.remove(self);
+            detail::unlink(self);
             detail::wake_task(self->task_);
             if (self->party_ != nullptr) self->barrier_.leave(*self->party_);  // leave at once
             return false;

@@ -99,7 +99,7 @@ public:
         // raise. Returns true: the condition wakes the task itself (with CancelledError).
         static bool on_cancel_waiting(detail::CancelHook* h) {
             auto* self = static_cast<WaitAwaiter*>(h);
-            self->cond_.waiters_.remove(self);
+            detail::unlink(self);
             self->cancelled_ = true;
             self->reacquire();
             return true;

@@ -48,7 +48,7 @@ public:
         friend class Event;
         static bool on_cancel(detail::CancelHook* h) {
             auto* self = static_cast<Awaiter*>(h);
-            self->event_.waiters_.remove(self);
+            detail::unlink(self);
             self->cancelled_ = true;
             detail::wake_task(self->task);
             return false;

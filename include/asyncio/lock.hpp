@@ -112,7 +112,7 @@ public:
     private:
         static bool on_cancel(detail::CancelHook* h) {
             auto* self = static_cast<Awaiter*>(h);
-            self->lock_.waiters_.remove(self);
+            detail::unlink(self);
             detail::wake_task(self->task);
             return false;
         }

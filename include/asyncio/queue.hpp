@@ -9,7 +9,7 @@
 //
 // Order: Queue is FIFO, LifoQueue LIFO, PriorityQueue smallest first under Compare (heapq's order;
 // equal items come out in no particular order). Tasks waiting in get(), put() and join() wait FIFO;
-// waking one goes through the ready queue (never runs user code inside put/get).
+// a woken task runs later, from the ready queue, never inside the put/get that woke it.
 //
 // Promises (asyncio's design, bpo-23812 / python/cpython#108042): a waiting getter is only told
 // "try again" when an item arrives; it takes the item itself when it runs. So a getter that is
@@ -281,9 +281,12 @@ public:
 
         explicit AwaiterBase(QueueCore& q) noexcept : queue_(&q) {}
         ~AwaiterBase() {
-            // Normally unlinked already; not if the frame is destroyed while it waits (loop close).
-            if (phase_ == kSuspended && node_.queue != nullptr && node_.linked())
+            if (phase_ != kSuspended) return;
+            // Unlinked already, unless the frame is destroyed while it waits (the loop closed).
+            // A dead queue has unlinked it too (detach_all).
+            if (node_.linked()) [[unlikely]]
                 node_.queue->list<K>().remove(&node_);
+            std::destroy_at(&node_);
         }
         /// After a suspension: raises CancelledError if the wait was cancelled.
         void end_wait() const {
@@ -373,10 +376,7 @@ private:
     void wake_next() {
         WaitList& l = list<K>();
         QueueWaiter* w = l.next();
-        EventLoop* loop = t_running_loop;  // the waiter's own loop, when called from a task
-        if (loop == nullptr) [[unlikely]]
-            loop = w->loop;
-        loop->schedule(&retry<K>, w);  // first: if it throws, nothing changed
+        w->loop->schedule(&retry<K>, w);  // first: if it throws, nothing changed
         l.advance();
         w->state = QueueWaiter::kWoken;
         w->task->waiting_ = nullptr;  // cancel() now sets kMustCancel, which retry looks at
@@ -451,7 +451,10 @@ class BasicQueue : public detail::QueueCore {
 public:
     using value_type = T;
 
-    explicit BasicQueue(std::size_t maxsize = 0) : QueueCore(maxsize) {}
+    /// An unbounded queue (not explicit, so that a queue can be a member initialized with {}).
+    BasicQueue() : QueueCore(0) {}
+    /// A queue of at most maxsize items (0: unbounded).
+    explicit BasicQueue(std::size_t maxsize) : QueueCore(maxsize) {}
     BasicQueue(std::size_t maxsize, Store store) : QueueCore(maxsize), store_(std::move(store)) {}
 
     /// Adds item without waiting: QueueShutDown after shutdown(), QueueFull if the queue is full
@@ -548,14 +551,16 @@ private:
 template <class T>
 class Queue : public BasicQueue<T, detail::FifoStore<T>> {
 public:
-    explicit Queue(std::size_t maxsize = 0) : BasicQueue<T, detail::FifoStore<T>>(maxsize) {}
+    Queue() = default;
+    explicit Queue(std::size_t maxsize) : BasicQueue<T, detail::FifoStore<T>>(maxsize) {}
 };
 
 /// asyncio.PriorityQueue: the smallest item under Compare first (heapq order).
 template <class T, class Compare = std::less<T>>
 class PriorityQueue : public BasicQueue<T, detail::HeapStore<T, Compare>> {
 public:
-    explicit PriorityQueue(std::size_t maxsize = 0, Compare comp = Compare())
+    PriorityQueue() = default;
+    explicit PriorityQueue(std::size_t maxsize, Compare comp = Compare())
         : BasicQueue<T, detail::HeapStore<T, Compare>>(
               maxsize, detail::HeapStore<T, Compare>(std::move(comp))) {}
 };
@@ -564,7 +569,8 @@ public:
 template <class T>
 class LifoQueue : public BasicQueue<T, detail::LifoStore<T>> {
 public:
-    explicit LifoQueue(std::size_t maxsize = 0) : BasicQueue<T, detail::LifoStore<T>>(maxsize) {}
+    LifoQueue() = default;
+    explicit LifoQueue(std::size_t maxsize) : BasicQueue<T, detail::LifoStore<T>>(maxsize) {}
 };
 
 }  // namespace asyncio

@@ -110,7 +110,7 @@ public:
         friend class Semaphore;
         static bool on_cancel(detail::CancelHook* h) {
             auto* self = static_cast<Awaiter*>(h);
-            self->sem_.waiters_.remove(self);
+            detail::unlink(self);
             detail::wake_task(self->task_);
             return false;
         }

@@ -24,6 +24,21 @@ struct WaiterNode {
 
 class WaiterList {
 public:
+    WaiterList() = default;
+    WaiterList(const WaiterList&) = delete;
+    WaiterList& operator=(const WaiterList&) = delete;
+    /// A primitive destroyed while tasks still wait on it (a bug in the program, but not a crash):
+    /// its waiters are detached; they stay suspended until cancelled, and their cancellation does
+    /// not touch the dead primitive (see unlink()).
+    ~WaiterList() {
+        while (head_ != nullptr) {
+            WaiterNode* n = head_;
+            head_ = n->next;
+            n->prev = n->next = nullptr;
+            n->list = nullptr;
+        }
+    }
+
     bool empty() const noexcept { return head_ == nullptr; }
     WaiterNode* front() const noexcept { return head_; }
 
@@ -60,6 +75,11 @@ private:
     WaiterNode* head_ = nullptr;
     WaiterNode* tail_ = nullptr;
 };
+
+/// Unlinks n from whatever list holds it (if any), without naming the list's owner.
+inline void unlink(WaiterNode* n) noexcept {
+    if (n->list != nullptr) n->list->remove(n);
+}
 
 inline WaiterNode::~WaiterNode() {
     if (list != nullptr) list->remove(this);
