@@ -105,6 +105,59 @@ asyncio::Coroutine<> pingpong_main(long n) {
     if (s.value != 2 * n) fail("pingpong count");
 }
 
+// ---- queue_pingpong: the same hand-off through two Queues ----
+asyncio::Coroutine<> queue_ping(asyncio::Queue<long>& to_b, asyncio::Queue<long>& to_a, long n) {
+    long v = 0;
+    for (long i = 0; i < n; ++i) {
+        co_await to_b.put(v + 1);
+        v = co_await to_a.get();
+    }
+    if (v != 2 * n) fail("queue pingpong value");
+}
+
+asyncio::Coroutine<> queue_pong(asyncio::Queue<long>& to_b, asyncio::Queue<long>& to_a, long n) {
+    for (long i = 0; i < n; ++i) {
+        const long v = co_await to_b.get();
+        co_await to_a.put(v + 1);
+    }
+}
+
+asyncio::Coroutine<> queue_pingpong_main(long n) {
+    asyncio::Queue<long> to_a, to_b;
+    co_await asyncio::gather(queue_ping(to_b, to_a, n), queue_pong(to_b, to_a, n));
+}
+
+// ---- lock_handoff: two tasks take turns on one Lock (every acquire waits for the other) ----
+asyncio::Coroutine<> lock_worker(asyncio::Lock& lock, long& turns, long n) {
+    for (long i = 0; i < n; ++i) {
+        co_await lock.acquire();
+        ++turns;
+        co_await asyncio::sleep(0s);  // hold it across a yield: the other task queues up
+        lock.release();
+    }
+}
+
+asyncio::Coroutine<> lock_handoff_main(long n) {
+    asyncio::Lock lock;
+    long turns = 0;
+    co_await asyncio::gather(lock_worker(lock, turns, n / 2), lock_worker(lock, turns, n / 2));
+    if (turns != n / 2 * 2) fail("lock turns");
+}
+
+// ---- lock_uncontended: acquire + release with nobody else ----
+asyncio::Coroutine<> lock_uncontended_main(long n, double* ns) {
+    asyncio::Lock lock;
+    long turns = 0;
+    const auto t0 = Clock::now();
+    for (long i = 0; i < n; ++i) {
+        co_await lock.acquire();
+        ++turns;
+        lock.release();
+    }
+    *ns = since(t0);
+    if (turns != n) fail("lock turns");
+}
+
 // ---- generator_send: n sends into a consumer generator ----
 asyncio::Generator<long, long> consumer() {
     long r = 0;
@@ -183,6 +236,21 @@ int run_case(const std::string& name, long n) {
         double ns = 0;
         asyncio::run(timer_cancel_main(n, &ns));
         report("timer_cancel", n, ns, base, true);
+    } else if (name == "queue_pingpong") {
+        if (n <= 0) n = 1'000'000;
+        const auto t0 = Clock::now();
+        asyncio::run(queue_pingpong_main(n));
+        report("queue_pingpong", n, since(t0), base, false);
+    } else if (name == "lock_handoff") {
+        if (n <= 0) n = 1'000'000;
+        const auto t0 = Clock::now();
+        asyncio::run(lock_handoff_main(n));
+        report("lock_handoff", n, since(t0), base, false);
+    } else if (name == "lock_uncontended") {
+        if (n <= 0) n = 10'000'000;
+        double ns = 0;
+        asyncio::run(lock_uncontended_main(n, &ns));
+        report("lock_uncontended", n, ns, base, false);
     } else if (name == "wait_for_ready") {
         if (n <= 0) n = 1'000'000;
         const auto t0 = Clock::now();
@@ -213,7 +281,8 @@ int main(int argc, char** argv) {
         } else {
             std::fprintf(stderr,
                          "usage: core_bench [--case spawn|sleepers|pingpong|generator_send|"
-                         "timer_cancel|wait_for_ready|taskgroup] [--n N]\n");
+                         "timer_cancel|wait_for_ready|taskgroup|queue_pingpong|lock_handoff|"
+                         "lock_uncontended] [--n N]\n");
             return 2;
         }
     }
@@ -226,7 +295,9 @@ int main(int argc, char** argv) {
     const Run all[] = {{"spawn", 1'000'000},         {"sleepers", 100'000},
                        {"sleepers", 1'000'000},      {"pingpong", 1'000'000},
                        {"generator_send", 10'000'000}, {"timer_cancel", 1'000'000},
-                       {"wait_for_ready", 1'000'000}, {"taskgroup", 1'000'000}};
+                       {"wait_for_ready", 1'000'000}, {"taskgroup", 1'000'000},
+                       {"queue_pingpong", 1'000'000}, {"lock_handoff", 1'000'000},
+                       {"lock_uncontended", 10'000'000}};
     int rc = 0;
     for (const Run& r : all) {
         const pid_t pid = fork();

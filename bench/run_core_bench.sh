@@ -62,6 +62,9 @@ all_cases=(
   "timer_cancel 1000000"
   "wait_for_ready 1000000"
   "taskgroup 1000000"
+  "queue_pingpong 1000000"
+  "lock_handoff 1000000"
+  "lock_uncontended 10000000"
 )
 cases=()
 for c in "${all_cases[@]}"; do

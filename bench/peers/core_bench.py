@@ -76,6 +76,9 @@ DEFAULT_N = {
     "timer_cancel": 1_000_000,
     "wait_for_ready": 1_000_000,
     "taskgroup": 1_000_000,
+    "queue_pingpong": 1_000_000,
+    "lock_handoff": 1_000_000,
+    "lock_uncontended": 10_000_000,
 }
 
 SLEEP_S = 0.1
@@ -295,8 +298,74 @@ async def case_taskgroup(n):
 
 
 # --------------------------------------------------------------------------
+# queue_pingpong: two tasks hand an int back and forth through two asyncio.Queues
+
+
+async def case_queue_pingpong(n):
+    to_a, to_b = asyncio.Queue(), asyncio.Queue()
+
+    async def ping():
+        v = 0
+        for _ in range(n):
+            await to_b.put(v + 1)
+            v = await to_a.get()
+        return v
+
+    async def pong():
+        for _ in range(n):
+            v = await to_b.get()
+            await to_a.put(v + 1)
+
+    t0 = time.perf_counter_ns()
+    v, _ = await asyncio.gather(ping(), pong())
+    t1 = time.perf_counter_ns()
+    if v != 2 * n:
+        raise BenchError("queue_pingpong: wrong value")
+    return Result(t1 - t0)
+
+
+# --------------------------------------------------------------------------
+# lock_handoff: two tasks take turns on one Lock, holding it across a yield
+
+
+async def case_lock_handoff(n):
+    lock = asyncio.Lock()
+    turns = [0]
+
+    async def worker(k):
+        for _ in range(k):
+            async with lock:
+                turns[0] += 1
+                await asyncio.sleep(0)
+
+    t0 = time.perf_counter_ns()
+    await asyncio.gather(worker(n // 2), worker(n // 2))
+    t1 = time.perf_counter_ns()
+    if turns[0] != n // 2 * 2:
+        raise BenchError("lock_handoff: wrong count")
+    return Result(t1 - t0)
+
+
+# lock_uncontended: acquire + release with nobody else
+
+
+async def case_lock_uncontended(n):
+    lock = asyncio.Lock()
+    acquire, release = lock.acquire, lock.release
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        await acquire()
+        release()
+    t1 = time.perf_counter_ns()
+    return Result(t1 - t0)
+
+
+# --------------------------------------------------------------------------
 
 ASYNC_CASES = {
+    "queue_pingpong": case_queue_pingpong,
+    "lock_handoff": case_lock_handoff,
+    "lock_uncontended": case_lock_uncontended,
     "wait_for_ready": case_wait_for_ready,
     "taskgroup": case_taskgroup,
     "spawn": case_spawn,
