@@ -1,0 +1,66 @@
+// bench_echo_server PORT: the echo server of bench/run_echo_bench.sh written with our streams API,
+// one loop on one thread, the way asyncio's documentation writes it in Python:
+//
+//   while data := await reader.read(65536):
+//       writer.write(data)
+//       await writer.drain()
+//
+// Listens on 127.0.0.1:PORT (0: the kernel picks a port), prints "serving on 127.0.0.1:PORT" with
+// the real port once it listens, and echoes every byte of every connection until the peer closes
+// it. A connection reset by its peer ends that connection only. Runs until killed. The soft
+// RLIMIT_NOFILE is raised to the hard limit (10,000 connections need more than the usual 1024).
+#include <sys/resource.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <system_error>
+
+#include <asyncio/asyncio.hpp>
+#include <asyncio/server.hpp>
+#include <asyncio/streams.hpp>
+
+namespace {
+
+asyncio::Coroutine<> echo(asyncio::StreamReader reader, asyncio::StreamWriter writer) {
+    try {
+        std::string data;
+        while ((data = co_await reader.read(65536)).size()) {
+            writer.write(data);
+            co_await writer.drain();
+        }
+    } catch (const std::system_error&) {
+        // ECONNRESET, EPIPE: this connection is over; the server goes on.
+    }
+    writer.close();
+}
+
+asyncio::Coroutine<> serve(std::uint16_t port) {
+    auto server = co_await asyncio::start_server(echo, "127.0.0.1", port);
+    std::printf("serving on 127.0.0.1:%u\n", static_cast<unsigned>(server.sockets()[0].getsockname().port()));
+    std::fflush(stdout);
+    co_await server.serve_forever();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: %s PORT\n", argv[0]);
+        return 2;
+    }
+    char* end = nullptr;
+    long port = std::strtol(argv[1], &end, 10);
+    if (*argv[1] == '\0' || *end != '\0' || port < 0 || port > 65535) {
+        std::fprintf(stderr, "bench_echo_server: bad port '%s'\n", argv[1]);
+        return 2;
+    }
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    asyncio::run(serve(static_cast<std::uint16_t>(port)));
+    return 0;
+}

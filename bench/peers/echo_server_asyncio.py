@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Python peer of ``bench_echo_server``: an asyncio streams echo server.
+
+Usage:
+    python3 bench/peers/echo_server_asyncio.py PORT [--loop asyncio|uvloop]
+
+Listens on 127.0.0.1:PORT (0: the kernel picks a port), prints
+``serving on 127.0.0.1:PORT`` with the real port once it listens, and echoes
+every byte of every connection until the peer closes it, with the same loop as
+the C++ server::
+
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+
+One event loop, one thread: ``--loop asyncio`` is the stock selector loop,
+``--loop uvloop`` uses ``uvloop.new_event_loop`` via
+``asyncio.Runner(loop_factory=...)``.  ``start_server`` is called with its
+defaults (backlog 100; asyncio and uvloop both set TCP_NODELAY on accepted
+sockets).  The soft RLIMIT_NOFILE is raised to the hard limit.  A connection
+reset by the peer ends that connection only.  Runs until killed.
+See bench/README.md (the echo benchmark) and bench/run_echo_bench.sh.
+"""
+
+import argparse
+import asyncio
+import resource
+import sys
+
+
+async def handle(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(port):
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    real_port = server.sockets[0].getsockname()[1]
+    print(f"serving on 127.0.0.1:{real_port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", type=int)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = parser.parse_args()
+    if not 0 <= args.port <= 65535:
+        parser.error("PORT must be in 0..65535")
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    if args.loop == "uvloop":
+        import uvloop  # noqa: PLC0415 (only when asked for)
+
+        factory = uvloop.new_event_loop
+    else:
+        factory = None
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
