@@ -3,7 +3,9 @@
 #pragma once
 
 #include <any>
+#include <cstddef>
 #include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -124,6 +126,39 @@ class BrokenBarrierError : public std::runtime_error {
 public:
     BrokenBarrierError() : std::runtime_error("BrokenBarrierError") {}
     using std::runtime_error::runtime_error;
+};
+
+/// StreamReader::readexactly() (or readuntil()) reached EOF before it had read what it needed, as
+/// Python's asyncio.IncompleteReadError (an EOFError). partial() holds the bytes that were read
+/// (they are no longer in the reader's buffer); expected() is how many were wanted (nullopt for
+/// readuntil, Python's None).
+class IncompleteReadError : public std::runtime_error {
+public:
+    IncompleteReadError(std::string partial, std::optional<std::size_t> expected)
+        : std::runtime_error(std::to_string(partial.size()) + " bytes read on a total of " +
+                             (expected ? std::to_string(*expected) : std::string("undefined")) +
+                             " expected bytes"),
+          partial_(std::move(partial)),
+          expected_(expected) {}
+    const std::string& partial() const noexcept { return partial_; }
+    std::optional<std::size_t> expected() const noexcept { return expected_; }
+
+private:
+    std::string partial_;
+    std::optional<std::size_t> expected_;
+};
+
+/// StreamReader::readuntil()/readline() found no separator within the reader's limit, as Python's
+/// asyncio.LimitOverrunError. The data stays in the reader's buffer; consumed() is the number of
+/// bytes to read (e.g. with read(consumed())) to get past what was searched.
+class LimitOverrunError : public std::runtime_error {
+public:
+    LimitOverrunError(const std::string& message, std::size_t consumed)
+        : std::runtime_error(message), consumed_(consumed) {}
+    std::size_t consumed() const noexcept { return consumed_; }
+
+private:
+    std::size_t consumed_;
 };
 
 }  // namespace asyncio

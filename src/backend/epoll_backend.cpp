@@ -15,6 +15,15 @@
 //     EAGAIN: any data arriving after that is a new edge, and an edge that arrives while no op
 //     waits is simply dropped (the next op tries the call first and finds the data).
 // So a receive that has to wait costs its failed call and its share of epoll_wait, nothing more.
+// Even that failed call is saved when the backend knows the fd is not ready: after an attempt
+// that failed with EAGAIN, or a short receive/send of an op marked short_means_not_ready (a stream
+// socket), a direction of a registered fd is "not ready" until epoll reports an event for it, and
+// an operation submitted meanwhile is queued without trying the call. Any data (or space) that
+// comes after that attempt raises a new edge, so nothing is missed; an echo server then makes the
+// same system calls per message as a hand-written level-triggered one (recv, send, epoll_wait).
+// Once epoll has reported EPOLLRDHUP/EPOLLHUP/EPOLLERR for an fd, short results prove nothing
+// (a receive can return the last bytes and consume the FIN in the same call, and no edge follows):
+// from then on only EAGAIN marks it not ready.
 // registrations() counts pending operations (and watchers), not fds in the set: an idle connection
 // costs the loop nothing, and with nothing pending the loop skips epoll_wait when it would not block.
 //
@@ -218,15 +227,18 @@ public:
             FdState& s = fds_[static_cast<std::size_t>(fd)];
             const std::uint32_t e = events[i].events;
             const bool level = s.watched();
+            if ((e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) s.hup = true;
             if ((e & kReadEvents) != 0) {
-                completions += run_queue(s.rhead, s.rtail, ready);
+                s.rnot_ready = false;
+                completions += run_queue(s, s.rhead, s.rtail, ready);
                 if (s.reader) {
                     ready.push(&run_watcher, pack(fd, false));
                     ++completions;
                 }
             }
             if ((e & kWriteEvents) != 0) {
-                completions += run_queue(s.whead, s.wtail, ready);
+                s.wnot_ready = false;
+                completions += run_queue(s, s.whead, s.wtail, ready);
                 if (s.writer) {
                     ready.push(&run_watcher, pack(fd, true));
                     ++completions;
@@ -252,9 +264,15 @@ public:
         const auto idx = static_cast<std::size_t>(op.fd);
         const bool reader = is_read_kind(op.kind);
         if (idx >= fds_.size() || (reader ? fds_[idx].rhead : fds_[idx].whead) == nullptr) {
-            // Nobody waits ahead of it in this direction: try the call now.
-            const std::int64_t r = attempt(op, false);
-            if (r != -EAGAIN) return finish_now(op, r);
+            // Nobody waits ahead of it in this direction: try the call now, unless the fd is
+            // registered and known not to be ready (then only an event can change that).
+            const bool not_ready = idx < fds_.size() && fds_[idx].registered != 0 &&
+                                   (reader ? fds_[idx].rnot_ready : fds_[idx].wnot_ready);
+            if (!not_ready) {
+                const std::int64_t r = attempt(op, false);
+                if (idx < fds_.size()) note_attempt(fds_[idx], op, r);
+                if (r != -EAGAIN) return finish_now(op, r);
+            }
         }
         if (idx >= fds_.size()) fds_.resize(idx + 1 > fds_.size() * 2 ? idx + 1 : fds_.size() * 2);
         FdState& s = fds_[idx];
@@ -354,6 +372,9 @@ private:
         std::shared_ptr<Callback> writer;  // add_writer
         std::uint32_t registered = 0;      // the events in the epoll set for this fd; 0: not in it
         bool edge = false;                 // operations used it: keep it, edge-triggered
+        bool rnot_ready = false;           // reading would block, until the next read event
+        bool wnot_ready = false;           // writing would block, until the next write event
+        bool hup = false;                  // EPOLLRDHUP/HUP/ERR seen: short results say nothing
 
         bool watched() const noexcept { return reader || writer; }
     };
@@ -398,11 +419,23 @@ private:
         op.prev = op.next = nullptr;
     }
 
+    /// Records what an attempt says about the fd's readiness in op's direction.
+    static void note_attempt(FdState& s, const IoOp& op, std::int64_t r) noexcept {
+        bool& not_ready = is_read_kind(op.kind) ? s.rnot_ready : s.wnot_ready;
+        if (r == -EAGAIN)
+            not_ready = true;
+        else if (op.short_means_not_ready && !s.hup && r > 0 && static_cast<std::uint64_t>(r) < op.len)
+            not_ready = true;
+        else
+            not_ready = false;
+    }
+
     /// Retries the queued ops of one direction in order until one would block.
-    std::size_t run_queue(IoOp*& head, IoOp*& tail, ReadyQueue& ready) {
+    std::size_t run_queue(FdState& s, IoOp*& head, IoOp*& tail, ReadyQueue& ready) {
         std::size_t n = 0;
         while (IoOp* op = head) {
             const std::int64_t r = attempt(*op, true);
+            note_attempt(s, *op, r);
             if (r == -EAGAIN) break;
             unlink(*op, head, tail);
             op->result = r;

@@ -47,6 +47,11 @@ struct IoOp {
     // ---- what to do (set by the submitter) ----
     IoKind kind = IoKind::readable;
     IoState state = IoState::idle;
+    /// recv/send on a stream socket only: a result shorter than len means the socket was drained
+    /// (recv) or its send buffer is full (send), so the backend may wait for readiness before the
+    /// next attempt in that direction instead of making a call that would fail with EAGAIN.
+    /// (A short datagram says nothing about the next one: never set it for datagram sockets.)
+    bool short_means_not_ready = false;
     int fd = -1;
     int flags = 0;             // MSG_* flags for recv/send/recvfrom/sendto
     void* buf = nullptr;       // recv/send/recvfrom/sendto

@@ -1,0 +1,223 @@
+// The state of one stream connection, shared by its StreamReader and StreamWriter handles
+// (asyncio's transport + protocol + reader buffer in one object). Private to src/.
+//
+// Lifetime: `refs_` counts every reference (handles, coroutines of the stream API in flight, the
+// flusher task); `handles_` counts the StreamReader/StreamWriter handles only. When handles_ drops
+// to 0 the connection is closed as by close() (flush, then close the socket); when refs_ drops to 0
+// the object is deleted (and its socket closed if it still is open).
+//
+// Reading: the read buffer is filled by a FillAwaiter, an IoOp (recv into the buffer's free tail)
+// embedded in the reading coroutine's frame, so the loop owns it through that task. Writing: write()
+// sends at once when nothing is buffered; the rest goes to a list of chunks that a flusher task
+// (holding a reference) sends in order.
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "asyncio/detail/io_op.hpp"
+#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/socket.hpp"
+#include "asyncio/streams.hpp"
+#include "asyncio/task.hpp"
+
+namespace asyncio::detail {
+
+class ServerState;  // server.cpp
+
+/// The read buffer: bytes [begin_, end_) of a heap block, no zero-filling, grown by doubling.
+class ReadBuffer {
+public:
+    static constexpr std::size_t kInitial = 16 * 1024;
+    static constexpr std::size_t kMinFree = 4 * 1024;
+    static constexpr std::size_t kMaxAuto = 256 * 1024;
+
+    std::size_t size() const noexcept { return end_ - begin_; }
+    bool empty() const noexcept { return begin_ == end_; }
+    const char* data() const noexcept { return data_.get() + begin_; }
+    std::string_view view() const noexcept { return {data(), size()}; }
+    std::size_t capacity() const noexcept { return cap_; }
+
+    /// Room for at least `want` more bytes (at least kMinFree); returns the free tail.
+    std::pair<char*, std::size_t> prepare(std::size_t want);
+    /// n bytes were written into the tail returned by prepare().
+    void commit(std::size_t n, std::size_t offered) noexcept {
+        end_ += n;
+        if (n == offered && cap_ < kMaxAuto) grow_ = true;  // it filled everything: larger next time
+    }
+    void append(std::string_view s);
+    /// Removes and returns the first n bytes (n <= size()).
+    std::string take(std::size_t n);
+    void consume(std::size_t n) noexcept {
+        begin_ += n;
+        if (begin_ == end_) begin_ = end_ = 0;
+    }
+
+private:
+    std::unique_ptr<char[]> data_;
+    std::size_t cap_ = 0;
+    std::size_t begin_ = 0;
+    std::size_t end_ = 0;
+    bool grow_ = false;
+};
+
+class FillAwaiter;
+class StreamCore;
+
+/// Called when a connection of a server closes its socket (server.cpp).
+void server_connection_closed(StreamCore& c) noexcept;
+
+/// A task waiting on a list (drain(), wait_closed(), serve_forever()): woken by wake_all(),
+/// unlinked if cancelled. Raises CancelledError if cancelled (also after a wake-up).
+class ListWait : public WaiterNode, public CancelHook {
+public:
+    ListWait(WaiterList& list, const char* what) noexcept : list_(list), what_(what) {}
+    ListWait(const ListWait&) = delete;
+    ListWait& operator=(const ListWait&) = delete;
+    ~ListWait();
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h);
+    void await_resume() const;
+    /// Wakes every waiter of list, in order.
+    static void wake_all(WaiterList& list) noexcept;
+
+private:
+    static bool on_cancel(CancelHook* h);
+    WaiterList& list_;
+    const char* what_;
+    PromiseBase* task_ = nullptr;
+    EventLoop* loop_ = nullptr;
+    bool suspended_ = false;
+    bool cancelled_ = false;
+};
+
+class StreamCore {
+public:
+    /// A reader without a connection.
+    explicit StreamCore(std::size_t limit);
+    /// A connection.
+    StreamCore(Socket sock, std::size_t limit, Address peer);
+    StreamCore(const StreamCore&) = delete;
+    StreamCore& operator=(const StreamCore&) = delete;
+    ~StreamCore();
+
+    // ---- references ----
+    void retain(bool handle) noexcept {
+        ++refs_;
+        if (handle) ++handles_;
+    }
+    void release(bool handle) noexcept;
+
+    // ---- reading ----
+    std::size_t limit_;
+    ReadBuffer rbuf_;
+    bool eof_ = false;             // EOF received (or the connection closed on our side)
+    std::exception_ptr rerror_;    // a failed receive or set_exception()
+    FillAwaiter* read_waiter_ = nullptr;
+    bool has_socket_ = false;      // a connection (not a fed reader)
+    bool stream_ = false;          // a SOCK_STREAM socket: short reads/writes mean "not ready"
+
+    /// Raises the read error if any.
+    void check_read_error() const {
+        if (rerror_) std::rethrow_exception(rerror_);
+    }
+    /// Wakes a read waiting for data (feed_data, feed_eof, set_exception, close).
+    void wake_reader() noexcept;
+    /// Marks the start of a wait for data: RuntimeError if another read is waiting.
+    void check_single_reader(const char* what) const;
+
+    // ---- writing ----
+    std::deque<std::string> chunks_;  // the write buffer, in order
+    std::size_t front_sent_ = 0;      // bytes of chunks_.front() already sent
+    std::size_t wsize_ = 0;           // bytes buffered (not sent)
+    std::size_t high_ = 64 * 1024;
+    std::size_t low_ = 16 * 1024;
+    bool paused_ = false;             // above high-water; drain() waits until <= low
+    bool flusher_active_ = false;
+    bool flusher_cancelled_ = false;  // the flusher was cancelled (loop shutdown): do not restart it
+    bool eof_requested_ = false;      // write_eof() called
+    bool eof_sent_ = false;           // shutdown(SHUT_WR) done
+    std::error_code werror_;          // a failed send
+    WaiterList drain_waiters_;
+    WaiterList close_waiters_;
+
+    void write(const void* data, std::size_t n);
+    void write_eof();
+    void close() noexcept;
+    void abort() noexcept;
+    /// n bytes of the front chunk were sent.
+    void consume_written(std::size_t n) noexcept;
+    void set_write_error(std::error_code ec) noexcept;
+    /// The buffer is empty (or failed): half-close or close as requested.
+    void after_flush() noexcept;
+    /// Wakes the drain() waiters (resume below low-water, error, close).
+    void wake_drainers() noexcept;
+
+    // ---- the connection ----
+    Socket sock_;
+    bool closing_ = false;   // close()/abort() called, or lost
+    bool closed_ = false;    // the socket is closed
+    Address peer_;
+    std::optional<Address> sockname_;
+    /// Closes the socket now (pending operations fail with EBADF, seen as EOF by the reader).
+    void close_socket() noexcept;
+
+    void start_flusher();
+
+    // ---- the server this connection belongs to (server.cpp) ----
+    std::shared_ptr<ServerState> server_;
+    StreamCore* srv_prev_ = nullptr;
+    StreamCore* srv_next_ = nullptr;
+
+    std::uint32_t refs_ = 0;
+    std::uint32_t handles_ = 0;
+
+private:
+    /// Sends what fits at once; returns the number of bytes sent. Throws std::system_error.
+    std::size_t send_now(const char* p, std::size_t n);
+};
+
+/// A wait for more data in a reader: a recv into the buffer (connection) or a wake-up by
+/// feed_data/feed_eof/set_exception (fed reader). Errors and EOF are recorded in the core;
+/// await_resume raises only CancelledError.
+class FillAwaiter : public CancelHook, public IoOp {
+public:
+    FillAwaiter(StreamCore& core, std::size_t want) noexcept : core_(core), want_(want) {}
+    FillAwaiter(const FillAwaiter&) = delete;
+    FillAwaiter& operator=(const FillAwaiter&) = delete;
+    ~FillAwaiter();
+
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h);
+    void await_resume();
+
+    /// Wakes the waiting task without data (the caller re-checks the buffer, EOF and errors).
+    void wake() noexcept;
+
+private:
+    static bool on_cancel_io(CancelHook* h);
+    static bool on_cancel_fed(CancelHook* h);
+    static void on_complete(void* op);
+
+    StreamCore& core_;
+    std::size_t want_;
+    EventLoop* loop_ = nullptr;
+    PromiseBase* task_ = nullptr;
+    std::size_t offered_ = 0;
+    bool io_ = false;         // a recv was submitted
+    bool woken_ = false;      // woken by wake(), not by data or a cancellation
+    bool cancelled_ = false;  // fed reader: woken by a cancellation
+};
+
+/// Makes a connected stream pair from a socket (TCP_NODELAY for TCP).
+std::pair<StreamReader, StreamWriter> make_streams(Socket sock, std::size_t limit, Address peer);
+
+}  // namespace asyncio::detail

@@ -1,0 +1,728 @@
+// StreamReader, StreamWriter and open_connection on a StreamCore (stream_core.hpp).
+#include "asyncio/streams.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <utility>
+#include <vector>
+
+#include "asyncio/dns.hpp"
+#include "asyncio/event_loop.hpp"
+#include "asyncio/exceptions.hpp"
+#include "asyncio/task.hpp"
+#include "stream_core.hpp"
+
+namespace asyncio {
+
+namespace detail {
+
+// ---- ReadBuffer ----
+
+std::pair<char*, std::size_t> ReadBuffer::prepare(std::size_t want) {
+    if (want < kMinFree) want = kMinFree;
+    if (begin_ == end_) begin_ = end_ = 0;
+    const std::size_t size = end_ - begin_;
+    std::size_t cap = cap_ == 0 ? kInitial : cap_;
+    if (grow_ && cap_ != 0 && cap_ < kMaxAuto) cap = cap_ * 2;
+    grow_ = false;
+    if (cap < size + want) cap = std::max(cap * 2, size + want);
+    if (cap != cap_) {
+        std::unique_ptr<char[]> block(new char[cap]);
+        if (size > 0) std::memcpy(block.get(), data_.get() + begin_, size);
+        data_ = std::move(block);
+        cap_ = cap;
+        begin_ = 0;
+        end_ = size;
+    } else if (cap_ - end_ < want) {
+        std::memmove(data_.get(), data_.get() + begin_, size);
+        begin_ = 0;
+        end_ = size;
+    }
+    return {data_.get() + end_, cap_ - end_};
+}
+
+void ReadBuffer::append(std::string_view s) {
+    if (s.empty()) return;
+    auto [p, n] = prepare(s.size());
+    (void)n;
+    std::memcpy(p, s.data(), s.size());
+    end_ += s.size();
+}
+
+std::string ReadBuffer::take(std::size_t n) {
+    std::string out(data(), n);
+    consume(n);
+    return out;
+}
+
+// ---- waiting on a list (drain, wait_closed, serve_forever) ----
+
+ListWait::~ListWait() { list_.remove(this); }
+
+bool ListWait::await_suspend(std::coroutine_handle<> h) {
+    task_ = current_task_or_throw(what_);
+    loop_ = t_running_loop;
+    if (!suspend_task(task_, h, this)) return false;
+    suspended_ = true;
+    CancelHook::fn = &on_cancel;
+    list_.push_back(this);
+    return true;
+}
+
+void ListWait::await_resume() const {
+    if (!suspended_ || cancelled_) throw_cancelled(task_);
+    check_cancelled(task_);
+}
+
+bool ListWait::on_cancel(CancelHook* h) {
+    auto* self = static_cast<ListWait*>(h);
+    self->list_.remove(self);
+    self->cancelled_ = true;
+    self->task_->waiting_ = nullptr;
+    self->loop_->schedule(&step_task, self->task_);
+    return false;
+}
+
+void ListWait::wake_all(WaiterList& list) noexcept {
+    while (WaiterNode* n = list.pop_front()) {
+        auto* w = static_cast<ListWait*>(n);
+        w->task_->waiting_ = nullptr;
+        try {
+            w->loop_->schedule(&step_task, w->task_);
+        } catch (...) {
+            // Out of memory growing the ready queue: the waiter stays suspended until cancelled.
+        }
+    }
+}
+
+// ---- FillAwaiter ----
+
+FillAwaiter::~FillAwaiter() {
+    if (state == IoState::pending) io_cancel(*loop_, *this);
+    if (core_.read_waiter_ == this) core_.read_waiter_ = nullptr;
+}
+
+bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
+    task_ = current_task_or_throw("StreamReader");
+    loop_ = t_running_loop;
+    const bool io = core_.has_socket_ && !core_.closed_;
+    std::pair<char*, std::size_t> room{};
+    if (io) room = core_.rbuf_.prepare(want_);  // may throw: nothing is registered yet
+    if (!suspend_task(task_, h, this)) return false;
+    core_.read_waiter_ = this;
+    if (!io) {
+        CancelHook::fn = &on_cancel_fed;
+        return true;
+    }
+    kind = IoKind::recv;
+    short_means_not_ready = core_.stream_;
+    fd = core_.sock_.fileno();
+    buf = room.first;
+    len = room.second;
+    offered_ = room.second;
+    complete = &on_complete;
+    CancelHook::fn = &on_cancel_io;
+    io_ = true;
+    bool done;
+    try {
+        done = io_submit(*loop_, *this);
+    } catch (...) {
+        task_->waiting_ = nullptr;
+        core_.read_waiter_ = nullptr;
+        throw;
+    }
+    if (!done) return true;
+    task_->waiting_ = nullptr;  // received (or failed) at once: go on without suspending
+    core_.read_waiter_ = nullptr;
+    return false;
+}
+
+void FillAwaiter::await_resume() {
+    if (core_.read_waiter_ == this) core_.read_waiter_ = nullptr;
+    if (!io_) {
+        if (cancelled_ || !woken_) throw_cancelled(task_);  // (not woken: it never suspended)
+        check_cancelled(task_);
+        return;
+    }
+    if (state == IoState::done) {
+        if (result > 0) {
+            core_.rbuf_.commit(static_cast<std::size_t>(result), offered_);
+        } else if (result == 0 || core_.closed_) {
+            core_.eof_ = true;
+        } else {
+            core_.rerror_ = std::make_exception_ptr(
+                std::system_error(static_cast<int>(-result), std::generic_category(), "recv"));
+        }
+        return;
+    }
+    if (state == IoState::cancelled && woken_) return;
+    throw_cancelled(task_);
+}
+
+void FillAwaiter::wake() noexcept {
+    if (core_.read_waiter_ == this) core_.read_waiter_ = nullptr;
+    if (io_) {
+        // Withdraw the receive; if it already completed, its queued completion resumes the task.
+        if (state == IoState::pending && io_cancel(*loop_, *this)) {
+            woken_ = true;
+            task_->waiting_ = nullptr;
+            try {
+                loop_->schedule(&step_task, task_);
+            } catch (...) {
+            }
+        }
+        return;
+    }
+    if (woken_ || cancelled_) return;
+    woken_ = true;
+    task_->waiting_ = nullptr;
+    try {
+        loop_->schedule(&step_task, task_);
+    } catch (...) {
+    }
+}
+
+bool FillAwaiter::on_cancel_io(CancelHook* h) {
+    auto* self = static_cast<FillAwaiter*>(h);
+    if (io_cancel(*self->loop_, *self)) {
+        if (self->core_.read_waiter_ == self) self->core_.read_waiter_ = nullptr;
+        self->task_->waiting_ = nullptr;
+        self->loop_->schedule(&step_task, self->task_);
+        return false;  // withdrawn: nothing was received; CancelledError at the co_await
+    }
+    // Completed in this iteration, completion queued: keep the bytes, raise at the next suspension.
+    self->task_->flags_ |= kMustCancel;
+    return true;
+}
+
+bool FillAwaiter::on_cancel_fed(CancelHook* h) {
+    auto* self = static_cast<FillAwaiter*>(h);
+    if (self->core_.read_waiter_ == self) self->core_.read_waiter_ = nullptr;
+    self->cancelled_ = true;
+    self->task_->waiting_ = nullptr;
+    self->loop_->schedule(&step_task, self->task_);
+    return false;
+}
+
+void FillAwaiter::on_complete(void* op) {
+    auto* self = static_cast<FillAwaiter*>(static_cast<IoOp*>(op));
+    self->task_->waiting_ = nullptr;
+    step_task(self->task_);
+}
+
+// ---- StreamCore ----
+
+StreamCore::StreamCore(std::size_t limit) : limit_(limit) {}
+
+StreamCore::StreamCore(Socket sock, std::size_t limit, Address peer)
+    : limit_(limit), has_socket_(true), stream_(sock.type() == SOCK_STREAM), sock_(std::move(sock)), peer_(peer) {}
+
+StreamCore::~StreamCore() {
+    if (has_socket_ && !closed_) close_socket();
+}
+
+void StreamCore::release(bool handle) noexcept {
+    if (handle && --handles_ == 0 && has_socket_ && !closing_) {
+        ++refs_;  // alive through close()
+        close();
+        --refs_;
+    }
+    if (--refs_ == 0) delete this;
+}
+
+void StreamCore::wake_reader() noexcept {
+    if (FillAwaiter* w = read_waiter_) {
+        read_waiter_ = nullptr;
+        w->wake();
+    }
+}
+
+void StreamCore::check_single_reader(const char* what) const {
+    if (read_waiter_ != nullptr)
+        throw RuntimeError(std::string(what) +
+                           "() called while another coroutine is already waiting for incoming data");
+}
+
+std::size_t StreamCore::send_now(const char* p, std::size_t n) {
+    EventLoop* loop = t_running_loop;
+    if (loop == nullptr) throw RuntimeError("StreamWriter::write() needs a running event loop");
+    IoOp op;
+    op.kind = IoKind::send;
+    op.short_means_not_ready = stream_;
+    op.fd = sock_.fileno();
+    op.buf = const_cast<char*>(p);
+    op.len = n;
+    op.complete = [](void*) {};  // (a completion that raced with the cancel below: nothing to do)
+    // One attempt: an operation that would have to wait is withdrawn (it did nothing) and the
+    // bytes go to the buffer instead.
+    if (!io_submit(*loop, op) && io_cancel(*loop, op)) return 0;
+    if (op.result < 0) {
+        const std::error_code ec(static_cast<int>(-op.result), std::generic_category());
+        set_write_error(ec);
+        throw std::system_error(ec, "send");
+    }
+    return static_cast<std::size_t>(op.result);
+}
+
+namespace {
+constexpr std::size_t kCoalesce = 64 * 1024;  // small writes are appended to the last chunk up to this
+}  // namespace
+
+void StreamCore::write(const void* data, std::size_t n) {
+    if (!has_socket_) throw RuntimeError("StreamWriter has no connection");
+    if (eof_requested_) throw RuntimeError("Cannot call write() after write_eof()");
+    if (closing_) throw RuntimeError("Cannot call write() after close()");
+    if (werror_) throw std::system_error(werror_, "send");
+    if (n == 0) return;
+    const char* p = static_cast<const char*>(data);
+    if (wsize_ == 0) {
+        const std::size_t sent = send_now(p, n);
+        p += sent;
+        n -= sent;
+        if (n == 0) return;
+    }
+    // Append: into the last chunk unless it is the one the flusher is sending.
+    if (!chunks_.empty() && (chunks_.size() > 1 || !flusher_active_) &&
+        chunks_.back().size() + n <= kCoalesce) {
+        chunks_.back().append(p, n);
+    } else {
+        chunks_.emplace_back(p, n);
+    }
+    wsize_ += n;
+    if (wsize_ > high_) paused_ = true;
+    if (!flusher_active_) start_flusher();
+}
+
+namespace {
+/// Sends the write buffer in order; holds a reference, so a connection whose handles are gone
+/// lives until its buffer is flushed (or this task is cancelled by the loop's shutdown).
+Coroutine<> flush_buffer(StreamRef<false> ref) {
+    StreamCore& s = *ref;
+    try {
+        while (s.wsize_ > 0 && !s.closed_) {
+            const std::string& front = s.chunks_.front();
+            const std::string_view rest(front.data() + s.front_sent_, front.size() - s.front_sent_);
+            auto send = sock_send(s.sock_, rest);
+            send.short_means_not_ready = s.stream_;
+            const std::size_t n = co_await send;
+            if (s.closed_) break;
+            s.consume_written(n);
+        }
+    } catch (const std::system_error& e) {
+        if (!s.closed_) s.set_write_error(e.code());
+    } catch (const CancelledError&) {
+        s.flusher_active_ = false;
+        s.flusher_cancelled_ = true;
+        if (s.handles_ == 0 || s.closing_) s.close_socket();  // nobody will flush it any more
+        throw;
+    }
+    s.flusher_active_ = false;
+    s.after_flush();
+}
+}  // namespace
+
+void StreamCore::start_flusher() {
+    EventLoop& loop = get_running_loop();
+    flusher_active_ = true;
+    try {
+        (void)loop.create_task(flush_buffer(StreamRef<false>(this)));
+    } catch (...) {
+        flusher_active_ = false;
+        throw;
+    }
+}
+
+void StreamCore::consume_written(std::size_t n) noexcept {
+    front_sent_ += n;
+    wsize_ -= n;
+    if (front_sent_ >= chunks_.front().size()) {
+        chunks_.pop_front();
+        front_sent_ = 0;
+    }
+    if (paused_ && wsize_ <= low_) {
+        paused_ = false;
+        wake_drainers();
+    }
+}
+
+void StreamCore::set_write_error(std::error_code ec) noexcept {
+    werror_ = ec;
+    chunks_.clear();
+    front_sent_ = 0;
+    wsize_ = 0;
+    paused_ = false;
+    wake_drainers();
+}
+
+void StreamCore::after_flush() noexcept {
+    if (closed_) return;
+    if (werror_ || closing_ || handles_ == 0) {
+        close_socket();
+        return;
+    }
+    if (eof_requested_ && !eof_sent_) {
+        eof_sent_ = true;
+        ::shutdown(sock_.fileno(), SHUT_WR);  // an error here (peer gone) shows on the next read
+    }
+}
+
+void StreamCore::wake_drainers() noexcept { ListWait::wake_all(drain_waiters_); }
+
+void StreamCore::write_eof() {
+    if (!has_socket_) throw RuntimeError("StreamWriter has no connection");
+    if (eof_requested_ || closing_) return;
+    eof_requested_ = true;
+    if (wsize_ == 0 && !flusher_active_) {
+        eof_sent_ = true;
+        ::shutdown(sock_.fileno(), SHUT_WR);
+    }
+}
+
+void StreamCore::close() noexcept {
+    if (closing_ || !has_socket_) return;
+    closing_ = true;
+    eof_ = true;  // nothing more is received
+    wake_reader();
+    if (wsize_ == 0 || werror_) {
+        close_socket();
+    } else if (!flusher_active_) {
+        // The flusher was cancelled (loop shutdown), or cannot start: drop the rest.
+        if (flusher_cancelled_ || t_running_loop == nullptr) {
+            close_socket();
+        } else {
+            try {
+                start_flusher();
+            } catch (...) {
+                close_socket();
+            }
+        }
+    }
+    // else: the flusher closes the socket once the buffer is sent.
+}
+
+void StreamCore::abort() noexcept {
+    if (!has_socket_) return;
+    closing_ = true;
+    close_socket();
+}
+
+void StreamCore::close_socket() noexcept {
+    if (closed_) return;
+    closed_ = true;
+    closing_ = true;
+    eof_ = true;
+    wake_reader();
+    sock_.close();  // first: a send still pending on the buffer fails with EBADF
+    chunks_.clear();
+    front_sent_ = 0;
+    wsize_ = 0;
+    paused_ = false;
+    wake_drainers();
+    ListWait::wake_all(close_waiters_);
+    if (server_) server_connection_closed(*this);
+}
+
+void stream_retain(StreamCore* c, bool handle) noexcept { c->retain(handle); }
+void stream_release(StreamCore* c, bool handle) noexcept { c->release(handle); }
+
+std::pair<StreamReader, StreamWriter> make_streams(Socket sock, std::size_t limit, Address peer) {
+    if ((sock.family() == AF_INET || sock.family() == AF_INET6) && sock.type() == SOCK_STREAM) {
+        const int one = 1;
+        ::setsockopt(sock.fileno(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // as asyncio
+    }
+    auto* core = new StreamCore(std::move(sock), limit, peer);
+    StreamReader r(core, FromCore{});
+    StreamWriter w(core, FromCore{});
+    return {std::move(r), std::move(w)};
+}
+
+namespace {
+
+StreamCore& need(const StreamRef<true>& ref, const char* what) {
+    if (!ref) throw RuntimeError(std::string(what) + " on an empty stream handle");
+    return *ref;
+}
+
+// ---- the reading coroutines ----
+
+Coroutine<std::string> read_impl(StreamRef<false> ref, std::ptrdiff_t n) {
+    StreamCore& s = *ref;
+    if (n == 0) co_return std::string();
+    if (n < 0) {
+        while (!s.eof_) {
+            s.check_read_error();
+            s.check_single_reader("read");
+            co_await FillAwaiter(s, s.rbuf_.size());
+        }
+        co_return s.rbuf_.take(s.rbuf_.size());
+    }
+    while (s.rbuf_.empty() && !s.eof_) {
+        s.check_read_error();
+        s.check_single_reader("read");
+        co_await FillAwaiter(s, 0);
+    }
+    co_return s.rbuf_.take(std::min(static_cast<std::size_t>(n), s.rbuf_.size()));
+}
+
+Coroutine<std::string> readexactly_impl(StreamRef<false> ref, std::size_t n) {
+    StreamCore& s = *ref;
+    while (s.rbuf_.size() < n) {
+        if (s.eof_) throw IncompleteReadError(s.rbuf_.take(s.rbuf_.size()), n);
+        s.check_read_error();
+        s.check_single_reader("readexactly");
+        co_await FillAwaiter(s, n - s.rbuf_.size());
+    }
+    co_return s.rbuf_.take(n);
+}
+
+/// readuntil (line = false) and readline (line = true: the rest at EOF instead of
+/// IncompleteReadError).
+Coroutine<std::string> readuntil_impl(StreamRef<false> ref, std::string sep, bool line) {
+    StreamCore& s = *ref;
+    const std::size_t seplen = sep.size();
+    std::size_t offset = 0;  // where the separator may still start
+    std::size_t isep = 0;
+    for (;;) {
+        const std::size_t buflen = s.rbuf_.size();
+        if (buflen >= offset + seplen) {
+            isep = s.rbuf_.view().find(sep, offset);
+            if (isep != std::string_view::npos) break;
+            offset = buflen + 1 - seplen;
+            if (offset > s.limit_)
+                throw LimitOverrunError("Separator is not found, and chunk exceed the limit", offset);
+        }
+        if (s.eof_) {
+            std::string rest = s.rbuf_.take(buflen);
+            if (line) co_return rest;
+            throw IncompleteReadError(std::move(rest), std::nullopt);
+        }
+        s.check_read_error();
+        s.check_single_reader(line ? "readline" : "readuntil");
+        co_await FillAwaiter(s, 0);
+    }
+    if (isep > s.limit_) throw LimitOverrunError("Separator is found, but chunk is longer than limit", isep);
+    co_return s.rbuf_.take(isep + seplen);
+}
+
+Coroutine<std::optional<std::string>> anext_impl(StreamRef<false> ref) {
+    std::string line = co_await readuntil_impl(ref, "\n", true);
+    if (line.empty()) co_return std::nullopt;
+    co_return std::optional<std::string>(std::move(line));
+}
+
+// ---- the writing coroutines ----
+
+Coroutine<> drain_impl(StreamRef<false> ref) {
+    StreamCore& s = *ref;
+    s.check_read_error();  // as asyncio: the reader's exception first
+    if (s.werror_) throw std::system_error(s.werror_, "send");
+    if (s.closed_) throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
+    while (s.paused_ && !s.closed_ && !s.werror_) co_await ListWait(s.drain_waiters_, "StreamWriter::drain()");
+    if (s.werror_) throw std::system_error(s.werror_, "send");
+    // Closed while waiting: return (as asyncio's drain waiters on connection_lost(None)).
+}
+
+Coroutine<> wait_closed_impl(StreamRef<false> ref) {
+    StreamCore& s = *ref;
+    while (!s.closed_) co_await ListWait(s.close_waiters_, "StreamWriter::wait_closed()");
+    if (s.werror_) throw std::system_error(s.werror_, "send");
+    s.check_read_error();
+}
+
+}  // namespace
+
+}  // namespace detail
+
+// ---- StreamReader ----
+
+StreamReader::StreamReader() : StreamReader(kDefaultStreamLimit) {}
+
+StreamReader::StreamReader(std::size_t limit) {
+    if (limit == 0) throw ValueError("Limit cannot be <= 0");
+    core_ = detail::StreamRef<true>(new detail::StreamCore(limit));
+}
+
+Coroutine<std::string> StreamReader::read(std::ptrdiff_t n) {
+    return detail::read_impl(detail::StreamRef<false>(&detail::need(core_, "read()")), n);
+}
+
+Coroutine<std::string> StreamReader::readexactly(std::size_t n) {
+    return detail::readexactly_impl(detail::StreamRef<false>(&detail::need(core_, "readexactly()")), n);
+}
+
+Coroutine<std::string> StreamReader::readline() {
+    return detail::readuntil_impl(detail::StreamRef<false>(&detail::need(core_, "readline()")), "\n", true);
+}
+
+Coroutine<std::string> StreamReader::readuntil(std::string separator) {
+    detail::StreamCore& c = detail::need(core_, "readuntil()");
+    if (separator.empty()) throw ValueError("Separator should be at least one-byte string");
+    return detail::readuntil_impl(detail::StreamRef<false>(&c), std::move(separator), false);
+}
+
+Coroutine<std::optional<std::string>> StreamReader::anext() {
+    return detail::anext_impl(detail::StreamRef<false>(&detail::need(core_, "anext()")));
+}
+
+bool StreamReader::at_eof() const noexcept { return core_ && core_->eof_ && core_->rbuf_.empty(); }
+std::size_t StreamReader::limit() const noexcept { return core_ ? core_->limit_ : 0; }
+std::size_t StreamReader::buffered() const noexcept { return core_ ? core_->rbuf_.size() : 0; }
+std::exception_ptr StreamReader::exception() const noexcept { return core_ ? core_->rerror_ : nullptr; }
+
+void StreamReader::feed_data(std::string_view data) {
+    detail::StreamCore& c = detail::need(core_, "feed_data()");
+    if (c.has_socket_) throw RuntimeError("feed_data() on the reader of a connection");
+    if (c.eof_) throw RuntimeError("feed_data after feed_eof");
+    if (data.empty()) return;
+    c.rbuf_.append(data);
+    c.wake_reader();
+}
+
+void StreamReader::feed_eof() {
+    detail::StreamCore& c = detail::need(core_, "feed_eof()");
+    c.eof_ = true;
+    c.wake_reader();
+}
+
+void StreamReader::set_exception(std::exception_ptr e) {
+    detail::StreamCore& c = detail::need(core_, "set_exception()");
+    c.rerror_ = std::move(e);
+    c.wake_reader();
+}
+
+// ---- StreamWriter ----
+
+void StreamWriter::write(ConstBuffer data) { detail::need(core_, "write()").write(data.data, data.size); }
+
+Coroutine<> StreamWriter::drain() {
+    return detail::drain_impl(detail::StreamRef<false>(&detail::need(core_, "drain()")));
+}
+
+bool StreamWriter::can_write_eof() const noexcept { return core_ && core_->has_socket_; }
+void StreamWriter::write_eof() { detail::need(core_, "write_eof()").write_eof(); }
+void StreamWriter::close() {
+    if (core_) core_->close();
+}
+void StreamWriter::abort() {
+    if (core_) core_->abort();
+}
+bool StreamWriter::is_closing() const noexcept { return !core_ || core_->closing_; }
+
+Coroutine<> StreamWriter::wait_closed() {
+    return detail::wait_closed_impl(detail::StreamRef<false>(&detail::need(core_, "wait_closed()")));
+}
+
+std::any StreamWriter::get_extra_info(std::string_view name, std::any default_value) const {
+    if (!core_) return default_value;
+    detail::StreamCore& c = *core_;
+    if (name == "peername") {
+        if (c.peer_.family() == AF_UNSPEC) return default_value;
+        return c.peer_;
+    }
+    if (name == "sockname") {
+        if (!c.sockname_ && !c.closed_) {
+            try {
+                c.sockname_ = c.sock_.getsockname();
+            } catch (const std::system_error&) {
+                return default_value;
+            }
+        }
+        if (!c.sockname_) return default_value;
+        return *c.sockname_;
+    }
+    if (name == "socket") return c.sock_.fileno();
+    return default_value;
+}
+
+std::size_t StreamWriter::get_write_buffer_size() const noexcept { return core_ ? core_->wsize_ : 0; }
+
+std::pair<std::size_t, std::size_t> StreamWriter::get_write_buffer_limits() const noexcept {
+    if (!core_) return {0, 0};
+    return {core_->low_, core_->high_};
+}
+
+void StreamWriter::set_write_buffer_limits(std::optional<std::size_t> high, std::optional<std::size_t> low) {
+    detail::StreamCore& c = detail::need(core_, "set_write_buffer_limits()");
+    std::size_t h;
+    if (high)
+        h = *high;
+    else
+        h = low ? 4 * *low : 64 * 1024;
+    const std::size_t l = low ? *low : h / 4;
+    if (h < l) throw ValueError("high (" + std::to_string(h) + ") must be >= low (" + std::to_string(l) + ")");
+    c.high_ = h;
+    c.low_ = l;
+    // As asyncio's _maybe_pause_protocol / _maybe_resume_protocol.
+    if (c.wsize_ > c.high_) {
+        c.paused_ = true;
+    } else if (c.paused_ && c.wsize_ <= c.low_) {
+        c.paused_ = false;
+        c.wake_drainers();
+    }
+}
+
+// ---- open_connection ----
+
+namespace {
+
+[[noreturn]] void raise_connect_errors(const std::vector<std::system_error>& errors) {
+    if (errors.size() == 1) throw errors.front();
+    bool same = true;
+    for (const auto& e : errors) same = same && std::strcmp(e.what(), errors.front().what()) == 0;
+    if (same) throw errors.front();
+    std::string msg = "Multiple exceptions: ";
+    for (std::size_t i = 0; i < errors.size(); ++i) {
+        if (i > 0) msg += ", ";
+        msg += errors[i].what();
+    }
+    throw std::system_error(errors.front().code(), msg);
+}
+
+}  // namespace
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, std::uint16_t port,
+                                                                 std::size_t limit) {
+    if (limit == 0) throw ValueError("Limit cannot be <= 0");
+    const std::vector<AddrInfo> infos = co_await getaddrinfo(host, port, AF_UNSPEC, SOCK_STREAM);
+    if (infos.empty())
+        throw std::system_error(std::make_error_code(std::errc::address_not_available),
+                                "getaddrinfo() returned empty list");
+    std::vector<std::system_error> errors;
+    for (const AddrInfo& ai : infos) {
+        try {
+            Socket sock(ai.family, ai.type, ai.protocol);
+            co_await sock_connect(sock, ai.address);
+            co_return detail::make_streams(std::move(sock), limit, ai.address);
+        } catch (const std::system_error& e) {
+            errors.emplace_back(e.code(), "connect to " + ai.address.to_string());
+        }
+    }
+    raise_connect_errors(errors);
+}
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path, std::size_t limit) {
+    if (limit == 0) throw ValueError("Limit cannot be <= 0");
+    const Address address = Address::unix_path(path);
+    Socket sock(AF_UNIX, SOCK_STREAM);
+    co_await sock_connect(sock, address);
+    co_return detail::make_streams(std::move(sock), limit, address);
+}
+
+std::pair<StreamReader, StreamWriter> open_connection(Socket sock, std::size_t limit) {
+    if (!sock) throw ValueError("open_connection() of a closed socket");
+    if (limit == 0) throw ValueError("Limit cannot be <= 0");
+    Address peer;
+    try {
+        peer = sock.getpeername();
+    } catch (const std::system_error&) {
+        // not connected (yet): no peername
+    }
+    return detail::make_streams(std::move(sock), limit, peer);
+}
+
+}  // namespace asyncio
