@@ -51,29 +51,31 @@ Coroutine<DatagramEndpoint> create_datagram_endpoint(std::optional<HostPort> loc
                                                      std::optional<HostPort> remote_addr,
                                                      DatagramEndpointOptions options) {
     int family = options.family;
-    std::optional<AddrInfo> local;
-    std::optional<AddrInfo> remote;
+    std::optional<Address> local;
+    std::optional<Address> remote;
     if (remote_addr) {
-        std::vector<AddrInfo> r = co_await getaddrinfo(remote_addr->host, remote_addr->port, family, SOCK_DGRAM);
-        if (r.empty()) throw std::system_error(std::make_error_code(std::errc::address_not_available),
-                                               "getaddrinfo() returned empty list");
-        remote = r.front();
-        family = remote->family;
+        const std::vector<AddrInfo> r = co_await getaddrinfo(remote_addr->host, remote_addr->port, family, SOCK_DGRAM);
+        if (r.empty())
+            throw std::system_error(std::make_error_code(std::errc::address_not_available),
+                                    "getaddrinfo() returned empty list");
+        remote = r.front().address;
+        family = r.front().family;
     }
     if (local_addr) {
-        std::vector<AddrInfo> l =
+        const std::vector<AddrInfo> l =
             co_await getaddrinfo(local_addr->host, local_addr->port, family, SOCK_DGRAM, 0, AI_PASSIVE);
-        if (l.empty()) throw std::system_error(std::make_error_code(std::errc::address_not_available),
-                                               "getaddrinfo() returned empty list");
-        local = l.front();
-        family = local->family;
+        if (l.empty())
+            throw std::system_error(std::make_error_code(std::errc::address_not_available),
+                                    "getaddrinfo() returned empty list");
+        local = l.front().address;
+        family = l.front().family;
     }
     if (family == AF_UNSPEC) family = AF_INET;
     Socket sock(family, SOCK_DGRAM);
     if (options.reuse_port) sock.setsockopt(SOL_SOCKET, SO_REUSEPORT, 1);
     if (options.allow_broadcast) sock.setsockopt(SOL_SOCKET, SO_BROADCAST, 1);
-    if (local) sock.bind(local->address);
-    if (remote) co_await sock_connect(sock, remote->address);  // (immediate for UDP)
+    if (local) sock.bind(*local);
+    if (remote) co_await sock_connect(sock, *remote);  // (immediate for UDP)
     co_return DatagramEndpoint(std::move(sock));
 }
 

@@ -37,7 +37,10 @@
 namespace asyncio {
 
 /// A host and port to resolve (Python's (host, port) tuple). The host may be a name ("localhost").
+/// (A constructor rather than an aggregate on purpose: GCC 12 bitwise-copies an aggregate temporary
+/// holding a std::string when it is brace-initialized inside a co_await expression.)
 struct HostPort {
+    HostPort(std::string h, std::uint16_t p) : host(std::move(h)), port(p) {}
     std::string host;
     std::uint16_t port = 0;
 };
