@@ -453,12 +453,12 @@ TEST_F(NetworkFailure, AcceptOutOfDescriptorsBacksOffWithoutSpinningAndRecovers)
 
 // ---- 10,000 concurrent connections ----
 
-/// How many messages each of the 10,000 connections echoes: ASYNCIO_TEST_MESSAGES, else 50 (5
+/// How many messages each of the 10,000 connections echoes: ASYNCIO_TEST_MESSAGES, else 30 (5
 /// under sanitizers). The full load is 1,000 (ASYNCIO_TEST_MESSAGES=1000): ten million
 /// round trips, kernel-bound, about 3 minutes on this two-core machine, too long for a unit test.
 int messages_per_connection() {
     if (const char* env = std::getenv("ASYNCIO_TEST_MESSAGES")) return std::max(1, std::atoi(env));
-    return stream_test::kSanitized ? 5 : 50;
+    return stream_test::kSanitized ? 5 : 30;
 }
 
 /// The clients' shared state: connects in flight are limited (the listen backlog is finite), and
