@@ -386,7 +386,7 @@ TEST_F(GatherCancellation, CancellingTheAwaitingTaskRaisesCancelledErrorEvenWith
 TEST_F(GatherCancellation, RaisesCancelledErrorEvenIfEveryChildSuppressesIt) {
     // Python (bpo-32684): a cancelled gather raises CancelledError even when its children caught
     // the cancellation and returned normally.
-    auto stubborn = [](int v) -> Coroutine<int> {
+    auto defiant = [](int v) -> Coroutine<int> {
         try {
             co_await asyncio::sleep(10s);
         } catch (const CancelledError&) {
@@ -395,8 +395,8 @@ TEST_F(GatherCancellation, RaisesCancelledErrorEvenIfEveryChildSuppressesIt) {
         co_return v;
     };
     auto main = [&]() -> Coroutine<> {
-        Task<int> a = asyncio::create_task(stubborn(1));
-        Task<int> b = asyncio::create_task(stubborn(2));
+        Task<int> a = asyncio::create_task(defiant(1));
+        Task<int> b = asyncio::create_task(defiant(2));
         auto plain = [](Task<int> x, Task<int> y) -> Coroutine<> { co_await asyncio::gather(x, y); };
         Task<> outer = asyncio::create_task(plain(a, b));
         co_await asyncio::sleep(1s);
@@ -406,7 +406,7 @@ TEST_F(GatherCancellation, RaisesCancelledErrorEvenIfEveryChildSuppressesIt) {
         EXPECT_EQ(a.result(), 1);
         EXPECT_EQ(b.result(), 2);
 
-        Task<int> c = asyncio::create_task(stubborn(3));
+        Task<int> c = asyncio::create_task(defiant(3));
         auto with_exc = [](Task<int> x) -> Coroutine<> {
             co_await asyncio::gather(asyncio::return_exceptions, x);
         };

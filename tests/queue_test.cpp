@@ -806,7 +806,7 @@ TEST_F(QueueCancellation, AGetterCancelledAfterBeingWokenForAnItemAlreadyTakenWa
 TEST_F(QueueCancellation, AWokenGetterThatCatchesTheCancellationCanGetAgain) {
     auto main = []() -> Coroutine<> {
         Queue<int> q;
-        auto stubborn = [&]() -> Coroutine<int> {
+        auto defiant = [&]() -> Coroutine<int> {
             try {
                 co_return co_await q.get();
             } catch (const CancelledError&) {
@@ -814,7 +814,7 @@ TEST_F(QueueCancellation, AWokenGetterThatCatchesTheCancellationCanGetAgain) {
             }
             co_return co_await q.get() + 100;
         };
-        Task<int> g = asyncio::create_task(stubborn());
+        Task<int> g = asyncio::create_task(defiant());
         co_await asyncio::sleep(0s);
         q.put_nowait(1);
         g.cancel();

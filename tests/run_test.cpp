@@ -141,7 +141,7 @@ TEST_F(Run, CancelsAndFinishesTheTasksLeftPending) {
 
 TEST_F(Run, LetsALeftoverTaskThatSuppressesCancellationFinish) {
     int result = 0;
-    auto stubborn = [&]() -> Coroutine<> {
+    auto defiant = [&]() -> Coroutine<> {
         try {
             co_await asyncio::sleep(1h);
         } catch (const CancelledError&) {
@@ -150,7 +150,7 @@ TEST_F(Run, LetsALeftoverTaskThatSuppressesCancellationFinish) {
         result = 1;
     };
     auto main = [&]() -> Coroutine<> {
-        asyncio::create_task(stubborn());
+        asyncio::create_task(defiant());
         co_await asyncio::sleep(0s);  // let it start: one cancelled before it ran would not run
     };
     asyncio::run(main(), virtual_time());

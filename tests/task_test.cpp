@@ -462,7 +462,7 @@ TEST_F(TaskCancellation, WhileSleepingRaisesCancelledErrorAtTheSleep) {
 }
 
 TEST_F(TaskCancellation, CanBeCaughtToCleanUpAndReturnAValue) {
-    auto stubborn = []() -> Coroutine<int> {
+    auto defiant = []() -> Coroutine<int> {
         try {
             co_await asyncio::sleep(10s);
         } catch (const CancelledError&) {
@@ -471,7 +471,7 @@ TEST_F(TaskCancellation, CanBeCaughtToCleanUpAndReturnAValue) {
         co_return 7;
     };
     auto main = [&]() -> Coroutine<> {
-        Task<int> t = asyncio::create_task(stubborn());
+        Task<int> t = asyncio::create_task(defiant());
         co_await asyncio::sleep(1s);
         EXPECT_TRUE(t.cancel());
         EXPECT_EQ(co_await t, 7);
@@ -522,7 +522,7 @@ TEST_F(TaskCancellation, OfADoneTaskReturnsFalse) {
 
 TEST_F(TaskCancellation, RequestsAreCountedByCancellingAndUncancel) {
     int remaining_after_uncancel = -1;
-    auto stubborn = [&]() -> Coroutine<int> {
+    auto defiant = [&]() -> Coroutine<int> {
         try {
             co_await asyncio::sleep(10s);
         } catch (const CancelledError&) {
@@ -531,7 +531,7 @@ TEST_F(TaskCancellation, RequestsAreCountedByCancellingAndUncancel) {
         co_return 3;
     };
     auto main = [&]() -> Coroutine<> {
-        Task<int> t = asyncio::create_task(stubborn());
+        Task<int> t = asyncio::create_task(defiant());
         co_await asyncio::sleep(1s);
         EXPECT_EQ(t.cancelling(), 0);
         EXPECT_TRUE(t.cancel());
