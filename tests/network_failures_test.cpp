@@ -387,9 +387,10 @@ public:
     std::size_t fillers() const noexcept { return fillers_.size(); }
 
 private:
-    static int highest_fd() {
+    int highest_fd() const {
+        const rlim_t limit = saved_.rlim_cur == RLIM_INFINITY ? 1 << 20 : saved_.rlim_cur;
         int hi = 0;
-        for (int fd = 0; fd < 4096; ++fd)
+        for (int fd = 0; static_cast<rlim_t>(fd) < std::min<rlim_t>(limit, 1 << 20); ++fd)
             if (::fcntl(fd, F_GETFD) >= 0) hi = fd;
         return hi;
     }
