@@ -362,10 +362,7 @@ TEST_F(NetworkFailure, AHundredMegabyteLineHitsTheLimitWithBoundedMemory) {
 class FdExhaustion {
 public:
     FdExhaustion() { ::getrlimit(RLIMIT_NOFILE, &saved_); }
-    ~FdExhaustion() {
-        release();
-        ::setrlimit(RLIMIT_NOFILE, &saved_);
-    }
+    ~FdExhaustion() { release(); }
     /// Lowers the soft limit to `headroom` above what is open now and fills every free fd below it.
     void exhaust(int headroom) {
         const int src = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -380,9 +377,13 @@ public:
             fillers_.push_back(fd);
         }
     }
+    /// Descriptors come back: closes the fillers and restores the soft limit. (Closing fillers
+    /// alone may free too few: if every fd below the lowered limit was already in use, the only
+    /// filler is the /dev/null descriptor itself, as happened on CI.)
     void release() {
         for (int fd : fillers_) ::close(fd);
         fillers_.clear();
+        ::setrlimit(RLIMIT_NOFILE, &saved_);
     }
     std::size_t fillers() const noexcept { return fillers_.size(); }
 
@@ -411,6 +412,7 @@ TEST_F(NetworkFailure, AcceptOutOfDescriptorsBacksOffWithoutSpinningAndRecovers)
         FdExhaustion fds;
         fds.exhaust(0);
         CO_ASSERT(fds.fillers() > 0);
+        std::printf("[          ] %zu descriptors filled to the limit\n", fds.fillers());
         for (Socket& c : clients) co_await asyncio::sock_connect(c, Address::parse("127.0.0.1", port));
         // The kernel completed the handshakes; accept fails with EMFILE. Watch the process for a
         // while: it must be (almost) idle, not retrying in a loop.
