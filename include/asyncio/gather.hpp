@@ -78,13 +78,17 @@ protected:
     void unregister_all() noexcept {
         if (!registered_) return;
         registered_ = false;
-        const std::size_t n = count();
-        for (std::size_t i = 0; i < n; ++i) {
-            PromiseBase* c = child(i);
-            if (!c->has(kDone)) unregister_waiter(c, this);
+        // remaining_ counts the registered children not done yet: usually none is left, and the
+        // children (a million, for a big gather) need not be walked again.
+        if (remaining_ != 0) {
+            const std::size_t n = count();
+            for (std::size_t i = 0; i < n; ++i) {
+                PromiseBase* c = child(i);
+                if (!c->has(kDone)) unregister_waiter(c, this);
+            }
+            for (auto& node : own_)
+                if (!node->child->has(kDone)) unregister_waiter(node->child, node.get());
         }
-        for (auto& node : own_)
-            if (!node->child->has(kDone)) unregister_waiter(node->child, node.get());
         own_.clear();
     }
 
@@ -92,7 +96,8 @@ protected:
     virtual std::size_t count() const noexcept = 0;
     virtual PromiseBase* child(std::size_t i) const noexcept = 0;
 
-    bool ready() const noexcept {
+    /// Every child is done (stops at the first that is not: cheap when the gather must wait).
+    bool ready_now() const noexcept {
         const std::size_t n = count();
         for (std::size_t i = 0; i < n; ++i) {
             PromiseBase* c = child(i);
@@ -101,24 +106,19 @@ protected:
         return true;
     }
 
-    bool any_failed() const noexcept {
-        const std::size_t n = count();
-        for (std::size_t i = 0; i < n; ++i)
-            if (child(i)->has(kHasException)) return true;
-        return false;
-    }
-
-    bool ready_now() const noexcept {
-        return ready() || (!return_exceptions_ && any_failed());
-    }
-
+    /// Registers with every child not done yet, in one pass that also notes a child that already
+    /// failed. Returns false (resume at once) when there is nothing to wait for.
     bool suspend(std::coroutine_handle<> h) {
         self_ = current_task_or_throw("gather()");
         if (!suspend_task(self_, h, this)) return false;
+        suspended_ = true;
         const std::size_t n = count();
         for (std::size_t i = 0; i < n; ++i) {
             PromiseBase* c = child(i);
-            if (c->has(kDone)) continue;
+            if (c->has(kDone)) {
+                if (!return_exceptions_ && failed_ == nullptr && c->has(kHasException)) failed_ = c;
+                continue;
+            }
             ++remaining_;
             if (c->waiters_ == nullptr) {
                 c->waiters_ = this;
@@ -133,6 +133,11 @@ protected:
             }
         }
         registered_ = true;
+        if (remaining_ == 0 || failed_ != nullptr) {  // a child already failed: raise it now
+            unregister_all();
+            self_->waiting_ = nullptr;
+            return false;
+        }
         return true;
     }
 
@@ -144,7 +149,8 @@ protected:
         if (cancel_requested_) throw CancelledError();
         if (return_exceptions_) return;
         PromiseBase* bad = failed_;
-        if (bad == nullptr) {
+        // A gather that waited saw every failure as it happened (suspend, child_done).
+        if (bad == nullptr && !suspended_) {
             const std::size_t n = count();
             for (std::size_t i = 0; i < n && bad == nullptr; ++i)
                 if (child(i)->has(kHasException)) bad = child(i);
@@ -164,8 +170,8 @@ private:
     };
 
     void child_done(PromiseBase* c) {
+        --remaining_;  // exact even after the wake-up: unregister_all() relies on it
         if (woken_) return;
-        --remaining_;
         if (!return_exceptions_ && c->has(kHasException) && failed_ == nullptr) failed_ = c;
         if (remaining_ == 0 || failed_ != nullptr) {
             woken_ = true;
@@ -201,6 +207,7 @@ private:
     bool woken_ = false;
     bool cancel_requested_ = false;
     bool registered_ = false;
+    bool suspended_ = false;
 };
 
 template <class T>
@@ -275,6 +282,7 @@ public:
                 out.push_back(gather_take_outcome(t));
             else
                 out.push_back(gather_take(t));
+            t = Task<T>();  // frees the frame while it is in cache, not in a second pass
         }
         return out;
     }

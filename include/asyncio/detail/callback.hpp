@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -31,7 +32,7 @@ public:
 
     Callback(Callback&& o) noexcept : ops_(o.ops_) {
         if (ops_ != nullptr) {
-            ops_->move(buf_, o.buf_);
+            relocate_from(o);
             o.ops_ = nullptr;
         }
     }
@@ -40,7 +41,7 @@ public:
             reset();
             if (o.ops_ != nullptr) {
                 ops_ = o.ops_;
-                ops_->move(buf_, o.buf_);
+                relocate_from(o);
                 o.ops_ = nullptr;
             }
         }
@@ -54,12 +55,15 @@ public:
     void operator()() { ops_->call(buf_); }
     void reset() noexcept {
         if (ops_ != nullptr) {
-            ops_->destroy(buf_);
+            if (ops_->destroy != nullptr) ops_->destroy(buf_);
             ops_ = nullptr;
         }
     }
 
 private:
+    // move == nullptr: the callable is trivially copyable, so moving it is copying the buffer;
+    // destroy == nullptr: it is trivially destructible. Lambdas capturing pointers and references
+    // (most callbacks) then move and die without an indirect call.
     struct Ops {
         void (*call)(void*);
         void (*move)(void* dst, void* src) noexcept;  // move-constructs dst, destroys src
@@ -68,16 +72,25 @@ private:
     template <class D>
     static constexpr Ops inline_ops{
         [](void* p) { (*static_cast<D*>(p))(); },
-        [](void* dst, void* src) noexcept {
-            ::new (dst) D(std::move(*static_cast<D*>(src)));
-            static_cast<D*>(src)->~D();
-        },
-        [](void* p) noexcept { static_cast<D*>(p)->~D(); },
+        std::is_trivially_copyable_v<D> ? nullptr
+                                        : +[](void* dst, void* src) noexcept {
+                                              ::new (dst) D(std::move(*static_cast<D*>(src)));
+                                              static_cast<D*>(src)->~D();
+                                          },
+        std::is_trivially_destructible_v<D> ? nullptr
+                                            : +[](void* p) noexcept { static_cast<D*>(p)->~D(); },
     };
+
+    void relocate_from(Callback& o) noexcept {
+        if (ops_->move == nullptr)
+            std::memcpy(buf_, o.buf_, kInline);
+        else
+            ops_->move(buf_, o.buf_);
+    }
     template <class D>
     static constexpr Ops heap_ops{
         [](void* p) { (**static_cast<D**>(p))(); },
-        [](void* dst, void* src) noexcept { *static_cast<D**>(dst) = *static_cast<D**>(src); },
+        nullptr,  // the buffer holds a pointer: copying it moves the callable
         [](void* p) noexcept { delete *static_cast<D**>(p); },
     };
 
