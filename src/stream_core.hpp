@@ -33,25 +33,31 @@ namespace asyncio::detail {
 
 class ServerState;  // server.cpp
 
-/// The read buffer: bytes [begin_, end_) of a heap block, no zero-filling, grown by doubling.
+/// The read buffer: bytes [begin_, end_) of a std::string used as a raw block (its size is the
+/// capacity; the bytes past end_ are scratch, never zero-filled), grown by doubling. Keeping the
+/// block in a std::string lets take() hand the whole block to the caller when it takes everything
+/// buffered and that fills at least half of it: a read(65536) of a 16 KiB message then returns
+/// the very bytes recv() wrote, with no copy (the next receive gets a new block).
 class ReadBuffer {
 public:
     static constexpr std::size_t kInitial = 16 * 1024;
     static constexpr std::size_t kMinFree = 4 * 1024;
     static constexpr std::size_t kMaxAuto = 256 * 1024;
+    /// Below this a copy is cheaper than a new block for the next receive.
+    static constexpr std::size_t kHandOverMin = 4 * 1024;
 
     std::size_t size() const noexcept { return end_ - begin_; }
     bool empty() const noexcept { return begin_ == end_; }
-    const char* data() const noexcept { return data_.get() + begin_; }
+    const char* data() const noexcept { return block_.data() + begin_; }
     std::string_view view() const noexcept { return {data(), size()}; }
-    std::size_t capacity() const noexcept { return cap_; }
+    std::size_t capacity() const noexcept { return block_.size(); }
 
     /// Room for at least `want` more bytes (at least kMinFree); returns the free tail.
     std::pair<char*, std::size_t> prepare(std::size_t want);
     /// n bytes were written into the tail returned by prepare().
     void commit(std::size_t n, std::size_t offered) noexcept {
         end_ += n;
-        if (n == offered && cap_ < kMaxAuto) grow_ = true;  // it filled everything: larger next time
+        if (n == offered && next_cap_ < kMaxAuto) grow_ = true;  // it filled everything: larger next time
     }
     void append(std::string_view s);
     /// Removes and returns the first n bytes (n <= size()).
@@ -62,12 +68,16 @@ public:
     }
 
 private:
-    std::unique_ptr<char[]> data_;
-    std::size_t cap_ = 0;
+    std::string block_;             // block_.size() is the capacity
+    std::size_t next_cap_ = kInitial;  // the size of the next block (grows as receives fill it)
     std::size_t begin_ = 0;
     std::size_t end_ = 0;
     bool grow_ = false;
 };
+
+/// A string of n bytes whose contents are not initialized (the caller overwrites them): no
+/// zero-filling of a block that recv() fills anyway. (uninitialized_string.cpp)
+std::string make_uninitialized_string(std::size_t n);
 
 class FillAwaiter;
 class StreamCore;

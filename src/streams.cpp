@@ -27,23 +27,24 @@ std::pair<char*, std::size_t> ReadBuffer::prepare(std::size_t want) {
     if (want < kMinFree) want = kMinFree;
     if (begin_ == end_) begin_ = end_ = 0;
     const std::size_t size = end_ - begin_;
-    std::size_t cap = cap_ == 0 ? kInitial : cap_;
-    if (grow_ && cap_ != 0 && cap_ < kMaxAuto) cap = cap_ * 2;
-    grow_ = false;
+    if (grow_) {
+        next_cap_ = std::min(next_cap_ * 2, kMaxAuto);
+        grow_ = false;
+    }
+    std::size_t cap = std::max(block_.size(), next_cap_);
     if (cap < size + want) cap = std::max(cap * 2, size + want);
-    if (cap != cap_) {
-        std::unique_ptr<char[]> block(new char[cap]);
-        if (size > 0) std::memcpy(block.get(), data_.get() + begin_, size);
-        data_ = std::move(block);
-        cap_ = cap;
+    if (cap != block_.size()) {
+        std::string block = make_uninitialized_string(cap);
+        if (size > 0) std::memcpy(block.data(), block_.data() + begin_, size);
+        block_ = std::move(block);
         begin_ = 0;
         end_ = size;
-    } else if (cap_ - end_ < want) {
-        std::memmove(data_.get(), data_.get() + begin_, size);
+    } else if (block_.size() - end_ < want) {
+        std::memmove(block_.data(), block_.data() + begin_, size);
         begin_ = 0;
         end_ = size;
     }
-    return {data_.get() + end_, cap_ - end_};
+    return {block_.data() + end_, block_.size() - end_};
 }
 
 void ReadBuffer::append(std::string_view s) {
@@ -55,6 +56,14 @@ void ReadBuffer::append(std::string_view s) {
 }
 
 std::string ReadBuffer::take(std::size_t n) {
+    if (begin_ == 0 && n == end_ && n >= kHandOverMin && 2 * n >= block_.size()) {
+        // Everything, filling at least half the block: hand the block over (capacity < 2 n).
+        std::string out = std::move(block_);
+        out.resize(n);  // shrinking: no reallocation, no copy
+        block_ = std::string();
+        begin_ = end_ = 0;
+        return out;
+    }
     std::string out(data(), n);
     consume(n);
     return out;

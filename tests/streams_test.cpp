@@ -95,6 +95,27 @@ TEST_F(AStreamReader, ReadsWhatIsFed) {
     }());
 }
 
+// read() of everything buffered hands the buffer's block over instead of copying it (when the
+// bytes fill at least half of it): what comes after must still read correctly, whatever the sizes.
+TEST_F(AStreamReader, ReadsOfWholeBlocksAndOfPartsInterleaveCorrectly) {
+    asyncio::run([]() -> Coroutine<> {
+        StreamReader r;
+        std::string all;
+        std::string got;
+        for (std::size_t size : {16384u, 5000u, 100u, 70000u, 4096u, 4095u, 30000u, 1u}) {
+            const std::string part = pattern(size, static_cast<std::uint32_t>(size));
+            all += part;
+            r.feed_data(part);
+            got += co_await r.read(65536);  // everything buffered, up to 64 KiB
+            if (r.buffered() > 0) got += co_await r.read(3);  // then small parts of what is left
+        }
+        r.feed_eof();
+        got += co_await r.read();
+        CO_ASSERT(got.size() == all.size());
+        CO_ASSERT(first_difference(got, all) == -1);
+    }());
+}
+
 TEST_F(AStreamReader, WaitsUntilDataIsFed) {
     asyncio::run(
         []() -> Coroutine<> {
