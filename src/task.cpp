@@ -57,16 +57,6 @@ void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
 
 }  // namespace
 
-void task_start(PromiseBase* p, EventLoop& loop) {
-    p->flags_ |= kTaskMode;
-    p->refs_ = 2;  // the loop's, and the Task handle's
-    PromiseBase*& head = loop.task_list();
-    p->next_ = head;
-    if (head != nullptr) head->prev_ = p;
-    head = p;
-    loop.schedule(&start_task, p);
-}
-
 void task_finished(PromiseBase* p) noexcept {
     p->flags_ |= kDone;
     p->waiting_ = nullptr;

@@ -292,6 +292,40 @@ TEST_F(AnEventLoop, HandlesManyTimersCancelledOutOfOrder) {
     EXPECT_EQ(loop.time(), kStart + 2s);
 }
 
+// A cancelled timer's entry is dropped at once when it is at an end of the in-order lane or the
+// last leaf of the heap, and left stale otherwise: every mix must leave the others in order.
+TEST_F(AnEventLoop, CancellingTimersAtTheEndsAndInTheMiddleKeepsTheOthersInOrder) {
+    EventLoop loop(virtual_time());
+    std::vector<int> ran;
+    std::vector<asyncio::TimerHandle> h;
+    auto at = [&](int ms, int id) {
+        h.push_back(loop.call_later(std::chrono::milliseconds(ms), [&ran, id] { ran.push_back(id); }));
+    };
+    // In order (the FIFO lane), with equal deadlines, then out of order (the heap).
+    at(10, 0);
+    at(20, 1);
+    at(20, 2);
+    at(30, 3);
+    at(40, 4);
+    at(15, 5);
+    at(5, 6);
+    at(25, 7);
+    at(20, 8);
+    h[4].cancel();  // the back of the lane
+    h[0].cancel();  // the front of the lane
+    h[2].cancel();  // the middle of the lane: stale
+    h[8].cancel();  // the heap's last leaf
+    h[5].cancel();  // inside the heap: stale
+    h[4].cancel();  // twice: nothing
+    at(40, 9);      // after the lane's back was dropped
+    auto extra = loop.call_later(50ms, [&ran] { ran.push_back(10); });
+    extra.cancel();  // added and cancelled at once (as wait_for around a ready value)
+    loop.call_later(1s, [&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(ran, (std::vector<int>{6, 1, 7, 3, 9}));
+    EXPECT_EQ(loop.time(), kStart + 1s);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running and stopping
 

@@ -73,7 +73,17 @@ inline void check_cancelled(PromiseBase* t) {
 }
 
 void unregister_waiter(PromiseBase* target, DoneWaiter* w) noexcept;
-void task_start(PromiseBase* p, EventLoop& loop);
+/// Makes p a task of loop: the loop's reference, the Task handle's, its place in the loop's list
+/// of pending tasks, and its first step in the ready queue. (Inline: it is most of create_task.)
+inline void task_start(PromiseBase* p, EventLoop& loop) {
+    p->flags_ |= kTaskMode;
+    p->refs_ = 2;  // the loop's, and the Task handle's
+    PromiseBase*& head = loop.task_list();
+    p->next_ = head;
+    if (head != nullptr) head->prev_ = p;
+    head = p;
+    loop.schedule(&start_task, p);
+}
 /// Takes the message of t's pending cancellation (empty if none), to pass it on.
 std::string take_cancel_message(PromiseBase* t);
 

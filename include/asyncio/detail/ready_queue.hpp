@@ -31,7 +31,7 @@ public:
     void clear() noexcept { head_ = tail_ = 0; }
 
 private:
-    void grow() {
+    [[gnu::noinline, gnu::cold]] void grow() {
         const std::size_t ncap = cap_ == 0 ? 1024 : cap_ * 2;
         auto* nbuf = static_cast<ReadyEntry*>(std::malloc(ncap * sizeof(ReadyEntry)));
         if (nbuf == nullptr) throw std::bad_alloc();

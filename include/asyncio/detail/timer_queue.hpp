@@ -3,9 +3,12 @@
 // scheduled. Most programs schedule deadlines in increasing order (every sleep(d) with the same d),
 // so a timer whose deadline is not earlier than the last one in the `sorted_` FIFO is appended there
 // (O(1), sequential memory); only an out-of-order deadline goes to the binary heap. The earliest
-// timer is the smaller of the two fronts. Cancelling only frees the slot (its generation changes); the stale heap entry is
-// skipped when it reaches the top, and the heap is compacted when stale entries outnumber live
-// ones, so cancel is O(1) and memory stays bounded. call_soon callbacks use slots too (not the heap),
+// timer is the smaller of the two fronts. Cancelling frees the slot (its generation changes) and
+// drops the entry at once when it is at an end of the FIFO or the last leaf of the heap (a timer
+// cancelled right after it was added, as wait_for() around a ready value does, or timers cancelled
+// in the order they were made); any other stale entry is skipped when it reaches the top, and the
+// heap is compacted when stale entries outnumber live ones, so cancel is O(1) and memory stays
+// bounded. call_soon callbacks use slots too (not the heap),
 // which is what makes their Handles cancellable without an allocation.
 #pragma once
 
@@ -54,6 +57,7 @@ public:
         }
         Slot& s = slot(idx);
         s.cb = std::move(cb);
+        s.queued = false;
         ++live_;
         return TimerId{idx, s.gen};
     }
@@ -61,6 +65,7 @@ public:
     /// Schedules cb at `when` (nanoseconds on the loop's clock).
     TimerId add(std::int64_t when, Callback&& cb) {
         const TimerId id = make_slot(std::move(cb));
+        slot(id.slot).queued = true;
         const HeapEntry e{when, seq_++, id};
         if (sorted_.empty() || when >= sorted_.back().when)
             sorted_.push_back(e);
@@ -76,7 +81,9 @@ public:
     /// Frees the slot; true if the callback had not run and was not cancelled yet.
     bool cancel(TimerId id) noexcept {
         if (!alive(id)) return false;
+        const bool queued = slot(id.slot).queued;
         release(id.slot);
+        if (queued) drop_entry(id);
         return true;
     }
 
@@ -117,6 +124,7 @@ public:
         const HeapEntry& e = from_sorted ? sorted_.front() : heap_.front();
         if (e.when > now) return false;
         out = e.id;
+        slot(out.slot).queued = false;
         if (from_sorted)
             sorted_.pop_front();
         else
@@ -147,6 +155,7 @@ private:
         Callback cb;
         std::uint32_t gen = 1;
         std::uint32_t next_free = kNone;
+        bool queued = false;  // an entry in sorted_ or heap_ names it (a timer not yet due)
     };
 
     Slot& slot(std::uint32_t i) noexcept { return chunks_[i >> kChunkBits][i & kChunkMask]; }
@@ -159,11 +168,26 @@ private:
         s.cb.reset();
         ++s.gen;
         if (s.gen == 0) s.gen = 1;
+        s.queued = false;
         s.next_free = free_;
         free_ = idx;
         --live_;
-        ++stale_;
-        if (stale_ > 64 && stale_ > (heap_.size() + sorted_.size()) / 2) compact();
+    }
+
+    static bool same(TimerId a, TimerId b) noexcept { return a.slot == b.slot && a.gen == b.gen; }
+
+    /// The entry of a cancelled timer: removed at once from an end, else left stale.
+    void drop_entry(TimerId id) noexcept {
+        if (!sorted_.empty() && same(sorted_.back().id, id)) {
+            sorted_.pop_back();
+        } else if (!sorted_.empty() && same(sorted_.front().id, id)) {
+            sorted_.pop_front();
+        } else if (!heap_.empty() && same(heap_.back().id, id)) {
+            heap_.pop_back();  // the last leaf: the heap property holds without it
+        } else {
+            ++stale_;
+            if (stale_ > 64 && stale_ > (heap_.size() + sorted_.size()) / 2) compact();
+        }
     }
 
     static bool less(const HeapEntry& a, const HeapEntry& b) noexcept {
@@ -242,6 +266,7 @@ private:
             buf_[tail_++ & (cap_ - 1)] = e;
         }
         void pop_front() noexcept { ++head_; }
+        void pop_back() noexcept { --tail_; }
         void clear() noexcept {
             buf_.reset();
             cap_ = head_ = tail_ = 0;
