@@ -171,10 +171,8 @@ std::string task_name(const PromiseBase* p) {
 
 void task_set_name(PromiseBase* p, std::string name) { extra(p).name = std::move(name); }
 
-PromiseBase* current_task_or_throw(const char* what) {
-    if (t_current_task == nullptr)
-        throw RuntimeError(std::string(what) + " must be awaited inside a task (no current task)");
-    return t_current_task;
+void throw_no_current_task(const char* what) {
+    throw RuntimeError(std::string(what) + " must be awaited inside a task (no current task)");
 }
 
 void unregister_waiter(PromiseBase* target, DoneWaiter* w) noexcept {

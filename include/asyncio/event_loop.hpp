@@ -45,7 +45,6 @@ struct LoopLink {
 };
 extern ASYNCIO_TLS EventLoop* t_running_loop;  // the loop running on this thread, if any
 extern ASYNCIO_TLS EventLoop* t_thread_loop;  // the loop that lives on this thread, if any
-extern ASYNCIO_TLS PromiseBase* t_current_task;
 }  // namespace detail
 
 /// What the loop's exception handler receives (Python's context dict).

@@ -113,7 +113,17 @@ bool task_cancel(PromiseBase* p, std::string msg);
 [[noreturn]] void throw_cancelled(PromiseBase* p);  // clears kMustCancel, throws CancelledError
 std::string task_name(const PromiseBase* p);
 void task_set_name(PromiseBase* p, std::string name);
-PromiseBase* current_task_or_throw(const char* what);  // RuntimeError outside a task
+
+/// The task running on this thread now (null outside a task). Defined in src/event_loop.cpp.
+extern ASYNCIO_TLS PromiseBase* t_current_task;
+[[noreturn, gnu::cold]] void throw_no_current_task(const char* what);  // RuntimeError
+/// The running task; RuntimeError outside a task (every suspending awaiter starts with it).
+inline PromiseBase* current_task_or_throw(const char* what) {
+    PromiseBase* t = t_current_task;
+    if (t == nullptr) [[unlikely]]
+        throw_no_current_task(what);
+    return t;
+}
 
 /// Rethrows the task's exception, or CancelledError if it was cancelled (marks it retrieved).
 inline void task_rethrow(PromiseBase* p) {
