@@ -364,6 +364,39 @@ TEST_F(GatherCancellation, CancellingTheAwaitingTaskCancelsEveryChild) {
     asyncio::run(main(), virtual_time());
 }
 
+// Regression: cancel("msg") of a task awaiting gather() cancelled the children without the
+// message, and the gather raised a CancelledError without it (asyncio passes it both ways).
+TEST_F(GatherCancellation, RegressionTheCancelMessageReachesEveryChildAndComesBack) {
+    auto main = []() -> Coroutine<> {
+        auto catches = [](asyncio::Duration d) -> Coroutine<std::string> {
+            try {
+                co_await asyncio::sleep(d);
+            } catch (const CancelledError& e) {
+                co_return e.what();
+            }
+            co_return "not cancelled";
+        };
+        Task<std::string> a = asyncio::create_task(catches(10s));
+        Task<std::string> b = asyncio::create_task(catches(20s));
+        auto gathers = [](Task<std::string> x, Task<std::string> y) -> Coroutine<std::string> {
+            try {
+                co_await asyncio::gather(x, y);
+            } catch (const CancelledError& e) {
+                co_return e.what();
+            }
+            co_return "no CancelledError";
+        };
+        Task<std::string> outer = asyncio::create_task(gathers(a, b));
+        co_await asyncio::sleep(1s);
+        EXPECT_TRUE(outer.cancel("shutting down"));
+        EXPECT_EQ(co_await outer, "shutting down");
+        EXPECT_EQ(a.result(), "shutting down");
+        EXPECT_EQ(b.result(), "shutting down");
+        EXPECT_EQ(elapsed(), 1s);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
 TEST_F(GatherCancellation, CancellingTheAwaitingTaskRaisesCancelledErrorEvenWithReturnExceptions) {
     auto main = []() -> Coroutine<> {
         Task<int> a = asyncio::create_task(value_after(10s, 1));

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <exception>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -146,7 +147,10 @@ protected:
     void finish() {
         unregister_all();
         check_cancelled(self_);
-        if (cancel_requested_) throw CancelledError();
+        if (cancel_requested_) {
+            if (cancel_msg_.empty()) throw CancelledError();
+            throw CancelledError(std::move(cancel_msg_));
+        }
         if (return_exceptions_) return;
         PromiseBase* bad = failed_;
         // A gather that waited saw every failure as it happened (suspend, child_done).
@@ -186,11 +190,13 @@ private:
     }
     static bool on_cancel(CancelHook* h) {
         auto* core = static_cast<GatherCore*>(h);
-        bool any = false;
         const std::size_t n = core->count();
-        for (std::size_t i = 0; i < n; ++i)
-            if (task_cancel(core->child(i), std::string())) any = true;
-        if (any) {
+        bool any_pending = false;
+        for (std::size_t i = 0; i < n && !any_pending; ++i) any_pending = !core->child(i)->has(kDone);
+        if (any_pending) {
+            // As asyncio: the message goes to every child, and comes back with the CancelledError.
+            core->cancel_msg_ = take_cancel_message(core->self_);
+            for (std::size_t i = 0; i < n; ++i) task_cancel(core->child(i), core->cancel_msg_);
             core->cancel_requested_ = true;
             return true;
         }
@@ -203,6 +209,7 @@ private:
     PromiseBase* failed_ = nullptr;
     std::size_t remaining_ = 0;
     std::vector<std::unique_ptr<ChildNode>> own_;
+    std::string cancel_msg_;  // of the cancellation passed on to the children
     bool return_exceptions_;
     bool woken_ = false;
     bool cancel_requested_ = false;
