@@ -84,6 +84,23 @@ TEST_F(ATask, DoesNotRunUntilItsCreatorYields) {
     asyncio::run(main(), virtual_time());
 }
 
+// Past a few thousand frames, frames come from 2 MiB blocks on huge pages, and a ready queue of
+// more than 131,072 entries is one too (large_block.hpp): a quarter of a million tasks at once
+// exercise both, and every frame must come back (the fixture checks at teardown).
+TEST_F(ATask, AQuarterOfAMillionTasksAtOnceAllRunAndFreeTheirFrames) {
+    constexpr long kTasks = 250'000;
+    const long sum = asyncio::run([]() -> Coroutine<long> {
+        std::vector<Task<long>> tasks;
+        tasks.reserve(kTasks);
+        for (long i = 0; i < kTasks; ++i)
+            tasks.push_back(asyncio::create_task([](long v) -> Coroutine<long> { co_return v; }(i)));
+        long total = 0;
+        for (Task<long>& t : tasks) total += co_await t;
+        co_return total;
+    }());
+    EXPECT_EQ(sum, kTasks * (kTasks - 1) / 2);
+}
+
 TEST_F(ATask, ThatReturnedIsDoneNotCancelledAndHasItsResult) {
     auto main = []() -> Coroutine<> {
         Task<int> t = asyncio::create_task(value_after(1s, 5));

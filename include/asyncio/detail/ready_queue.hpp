@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "asyncio/detail/large_block.hpp"
+
 namespace asyncio::detail {
 
 struct ReadyEntry {
@@ -18,7 +20,7 @@ public:
     ReadyQueue() = default;
     ReadyQueue(const ReadyQueue&) = delete;
     ReadyQueue& operator=(const ReadyQueue&) = delete;
-    ~ReadyQueue() { std::free(buf_); }
+    ~ReadyQueue() { release(buf_, cap_); }
 
     bool empty() const noexcept { return head_ == tail_; }
     std::size_t size() const noexcept { return tail_ - head_; }
@@ -31,13 +33,25 @@ public:
     void clear() noexcept { head_ = tail_ = 0; }
 
 private:
+    // A ring of 2 MiB or more (131,072 entries: a program with that many ready tasks) is a large
+    // block on huge pages (large_block.hpp); smaller ones come from malloc.
+    static bool is_large(std::size_t cap) noexcept { return cap * sizeof(ReadyEntry) >= kLargeBlock; }
+    static void release(ReadyEntry* buf, std::size_t cap) noexcept {
+        if (is_large(cap))
+            free_large_block(buf, cap * sizeof(ReadyEntry));
+        else
+            std::free(buf);
+    }
+
     [[gnu::noinline, gnu::cold]] void grow() {
         const std::size_t ncap = cap_ == 0 ? 1024 : cap_ * 2;
-        auto* nbuf = static_cast<ReadyEntry*>(std::malloc(ncap * sizeof(ReadyEntry)));
+        void* mem = is_large(ncap) ? allocate_large_block(ncap * sizeof(ReadyEntry))
+                                   : std::malloc(ncap * sizeof(ReadyEntry));
+        auto* nbuf = static_cast<ReadyEntry*>(mem);
         if (nbuf == nullptr) throw std::bad_alloc();
         const std::size_t n = tail_ - head_;
         for (std::size_t i = 0; i < n; ++i) nbuf[i] = buf_[(head_ + i) & (cap_ - 1)];
-        std::free(buf_);
+        release(buf_, cap_);
         buf_ = nbuf;
         cap_ = ncap;
         head_ = 0;
