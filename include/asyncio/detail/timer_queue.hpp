@@ -14,9 +14,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "asyncio/detail/callback.hpp"
+#include "asyncio/detail/large_block.hpp"
 
 namespace asyncio::detail {
 
@@ -44,6 +46,7 @@ public:
     TimerQueue() = default;
     TimerQueue(const TimerQueue&) = delete;
     TimerQueue& operator=(const TimerQueue&) = delete;
+    ~TimerQueue() { free_chunks(); }
 
     /// A slot holding cb, not yet in the heap (for call_soon).
     TimerId make_slot(Callback&& cb) {
@@ -52,7 +55,7 @@ public:
             idx = free_;
             free_ = slot(idx).next_free;
         } else {
-            if ((count_ & kChunkMask) == 0) chunks_.push_back(std::make_unique<Slot[]>(kChunk));
+            if ((count_ & kChunkMask) == 0) add_chunk();
             idx = count_++;
         }
         Slot& s = slot(idx);
@@ -138,7 +141,7 @@ public:
     void clear() noexcept {
         heap_.clear();
         sorted_.clear();
-        chunks_.clear();
+        free_chunks();
         count_ = 0;
         free_ = kNone;
         live_ = 0;
@@ -158,9 +161,51 @@ private:
         bool queued = false;  // an entry in sorted_ or heap_ names it (a timer not yet due)
     };
 
-    Slot& slot(std::uint32_t i) noexcept { return chunks_[i >> kChunkBits][i & kChunkMask]; }
+    static constexpr std::size_t kChunkBytes = sizeof(Slot) * kChunk;
+    // The first chunks are allocated one by one; past them (tens of thousands of timers) chunks
+    // are carved from 2 MiB huge-page blocks, so a million timers do not fault on every 4 KiB.
+    static constexpr std::size_t kSmallChunks = 32;
+
+    void add_chunk() {
+        chunks_.reserve(chunks_.size() + 1);  // first: nothing to undo if it throws
+        void* mem = nullptr;
+        if (chunks_.size() >= kSmallChunks) {
+            if (arena_left_ < kChunkBytes) {
+                large_.reserve(large_.size() + 1);
+                if (void* block = allocate_large_block(kLargeBlock)) {
+                    large_.push_back(block);
+                    arena_ = static_cast<char*>(block);
+                    arena_left_ = kLargeBlock;
+                }
+            }
+            if (arena_left_ >= kChunkBytes) {
+                mem = arena_;
+                arena_ += kChunkBytes;
+                arena_left_ -= kChunkBytes;
+            }
+        }
+        const bool small = mem == nullptr;
+        if (small) mem = ::operator new(kChunkBytes, std::align_val_t{alignof(Slot)});
+        Slot* chunk = static_cast<Slot*>(mem);
+        for (std::uint32_t i = 0; i < kChunk; ++i) ::new (static_cast<void*>(chunk + i)) Slot();
+        chunks_.push_back(Chunk{chunk, small});
+    }
+
+    void free_chunks() noexcept {
+        for (const Chunk& c : chunks_) {
+            for (std::uint32_t i = 0; i < kChunk; ++i) c.slots[i].~Slot();
+            if (c.small) ::operator delete(c.slots, std::align_val_t{alignof(Slot)});
+        }
+        chunks_.clear();
+        for (void* block : large_) free_large_block(block, kLargeBlock);
+        large_.clear();
+        arena_ = nullptr;
+        arena_left_ = 0;
+    }
+
+    Slot& slot(std::uint32_t i) noexcept { return chunks_[i >> kChunkBits].slots[i & kChunkMask]; }
     const Slot& slot(std::uint32_t i) const noexcept {
-        return chunks_[i >> kChunkBits][i & kChunkMask];
+        return chunks_[i >> kChunkBits].slots[i & kChunkMask];
     }
 
     void release(std::uint32_t idx) noexcept {
@@ -267,8 +312,13 @@ private:
         }
         void pop_front() noexcept { ++head_; }
         void pop_back() noexcept { --tail_; }
+        SortedFifo() = default;
+        SortedFifo(const SortedFifo&) = delete;
+        SortedFifo& operator=(const SortedFifo&) = delete;
+        ~SortedFifo() { release(buf_, cap_); }
         void clear() noexcept {
-            buf_.reset();
+            release(buf_, cap_);
+            buf_ = nullptr;
             cap_ = head_ = tail_ = 0;
         }
         template <class Pred>
@@ -282,16 +332,35 @@ private:
         }
 
     private:
+        // A ring of 2 MiB or more lives in a large block (huge pages), rounded up to whole blocks.
+        static std::size_t large_bytes(std::size_t cap) noexcept {
+            return (cap * sizeof(HeapEntry) + kLargeBlock - 1) / kLargeBlock * kLargeBlock;
+        }
+        static bool is_large(std::size_t cap) noexcept { return cap * sizeof(HeapEntry) >= kLargeBlock; }
+        static void release(HeapEntry* buf, std::size_t cap) noexcept {
+            if (buf == nullptr) return;
+            if (is_large(cap))
+                free_large_block(buf, large_bytes(cap));
+            else
+                ::operator delete(buf);
+        }
         void grow() {
             const std::size_t ncap = cap_ == 0 ? 256 : cap_ * 2;
-            auto nbuf = std::make_unique<HeapEntry[]>(ncap);
+            HeapEntry* nbuf;
+            if (is_large(ncap)) {
+                nbuf = static_cast<HeapEntry*>(allocate_large_block(large_bytes(ncap)));
+                if (nbuf == nullptr) throw std::bad_alloc();
+            } else {
+                nbuf = static_cast<HeapEntry*>(::operator new(ncap * sizeof(HeapEntry)));
+            }
             for (std::size_t i = head_; i != tail_; ++i) nbuf[i - head_] = buf_[i & (cap_ - 1)];
+            release(buf_, cap_);
             tail_ -= head_;
             head_ = 0;
-            buf_ = std::move(nbuf);
+            buf_ = nbuf;
             cap_ = ncap;
         }
-        std::unique_ptr<HeapEntry[]> buf_;
+        HeapEntry* buf_ = nullptr;
         std::size_t cap_ = 0;
         std::size_t head_ = 0;
         std::size_t tail_ = 0;
@@ -299,7 +368,14 @@ private:
 
     std::vector<HeapEntry> heap_;
     SortedFifo sorted_;
-    std::vector<std::unique_ptr<Slot[]>> chunks_;
+    struct Chunk {
+        Slot* slots;
+        bool small;  // its own allocation (else part of a block of large_)
+    };
+    std::vector<Chunk> chunks_;
+    std::vector<void*> large_;  // 2 MiB blocks that chunks are carved from
+    char* arena_ = nullptr;     // the free rest of the newest block
+    std::size_t arena_left_ = 0;
     std::uint32_t count_ = 0;  // slots ever made
     std::uint32_t free_ = kNone;
     std::size_t live_ = 0;
