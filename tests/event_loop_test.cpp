@@ -326,6 +326,31 @@ TEST_F(AnEventLoop, CancellingTimersAtTheEndsAndInTheMiddleKeepsTheOthersInOrder
     EXPECT_EQ(loop.time(), kStart + 1s);
 }
 
+// Past 32,768 timers the slots and the in-order lane live in 2 MiB blocks (large_block.hpp):
+// a hundred thousand timers, half of them cancelled, run in order and the loop frees them all.
+TEST_F(AnEventLoop, AHundredThousandTimersHalfCancelledRunInDeadlineOrder) {
+    EventLoop loop(virtual_time());
+    constexpr int kTimers = 100'000;
+    std::vector<int> ran;
+    ran.reserve(kTimers / 2);
+    std::vector<asyncio::TimerHandle> handles;
+    handles.reserve(kTimers);
+    for (int i = 0; i < kTimers; ++i) {
+        // Mostly increasing deadlines (the lane), every tenth one earlier (the heap).
+        const auto delay = std::chrono::microseconds(i % 10 == 9 ? i / 2 : i);
+        handles.push_back(loop.call_later(delay, [&ran, i] { ran.push_back(i); }));
+    }
+    for (int i = 0; i < kTimers; i += 2) handles[static_cast<std::size_t>(i)].cancel();
+    loop.call_later(1s, [&] { loop.stop(); });
+    loop.run_forever();
+    ASSERT_EQ(ran.size(), static_cast<std::size_t>(kTimers / 2));
+    auto deadline = [](int i) { return i % 10 == 9 ? i / 2 : i; };
+    for (std::size_t k = 1; k < ran.size(); ++k) {
+        const int a = ran[k - 1], b = ran[k];
+        ASSERT_TRUE(deadline(a) < deadline(b) || (deadline(a) == deadline(b) && a < b)) << a << " then " << b;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running and stopping
 
