@@ -52,6 +52,42 @@ TEST_F(TimeoutTest, WaitForRaisesTimeoutErrorAtTheDeadlineAndCancelsTheWork) {
     asyncio::run(main_(), virtual_time());
 }
 
+// The timer is armed when the body first suspends, not before: the deadline must still be the
+// one fixed when wait_for() was called, even if the body ran past it before suspending, and a body
+// that never suspends needs no timer at all.
+TEST_F(TimeoutTest, TheDeadlineIsFixedAtTheCallEvenIfTheBodySuspendsLate) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        auto& clock = static_cast<asyncio::MockClock&>(loop.clock());
+        const auto t0 = loop.time();
+        auto slow_start = [](asyncio::MockClock& clock) -> asyncio::Coroutine<int> {
+            clock.advance(30ms);  // 30 ms of synchronous work: past the 10 ms deadline
+            co_await asyncio::sleep(1h);
+            co_return 1;
+        };
+        EXPECT_THROW(co_await asyncio::wait_for(slow_start(clock), 10ms), asyncio::TimeoutError);
+        EXPECT_EQ(since(t0), 30ms);  // fired at the first suspension, not 10 ms after it
+        // Suspending later than the deadline but finishing in time is not possible; finishing
+        // without suspending returns the value, however long it took.
+        auto slow_value = [](asyncio::MockClock& clock) -> asyncio::Coroutine<int> {
+            clock.advance(30ms);
+            co_return 2;
+        };
+        EXPECT_EQ(co_await asyncio::wait_for(slow_value(clock), 10ms), 2);
+        // A body that suspends after a while within the deadline still times out at it.
+        const auto t1 = loop.time();
+        auto late = [](asyncio::MockClock& clock) -> asyncio::Coroutine<int> {
+            clock.advance(4ms);
+            co_await asyncio::sleep(1h);
+            co_return 3;
+        };
+        EXPECT_THROW(co_await asyncio::wait_for(late(clock), 10ms), asyncio::TimeoutError);
+        EXPECT_EQ(since(t1), 10ms);
+        EXPECT_EQ(asyncio::current_task().cancelling(), 0);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
 TEST_F(TimeoutTest, WaitForOnATaskCancelsTheTaskOnTimeout) {
     auto main_ = []() -> asyncio::Coroutine<> {
         auto t = asyncio::create_task(value_after(1, 1h));

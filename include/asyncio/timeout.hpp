@@ -66,7 +66,7 @@ public:
         bool cancelled = false;
         if constexpr (std::is_void_v<T>) {
             try {
-                co_await body;
+                co_await TimedBody<T>{body.operator co_await(), t};
             } catch (const CancelledError&) {
                 cancelled = true;
                 error = std::current_exception();
@@ -77,7 +77,7 @@ public:
         } else {
             std::optional<T> result;
             try {
-                result.emplace(co_await body);
+                result.emplace(co_await TimedBody<T>{body.operator co_await(), t});
             } catch (const CancelledError&) {
                 cancelled = true;
                 error = std::current_exception();
@@ -92,13 +92,42 @@ public:
 private:
     enum class State { kCreated, kEntered, kExpiring, kExpired, kExited };
 
+    // Awaits the body inline and arms the timer only if the body suspends: a body that completes
+    // at once (wait_for around a ready value) never needs one. The deadline was fixed before, so
+    // arming later changes nothing about when it fires; the task does not reach the loop before
+    // the timer is armed.
+    template <class T>
+    struct TimedBody {
+        typename Coroutine<T>::Awaiter inner;
+        Timeout& t;
+        bool await_ready() const { return inner.await_ready(); }
+        bool await_suspend(std::coroutine_handle<> awaiter) noexcept {
+            auto& p = inner.h.promise();
+            p.resume_ = awaiter;
+            p.flags_ |= detail::kStarted | detail::kInlineRun;
+            inner.h.resume();
+            if (inner.h.done()) return false;
+            p.flags_ &= static_cast<std::uint16_t>(~detail::kInlineRun);  // later, it transfers back
+            if (t.state_ == State::kEntered && !t.armed_) {
+                try {
+                    t.arm();
+                } catch (...) {
+                    // No memory for the timer: the deadline cannot be watched, so it is reached now.
+                    t.on_timeout();
+                }
+            }
+            return true;
+        }
+        decltype(auto) await_resume() { return inner.await_resume(); }
+    };
+
     void enter() {
         if (state_ != State::kCreated) throw RuntimeError("Timeout has already been entered");
         task_ = detail::current_task_or_throw("Timeout");
         loop_ = &get_running_loop();
         state_ = State::kEntered;
         cancelling_ = task_->cancelling_;
-        arm();
+        // The timer is armed when the body first suspends (TimedBody).
     }
 
     void arm() {

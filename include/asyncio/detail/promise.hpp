@@ -148,9 +148,9 @@ struct FinalAwaiter {
             task_finished(&p);  // may destroy the frame: touch nothing after
             return std::noop_coroutine();
         }
-#if !ASYNCIO_SYMMETRIC_TRANSFER
-        if (p.has(kInlineRun)) return std::noop_coroutine();  // back into the awaiter's await_suspend
-#endif
+        // Back into the await_suspend that runs it inline (every awaiter with GCC; with Clang,
+        // only those that must know whether it suspended, as Timeout's).
+        if (p.has(kInlineRun)) return std::noop_coroutine();
         return p.resume_ ? p.resume_ : std::noop_coroutine();
     }
     void await_resume() const noexcept {}
