@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <cstdint>
+#include <new>
 
 namespace asyncio::detail {
 
@@ -24,6 +25,27 @@ void* allocate_large_block(std::size_t bytes) noexcept {
 
 void free_large_block(void* p, std::size_t bytes) noexcept {
     if (p != nullptr) ::munmap(p, bytes);
+}
+
+namespace {
+std::size_t whole_blocks(std::size_t bytes) noexcept {
+    return (bytes + kLargeBlock - 1) / kLargeBlock * kLargeBlock;
+}
+}  // namespace
+
+void* allocate_table(std::size_t bytes) {
+    if (bytes < kLargeBlock) return ::operator new(bytes);
+    void* p = allocate_large_block(whole_blocks(bytes));
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+}
+
+void free_table(void* p, std::size_t bytes) noexcept {
+    if (p == nullptr) return;
+    if (bytes < kLargeBlock)
+        ::operator delete(p);
+    else
+        free_large_block(p, whole_blocks(bytes));
 }
 
 }  // namespace asyncio::detail

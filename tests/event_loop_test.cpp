@@ -657,7 +657,7 @@ TEST_F(AnEventLoop, CallSoonThreadsafeFromFourThreadsRunsEveryCallbackOnceAndWak
     EXPECT_GE(loop.stats().backend_waits, 1u);
 }
 
-TEST_F(AnEventLoop, CallSoonThreadsafeWakesALoopBlockedWithNothingToDo) {
+TEST_F(AnEventLoop, CallSoonThreadsafeWakesAnIdleLoopBlockedInPoll) {
     // Virtual time with no timers: the loop can only block in the backend until woken.
     EventLoop loop(virtual_time());
     bool ran = false;

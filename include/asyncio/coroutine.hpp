@@ -62,15 +62,20 @@ public:
 #else
         // See ASYNCIO_SYMMETRIC_TRANSFER: run it here; if it finished, continue without suspending.
         bool await_suspend(std::coroutine_handle<> awaiter) noexcept {
+            return start_inline(awaiter);
+        }
+#endif
+        /// Runs the coroutine from here, before the awaiter suspends: true if it suspended (it
+        /// transfers to awaiter when it finishes), false if it finished already.
+        bool start_inline(std::coroutine_handle<> awaiter) noexcept {
             auto& p = h.promise();
             p.resume_ = awaiter;
             p.flags_ |= detail::kStarted | detail::kInlineRun;
             h.resume();
             if (h.done()) return false;
-            p.flags_ &= static_cast<std::uint16_t>(~detail::kInlineRun);  // it suspended: later, it
-            return true;                                                  // transfers to awaiter
+            p.flags_ &= static_cast<std::uint16_t>(~detail::kInlineRun);
+            return true;
         }
-#endif
         decltype(auto) await_resume() { return detail::take_result(h.promise(), true); }
     };
     Awaiter operator co_await() const& noexcept { return Awaiter{h_}; }

@@ -102,12 +102,7 @@ private:
         Timeout& t;
         bool await_ready() const { return inner.await_ready(); }
         bool await_suspend(std::coroutine_handle<> awaiter) noexcept {
-            auto& p = inner.h.promise();
-            p.resume_ = awaiter;
-            p.flags_ |= detail::kStarted | detail::kInlineRun;
-            inner.h.resume();
-            if (inner.h.done()) return false;
-            p.flags_ &= static_cast<std::uint16_t>(~detail::kInlineRun);  // later, it transfers back
+            if (!inner.start_inline(awaiter)) return false;
             if (t.state_ == State::kEntered && !t.armed_) {
                 try {
                     t.arm();

@@ -16,4 +16,10 @@ void* allocate_large_block(std::size_t bytes) noexcept;
 /// Returns a block of allocate_large_block(bytes).
 void free_large_block(void* p, std::size_t bytes) noexcept;
 
+/// Memory for a growable table of `bytes` (the ready ring, the timer lane): a large block, rounded
+/// up to whole blocks, from kLargeBlock on; operator new below. Throws std::bad_alloc.
+void* allocate_table(std::size_t bytes);
+/// Returns the memory of allocate_table(bytes) (nullptr: nothing).
+void free_table(void* p, std::size_t bytes) noexcept;
+
 }  // namespace asyncio::detail

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdlib>
 #include <new>
 
 #include "asyncio/detail/large_block.hpp"
@@ -33,22 +32,14 @@ public:
     void clear() noexcept { head_ = tail_ = 0; }
 
 private:
-    // A ring of 2 MiB or more (131,072 entries: a program with that many ready tasks) is a large
-    // block on huge pages (large_block.hpp); smaller ones come from malloc.
-    static bool is_large(std::size_t cap) noexcept { return cap * sizeof(ReadyEntry) >= kLargeBlock; }
+    // A ring of 2 MiB or more (131,072 entries: that many ready tasks) is on huge pages.
     static void release(ReadyEntry* buf, std::size_t cap) noexcept {
-        if (is_large(cap))
-            free_large_block(buf, cap * sizeof(ReadyEntry));
-        else
-            std::free(buf);
+        free_table(buf, cap * sizeof(ReadyEntry));
     }
 
     [[gnu::noinline, gnu::cold]] void grow() {
         const std::size_t ncap = cap_ == 0 ? 1024 : cap_ * 2;
-        void* mem = is_large(ncap) ? allocate_large_block(ncap * sizeof(ReadyEntry))
-                                   : std::malloc(ncap * sizeof(ReadyEntry));
-        auto* nbuf = static_cast<ReadyEntry*>(mem);
-        if (nbuf == nullptr) throw std::bad_alloc();
+        auto* nbuf = static_cast<ReadyEntry*>(allocate_table(ncap * sizeof(ReadyEntry)));
         const std::size_t n = tail_ - head_;
         for (std::size_t i = 0; i < n; ++i) nbuf[i] = buf_[(head_ + i) & (cap_ - 1)];
         release(buf_, cap_);

@@ -59,8 +59,7 @@ public:
             idx = count_++;
         }
         Slot& s = slot(idx);
-        s.cb = std::move(cb);
-        s.queued = false;
+        s.cb = std::move(cb);  // (queued is false: a new slot, or cleared when it was freed)
         ++live_;
         return TimerId{idx, s.gen};
     }
@@ -332,27 +331,13 @@ private:
         }
 
     private:
-        // A ring of 2 MiB or more lives in a large block (huge pages), rounded up to whole blocks.
-        static std::size_t large_bytes(std::size_t cap) noexcept {
-            return (cap * sizeof(HeapEntry) + kLargeBlock - 1) / kLargeBlock * kLargeBlock;
-        }
-        static bool is_large(std::size_t cap) noexcept { return cap * sizeof(HeapEntry) >= kLargeBlock; }
+        // A ring of 2 MiB or more is on huge pages (large_block.hpp).
         static void release(HeapEntry* buf, std::size_t cap) noexcept {
-            if (buf == nullptr) return;
-            if (is_large(cap))
-                free_large_block(buf, large_bytes(cap));
-            else
-                ::operator delete(buf);
+            free_table(buf, cap * sizeof(HeapEntry));
         }
         void grow() {
             const std::size_t ncap = cap_ == 0 ? 256 : cap_ * 2;
-            HeapEntry* nbuf;
-            if (is_large(ncap)) {
-                nbuf = static_cast<HeapEntry*>(allocate_large_block(large_bytes(ncap)));
-                if (nbuf == nullptr) throw std::bad_alloc();
-            } else {
-                nbuf = static_cast<HeapEntry*>(::operator new(ncap * sizeof(HeapEntry)));
-            }
+            auto* nbuf = static_cast<HeapEntry*>(allocate_table(ncap * sizeof(HeapEntry)));
             for (std::size_t i = head_; i != tail_; ++i) nbuf[i - head_] = buf_[i & (cap_ - 1)];
             release(buf_, cap_);
             tail_ -= head_;
