@@ -10,13 +10,17 @@ namespace asyncio {
 
 namespace detail {
 
-bool io_submit(EventLoop& loop, IoOp& op) {
+bool io_submit(EventLoop& loop, IoOp& op, bool coop) {
     if (loop.is_closed()) {
         op.result = -EBADF;
         op.state = IoState::done;
         return true;
     }
-    return loop.backend().submit(op);
+    if (!loop.backend().submit(op)) return false;
+    if (!coop || loop.consume_io_budget()) return true;
+    // Budget spent: the task yields once; the completion brings the result back next iteration.
+    loop.schedule(op.complete, &op);
+    return false;
 }
 
 bool io_cancel(EventLoop& loop, IoOp& op) noexcept {

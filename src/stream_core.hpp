@@ -52,27 +52,41 @@ public:
     std::string_view view() const noexcept { return {data(), size()}; }
     std::size_t capacity() const noexcept { return block_.size(); }
 
-    /// Room for at least `want` more bytes (at least kMinFree); returns the free tail.
+    /// Room for at least `want` more bytes (at least kMinFree); returns the free tail, which stays
+    /// pinned (a receive is writing into it) until commit() or unpin().
     std::pair<char*, std::size_t> prepare(std::size_t want);
     /// n bytes were written into the tail returned by prepare().
     void commit(std::size_t n, std::size_t offered) noexcept {
         end_ += n;
+        pinned_ = false;
         if (n == offered && next_cap_ < kMaxAuto) grow_ = true;  // it filled everything: larger next time
     }
+    /// The receive into the tail was withdrawn (or never started).
+    void unpin() noexcept { pinned_ = false; }
     void append(std::string_view s);
     /// Removes and returns the first n bytes (n <= size()).
     std::string take(std::size_t n);
     void consume(std::size_t n) noexcept {
         begin_ += n;
-        if (begin_ == end_) begin_ = end_ = 0;
+        taken_ += n;
+        // Rewind an empty buffer, unless a receive is writing at end_: it commits there.
+        if (begin_ == end_ && !pinned_) begin_ = end_ = 0;
     }
+    /// Bytes removed from the front so far (a reader that remembers a position in the buffer
+    /// across a wait checks this: another task may have taken bytes meanwhile).
+    std::uint64_t taken() const noexcept { return taken_; }
 
 private:
     std::string block_;             // block_.size() is the capacity
     std::size_t next_cap_ = kInitial;  // the size of the next block (grows as receives fill it)
     std::size_t begin_ = 0;
     std::size_t end_ = 0;
+    std::uint64_t taken_ = 0;
     bool grow_ = false;
+    // A receive writes into the free tail: the block must not move, be handed over or rewound.
+    // (A second task may take buffered bytes meanwhile, as asyncio allows; it must not corrupt
+    // the first task's pending receive.)
+    bool pinned_ = false;
 };
 
 /// A string of n bytes whose contents are not initialized (the caller overwrites them): no
@@ -223,6 +237,7 @@ private:
     PromiseBase* task_ = nullptr;
     std::size_t offered_ = 0;
     bool io_ = false;         // a recv was submitted
+    bool prepared_ = false;   // the buffer's tail is pinned for it
     bool woken_ = false;      // woken by wake(), not by data or a cancellation
     bool cancelled_ = false;  // fed reader: woken by a cancellation
 };

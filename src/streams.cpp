@@ -25,6 +25,7 @@ namespace detail {
 
 std::pair<char*, std::size_t> ReadBuffer::prepare(std::size_t want) {
     if (want < kMinFree) want = kMinFree;
+    pinned_ = true;
     if (begin_ == end_) begin_ = end_ = 0;
     const std::size_t size = end_ - begin_;
     if (grow_) {
@@ -56,12 +57,13 @@ void ReadBuffer::append(std::string_view s) {
 }
 
 std::string ReadBuffer::take(std::size_t n) {
-    if (begin_ == 0 && n == end_ && n >= kHandOverMin && 2 * n >= block_.size()) {
+    if (begin_ == 0 && n == end_ && n >= kHandOverMin && 2 * n >= block_.size() && !pinned_) {
         // Everything, filling at least half the block: hand the block over (capacity < 2 n).
         std::string out = std::move(block_);
         out.resize(n);  // shrinking: no reallocation, no copy
         block_ = std::string();
         begin_ = end_ = 0;
+        taken_ += n;
         return out;
     }
     std::string out(data(), n);
@@ -114,6 +116,7 @@ void ListWait::wake_all(WaiterList& list) noexcept {
 FillAwaiter::~FillAwaiter() {
     if (state == IoState::pending) io_cancel(*loop_, *this);
     if (core_.read_waiter_ == this) core_.read_waiter_ = nullptr;
+    if (prepared_) core_.rbuf_.unpin();
 }
 
 bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
@@ -121,7 +124,10 @@ bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
     loop_ = t_running_loop;
     const bool io = core_.has_socket_ && !core_.closed_;
     std::pair<char*, std::size_t> room{};
-    if (io) room = core_.rbuf_.prepare(want_);  // may throw: nothing is registered yet
+    if (io) {
+        room = core_.rbuf_.prepare(want_);  // may throw: nothing is registered yet
+        prepared_ = true;
+    }
     if (!suspend_task(task_, h, this)) return false;
     core_.read_waiter_ = this;
     if (!io) {
@@ -153,6 +159,13 @@ bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
 
 void FillAwaiter::await_resume() {
     if (core_.read_waiter_ == this) core_.read_waiter_ = nullptr;
+    if (prepared_) {
+        prepared_ = false;
+        if (state == IoState::done && result > 0)
+            core_.rbuf_.commit(static_cast<std::size_t>(result), offered_);
+        else
+            core_.rbuf_.unpin();
+    }
     if (!io_) {
         if (cancelled_ || !woken_) throw_cancelled(task_);  // (not woken: it never suspended)
         check_cancelled(task_);
@@ -160,7 +173,7 @@ void FillAwaiter::await_resume() {
     }
     if (state == IoState::done) {
         if (result > 0) {
-            core_.rbuf_.commit(static_cast<std::size_t>(result), offered_);
+            // committed above
         } else if (result == 0 || core_.closed_) {
             core_.eof_ = true;
         } else {
@@ -269,7 +282,7 @@ std::size_t StreamCore::send_now(const char* p, std::size_t n) {
     op.complete = [](void*) {};  // (a completion that raced with the cancel below: nothing to do)
     // One attempt: an operation that would have to wait is withdrawn (it did nothing) and the
     // bytes go to the buffer instead.
-    if (!io_submit(*loop, op) && io_cancel(*loop, op)) return 0;
+    if (!io_submit(*loop, op, /*coop=*/false) && io_cancel(*loop, op)) return 0;
     if (op.result < 0) {
         const std::error_code ec(static_cast<int>(-op.result), std::generic_category());
         set_write_error(ec);
@@ -512,7 +525,9 @@ Coroutine<std::string> readuntil_impl(StreamRef<false> ref, std::string sep, boo
         }
         s.check_read_error();
         s.check_single_reader(line ? "readline" : "readuntil");
+        const std::uint64_t taken = s.rbuf_.taken();
         co_await FillAwaiter(s, 0);
+        if (s.rbuf_.taken() != taken) offset = 0;  // another task took bytes meanwhile: search anew
     }
     if (isep > s.limit_) throw LimitOverrunError("Separator is found, but chunk is longer than limit", isep);
     co_return s.rbuf_.take(isep + seplen);

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -743,3 +744,76 @@ TEST_F(ASocket, LoopClosedWithAPendingOperationLeavesNothingBehind) {
 }
 
 }  // namespace
+
+// ---- a socket closed while an operation continues (fd numbers are reused) ----
+
+namespace fd_reuse {
+
+/// Reads from the peer until `n` bytes are gone (raw, non-blocking; the peer is never awaited).
+void drain_raw(int fd, std::size_t n) {
+    std::vector<char> buf(65536);
+    while (n > 0) {
+        const ssize_t r = ::recv(fd, buf.data(), std::min(n, buf.size()), MSG_DONTWAIT);
+        if (r <= 0) break;
+        n -= static_cast<std::size_t>(r);
+    }
+}
+
+/// Bytes waiting to be read on fd (raw, non-blocking).
+std::size_t readable_now(int fd) {
+    std::size_t total = 0;
+    std::vector<char> buf(65536);
+    for (;;) {
+        const ssize_t r = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+        if (r <= 0) return total;
+        total += static_cast<std::size_t>(r);
+    }
+}
+
+}  // namespace fd_reuse
+
+TEST_F(ASocket, RegressionSendallDoesNotContinueIntoANewSocketWithTheSameFdNumber) {
+    // A sock_sendall is part-way through when one readiness event completes both a receive and a
+    // partial send on the same socket. The receiver's continuation (run first) closes the socket
+    // and opens a socketpair, which gets the same fd number. The rest of the payload must not go
+    // into the new socket: the sendall fails with EBADF.
+    for (int round = 0; round < 20; ++round) {
+        asyncio::run([]() -> Coroutine<> {
+            auto [a, b] = asyncio::socketpair();
+            const int a_fd = a.fileno();
+            const std::string payload = pattern(8 << 20);
+            std::optional<std::pair<Socket, Socket>> fresh;
+            bool reused = false;
+            Task<> sender = asyncio::create_task(
+                [](Socket& a, const std::string& payload) -> Coroutine<> {
+                    co_await asyncio::sock_sendall(a, payload);
+                }(a, payload));
+            Task<> reader = asyncio::create_task(
+                [](Socket& a, int a_fd, std::optional<std::pair<Socket, Socket>>& fresh,
+                   bool& reused) -> Coroutine<> {
+                    (void)co_await asyncio::sock_recv(a, 1);
+                    a.close();
+                    fresh.emplace(asyncio::socketpair());
+                    reused = fresh->first.fileno() == a_fd || fresh->second.fileno() == a_fd;
+                }(a, a_fd, fresh, reused));
+            co_await yield_a_few();
+            CO_ASSERT(!sender.done());  // the socket buffer is full: the sendall waits
+            // One event for both directions: data to read, and room to write (not all of it).
+            CO_ASSERT(::send(b.fileno(), "x", 1, MSG_NOSIGNAL) == 1);
+            fd_reuse::drain_raw(b.fileno(), 256 * 1024);
+            co_await yield_a_few(5);
+            CO_ASSERT(reader.done());
+            CO_ASSERT(reused);
+            const int other = fresh->first.fileno() == a_fd ? fresh->second.fileno() : fresh->first.fileno();
+            EXPECT_EQ(fd_reuse::readable_now(other), 0u) << "bytes of the old socket went into the new one";
+            CO_ASSERT(sender.done());
+            bool ebadf = false;
+            try {
+                sender.result();
+            } catch (const std::system_error& e) {
+                ebadf = e.code() == std::errc::bad_file_descriptor;
+            }
+            EXPECT_TRUE(ebadf) << "sendall on a closed socket did not fail with EBADF";
+        }());
+    }
+}

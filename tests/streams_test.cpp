@@ -70,6 +70,74 @@ Coroutine<std::pair<Streams, Streams>> tcp_pair(const char* host, int family) {
     co_return std::pair<Streams, Streams>(std::move(client), asyncio::open_connection(std::move(accepted)));
 }
 
+// ---- a second reader while one waits (asyncio serves it from the buffer) ----
+
+/// Task A waits in readexactly(64) with `buffered` bytes in the buffer; task B's read() takes
+/// them (as asyncio: a read that finds data does not wait, so it is not refused); then 64 new
+/// bytes arrive and are A's, all of them, exactly once.
+void second_reader_takes_the_buffer_while_the_first_waits(std::size_t buffered) {
+    asyncio::run([](std::size_t buffered) -> Coroutine<> {
+        auto [left, right] = stream_socketpair();
+        const std::string old_bytes = pattern(buffered, 7);
+        const std::string new_bytes = pattern(64, 8);
+        left.second.write(old_bytes);
+        Task<std::string> a = asyncio::create_task(right.first.readexactly(buffered + 64));
+        CO_ASSERT(co_await until([&] { return right.first.buffered() == buffered; }));
+        co_await yield_a_few();
+        CO_ASSERT(!a.done());
+        const std::string b_got = co_await right.first.read(1 << 20);  // B: the other task
+        CO_ASSERT(b_got == old_bytes);
+        left.second.write(new_bytes);
+        // A now needs buffered + 64 bytes and has 0: give it the rest too.
+        left.second.write(pattern(buffered, 9));
+        const std::string a_got = co_await a;
+        CO_ASSERT(a_got.size() == buffered + 64);
+        EXPECT_EQ(first_difference(a_got, new_bytes + pattern(buffered, 9)), -1);
+        EXPECT_EQ(right.first.buffered(), 0u);
+    }(buffered));
+}
+
+TEST_F(AStreamReader, RegressionASecondReaderTakingTheBufferDoesNotCorruptTheWaitingRead) {
+    second_reader_takes_the_buffer_while_the_first_waits(32);
+}
+
+TEST_F(AStreamReader, RegressionASecondReaderTakingALargeBufferDoesNotGetTheWaitingReadsBytes) {
+    // 12,000 bytes: large enough that the buffer's block would be handed to B whole.
+    second_reader_takes_the_buffer_while_the_first_waits(12'000);
+}
+
+TEST_F(AStreamReader, ASecondReaderThatWouldHaveToWaitRaisesRuntimeError) {
+    asyncio::run([]() -> Coroutine<> {
+        auto [left, right] = stream_socketpair();
+        Task<std::string> a = asyncio::create_task(right.first.readexactly(10));
+        co_await yield_a_few();
+        try {
+            (void)co_await right.first.read(5);
+            ADD_FAILURE() << "a second waiting reader was not refused";
+        } catch (const asyncio::RuntimeError& e) {
+            EXPECT_STREQ(e.what(), "read() called while another coroutine is already waiting for incoming data");
+        }
+        left.second.write("0123456789");
+        CO_ASSERT(co_await a == "0123456789");
+    }());
+}
+
+TEST_F(AStreamReader, ReaduntilSearchesAgainAfterAnotherTaskTookBytes) {
+    // A waits in readuntil("\n") having searched "abcdef"; B takes 4 of those bytes; the
+    // separator then arrives: A must find it in what is left, at its new position.
+    asyncio::run([]() -> Coroutine<> {
+        auto [left, right] = stream_socketpair();
+        left.second.write("abcdef");
+        Task<std::string> a = asyncio::create_task(right.first.readuntil("\n"));
+        CO_ASSERT(co_await until([&] { return right.first.buffered() == 6; }));
+        co_await yield_a_few();
+        CO_ASSERT(co_await right.first.read(4) == "abcd");
+        left.second.write("\nrest");
+        CO_ASSERT(co_await a == "ef\n");
+        CO_ASSERT(co_await right.first.read(100) == "rest");
+    }());
+}
+
 // ---- StreamReader fed by hand ----
 
 TEST_F(AStreamReader, ReadsWhatIsFed) {

@@ -192,6 +192,15 @@ public:
         return timers_.add(when.time_since_epoch().count(), std::move(cb));
     }
     bool cancel_timer(detail::TimerId id) noexcept { return timers_.cancel(id); }
+    /// Operations that may complete at once in one step of the loop before the task must yield
+    /// (the cooperative budget of detail::io_submit).
+    static constexpr std::uint32_t kIoBudget = 128;
+    /// Takes one unit of the current step's budget; false once it is spent.
+    bool consume_io_budget() noexcept {
+        if (io_budget_ == 0) return false;
+        --io_budget_;
+        return true;
+    }
     detail::PromiseBase*& task_list() noexcept { return tasks_; }
     detail::Backend& backend() noexcept { return *backend_; }
     detail::ReadyQueue& ready_queue() noexcept { return ready_; }
@@ -214,6 +223,7 @@ private:
     detail::PromiseBase* tasks_ = nullptr;  // intrusive list of pending tasks
     ExceptionHandler handler_;
     Stats stats_;
+    std::uint32_t io_budget_ = kIoBudget;  // refilled before each ready callback runs
     bool running_ = false;
     bool stopping_ = false;
     bool closed_ = false;

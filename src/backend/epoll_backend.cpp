@@ -40,6 +40,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <new>
@@ -184,7 +185,7 @@ public:
     ~EpollBackend() override {
         // Operations still pending belong to frames that outlive the loop: mark them so that
         // their owners do not call back into a backend that is gone.
-        for (FdState& s : fds_) {
+        fds_.for_each([](FdState& s) {
             for (IoOp* q : {s.rhead, s.whead}) {
                 while (q != nullptr) {
                     IoOp* next = q->next;
@@ -193,7 +194,7 @@ public:
                     q = next;
                 }
             }
-        }
+        });
         ::close(wakefd_);
         ::close(epfd_);
     }
@@ -223,8 +224,9 @@ public:
                 continue;
             }
             const int fd = static_cast<int>(tag);
-            if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) continue;
-            FdState& s = fds_[static_cast<std::size_t>(fd)];
+            FdState* sp = fds_.find(fd);
+            if (sp == nullptr) continue;
+            FdState& s = *sp;
             const std::uint32_t e = events[i].events;
             const bool level = s.watched();
             if ((e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) s.hup = true;
@@ -261,21 +263,27 @@ public:
 
     bool submit(IoOp& op) override {
         if (op.fd < 0) return finish_now(op, -EBADF);
-        const auto idx = static_cast<std::size_t>(op.fd);
+        FdState* known = fds_.find(op.fd);
+        const std::uint32_t epoch = known != nullptr ? known->epoch : 0;
+        if (!op.bound) {
+            op.bound = true;
+            op.epoch = epoch;
+        } else if (op.epoch != epoch) {
+            return finish_now(op, -EBADF);  // its fd was closed since: the number is someone else's
+        }
         const bool reader = is_read_kind(op.kind);
-        if (idx >= fds_.size() || (reader ? fds_[idx].rhead : fds_[idx].whead) == nullptr) {
+        if (known == nullptr || (reader ? known->rhead : known->whead) == nullptr) {
             // Nobody waits ahead of it in this direction: try the call now, unless the fd is
             // registered and known not to be ready (then only an event can change that).
-            const bool not_ready = idx < fds_.size() && fds_[idx].registered != 0 &&
-                                   (reader ? fds_[idx].rnot_ready : fds_[idx].wnot_ready);
+            const bool not_ready = known != nullptr && known->registered != 0 &&
+                                   (reader ? known->rnot_ready : known->wnot_ready);
             if (!not_ready) {
                 const std::int64_t r = attempt(op, false);
-                if (idx < fds_.size()) note_attempt(fds_[idx], op, r);
+                if (known != nullptr) note_attempt(*known, op, r);
                 if (r != -EAGAIN) return finish_now(op, r);
             }
         }
-        if (idx >= fds_.size()) fds_.resize(idx + 1 > fds_.size() * 2 ? idx + 1 : fds_.size() * 2);
-        FdState& s = fds_[idx];
+        FdState& s = known != nullptr ? *known : fds_.get(op.fd);
         IoOp*& head = reader ? s.rhead : s.whead;
         IoOp*& tail = reader ? s.rtail : s.wtail;
         op.prev = tail;
@@ -297,7 +305,7 @@ public:
 
     bool cancel(IoOp& op) noexcept override {
         if (op.state != IoState::pending) return false;
-        FdState& s = fds_[static_cast<std::size_t>(op.fd)];
+        FdState& s = *fds_.find(op.fd);  // a pending op's fd has its state
         if (is_read_kind(op.kind))
             unlink(op, s.rhead, s.rtail);
         else
@@ -309,8 +317,18 @@ public:
     }
 
     void forget_fd(int fd, bool closing, ReadyQueue& ready) noexcept override {
-        if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
-        FdState& s = fds_[static_cast<std::size_t>(fd)];
+        if (fd < 0) return;
+        FdState* sp = fds_.find(fd);
+        if (sp == nullptr) {
+            // Never used by an operation that waited, so nothing is pending; but an operation that
+            // completed at once may be continued (sendall): it must see a new epoch.
+            try {
+                sp = &fds_.get(fd);
+            } catch (...) {
+                return;  // no memory for the table: a continuation then acts on the reused number
+            }
+        }
+        FdState& s = *sp;
         for (IoOp** head : {&s.rhead, &s.whead}) {
             while (IoOp* op = *head) {
                 *head = op->next;
@@ -334,7 +352,9 @@ public:
             epoll_event ev{};
             ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &ev);
         }
+        const std::uint32_t epoch = s.epoch + 1;
         s = FdState{};
+        s.epoch = epoch;
     }
 
     bool set_watcher(int fd, bool writer, std::shared_ptr<Callback> cb) override {
@@ -342,12 +362,12 @@ public:
             if (!cb) return false;
             throw std::system_error(EBADF, std::generic_category(), writer ? "add_writer" : "add_reader");
         }
-        const auto idx = static_cast<std::size_t>(fd);
-        if (idx >= fds_.size()) {
+        FdState* sp = fds_.find(fd);
+        if (sp == nullptr) {
             if (!cb) return false;
-            fds_.resize(idx + 1 > fds_.size() * 2 ? idx + 1 : fds_.size() * 2);
+            sp = &fds_.get(fd);
         }
-        FdState& s = fds_[idx];
+        FdState& s = *sp;
         std::shared_ptr<Callback>& slot = writer ? s.writer : s.reader;
         const bool had = static_cast<bool>(slot);
         std::shared_ptr<Callback> old = std::move(slot);
@@ -375,8 +395,39 @@ private:
         bool rnot_ready = false;           // reading would block, until the next read event
         bool wnot_ready = false;           // writing would block, until the next write event
         bool hup = false;                  // EPOLLRDHUP/HUP/ERR seen: short results say nothing
+        std::uint32_t epoch = 0;           // +1 each time the library closes (or creates) this fd
 
         bool watched() const noexcept { return reader || writer; }
+    };
+
+    /// FdState by fd number, in pages of 64 made on first use: memory follows the fds in use,
+    /// not the largest fd number (a single fd dup2'ed to 1,000,000 costs one page and an 8-byte
+    /// slot per 64 numbers below it). Pages stay once made, so an fd number keeps its epoch.
+    class FdTable {
+    public:
+        FdState* find(int fd) noexcept {
+            const auto page = static_cast<std::size_t>(fd) >> kPageShift;
+            if (page >= pages_.size() || !pages_[page]) return nullptr;
+            return &pages_[page][static_cast<std::size_t>(fd) & (kPageSize - 1)];
+        }
+        /// Throws std::bad_alloc.
+        FdState& get(int fd) {
+            const auto page = static_cast<std::size_t>(fd) >> kPageShift;
+            if (page >= pages_.size()) pages_.resize(std::max(page + 1, pages_.size() * 2));
+            if (!pages_[page]) pages_[page] = std::make_unique<FdState[]>(kPageSize);
+            return pages_[page][static_cast<std::size_t>(fd) & (kPageSize - 1)];
+        }
+        template <class F>
+        void for_each(F f) {
+            for (auto& p : pages_)
+                if (p)
+                    for (std::size_t i = 0; i < kPageSize; ++i) f(p[i]);
+        }
+
+    private:
+        static constexpr unsigned kPageShift = 6;
+        static constexpr std::size_t kPageSize = std::size_t{1} << kPageShift;
+        std::vector<std::unique_ptr<FdState[]>> pages_;
     };
 
     static void* pack(int fd, bool writer) noexcept {
@@ -390,9 +441,9 @@ private:
         EventLoop* loop = t_running_loop;
         auto& self = static_cast<EpollBackend&>(loop->backend());
         const auto bits = reinterpret_cast<std::uintptr_t>(packed);
-        const std::size_t idx = bits >> 1;
-        if (idx >= self.fds_.size()) return;
-        std::shared_ptr<Callback> cb = (bits & 1u) != 0 ? self.fds_[idx].writer : self.fds_[idx].reader;
+        FdState* s = self.fds_.find(static_cast<int>(bits >> 1));
+        if (s == nullptr) return;
+        std::shared_ptr<Callback> cb = (bits & 1u) != 0 ? s->writer : s->reader;
         if (!cb) return;
         try {
             (*cb)();
@@ -484,7 +535,7 @@ private:
     static constexpr int kMaxEvents = 256;
     int epfd_ = -1;
     int wakefd_ = -1;
-    std::vector<FdState> fds_;  // indexed by fd
+    FdTable fds_;
 };
 
 }  // namespace

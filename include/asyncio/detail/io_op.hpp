@@ -52,8 +52,14 @@ struct IoOp {
     /// next attempt in that direction instead of making a call that would fail with EAGAIN.
     /// (A short datagram says nothing about the next one: never set it for datagram sockets.)
     bool short_means_not_ready = false;
+    /// Set by the backend at the op's first submission, with `epoch` = the fd number's epoch
+    /// then. Submitting the same op again (a continuation: the rest of a sendall) checks that the
+    /// fd number was not closed by the library in between (and maybe reused for a new socket):
+    /// if it was, the op completes with -EBADF instead of acting on an unrelated file.
+    bool bound = false;
     int fd = -1;
     int flags = 0;             // MSG_* flags for recv/send/recvfrom/sendto
+    std::uint32_t epoch = 0;   // see `bound`
     void* buf = nullptr;       // recv/send/recvfrom/sendto
     std::size_t len = 0;
     void* addr = nullptr;      // connect/sendto: the destination; accept/recvfrom: the peer (out)
@@ -71,7 +77,14 @@ struct IoOp {
 
 /// Starts op on loop's backend. Returns true when it completed at once (op.result is set and
 /// op.complete will not run); false when it is pending (op.complete(&op) runs once it completes).
-bool io_submit(EventLoop& loop, IoOp& op);
+///
+/// Cooperative budget: a task whose operations keep completing at once (the peer is always
+/// ahead) would never return to the loop, starving timers, I/O and every other task. So after
+/// kIoBudget operations completed at once within one step of the loop (one ready callback), an
+/// operation that completed at once is reported as pending instead and its completion goes
+/// through the ready queue: the task yields once, with the result kept (Tokio's coop budget). A
+/// caller that cannot yield (a synchronous try) passes coop = false.
+bool io_submit(EventLoop& loop, IoOp& op, bool coop = true);
 /// Withdraws a pending op. True: it was withdrawn, did nothing, and will never complete. False: it
 /// had already completed (its completion may be queued: the result stands).
 bool io_cancel(EventLoop& loop, IoOp& op) noexcept;
