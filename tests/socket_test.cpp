@@ -7,11 +7,14 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -816,4 +819,164 @@ TEST_F(ASocket, RegressionSendallDoesNotContinueIntoANewSocketWithTheSameFdNumbe
             EXPECT_TRUE(ebadf) << "sendall on a closed socket did not fail with EBADF";
         }());
     }
+}
+
+// ---- operations that always complete at once still let the loop run (cooperative budget) ----
+
+namespace coop {
+
+/// Loop iterations that passed while `body` ran in this task.
+template <class Body>
+Coroutine<std::uint64_t> iterations_during(Body body) {
+    EventLoop& loop = asyncio::get_running_loop();
+    const std::uint64_t before = loop.stats().iterations;
+    co_await body();
+    co_return loop.stats().iterations - before;
+}
+
+constexpr std::uint64_t kBudget = EventLoop::kIoBudget;
+
+}  // namespace coop
+
+TEST_F(ASocket, RegressionSockRecvThatIsAlwaysReadyYieldsToTheLoop) {
+    asyncio::run([]() -> Coroutine<> {
+        auto [a, b] = asyncio::socketpair();
+        constexpr int kBytes = 20'000;
+        const std::string data = pattern(kBytes);
+        CO_ASSERT(::send(b.fileno(), data.data(), data.size(), MSG_NOSIGNAL) == kBytes);
+        std::string got;
+        const std::uint64_t iterations = co_await coop::iterations_during([&]() -> Coroutine<> {
+            for (int i = 0; i < kBytes; ++i) got += co_await asyncio::sock_recv(a, 1);  // each ready at once
+        });
+        EXPECT_EQ(got, data);  // nothing lost or reordered by the yields
+        EXPECT_GE(iterations, kBytes / (coop::kBudget + 1));
+        EXPECT_LE(iterations, kBytes / coop::kBudget + 2);  // and no more yields than the budget asks
+    }());
+}
+
+TEST_F(ASocket, RegressionSendallAndRecvIntoThatAreAlwaysReadyYieldToTheLoop) {
+    // Ping-pong within one task: a one-byte sendall (there is room) then a one-byte
+    // sock_recv_into (the byte is there): every operation completes at once.
+    asyncio::run([]() -> Coroutine<> {
+        auto [a, b] = asyncio::socketpair();
+        constexpr int kRounds = 10'000;
+        std::string got;
+        char c = 0;
+        const std::uint64_t iterations = co_await coop::iterations_during([&]() -> Coroutine<> {
+            for (int i = 0; i < kRounds; ++i) {
+                co_await asyncio::sock_sendall(a, std::string_view("abcdefgh", 8).substr(i % 8, 1));
+                CO_ASSERT(co_await asyncio::sock_recv_into(b, asyncio::MutableBuffer(&c, 1)) == 1);
+                got += c;
+            }
+        });
+        EXPECT_GE(iterations, 2 * kRounds / (coop::kBudget + 1));
+        CO_ASSERT(got.size() == kRounds);
+        for (int i = 0; i < kRounds; ++i) CO_ASSERT(got[static_cast<std::size_t>(i)] == "abcdefgh"[i % 8]);
+    }());
+}
+
+TEST_F(ASocket, RegressionSockRecvfromThatIsAlwaysReadyYieldsToTheLoop) {
+    asyncio::run([]() -> Coroutine<> {
+        // UDP on loopback with a large receive buffer: queue datagrams until the kernel refuses more.
+        Socket a(AF_INET, SOCK_DGRAM);
+        Socket b(AF_INET, SOCK_DGRAM);
+        a.setsockopt(SOL_SOCKET, SO_RCVBUF, 4 << 20);
+        a.bind(Address::parse("127.0.0.1", 0));
+        const Address to = a.getsockname();
+        int datagrams = 0;
+        while (datagrams < 2000) {
+            const std::string d = std::to_string(datagrams);
+            if (::sendto(b.fileno(), d.data(), d.size(), MSG_NOSIGNAL, to.data(), to.size()) < 0) break;
+            ++datagrams;
+        }
+        CO_ASSERT(datagrams > 2 * static_cast<int>(coop::kBudget));
+        int next = 0;
+        const std::uint64_t iterations = co_await coop::iterations_during([&]() -> Coroutine<> {
+            for (int i = 0; i < datagrams; ++i) {
+                auto [d, from] = co_await asyncio::sock_recvfrom(a, 100);
+                CO_ASSERT(d == std::to_string(next++));
+            }
+        });
+        EXPECT_EQ(next, datagrams);
+        EXPECT_GE(iterations, static_cast<std::uint64_t>(datagrams) / (coop::kBudget + 1));
+    }());
+}
+
+TEST_F(ASocket, AnOperationCancelledWhileItYieldsForTheBudgetKeepsItsResult) {
+    // The budget is spent, so a recv that completed at once yields once; a cancel() in that window
+    // must not lose the received byte: it is returned, and CancelledError comes at the next
+    // suspension point (as for any completion that raced a cancellation).
+    asyncio::run([]() -> Coroutine<> {
+        auto [a, b] = asyncio::socketpair();
+        const std::string data = pattern(1000);
+        CO_ASSERT(::send(b.fileno(), data.data(), data.size(), MSG_NOSIGNAL) == 1000);
+        std::string got;
+        Task<> reader = asyncio::create_task([](Socket& a, std::string& got) -> Coroutine<> {
+            for (int i = 0; i < 1000; ++i) got += co_await asyncio::sock_recv(a, 1);
+        }(a, got));
+        co_await asyncio::sleep(0s);  // the reader's first step spends the budget and yields
+        CO_ASSERT(!reader.done());
+        CO_ASSERT(got.size() == coop::kBudget);
+        reader.cancel();
+        try {
+            co_await reader;
+        } catch (const asyncio::CancelledError&) {
+        }
+        CO_ASSERT(reader.cancelled());
+        // The yielded receive delivered its byte; the next one raised and consumed nothing.
+        EXPECT_EQ(got.size(), coop::kBudget + 1);
+        EXPECT_EQ(got, data.substr(0, got.size()));
+        std::string rest;
+        while (rest.size() + got.size() < 1000) rest += co_await asyncio::sock_recv(a, 1000);
+        EXPECT_EQ(got + rest, data);
+    }());
+}
+
+TEST_F(ASocket, RegressionAHighFdNumberCostsMemoryForItsFdNotForEveryNumberBelowIt) {
+    // The backend's per-fd table grows in pages: an operation waiting on a high fd number (up to
+    // 2^20, as the fd limit allows) must not allocate (and touch) state for every number below it.
+    rlimit old{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+    rlimit raised = old;
+    raised.rlim_cur = raised.rlim_max = std::max<rlim_t>(old.rlim_max, 1 << 20);
+    if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+        raised.rlim_cur = raised.rlim_max = old.rlim_max;
+        ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &raised), 0);
+    }
+    const int high = static_cast<int>(std::min<rlim_t>(raised.rlim_cur, 1 << 20)) - 1;
+    if (high < 10'000) {
+        ::setrlimit(RLIMIT_NOFILE, &old);
+        GTEST_SKIP() << "the fd limit is too low for this test (" << high << ")";
+    }
+    auto resident_kib = [] {
+        long pages = 0, resident = 0;
+        FILE* f = std::fopen("/proc/self/statm", "r");
+        if (f != nullptr) {
+            if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+            std::fclose(f);
+        }
+        return resident * (::sysconf(_SC_PAGESIZE) / 1024);
+    };
+    auto one_recv = [](Socket& s, Socket& peer) -> Coroutine<std::string> {
+        Task<std::string> r = asyncio::create_task(
+            [](Socket& s) -> Coroutine<std::string> { co_return co_await asyncio::sock_recv(s, 10); }(s));
+        co_await yield_a_few();
+        EXPECT_EQ(registrations(asyncio::get_running_loop()), 1u);  // it waits on its fd
+        co_await asyncio::sock_sendall(peer, "far away");
+        co_return co_await r;
+    };
+    {
+        EventLoop loop;
+        auto [a, b] = asyncio::socketpair();
+        // First on a low fd: whatever the loop allocates anyway (frames, queues) is in place.
+        EXPECT_EQ(loop.run_until_complete(one_recv(a, b)), "far away");
+        ASSERT_EQ(::dup2(a.fileno(), high), high);
+        Socket far = Socket::from_fd(high);
+        const long before = resident_kib();
+        EXPECT_EQ(loop.run_until_complete(one_recv(far, b)), "far away");
+        const long grown = resident_kib() - before;
+        // (The old table, one ~100-byte entry per number, grew by ~1.8 MiB for fd 19,999.)
+        EXPECT_LT(grown, 256) << "KiB of memory for one fd numbered " << high;
+    }
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
 }

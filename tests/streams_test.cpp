@@ -4,11 +4,14 @@
 #include "asyncio/streams.hpp"
 
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <optional>
+#include <thread>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -794,6 +797,44 @@ TEST_F(AStream, ACancelledReadLeavesNoRegistrationAndLosesNothing) {
             CO_ASSERT(co_await right.first.readline() == "xxxxxxxxxx\n");
         }(),
         asyncio_test::virtual_time());
+}
+
+// ---- a peer that is always ahead does not starve the loop (cooperative budget) ----
+
+TEST_F(AStream, RegressionReadsFromAPeerThatIsAlwaysAheadYieldToTheLoop) {
+    // A thread writes 32 MiB as fast as it can; every read() finds data (or almost always does)
+    // and completes at once. The loop must still iterate: at least once per kIoBudget receives.
+    asyncio::run([]() -> Coroutine<> {
+        auto [a, b] = asyncio::socketpair();
+        const int peer = b.fileno();
+        constexpr std::size_t kTotal = 32u << 20;
+        std::thread writer([peer] {
+            const std::string chunk = pattern(1 << 16, 3);
+            std::size_t sent = 0;
+            while (sent < kTotal) {
+                pollfd p{peer, POLLOUT, 0};
+                ::poll(&p, 1, 1000);
+                const ssize_t n = ::send(peer, chunk.data(), std::min(chunk.size(), kTotal - sent), MSG_NOSIGNAL);
+                if (n > 0) sent += static_cast<std::size_t>(n);
+                else if (n < 0 && errno != EAGAIN && errno != EINTR) break;
+            }
+        });
+        StreamReader reader = asyncio::open_connection(std::move(a)).first;
+        asyncio::EventLoop& loop = asyncio::get_running_loop();
+        const std::uint64_t before = loop.stats().iterations;
+        std::uint64_t reads = 0;
+        std::size_t got = 0;
+        while (got < kTotal) {
+            const std::string data = co_await reader.read(1 << 16);
+            if (data.empty()) break;
+            got += data.size();
+            ++reads;
+        }
+        const std::uint64_t iterations = loop.stats().iterations - before;
+        writer.join();
+        EXPECT_EQ(got, kTotal);
+        EXPECT_GE(iterations, reads / (asyncio::EventLoop::kIoBudget + 1));
+    }());
 }
 
 }  // namespace
