@@ -980,3 +980,35 @@ TEST_F(ASocket, RegressionAHighFdNumberCostsMemoryForItsFdNotForEveryNumberBelow
     }
     ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
 }
+
+TEST_F(ASocket, RegressionAReaderEventQueuedForAClosedFdDoesNotRunTheNewFdsReader) {
+    // The old fd is readable, so the poll queues its reader; a callback that runs before it in
+    // the same iteration removes the reader, closes the socket, and installs a reader on a new
+    // socket that got the same fd number. The queued event belonged to the old reader: the new one
+    // must not run for it (Python's remove_reader cancels the queued handle).
+    EventLoop loop;
+    loop.run_until_complete([](EventLoop& loop) -> Coroutine<> {
+        auto pair = asyncio::socketpair();  // (clang 14: no structured bindings in lambdas)
+        Socket a = std::move(pair.first);
+        Socket b = std::move(pair.second);
+        const int a_fd = a.fileno();
+        int old_calls = 0;
+        int new_calls = 0;
+        std::optional<std::pair<Socket, Socket>> fresh;
+        loop.add_reader(a_fd, [&] { ++old_calls; });
+        CO_ASSERT(::send(b.fileno(), "x", 1, MSG_NOSIGNAL) == 1);
+        // Queued before the next poll, which then queues the old reader's event after it.
+        loop.call_soon([&] {
+            loop.remove_reader(a_fd);
+            a.close();
+            fresh.emplace(asyncio::socketpair());
+            const int reused = fresh->first.fileno() == a_fd ? fresh->first.fileno() : fresh->second.fileno();
+            EXPECT_EQ(reused, a_fd);  // the kernel hands out the lowest free number
+            loop.add_reader(reused, [&] { ++new_calls; });
+        });
+        co_await yield_a_few();
+        EXPECT_EQ(old_calls, 0);
+        EXPECT_EQ(new_calls, 0) << "the new fd's reader ran for the old fd's event";
+        loop.remove_reader(a_fd);
+    }(loop));
+}

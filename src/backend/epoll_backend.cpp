@@ -234,7 +234,7 @@ public:
                 s.rnot_ready = false;
                 completions += run_queue(s, s.rhead, s.rtail, ready);
                 if (s.reader) {
-                    ready.push(&run_watcher, pack(fd, false));
+                    ready.push(&run_watcher, pack(fd, false, s.watch_gen));
                     ++completions;
                 }
             }
@@ -242,7 +242,7 @@ public:
                 s.wnot_ready = false;
                 completions += run_queue(s, s.whead, s.wtail, ready);
                 if (s.writer) {
-                    ready.push(&run_watcher, pack(fd, true));
+                    ready.push(&run_watcher, pack(fd, true, s.watch_gen));
                     ++completions;
                 }
             }
@@ -353,8 +353,10 @@ public:
             ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, &ev);
         }
         const std::uint32_t epoch = s.epoch + 1;
+        const std::uint32_t watch_gen = s.watch_gen + 1;
         s = FdState{};
         s.epoch = epoch;
+        s.watch_gen = watch_gen;
     }
 
     bool set_watcher(int fd, bool writer, std::shared_ptr<Callback> cb) override {
@@ -379,6 +381,7 @@ public:
         }
         if (slot && !had) ++registrations_;
         if (!slot && had) --registrations_;
+        if (had) ++s.watch_gen;  // an event queued for the old callback is not the new one's
         return had;
     }
 
@@ -396,6 +399,7 @@ private:
         bool wnot_ready = false;           // writing would block, until the next write event
         bool hup = false;                  // EPOLLRDHUP/HUP/ERR seen: short results say nothing
         std::uint32_t epoch = 0;           // +1 each time the library closes (or creates) this fd
+        std::uint32_t watch_gen = 0;       // +1 each time a watcher is set or removed (run_watcher)
 
         bool watched() const noexcept { return reader || writer; }
     };
@@ -430,8 +434,14 @@ private:
         std::vector<std::unique_ptr<FdState[]>> pages_;
     };
 
-    static void* pack(int fd, bool writer) noexcept {
-        return reinterpret_cast<void*>((static_cast<std::uintptr_t>(fd) << 1) | (writer ? 1u : 0u));
+    // A watcher's turn in the ready queue is {fd, direction, watch_gen}: the generation drops an
+    // event that was queued for a callback since removed or replaced (possibly for a new file
+    // with the same fd number), as Python's remove_reader cancels the queued handle.
+    static void* pack(int fd, bool writer, std::uint32_t gen) noexcept {
+        static_assert(sizeof(void*) == 8, "fd, direction and generation share a pointer");
+        return reinterpret_cast<void*>((static_cast<std::uintptr_t>(gen & 0x7fffffffu) << 33) |
+                                       (static_cast<std::uintptr_t>(static_cast<std::uint32_t>(fd)) << 1) |
+                                       (writer ? 1u : 0u));
     }
 
     /// A watcher's turn in the ready queue. The fd is looked up again: the callback may have been
@@ -441,8 +451,8 @@ private:
         EventLoop* loop = t_running_loop;
         auto& self = static_cast<EpollBackend&>(loop->backend());
         const auto bits = reinterpret_cast<std::uintptr_t>(packed);
-        FdState* s = self.fds_.find(static_cast<int>(bits >> 1));
-        if (s == nullptr) return;
+        FdState* s = self.fds_.find(static_cast<int>((bits >> 1) & 0xffffffffu));
+        if (s == nullptr || (s->watch_gen & 0x7fffffffu) != (bits >> 33)) return;
         std::shared_ptr<Callback> cb = (bits & 1u) != 0 ? s->writer : s->reader;
         if (!cb) return;
         try {
