@@ -25,6 +25,14 @@
 // task's next suspension point instead, so that no received data or accepted connection is lost.
 // sock_sendall may have sent a prefix of the data when it is cancelled (as in Python).
 //
+// Closing: a socket closed while an operation on it waits (or while sock_sendall is between two
+// partial sends) makes that operation fail with std::system_error(EBADF); nothing is ever sent to
+// or received from another file that reused the fd number.
+//
+// Fairness: operations that complete at once do not suspend, but after 128 of them in one step
+// of the loop the next one yields once (its result kept), so a peer that is always ahead cannot
+// starve timers and other tasks (Tokio's cooperative budget).
+//
 // One fd may have several operations pending (say, one task receiving while another sends); in
 // each direction they are served in the order they were started.
 //

@@ -23,8 +23,9 @@
 // than the buffer holds (one recv of up to the buffer's free space, at least 4 KiB, more after
 // reads that filled it), so a reader nobody reads from stops receiving and TCP flow control slows
 // the peer down: the buffer never holds more than what the current read needs plus one receive.
-// One task reads at a time: a read started while another one waits for data raises RuntimeError
-// (as asyncio). A receive error (ECONNRESET, ...) is raised as std::system_error by the reads once
+// One task waits for data at a time: a read that would have to wait while another one waits
+// raises RuntimeError (as asyncio); a read that finds bytes buffered takes them even then (as
+// asyncio), and the waiting read gets what arrives next. A receive error (ECONNRESET, ...) is raised as std::system_error by the reads once
 // the buffered bytes are used up (asyncio raises it at once, dropping them) and again by every read
 // after that; EOF is sticky.
 //

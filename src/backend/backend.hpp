@@ -62,8 +62,10 @@ public:
     /// never submitted).
     virtual bool cancel(IoOp& op) noexcept = 0;
     /// fd is about to be closed (closing) or was just created by the library (!closing): operations
-    /// pending on it complete with -EBADF (appended to `ready`), its callbacks are dropped, and the
-    /// backend forgets the fd number, so that a reused number starts afresh.
+    /// pending on it complete with -EBADF (appended to `ready`), its callbacks are dropped (and
+    /// their queued events too), and the backend forgets the fd number, so that a reused number
+    /// starts afresh. The number's epoch moves on: an op bound to the old epoch (IoOp::bound),
+    /// submitted again afterwards, completes at once with -EBADF.
     virtual void forget_fd(int fd, bool closing, ReadyQueue& ready) noexcept = 0;
 
     // ---- raw readiness callbacks (Python's add_reader/add_writer) ----
