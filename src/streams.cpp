@@ -172,9 +172,8 @@ void FillAwaiter::await_resume() {
         return;
     }
     if (state == IoState::done) {
-        if (result > 0) {
-            // committed above
-        } else if (result == 0 || core_.closed_) {
+        if (result > 0) return;  // committed above
+        if (result == 0 || core_.closed_) {
             core_.eof_ = true;
         } else {
             core_.rerror_ = std::make_exception_ptr(
