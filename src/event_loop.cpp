@@ -63,11 +63,11 @@ void EventLoop::call_soon_threadsafe(detail::Callback cb) {
     if (polling_.load()) backend_->wakeup();
 }
 
-TimerHandle EventLoop::call_later(Duration delay, detail::Callback cb) {
-    return call_at(time() + delay, std::move(cb));
+TimerHandle EventLoop::call_at(TimePoint when, detail::Callback cb) {
+    return schedule_timer(when, std::move(cb));
 }
 
-TimerHandle EventLoop::call_at(TimePoint when, detail::Callback cb) {
+TimerHandle EventLoop::schedule_timer(TimePoint when, detail::Callback&& cb) {
     if (closed_) throw RuntimeError("Event loop is closed");
     const detail::TimerId id = timers_.add(when.time_since_epoch().count(), std::move(cb));
     return TimerHandle(this, id, when);
@@ -147,8 +147,8 @@ void EventLoop::run_once() {
         const bool have_timers = timers_.has_timers();
         std::int64_t timeout_ns = -1;
         if (have_timers) {
-            timeout_ns = timers_.next_deadline() - time().time_since_epoch().count();
-            if (timeout_ns < 0) timeout_ns = 0;
+            // Saturating: a timer at TimePoint::max() (a "never" deadline) must not overflow.
+            timeout_ns = nanoseconds_until(TimePoint(Duration(timers_.next_deadline())), time());
         }
         if (timeout_ns != 0 && clock_->autojump()) {
             // Virtual time: look at I/O without blocking; if nothing came and a timer is pending,

@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <fstream>
 #include <functional>
 #include <stdexcept>
@@ -774,6 +776,74 @@ TEST_F(AnEventLoop, RegressionCloseWithTwoWaitersOnOnePendingTaskReadsFreedMemor
     loop.run_forever();
     loop.close();
     EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 3u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions of reliability issue #7
+
+// (5) time() + delay overflowed for call_later(Duration::max()), and the poll timeout of a timer
+// at TimePoint::max() overflowed in the backend's rounding (epoll_wait then blocked for ever).
+TEST_F(AnEventLoop, RegressionCallLaterOfTheLargestDurationsIsNeverAndStarvesNoOtherTimer) {
+    EventLoop loop(virtual_time());
+    bool far_ran = false;
+    std::vector<asyncio::TimerHandle> far;
+    far.push_back(loop.call_later(asyncio::Duration::max(), [&] { far_ran = true; }));
+    far.push_back(loop.call_later(std::chrono::years(1000), [&] { far_ran = true; }));
+    far.push_back(loop.call_later(std::chrono::seconds::max(), [&] { far_ran = true; }));
+    far.push_back(loop.call_later(std::chrono::duration<double>(1e300), [&] { far_ran = true; }));
+    far.push_back(loop.call_at(TimePoint::max(), [&] { far_ran = true; }));
+    for (const auto& h : far) EXPECT_EQ(h.when(), TimePoint::max());
+    std::vector<asyncio::Duration> seen;
+    loop.call_later(1s, [&] { seen.push_back(loop.time() - kStart); });
+    loop.call_later(std::chrono::duration<double>(2.5), [&] { seen.push_back(loop.time() - kStart); });
+    loop.call_later(3s, [&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(seen, (std::vector<asyncio::Duration>{1s, 2500ms}));
+    EXPECT_EQ(loop.time(), kStart + 3s);
+    EXPECT_FALSE(far_ran);
+    // A virtual clock that reaches the end of time runs them, in scheduling order, and time
+    // arithmetic keeps saturating there.
+    loop.call_later(std::chrono::years(2000), [&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_TRUE(far_ran);
+    EXPECT_EQ(loop.time(), TimePoint::max());
+    EXPECT_EQ(loop.call_later(1s, [] {}).when(), TimePoint::max());
+}
+
+TEST_F(AnEventLoop, RegressionASleepOf200msCompletesOnTheRealClockWithACallLaterOfDurationMaxPending) {
+    // The real clock: the loop blocks in epoll_wait. A watchdog thread stops the loop if the
+    // sleep has not completed after 30 s (a hang would otherwise be for ever); no tight timing.
+    EventLoop loop;
+    bool far_ran = false;
+    loop.call_later(asyncio::Duration::max(), [&] { far_ran = true; });
+    loop.call_at(TimePoint::max(), [&] { far_ran = true; });
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread watchdog([&] {
+        std::unique_lock lock(m);
+        if (!cv.wait_for(lock, 30s, [&] { return done; })) loop.call_soon_threadsafe([&] { loop.stop(); });
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    bool completed = false;
+    try {
+        loop.run_until_complete([](bool& completed) -> Coroutine<> {
+            co_await asyncio::sleep(200ms);
+            completed = true;
+        }(completed));
+    } catch (const RuntimeError&) {
+        // stopped by the watchdog: completed stays false
+    }
+    const auto took = std::chrono::steady_clock::now() - t0;
+    {
+        std::lock_guard lock(m);
+        done = true;
+    }
+    cv.notify_all();
+    watchdog.join();
+    EXPECT_TRUE(completed);
+    EXPECT_GE(took, 200ms);
+    EXPECT_FALSE(far_ran);
 }
 
 }  // namespace

@@ -110,8 +110,14 @@ public:
     /// the loop is closed.
     void call_soon_threadsafe(detail::Callback cb);
     /// Runs cb once `delay` has passed (delay <= 0: in the next iteration, after earlier timers).
-    TimerHandle call_later(Duration delay, detail::Callback cb);
-    /// Runs cb at loop time `when`.
+    /// Any unit; the deadline saturates (clock.hpp), so call_later(Duration::max()) is "never"
+    /// and leaves every other timer working.
+    template <class Rep, class Period>
+    TimerHandle call_later(std::chrono::duration<Rep, Period> delay, detail::Callback cb) {
+        // By reference: a move of cb inlined here makes GCC warn about its unused buffer bytes.
+        return schedule_timer(deadline_after(time(), delay), std::move(cb));
+    }
+    /// Runs cb at loop time `when` (TimePoint::max(): never, unless a virtual clock jumps there).
     TimerHandle call_at(TimePoint when, detail::Callback cb);
 
     // ---- tasks (defined in task.hpp) ----
@@ -206,6 +212,7 @@ private:
     void check_runnable() const;
     static void run_slot(void* packed);
     void release_tasks() noexcept;
+    TimerHandle schedule_timer(TimePoint when, detail::Callback&& cb);
 
     std::unique_ptr<Clock> clock_;
     std::unique_ptr<detail::Backend> backend_;
