@@ -1,7 +1,10 @@
 #include "asyncio/event_loop.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <string>
+#include <thread>
 #include <typeinfo>
 
 #include "asyncio/detail/promise.hpp"
@@ -34,6 +37,9 @@ EventLoop::EventLoop() : EventLoop(std::make_unique<MonotonicClock>()) {}
 EventLoop::EventLoop(std::unique_ptr<Clock> clock)
     : clock_(std::move(clock)), backend_(detail::make_backend()) {
     if (!clock_) throw ValueError("EventLoop needs a clock");
+    // Python's PYTHONASYNCIODEBUG: any non-empty value turns debug mode on.
+    const char* env = std::getenv("ASYNCIO_DEBUG");
+    debug_ = env != nullptr && *env != '\0';
     if (detail::t_thread_loop == nullptr) detail::t_thread_loop = this;
 }
 
@@ -54,9 +60,16 @@ Handle EventLoop::call_soon(detail::Callback cb) {
 }
 
 void EventLoop::call_soon_threadsafe(detail::Callback cb) {
+    // Counted while inside (the decrement is the last touch of the loop): close() waits for the
+    // count to reach 0, so the loop may be destroyed as soon as close() returns.
+    ts_callers_.fetch_add(1);
+    struct Leave {
+        std::atomic<int>& callers;
+        ~Leave() { callers.fetch_sub(1); }
+    } leave{ts_callers_};
+    if (ts_closed_.load()) throw RuntimeError("Event loop is closed");
     {
         std::lock_guard lock(ts_mutex_);
-        if (ts_closed_) throw RuntimeError("Event loop is closed");
         ts_queue_.push_back(std::move(cb));
     }
     ts_pending_.store(true);
@@ -192,10 +205,27 @@ void EventLoop::close() {
         link_->loop = nullptr;
     }
     closed_ = true;
+    // From here call_soon_threadsafe refuses; wait for the callers already inside (a push and a
+    // wake-up: short), so that none touches the loop after close() returns.
+    ts_closed_.store(true);
+    while (ts_callers_.load() != 0) std::this_thread::yield();
+    std::size_t dropped;
     {
         std::lock_guard lock(ts_mutex_);
-        ts_closed_ = true;
+        dropped = ts_queue_.size();
         ts_queue_.clear();
+    }
+    // Accepted after the last iteration, so never run (as Python's close()): silent unless in
+    // debug mode.
+    if (debug_ && dropped > 0) {
+        try {
+            call_exception_handler({"close() dropped " + std::to_string(dropped) +
+                                        " callback(s) scheduled with call_soon_threadsafe() after "
+                                        "the loop's last iteration",
+                                    {}, {}});
+        } catch (...) {
+            // No memory for the message: nothing is lost but the report.
+        }
     }
     ready_.clear();
     detail::release_loop_tasks(*this);
