@@ -199,7 +199,7 @@ void EventLoop::close() {
     if (closed_) return;
     // No thread may post into the loop once it is gone: join the default executor, then cut the
     // link through which other executors' threads reach it.
-    shutdown_default_executor();
+    shutdown_default_executor_for(kThreadJoinTimeout);
     if (link_) {
         std::lock_guard lock(link_->mutex);
         link_->loop = nullptr;

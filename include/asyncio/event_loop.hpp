@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -26,6 +27,10 @@
 #include "asyncio/exceptions.hpp"
 
 namespace asyncio {
+
+/// How long close() and asyncio::run() wait for the default executor's threads (Python's
+/// constants.THREAD_JOIN_TIMEOUT).
+inline constexpr std::chrono::seconds kThreadJoinTimeout{300};
 
 class EventLoop;
 template <class T>
@@ -144,7 +149,9 @@ public:
     /// Drops every pending callback and timer (including those call_soon_threadsafe accepted
     /// after the last iteration) and destroys tasks that are still pending. Throws RuntimeError if
     /// the loop is running. Idempotent. First shuts down the default executor, waiting for the
-    /// functions still running on its threads. Once it returns, no call_soon_threadsafe caller is
+    /// functions still running on its threads for at most kThreadJoinTimeout (300 s); past that,
+    /// a RuntimeWarning goes to the exception handler and those threads are left running,
+    /// detached (their results are dropped). Once it returns, no call_soon_threadsafe caller is
     /// inside the loop any more.
     void close();
 
@@ -182,8 +189,16 @@ public:
     /// Replaces the default executor (Python's set_default_executor).
     void set_default_executor(std::shared_ptr<ThreadPoolExecutor> executor);
     /// Shuts the default executor down and joins its threads: waits for the functions running on
-    /// it (their results are dropped if nobody awaits them). close() calls it.
+    /// it (their results are dropped if nobody awaits them). No time limit, as Python's default
+    /// (timeout=None); close() calls it with kThreadJoinTimeout.
     void shutdown_default_executor() noexcept;
+    /// The same, waiting at most `timeout` (wall-clock time, any unit): then it reports "The
+    /// executor did not finishing joining its threads within N seconds." (a RuntimeWarning, to the
+    /// exception handler, Python's text) and returns, leaving the busy threads running detached.
+    template <class Rep, class Period>
+    void shutdown_default_executor(std::chrono::duration<Rep, Period> timeout) noexcept {
+        shutdown_default_executor_for(saturating_duration(timeout));
+    }
 
     // ---- errors ----
     /// Replaces the handler for errors nobody else can see (a task's exception that was never
@@ -224,6 +239,7 @@ private:
     void check_runnable() const;
     static void run_slot(void* packed);
     void release_tasks() noexcept;
+    void shutdown_default_executor_for(std::optional<Duration> timeout) noexcept;
     TimerHandle schedule_timer(TimePoint when, detail::Callback&& cb);
 
     std::unique_ptr<Clock> clock_;
