@@ -1,7 +1,10 @@
 #include "asyncio/event_loop.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
+#include <string>
+#include <thread>
 #include <typeinfo>
 
 #include "asyncio/detail/promise.hpp"
@@ -34,6 +37,9 @@ EventLoop::EventLoop() : EventLoop(std::make_unique<MonotonicClock>()) {}
 EventLoop::EventLoop(std::unique_ptr<Clock> clock)
     : clock_(std::move(clock)), backend_(detail::make_backend()) {
     if (!clock_) throw ValueError("EventLoop needs a clock");
+    // Python's PYTHONASYNCIODEBUG: any non-empty value turns debug mode on.
+    const char* env = std::getenv("ASYNCIO_DEBUG");
+    debug_ = env != nullptr && *env != '\0';
     if (detail::t_thread_loop == nullptr) detail::t_thread_loop = this;
 }
 
@@ -54,20 +60,27 @@ Handle EventLoop::call_soon(detail::Callback cb) {
 }
 
 void EventLoop::call_soon_threadsafe(detail::Callback cb) {
+    // Counted while inside (the decrement is the last touch of the loop): close() waits for the
+    // count to reach 0, so the loop may be destroyed as soon as close() returns.
+    ts_callers_.fetch_add(1);
+    struct Leave {
+        std::atomic<int>& callers;
+        ~Leave() { callers.fetch_sub(1); }
+    } leave{ts_callers_};
+    if (ts_closed_.load()) throw RuntimeError("Event loop is closed");
     {
         std::lock_guard lock(ts_mutex_);
-        if (ts_closed_) throw RuntimeError("Event loop is closed");
         ts_queue_.push_back(std::move(cb));
     }
     ts_pending_.store(true);
     if (polling_.load()) backend_->wakeup();
 }
 
-TimerHandle EventLoop::call_later(Duration delay, detail::Callback cb) {
-    return call_at(time() + delay, std::move(cb));
+TimerHandle EventLoop::call_at(TimePoint when, detail::Callback cb) {
+    return schedule_timer(when, std::move(cb));
 }
 
-TimerHandle EventLoop::call_at(TimePoint when, detail::Callback cb) {
+TimerHandle EventLoop::schedule_timer(TimePoint when, detail::Callback&& cb) {
     if (closed_) throw RuntimeError("Event loop is closed");
     const detail::TimerId id = timers_.add(when.time_since_epoch().count(), std::move(cb));
     return TimerHandle(this, id, when);
@@ -147,8 +160,8 @@ void EventLoop::run_once() {
         const bool have_timers = timers_.has_timers();
         std::int64_t timeout_ns = -1;
         if (have_timers) {
-            timeout_ns = timers_.next_deadline() - time().time_since_epoch().count();
-            if (timeout_ns < 0) timeout_ns = 0;
+            // Saturating: a timer at TimePoint::max() (a "never" deadline) must not overflow.
+            timeout_ns = nanoseconds_until(TimePoint(Duration(timers_.next_deadline())), time());
         }
         if (timeout_ns != 0 && clock_->autojump()) {
             // Virtual time: look at I/O without blocking; if nothing came and a timer is pending,
@@ -187,16 +200,33 @@ void EventLoop::close() {
     if (closed_) return;
     // No thread may post into the loop once it is gone: join the default executor, then cut the
     // link through which other executors' threads reach it.
-    shutdown_default_executor();
+    shutdown_default_executor_for(kThreadJoinTimeout);
     if (link_) {
         std::lock_guard lock(link_->mutex);
         link_->loop = nullptr;
     }
     closed_ = true;
+    // From here call_soon_threadsafe refuses; wait for the callers already inside (a push and a
+    // wake-up: short), so that none touches the loop after close() returns.
+    ts_closed_.store(true);
+    while (ts_callers_.load() != 0) std::this_thread::yield();
+    std::size_t dropped;
     {
         std::lock_guard lock(ts_mutex_);
-        ts_closed_ = true;
+        dropped = ts_queue_.size();
         ts_queue_.clear();
+    }
+    // Accepted after the last iteration, so never run (as Python's close()): silent unless in
+    // debug mode.
+    if (debug_ && dropped > 0) {
+        try {
+            call_exception_handler({"close() dropped " + std::to_string(dropped) +
+                                        " callback(s) scheduled with call_soon_threadsafe() after "
+                                        "the loop's last iteration",
+                                    {}, {}});
+        } catch (...) {
+            // No memory for the message: nothing is lost but the report.
+        }
     }
     ready_.clear();
     detail::release_loop_tasks(*this);

@@ -15,43 +15,48 @@ std::size_t ThreadPoolExecutor::default_max_workers() noexcept {
 }
 
 ThreadPoolExecutor::ThreadPoolExecutor(std::size_t max_workers)
-    : max_workers_(max_workers == 0 ? default_max_workers() : max_workers) {}
+    : max_workers_(max_workers == 0 ? default_max_workers() : max_workers),
+      s_(std::make_shared<Shared>()) {}
 
 ThreadPoolExecutor::~ThreadPoolExecutor() { shutdown(true); }
 
 void ThreadPoolExecutor::submit(detail::Callback job) {
-    std::unique_lock lock(mutex_);
-    if (shutdown_) throw RuntimeError("cannot schedule new futures after shutdown");
-    queue_.push_back(std::move(job));
+    std::unique_lock lock(s_->mutex);
+    if (s_->shutdown) throw RuntimeError("cannot schedule new futures after shutdown");
+    s_->queue.push_back(std::move(job));
     // Python's rule: a new thread only when no idle one can take the job.
-    if (idle_ >= queue_.size()) {
+    if (s_->idle >= s_->queue.size()) {
         lock.unlock();
-        cv_.notify_one();
+        s_->cv.notify_one();
         return;
     }
     if (threads_.size() < max_workers_) {
         try {
-            threads_.emplace_back([this] { work(); });
+            threads_.reserve(threads_.size() + 1);
+            auto exited = std::make_shared<bool>(false);
+            // The thread's own references: it may outlive the executor (shutdown with a timeout).
+            std::thread t([s = s_, exited] { work(*s, *exited); });
+            threads_.push_back(Worker{std::move(t), std::move(exited)});
         } catch (...) {
             // No thread could be started: the job waits for a running one; with none at all it
             // cannot run.
             if (threads_.empty()) {
-                queue_.pop_back();
+                s_->queue.pop_back();
                 throw;
             }
         }
     }
 }
 
-void ThreadPoolExecutor::work() {
-    std::unique_lock lock(mutex_);
+void ThreadPoolExecutor::work(Shared& s, bool& exited) {
+    std::unique_lock lock(s.mutex);
     for (;;) {
-        ++idle_;
-        cv_.wait(lock, [this] { return !queue_.empty() || shutdown_; });
-        --idle_;
-        if (queue_.empty()) return;  // shut down and drained
-        detail::Callback job = std::move(queue_.front());
-        queue_.pop_front();
+        ++s.idle;
+        s.cv.wait(lock, [&s] { return !s.queue.empty() || s.shutdown; });
+        --s.idle;
+        if (s.queue.empty()) break;  // shut down and drained
+        detail::Callback job = std::move(s.queue.front());
+        s.queue.pop_front();
         lock.unlock();
         try {
             job();
@@ -63,26 +68,55 @@ void ThreadPoolExecutor::work() {
         job.reset();  // its captures die on this thread, before the next wait
         lock.lock();
     }
+    exited = true;
+    s.exited.notify_all();
 }
 
 void ThreadPoolExecutor::shutdown(bool wait) {
-    std::vector<std::thread> threads;
+    if (wait) {
+        shutdown_until(TimePoint::max());
+        return;
+    }
     {
-        std::lock_guard lock(mutex_);
-        shutdown_ = true;
-        if (wait) threads.swap(threads_);
+        std::lock_guard lock(s_->mutex);
+        s_->shutdown = true;
     }
-    cv_.notify_all();
-    for (auto& t : threads) {
-        if (t.get_id() == std::this_thread::get_id())
-            t.detach();  // shut down from one of its own jobs: that thread ends by itself
+    s_->cv.notify_all();
+}
+
+bool ThreadPoolExecutor::shutdown_until(TimePoint deadline) {
+    std::vector<Worker> threads;
+    {
+        std::lock_guard lock(s_->mutex);
+        s_->shutdown = true;
+        threads.swap(threads_);
+    }
+    s_->cv.notify_all();
+    // Shut down from one of its own jobs: that thread ends by itself, after this returns.
+    for (Worker& w : threads) {
+        if (w.thread.get_id() == std::this_thread::get_id()) w.thread.detach();
+    }
+    bool finished;
+    {
+        std::unique_lock lock(s_->mutex);
+        finished = s_->exited.wait_until(lock, deadline, [&] {
+            for (const Worker& w : threads)
+                if (w.thread.joinable() && !*w.exited) return false;
+            return true;
+        });
+    }
+    for (Worker& w : threads) {
+        if (!w.thread.joinable()) continue;
+        if (finished)
+            w.thread.join();  // its work() has returned: quick
         else
-            t.join();
+            w.thread.detach();  // maybe still busy: it owns its references and ends on its own
     }
+    return finished;
 }
 
 std::size_t ThreadPoolExecutor::thread_count() const {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(s_->mutex);
     return threads_.size();
 }
 
@@ -120,13 +154,30 @@ void EventLoop::set_default_executor(std::shared_ptr<ThreadPoolExecutor> executo
     default_executor_ = std::move(executor);
 }
 
-void EventLoop::shutdown_default_executor() noexcept {
-    if (std::shared_ptr<ThreadPoolExecutor> ex = std::move(default_executor_)) {
-        try {
+void EventLoop::shutdown_default_executor() noexcept { shutdown_default_executor_for(std::nullopt); }
+
+void EventLoop::shutdown_default_executor_for(std::optional<Duration> timeout) noexcept {
+    std::shared_ptr<ThreadPoolExecutor> ex = std::move(default_executor_);
+    if (!ex) return;
+    bool joined = true;
+    try {
+        if (timeout)
+            joined = ex->shutdown(*timeout);
+        else
             ex->shutdown(true);
-        } catch (...) {
-            // join() failing leaves a thread we cannot wait for; nothing better to do here.
-        }
+    } catch (...) {
+        // join() failing leaves a thread we cannot wait for; nothing better to do here.
+    }
+    if (joined) return;
+    // CPython 3.12+'s RuntimeWarning, word for word; the threads go on running detached.
+    try {
+        char text[160];
+        std::snprintf(text, sizeof text,
+                      "The executor did not finishing joining its threads within %g seconds.",
+                      std::chrono::duration<double>(*timeout).count());
+        call_exception_handler({text, std::make_exception_ptr(RuntimeWarning(text)), {}});
+    } catch (...) {
+        // No memory for the report: the threads are detached all the same.
     }
 }
 

@@ -10,11 +10,16 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <fstream>
 #include <functional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
@@ -774,6 +779,210 @@ TEST_F(AnEventLoop, RegressionCloseWithTwoWaitersOnOnePendingTaskReadsFreedMemor
     loop.run_forever();
     loop.close();
     EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 3u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions of reliability issue #7
+
+// (5) time() + delay overflowed for call_later(Duration::max()), and the poll timeout of a timer
+// at TimePoint::max() overflowed in the backend's rounding (epoll_wait then blocked for ever).
+TEST_F(AnEventLoop, RegressionCallLaterOfTheLargestDurationsIsNeverAndStarvesNoOtherTimer) {
+    EventLoop loop(virtual_time());
+    bool far_ran = false;
+    std::vector<asyncio::TimerHandle> far;
+    far.push_back(loop.call_later(asyncio::Duration::max(), [&] { far_ran = true; }));
+    far.push_back(loop.call_later(std::chrono::years(1000), [&] { far_ran = true; }));
+    far.push_back(loop.call_later(std::chrono::seconds::max(), [&] { far_ran = true; }));
+    far.push_back(loop.call_later(std::chrono::duration<double>(1e300), [&] { far_ran = true; }));
+    far.push_back(loop.call_at(TimePoint::max(), [&] { far_ran = true; }));
+    for (const auto& h : far) EXPECT_EQ(h.when(), TimePoint::max());
+    std::vector<asyncio::Duration> seen;
+    loop.call_later(1s, [&] { seen.push_back(loop.time() - kStart); });
+    loop.call_later(std::chrono::duration<double>(2.5), [&] { seen.push_back(loop.time() - kStart); });
+    loop.call_later(3s, [&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_EQ(seen, (std::vector<asyncio::Duration>{1s, 2500ms}));
+    EXPECT_EQ(loop.time(), kStart + 3s);
+    EXPECT_FALSE(far_ran);
+    // A virtual clock that reaches the end of time runs them, in scheduling order, and time
+    // arithmetic keeps saturating there.
+    loop.call_later(std::chrono::years(2000), [&] { loop.stop(); });
+    loop.run_forever();
+    EXPECT_TRUE(far_ran);
+    EXPECT_EQ(loop.time(), TimePoint::max());
+    EXPECT_EQ(loop.call_later(1s, [] {}).when(), TimePoint::max());
+}
+
+TEST_F(AnEventLoop, RegressionASleepOf200msCompletesOnTheRealClockWithACallLaterOfDurationMaxPending) {
+    // The real clock: the loop blocks in epoll_wait. A watchdog thread stops the loop if the
+    // sleep has not completed after 30 s (a hang would otherwise be for ever); no tight timing.
+    EventLoop loop;
+    bool far_ran = false;
+    loop.call_later(asyncio::Duration::max(), [&] { far_ran = true; });
+    loop.call_at(TimePoint::max(), [&] { far_ran = true; });
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread watchdog([&] {
+        std::unique_lock lock(m);
+        if (!cv.wait_for(lock, 30s, [&] { return done; })) loop.call_soon_threadsafe([&] { loop.stop(); });
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    bool completed = false;
+    try {
+        loop.run_until_complete([](bool& completed) -> Coroutine<> {
+            co_await asyncio::sleep(200ms);
+            completed = true;
+        }(completed));
+    } catch (const RuntimeError&) {
+        // stopped by the watchdog: completed stays false
+    }
+    const auto took = std::chrono::steady_clock::now() - t0;
+    {
+        std::lock_guard lock(m);
+        done = true;
+    }
+    cv.notify_all();
+    watchdog.join();
+    EXPECT_TRUE(completed);
+    EXPECT_GE(took, 200ms);
+    EXPECT_FALSE(far_ran);
+}
+
+// (7b) call_soon_threadsafe touched ts_pending_ and the backend (wake-up) after unlocking its
+// mutex, so a caller whose callback had already run could still be inside when the loop was
+// closed and destroyed. Now close() waits for the callers inside. Every call either runs its
+// callback once, or throws RuntimeError, or (accepted after the last iteration) is dropped by
+// close(), which says how many in debug mode; the loop is destroyed as soon as every call is
+// accounted for, without waiting for the producer threads to return. Run under ASan and TSan.
+TEST_F(AnEventLoop, RegressionCloseReturnsWhileACallSoonThreadsafeCallerIsStillInside) {
+    constexpr int kThreads = 4;
+    constexpr int kPerThread = 200;
+    constexpr int kTotal = kThreads * kPerThread;
+    constexpr int kRounds = 60;
+    struct Round {
+        std::atomic<int> runs[kTotal] = {};
+        std::atomic<bool> threw[kTotal] = {};
+        std::atomic<bool> dropped[kTotal] = {};
+        std::atomic<int> resolved{0};
+        std::atomic<int> ran{0};
+        std::thread::id loop_thread = std::this_thread::get_id();
+        EventLoop* loop = nullptr;
+        int stop_at = 0;
+    };
+    // The callback: runs once, or is destroyed unrun (by close() on the loop thread: dropped; by
+    // the refused call on the producer thread: counted by the producer's catch).
+    struct Probe {
+        Round* r;
+        int id;
+        bool ran = false;
+        Probe(Round* round, int i) : r(round), id(i) {}
+        Probe(Probe&& o) noexcept : r(std::exchange(o.r, nullptr)), id(o.id), ran(o.ran) {}
+        Probe& operator=(Probe&&) = delete;
+        void operator()() {
+            ran = true;
+            if (r->runs[id].fetch_add(1) == 0) r->resolved.fetch_add(1);
+            if (r->ran.fetch_add(1) + 1 == r->stop_at) r->loop->stop();
+        }
+        ~Probe() {
+            if (r == nullptr || ran || std::this_thread::get_id() != r->loop_thread) return;
+            r->dropped[id] = true;
+            r->resolved.fetch_add(1);
+        }
+    };
+    std::size_t reported_drops = 0;
+    int total_dropped = 0, total_threw = 0, total_ran = 0;
+    for (int round = 0; round < kRounds; ++round) {
+        auto r = std::make_unique<Round>();
+        auto loop = std::make_unique<EventLoop>();
+        loop->set_debug(true);
+        Reports reports;
+        reports.install(*loop);
+        r->loop = loop.get();
+        r->stop_at = 1 + (round * 97) % kTotal;  // stop early in some rounds, late in others
+        std::vector<std::thread> producers;
+        for (int t = 0; t < kThreads; ++t) {
+            producers.emplace_back([&r, &loop, t] {
+                EventLoop* l = loop.get();  // read before the loop may be destroyed
+                for (int i = 0; i < kPerThread; ++i) {
+                    const int id = t * kPerThread + i;
+                    try {
+                        l->call_soon_threadsafe(Probe(r.get(), id));
+                    } catch (const RuntimeError&) {
+                        r->threw[id] = true;
+                        r->resolved.fetch_add(1);
+                    }
+                }
+            });
+        }
+        loop->run_forever();
+        loop->close();
+        while (r->resolved.load() < kTotal) std::this_thread::yield();
+        // Every call is accounted for; the callers whose callbacks ran or were dropped may still
+        // be returning: close() promised they are out of the loop.
+        for (std::size_t i = 0; i < reports.size(); ++i) {
+            const std::string& m = reports.entries()[i].message;
+            const auto at = m.find("dropped ");
+            if (at != std::string::npos) reported_drops += std::stoul(m.substr(at + 8));
+        }
+        loop.reset();
+        for (auto& p : producers) p.join();
+        int dropped = 0;
+        for (int id = 0; id < kTotal; ++id) {
+            const int runs = r->runs[id].load();
+            const int outcomes = runs + int(r->threw[id].load()) + int(r->dropped[id].load());
+            ASSERT_EQ(outcomes, 1) << "call " << id << " of round " << round << ": runs " << runs;
+            dropped += r->dropped[id].load();
+            total_threw += r->threw[id].load();
+        }
+        total_dropped += dropped;
+        total_ran += r->ran.load();
+    }
+    EXPECT_EQ(reported_drops, static_cast<std::size_t>(total_dropped));
+    EXPECT_EQ(total_ran + total_threw + total_dropped, kRounds * kTotal);
+}
+
+// (7e) Callbacks that call_soon_threadsafe accepted after the loop's last iteration are dropped
+// by close(): silently by default (as Python), reported with their count in debug mode.
+TEST_F(AnEventLoop, RegressionCloseDropsLateCallSoonThreadsafeCallbacksAndSaysHowManyInDebugMode) {
+    for (const bool debug : {true, false}) {
+        EventLoop loop(virtual_time());
+        Reports reports;
+        reports.install(loop);
+        loop.set_debug(debug);
+        EXPECT_EQ(loop.get_debug(), debug);
+        bool ran = false;
+        loop.call_soon_threadsafe([&] { loop.stop(); });
+        loop.run_forever();
+        std::thread late([&] {
+            for (int i = 0; i < 3; ++i) loop.call_soon_threadsafe([c = Counted(i), &ran] { ran = true; });
+        });
+        late.join();
+        loop.close();
+        EXPECT_FALSE(ran);
+        if (debug) {
+            ASSERT_EQ(reports.size(), 1u);
+            EXPECT_NE(reports.entries()[0].message.find("dropped 3 callback"), std::string::npos)
+                << reports.entries()[0].message;
+        } else {
+            EXPECT_EQ(reports.size(), 0u);
+        }
+    }
+}
+
+TEST_F(AnEventLoop, RegressionDebugModeFollowsAsyncioDebugAtConstruction) {
+    const char* saved = std::getenv("ASYNCIO_DEBUG");
+    const std::string saved_value = saved != nullptr ? saved : "";
+    ::setenv("ASYNCIO_DEBUG", "1", 1);
+    EXPECT_TRUE(EventLoop(virtual_time()).get_debug());
+    ::setenv("ASYNCIO_DEBUG", "", 1);
+    EXPECT_FALSE(EventLoop(virtual_time()).get_debug());
+    ::unsetenv("ASYNCIO_DEBUG");
+    EventLoop loop(virtual_time());
+    EXPECT_FALSE(loop.get_debug());
+    loop.set_debug(true);
+    EXPECT_TRUE(loop.get_debug());
+    if (saved != nullptr) ::setenv("ASYNCIO_DEBUG", saved_value.c_str(), 1);
 }
 
 }  // namespace

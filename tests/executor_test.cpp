@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -296,6 +297,87 @@ TEST_F(AnExecutor, AClosedLoopRefusesWorkAndToThreadCanBeMain) {
     EXPECT_EQ(asyncio::run(asyncio::to_thread([] { return 1; })), 1);  // to_thread as main
     ThreadPoolExecutor pool(1);
     EXPECT_EQ(pool.thread_count(), 0u);  // threads start lazily
+}
+
+// ---- regressions of reliability issue #7, item 7c ----
+// shutdown_default_executor joined with no time limit, so a function that never returns hung
+// close() and asyncio::run() for ever. Now (as CPython 3.12+) it gives up after a timeout, reports
+// a RuntimeWarning to the exception handler and leaves the busy thread running, detached, owning
+// what it touches.
+
+/// Waits (up to 30 s, a safety net) until the process is back to `n` threads.
+bool wait_for_thread_count(int n) {
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while (thread_count() != n) {
+        if (std::chrono::steady_clock::now() > give_up) return false;
+        std::this_thread::sleep_for(1ms);
+    }
+    return true;
+}
+
+TEST_F(AnExecutor, RegressionShutdownDefaultExecutorWaitsForeverForAFunctionThatNeverReturns) {
+    int with_worker = 0;  // counted while the worker is stuck (a sanitizer may add a thread first)
+    Gate release;
+    std::atomic<bool> started{false};
+    std::atomic<bool> finished{false};
+    {
+        auto loop = std::make_unique<EventLoop>(asyncio_test::virtual_time());
+        asyncio_test::Reports reports;
+        reports.install(*loop);
+        loop->run_until_complete([](Gate& release, std::atomic<bool>& started,
+                                    std::atomic<bool>& finished) -> Coroutine<> {
+            // Started and left running: nobody awaits it.
+            (void)asyncio::get_running_loop().run_in_executor([&release, &started, &finished] {
+                started = true;
+                release.wait();
+                finished = true;
+                return 1;  // (no Counted: nothing orders its destruction on this thread before the
+                           // fixture's check)
+            });
+            while (!started) co_await asyncio::sleep(1ms);
+        }(release, started, finished));
+        loop->shutdown_default_executor(50ms);
+        ASSERT_EQ(reports.size(), 1u);
+        EXPECT_EQ(reports.entries()[0].message,
+                  "The executor did not finishing joining its threads within 0.05 seconds.");
+        EXPECT_THROW(asyncio_test::rethrow(reports.entries()[0].exception), asyncio::RuntimeWarning);
+        EXPECT_FALSE(finished);
+        with_worker = thread_count();
+        loop->close();  // no default executor left: nothing more to wait for
+        EXPECT_EQ(reports.size(), 1u);
+    }  // the loop and its executor are gone; the thread still runs the function
+    EXPECT_FALSE(finished);
+    release.open();
+    // It finishes, finds the loop gone (its result is dropped) and ends on its own.
+    EXPECT_TRUE(wait_for_thread_count(with_worker - 1));
+    EXPECT_TRUE(finished);
+}
+
+TEST_F(AnExecutor, RegressionAnExecutorShutDownWithATimeoutLeavesItsBusyThreadsWithoutDanglingReferences) {
+    const int before = thread_count();
+    Gate release;
+    std::atomic<int> ran{0};
+    {
+        ThreadPoolExecutor pool(2);
+        pool.submit([&] {
+            release.wait();
+            ++ran;
+        });
+        pool.submit([&] { ++ran; });
+        pool.submit([&] { ++ran; });  // queued: still runs, on a detached thread
+        EXPECT_FALSE(pool.shutdown(20ms));
+        EXPECT_EQ(pool.thread_count(), 0u);  // detached
+        EXPECT_THROW(pool.submit([] {}), asyncio::RuntimeError);
+    }  // destroyed while its threads run
+    release.open();
+    EXPECT_TRUE(wait_for_thread_count(before));
+    EXPECT_EQ(ran.load(), 3);
+    // A pool whose jobs finish in time joins its threads and says so.
+    ThreadPoolExecutor quick(2);
+    quick.submit([&] { ++ran; });
+    EXPECT_TRUE(quick.shutdown(std::chrono::years(1000)));  // saturated, not overflowed
+    EXPECT_EQ(ran.load(), 4);
+    EXPECT_TRUE(wait_for_thread_count(before));
 }
 
 }  // namespace

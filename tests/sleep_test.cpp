@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <ratio>
 #include <exception>
 #include <string>
 #include <vector>
@@ -228,6 +230,32 @@ TEST_F(Sleep, RegressionCancelThenUncancelBeforeItRunsStillRaises) {
         sleeper.uncancel();
         EXPECT_THROW(co_await sleeper, asyncio::CancelledError);
         EXPECT_EQ(loop.time() - t0, 1s);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+// Regression (issue #7, item 5): the delay is converted by the shared saturating helper
+// (clock.hpp), in any unit and representation: huge or infinite floating-point durations and
+// thousands of years mean "never" instead of overflowing, and fractions still round up.
+TEST_F(Sleep, RegressionSleepOfAThousandYearsOrOfInfiniteSecondsNeverFires) {
+    auto main_ = []() -> Coroutine<> {
+        auto sleeps = [](auto d) -> Coroutine<> { co_await asyncio::sleep(d); };
+        Task<> a = asyncio::create_task(sleeps(std::chrono::years(1000)));
+        Task<> b = asyncio::create_task(sleeps(std::chrono::duration<double>(HUGE_VAL)));
+        Task<> c = asyncio::create_task(sleeps(std::chrono::duration<long double, std::ratio<3600>>(1e30L)));
+        Task<> d = asyncio::create_task(sleeps(std::chrono::duration<unsigned long long, std::milli>(~0ull)));
+        co_await asyncio::sleep(std::chrono::duration<double>(0.0000005));  // 500 ns
+        EXPECT_EQ(elapsed(), 500ns);
+        co_await asyncio::sleep(std::chrono::duration<double, std::milli>(0.0000001));  // 0.1 ns: 1 ns
+        EXPECT_EQ(elapsed(), 501ns);
+        co_await asyncio::sleep(std::chrono::duration<long, std::ratio<1, 3>>(1));  // a third of a second
+        EXPECT_EQ(elapsed(), 501ns + 333'333'334ns);
+        co_await asyncio::sleep(24h * 365 * 100);
+        for (Task<>* t : {&a, &b, &c, &d}) {
+            EXPECT_FALSE(t->done());
+            t->cancel();
+            EXPECT_THROW(co_await *t, asyncio::CancelledError);
+        }
     };
     asyncio::run(main_(), virtual_time());
 }

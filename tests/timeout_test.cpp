@@ -3,12 +3,16 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cmath>
+
 #include "asyncio/asyncio.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
 using asyncio_test::Counted;
 using asyncio_test::virtual_time;
+using asyncio::Task;
 
 namespace {
 
@@ -236,6 +240,76 @@ TEST_F(TimeoutTest, ATimeoutRunsOnlyOnce) {
 
 TEST_F(TimeoutTest, TimeoutOutsideATaskIsAnError) {
     EXPECT_THROW(asyncio::timeout(1s), asyncio::RuntimeError);  // no running loop
+}
+
+// ---- regressions: timer arithmetic overflow (issue #7, item 5) ----
+// now + ceil<Duration>(limit) overflowed (signed, UB) for a limit past ~292 years, so these raised
+// TimeoutError at once. A deadline that far off now saturates to TimePoint::max(): never.
+
+TEST_F(TimeoutTest, RegressionWaitForOfAThousandYearsDoesNotTimeOutAtOnce) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        const auto t0 = asyncio::get_running_loop().time();
+        EXPECT_EQ(co_await asyncio::wait_for(value_after(1, 1s), std::chrono::years(1000)), 1);
+        EXPECT_EQ(co_await asyncio::wait_for(value_after(2, 1s), std::chrono::seconds::max()), 2);
+        EXPECT_EQ(co_await asyncio::wait_for(value_after(3, 1s), std::chrono::hours::max()), 3);
+        EXPECT_EQ(co_await asyncio::wait_for(value_after(4, 1s), asyncio::Duration::max()), 4);
+        EXPECT_EQ(co_await asyncio::wait_for(value_after(5, 1s), std::chrono::duration<double>(1e300)), 5);
+        EXPECT_EQ(co_await asyncio::wait_for(value_after(6, 1s),
+                                             std::chrono::duration<double>(HUGE_VAL)), 6);
+        Task<int> task = asyncio::create_task(value_after(7, 1s));
+        EXPECT_EQ(co_await asyncio::wait_for(std::move(task), std::chrono::years(1000)), 7);
+        EXPECT_EQ(since(t0), 7s);
+        EXPECT_EQ(asyncio::current_task().cancelling(), 0);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, RegressionWaitForOfAThousandYearsTimesOutOnlyAtTheEndOfTime) {
+    // Virtual time jumps to the next deadline: the only one left is the saturated one.
+    auto main_ = []() -> asyncio::Coroutine<> {
+        asyncio::Event never;
+        auto waits = [](asyncio::Event& e) -> asyncio::Coroutine<int> {
+            co_await e.wait();
+            co_return 1;
+        };
+        EXPECT_THROW(co_await asyncio::wait_for(waits(never), std::chrono::years(1000)),
+                     asyncio::TimeoutError);
+        EXPECT_EQ(asyncio::get_running_loop().time(), asyncio::TimePoint::max());
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+TEST_F(TimeoutTest, RegressionTimeoutOfAThousandYearsDoesNotExpireAtOnce) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        const auto t0 = asyncio::get_running_loop().time();
+        asyncio::Timeout a = asyncio::timeout(std::chrono::years(1000));
+        EXPECT_EQ(a.when(), asyncio::TimePoint::max());
+        EXPECT_EQ(co_await a.run(value_after(1, 1s)), 1);
+        EXPECT_FALSE(a.expired());
+
+        asyncio::Timeout b = asyncio::timeout(std::chrono::duration<float, std::ratio<86400 * 365>>(1e30f));
+        EXPECT_EQ(co_await b.run(value_after(2, 1s)), 2);
+        EXPECT_FALSE(b.expired());
+
+        asyncio::Timeout c = asyncio::timeout_at(asyncio::TimePoint::max());
+        EXPECT_EQ(co_await c.run(value_after(3, 1s)), 3);
+        EXPECT_FALSE(c.expired());
+
+        // reschedule() to "never" while the body runs: the near deadline is gone.
+        asyncio::Timeout d = asyncio::timeout(10ms);
+        auto body = [](asyncio::Timeout& t) -> asyncio::Coroutine<int> {
+            t.reschedule(asyncio::deadline_after(asyncio::get_running_loop().time(),
+                                                 std::chrono::years(1000)));
+            co_await asyncio::sleep(1s);
+            t.reschedule(asyncio::TimePoint::max());
+            co_await asyncio::sleep(1s);
+            co_return 4;
+        };
+        EXPECT_EQ(co_await d.run(body(d)), 4);
+        EXPECT_FALSE(d.expired());
+        EXPECT_EQ(since(t0), 5s);
+    };
+    asyncio::run(main_(), virtual_time());
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <stdexcept>
 #include <vector>
 
@@ -142,6 +143,25 @@ TEST_F(WaitTest, AsCompletedSeesTasksThatFinishBetweenCalls) {
         int sum = 0;
         while (ac.has_next()) sum += (co_await ac.next()).result();
         EXPECT_EQ(sum, 6);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+// Regression (issue #7, item 5): a timeout in any unit goes through the saturating deadline
+// helper; 1000 years used to overflow into the past (or not compile into Duration at all).
+TEST_F(WaitTest, RegressionWaitAndAsCompletedWithATimeoutOfAThousandYearsDoNotReturnAtOnce) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        const auto t0 = asyncio::get_running_loop().time();
+        auto [done, pending] = co_await asyncio::wait(three(), asyncio::ALL_COMPLETED,
+                                                      std::chrono::years(1000));
+        EXPECT_EQ(done.size(), 3u);
+        EXPECT_TRUE(pending.empty());
+        EXPECT_EQ(since(t0), 30ms);
+        auto ac = asyncio::as_completed(three(), std::chrono::seconds::max());
+        int sum = 0;
+        while (ac.has_next()) sum += (co_await ac.next()).result();
+        EXPECT_EQ(sum, 6);
+        EXPECT_EQ(since(t0), 60ms);
     };
     asyncio::run(main_(), virtual_time());
 }

@@ -5,12 +5,63 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <memory>
+#include <ratio>
+#include <type_traits>
 
 namespace asyncio {
 
 using TimePoint = std::chrono::steady_clock::time_point;
 using Duration = std::chrono::steady_clock::duration;
+
+// ---- time arithmetic that cannot overflow ----
+// Every deadline in the library is computed here. A delay is taken in any unit and representation
+// (years, seconds::max(), double seconds, ...), rounded up to the clock's nanoseconds (a 0.3 us
+// wait must not become 0) and saturated: converting it in place (ceil<Duration>, or the implicit
+// years -> nanoseconds conversion) or adding it to now is signed overflow, which made a wait of
+// 1000 years time out at once.
+
+/// `d` as a Duration, rounded up; beyond 2^62 ns (about 146 years) it is Duration::max() ("never"),
+/// below -2^62 ns Duration::min(). NaN counts as zero.
+template <class Rep, class Period>
+constexpr Duration saturating_duration(std::chrono::duration<Rep, Period> d) noexcept {
+    static_assert(std::is_arithmetic_v<Rep>, "a duration with an arithmetic representation");
+    using R = std::ratio_divide<Period, Duration::period>;  // nanoseconds per tick
+    // long double decides the range (exact for any 64-bit count); the value is computed exactly
+    // when it is an integral count of a whole number of nanoseconds.
+    const long double ns = static_cast<long double>(d.count()) * R::num / R::den;
+    if (ns != ns) return Duration::zero();
+    constexpr long double kLimit = 0x1p62L;
+    if (ns >= kLimit) return Duration::max();
+    if (ns <= -kLimit) return Duration::min();
+    if constexpr (std::is_integral_v<Rep> && R::den == 1)
+        return Duration(static_cast<Duration::rep>(d.count()) * static_cast<Duration::rep>(R::num));
+    else
+        return Duration(static_cast<Duration::rep>(std::ceil(ns)));
+}
+
+/// now + d, saturated at TimePoint::max()/min() (a deadline that is never reached / already past).
+template <class Rep, class Period>
+constexpr TimePoint deadline_after(TimePoint now, std::chrono::duration<Rep, Period> d) noexcept {
+    const Duration delay = saturating_duration(d);
+    const Duration::rep n = now.time_since_epoch().count();
+    Duration::rep when;
+    if (__builtin_add_overflow(n, delay.count(), &when))
+        return delay.count() > 0 ? TimePoint::max() : TimePoint::min();
+    return TimePoint(Duration(when));
+}
+
+/// Nanoseconds from now until `deadline`, at least 0, saturated (the poll timeout).
+constexpr std::int64_t nanoseconds_until(TimePoint deadline, TimePoint now) noexcept {
+    if (deadline <= now) return 0;
+    std::int64_t ns;
+    if (__builtin_sub_overflow(deadline.time_since_epoch().count(), now.time_since_epoch().count(), &ns))
+        return std::numeric_limits<std::int64_t>::max();
+    return ns;
+}
 
 class Clock {
 public:
@@ -40,7 +91,7 @@ public:
     void advance_to(TimePoint when) noexcept override {
         if (when > now_) now_ = when;
     }
-    void advance(Duration d) noexcept { now_ += d; }
+    void advance(Duration d) noexcept { now_ = deadline_after(now_, d); }
     void set_autojump(bool on) noexcept { autojump_ = on; }
 
 private:

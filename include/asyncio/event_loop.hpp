@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -26,6 +27,10 @@
 #include "asyncio/exceptions.hpp"
 
 namespace asyncio {
+
+/// How long close() and asyncio::run() wait for the default executor's threads (Python's
+/// constants.THREAD_JOIN_TIMEOUT).
+inline constexpr std::chrono::seconds kThreadJoinTimeout{300};
 
 class EventLoop;
 template <class T>
@@ -107,11 +112,20 @@ public:
     /// Runs cb in a later iteration, after the callbacks already scheduled (FIFO).
     Handle call_soon(detail::Callback cb);
     /// As call_soon, from any thread; wakes the loop if it is waiting. Throws RuntimeError once
-    /// the loop is closed.
+    /// the loop is closed. A call that began before close() has returned when close() returns, so
+    /// the loop may be destroyed then (a call begun after that is a use of a dead object). A
+    /// callback accepted after the loop's last iteration never runs: close() drops it (with
+    /// set_debug(true), close() reports how many through the exception handler).
     void call_soon_threadsafe(detail::Callback cb);
     /// Runs cb once `delay` has passed (delay <= 0: in the next iteration, after earlier timers).
-    TimerHandle call_later(Duration delay, detail::Callback cb);
-    /// Runs cb at loop time `when`.
+    /// Any unit; the deadline saturates (clock.hpp), so call_later(Duration::max()) is "never"
+    /// and leaves every other timer working.
+    template <class Rep, class Period>
+    TimerHandle call_later(std::chrono::duration<Rep, Period> delay, detail::Callback cb) {
+        // By reference: a move of cb inlined here makes GCC warn about its unused buffer bytes.
+        return schedule_timer(deadline_after(time(), delay), std::move(cb));
+    }
+    /// Runs cb at loop time `when` (TimePoint::max(): never, unless a virtual clock jumps there).
     TimerHandle call_at(TimePoint when, detail::Callback cb);
 
     // ---- tasks (defined in task.hpp) ----
@@ -132,10 +146,21 @@ public:
     void stop() noexcept { stopping_ = true; }
     bool is_running() const noexcept { return running_; }
     bool is_closed() const noexcept { return closed_; }
-    /// Drops every pending callback and timer and destroys tasks that are still pending. Throws
-    /// RuntimeError if the loop is running. Idempotent. First shuts down the default executor,
-    /// waiting for the functions still running on its threads.
+    /// Drops every pending callback and timer (including those call_soon_threadsafe accepted
+    /// after the last iteration) and destroys tasks that are still pending. Throws RuntimeError if
+    /// the loop is running. Idempotent. First shuts down the default executor, waiting for the
+    /// functions still running on its threads for at most kThreadJoinTimeout (300 s); past that,
+    /// a RuntimeWarning goes to the exception handler and those threads are left running,
+    /// detached (their results are dropped). Once it returns, no call_soon_threadsafe caller is
+    /// inside the loop any more.
     void close();
+
+    // ---- debug mode (Python's loop.set_debug) ----
+    /// Off unless the environment variable ASYNCIO_DEBUG is set to a non-empty value when the
+    /// loop is made (as PYTHONASYNCIODEBUG). In debug mode close() reports, through the exception
+    /// handler, how many call_soon_threadsafe callbacks it dropped.
+    void set_debug(bool enabled) noexcept { debug_ = enabled; }
+    bool get_debug() const noexcept { return debug_; }
 
     // ---- watching file descriptors (src/sock_ops.cpp; sockets themselves: sock_ops.hpp) ----
     /// Runs cb (from the ready queue) in every iteration in which fd is readable, until
@@ -164,8 +189,16 @@ public:
     /// Replaces the default executor (Python's set_default_executor).
     void set_default_executor(std::shared_ptr<ThreadPoolExecutor> executor);
     /// Shuts the default executor down and joins its threads: waits for the functions running on
-    /// it (their results are dropped if nobody awaits them). close() calls it.
+    /// it (their results are dropped if nobody awaits them). No time limit, as Python's default
+    /// (timeout=None); close() calls it with kThreadJoinTimeout.
     void shutdown_default_executor() noexcept;
+    /// The same, waiting at most `timeout` (wall-clock time, any unit): then it reports "The
+    /// executor did not finishing joining its threads within N seconds." (a RuntimeWarning, to the
+    /// exception handler, Python's text) and returns, leaving the busy threads running detached.
+    template <class Rep, class Period>
+    void shutdown_default_executor(std::chrono::duration<Rep, Period> timeout) noexcept {
+        shutdown_default_executor_for(saturating_duration(timeout));
+    }
 
     // ---- errors ----
     /// Replaces the handler for errors nobody else can see (a task's exception that was never
@@ -215,6 +248,8 @@ private:
     void check_runnable() const;
     static void run_slot(void* packed);
     void release_tasks() noexcept;
+    void shutdown_default_executor_for(std::optional<Duration> timeout) noexcept;
+    TimerHandle schedule_timer(TimePoint when, detail::Callback&& cb);
 
     std::unique_ptr<Clock> clock_;
     std::unique_ptr<detail::Backend> backend_;
@@ -227,14 +262,19 @@ private:
     bool running_ = false;
     bool stopping_ = false;
     bool closed_ = false;
+    bool debug_ = false;
 
     // call_soon_threadsafe: producers push under the mutex, set pending, and write the wake-up
     // fd only when the loop may be blocked in the backend (Dekker-style on two seq_cst flags).
+    // They touch ts_pending_ and the backend after unlocking, so each counts itself in
+    // ts_callers_ while inside; close() sets ts_closed_ and waits for the count to drop to 0
+    // (Dekker again: a caller either sees ts_closed_ or is seen by close()).
     std::mutex ts_mutex_;
     std::vector<detail::Callback> ts_queue_;
     std::atomic<bool> ts_pending_{false};
     std::atomic<bool> polling_{false};
-    bool ts_closed_ = false;  // under ts_mutex_
+    std::atomic<bool> ts_closed_{false};
+    std::atomic<int> ts_callers_{0};
 
     std::shared_ptr<ThreadPoolExecutor> default_executor_;  // executor.hpp; created on first use
     std::shared_ptr<detail::LoopLink> link_;               // nulled by close()

@@ -61,6 +61,13 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+/// Python's RuntimeWarning. Never thrown by the library: it is the exception of a warning given to
+/// the loop's exception handler (the default executor not joined within its timeout).
+class RuntimeWarning : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
 /// Raised by Generator::next()/send() when the generator has finished; value() holds what the
 /// generator co_returned (empty for Return = void), as Python's StopIteration.value.
 class StopIteration : public std::exception {

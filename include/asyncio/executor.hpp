@@ -14,14 +14,18 @@
 //
 // The default executor is created on first use with min(32, cores + 4) threads at most (Python's
 // default), started lazily (a thread is added only when a job finds none idle), and is shut down,
-// its threads joined, when the loop closes: asyncio::run() waits for the functions still running
-// and leaves no thread behind. The result reaches the loop through call_soon_threadsafe.
+// its threads joined, when the loop closes: asyncio::run() and EventLoop::close() wait for the
+// functions still running, for at most kThreadJoinTimeout (300 s, as Python's asyncio.run). After
+// that a RuntimeWarning goes to the loop's exception handler and the threads still busy are left
+// running, detached; they own (shared_ptr) everything they touch, and their results are dropped.
+// The result reaches the loop through call_soon_threadsafe.
 //
 // Cancellation: cancelling the awaiting task raises CancelledError in it at once; the function
 // cannot be interrupted and runs to its end on its thread, and its result (or exception) is then
 // dropped: the awaiter's frame may be gone by then, nothing refers to it.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <coroutine>
 #include <cstddef>
@@ -61,23 +65,42 @@ public:
     /// Stops accepting jobs; the queued ones still run. With wait, returns once they have all run
     /// and every thread is joined; without, returns at once (the destructor joins). Idempotent.
     void shutdown(bool wait = true);
+    /// As shutdown(true), but waits at most `timeout` (steady clock; any unit, saturated): returns
+    /// false if some thread was still busy then. Those threads are detached and finish the queued
+    /// jobs on their own; they touch only state they share ownership of, so the executor may be
+    /// destroyed at once.
+    template <class Rep, class Period>
+    bool shutdown(std::chrono::duration<Rep, Period> timeout) {
+        return shutdown_until(deadline_after(std::chrono::steady_clock::now(), timeout));
+    }
+    bool shutdown_until(TimePoint deadline);
 
     std::size_t max_workers() const noexcept { return max_workers_; }
-    /// Threads started and not yet joined.
+    /// Threads started and not yet joined (or detached).
     std::size_t thread_count() const;
     /// min(32, std::thread::hardware_concurrency() + 4).
     static std::size_t default_max_workers() noexcept;
 
 private:
-    void work();
+    // What the worker threads touch. Each thread holds a reference, so a thread left running by a
+    // shutdown that timed out never touches freed memory.
+    struct Shared {
+        std::mutex mutex;
+        std::condition_variable cv;       // workers: a job or shutdown
+        std::condition_variable exited;   // shutdown: a worker finished
+        std::deque<detail::Callback> queue;
+        std::size_t idle = 0;
+        bool shutdown = false;
+    };
+    struct Worker {
+        std::thread thread;
+        std::shared_ptr<bool> exited;  // under Shared::mutex: its work() has returned
+    };
+    static void work(Shared& s, bool& exited);
 
     const std::size_t max_workers_;
-    mutable std::mutex mutex_;
-    std::condition_variable cv_;
-    std::deque<detail::Callback> queue_;
-    std::vector<std::thread> threads_;
-    std::size_t idle_ = 0;
-    bool shutdown_ = false;
+    const std::shared_ptr<Shared> s_;
+    std::vector<Worker> threads_;  // under s_->mutex
 };
 
 namespace detail {

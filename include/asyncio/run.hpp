@@ -2,6 +2,9 @@
 // done, then cancels every task still pending and runs the loop until they have finished (their
 // failures other than cancellation go to the exception handler), closes the loop, and returns
 // main's value or rethrows its exception. RuntimeError if a loop is already running on this thread.
+// Closing the loop waits for functions still running on the default executor (to_thread) for at
+// most kThreadJoinTimeout (300 s, Python's THREAD_JOIN_TIMEOUT); then a RuntimeWarning goes to the
+// exception handler and run() returns, leaving those threads running detached.
 #pragma once
 
 #include <memory>

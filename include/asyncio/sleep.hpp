@@ -30,7 +30,7 @@ struct SleepAwaiter : CancelHook {
         if (!suspend_task(task, h, this)) return false;
         EventLoop& loop = *t_running_loop;
         CancelHook::fn = &on_cancel;
-        timer = loop.add_timer(loop.time() + delay, [this] {
+        timer = loop.add_timer(deadline_after(loop.time(), delay), [this] {
             // Due timers already run from the ready queue: resume the task directly.
             task->waiting_ = nullptr;
             step_task(task);
@@ -55,12 +55,8 @@ struct SleepAwaiter : CancelHook {
 /// Suspends the current task for `delay` (see above).
 template <class Rep, class Period>
 detail::SleepAwaiter sleep(std::chrono::duration<Rep, Period> delay) {
-    using namespace std::chrono;
-    // Round up so that sleep(1us) never becomes sleep(0), and clamp far-off delays so that
-    // now + delay cannot overflow.
-    constexpr auto kMax = duration_cast<Duration>(hours(24 * 365 * 100));
-    if (duration<double>(delay) > duration<double>(kMax)) return detail::SleepAwaiter{{}, kMax};
-    return detail::SleepAwaiter{{}, ceil<Duration>(delay)};
+    // Rounded up (sleep(1us) never becomes sleep(0)) and saturated: clock.hpp.
+    return detail::SleepAwaiter{{}, saturating_duration(delay)};
 }
 
 }  // namespace asyncio

@@ -167,27 +167,26 @@ private:
     int cancelling_ = 0;
 };
 
-/// A timeout `delay` from now on the running loop's clock.
-inline Timeout timeout(Duration delay) { return Timeout(get_running_loop().time() + delay); }
+/// A timeout `delay` from now on the running loop's clock (any unit; a delay too far off to be
+/// represented means "never", see deadline_after in clock.hpp).
 template <class Rep, class Period>
 Timeout timeout(std::chrono::duration<Rep, Period> delay) {
-    return timeout(std::chrono::ceil<Duration>(delay));
+    return Timeout(deadline_after(get_running_loop().time(), delay));
 }
-/// A timeout at loop time `when`.
+/// A timeout at loop time `when` (TimePoint::max(): never).
 inline Timeout timeout_at(TimePoint when) { return Timeout(when); }
 
 /// Awaits aw with a time limit: TimeoutError (and aw cancelled) if it takes longer than `limit`.
 /// A Task argument is cancelled on timeout too. limit <= 0 means: no waiting at all.
 template <class T, class Rep, class Period>
 Coroutine<T> wait_for(Coroutine<T> aw, std::chrono::duration<Rep, Period> limit) {
-    return Timeout::run_impl(nullptr, get_running_loop().time() + std::chrono::ceil<Duration>(limit),
-                             std::move(aw));
+    return Timeout::run_impl(nullptr, deadline_after(get_running_loop().time(), limit), std::move(aw));
 }
 
 template <class T, class Rep, class Period>
 Coroutine<T> wait_for(Task<T> task, std::chrono::duration<Rep, Period> limit) {
     auto body = [](Task<T> t) -> Coroutine<T> { co_return co_await std::move(t); };
-    return Timeout::run_impl(nullptr, get_running_loop().time() + std::chrono::ceil<Duration>(limit),
+    return Timeout::run_impl(nullptr, deadline_after(get_running_loop().time(), limit),
                              body(std::move(task)));
 }
 

@@ -10,6 +10,7 @@
 // once the timeout passes, next() raises TimeoutError. Coroutines given to either become tasks.
 #pragma once
 
+#include <chrono>
 #include <coroutine>
 #include <cstddef>
 #include <deque>
@@ -172,9 +173,9 @@ private:
     bool failed_ = false;
 };
 
-inline std::optional<TimePoint> deadline_after(std::optional<Duration> timeout) {
+inline std::optional<TimePoint> wait_deadline(std::optional<Duration> timeout) {
     if (!timeout) return std::nullopt;
-    return get_running_loop().time() + *timeout;
+    return asyncio::deadline_after(get_running_loop().time(), *timeout);
 }
 
 }  // namespace detail
@@ -184,7 +185,15 @@ template <class T>
 detail::WaitAwaiter<T> wait(std::vector<Task<T>> tasks, ReturnWhen when = ALL_COMPLETED,
                             std::optional<Duration> timeout = std::nullopt) {
     if (tasks.empty()) throw ValueError("Set of Tasks/Futures is empty.");
-    return detail::WaitAwaiter<T>(std::move(tasks), when, detail::deadline_after(timeout));
+    return detail::WaitAwaiter<T>(std::move(tasks), when, detail::wait_deadline(timeout));
+}
+/// The same with a timeout in any unit (a huge one saturates instead of overflowing into Duration).
+template <class T, class Rep, class Period>
+detail::WaitAwaiter<T> wait(std::vector<Task<T>> tasks, ReturnWhen when,
+                            std::chrono::duration<Rep, Period> timeout) {
+    if (tasks.empty()) throw ValueError("Set of Tasks/Futures is empty.");
+    return detail::WaitAwaiter<T>(std::move(tasks), when,
+                                  deadline_after(get_running_loop().time(), timeout));
 }
 
 /// Yields tasks as they finish (see above).
@@ -238,7 +247,11 @@ private:
 template <class T>
 AsCompleted<T> as_completed(std::vector<Task<T>> tasks,
                             std::optional<Duration> timeout = std::nullopt) {
-    return AsCompleted<T>(std::move(tasks), detail::deadline_after(timeout));
+    return AsCompleted<T>(std::move(tasks), detail::wait_deadline(timeout));
+}
+template <class T, class Rep, class Period>
+AsCompleted<T> as_completed(std::vector<Task<T>> tasks, std::chrono::duration<Rep, Period> timeout) {
+    return AsCompleted<T>(std::move(tasks), deadline_after(get_running_loop().time(), timeout));
 }
 
 }  // namespace asyncio

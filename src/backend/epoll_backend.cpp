@@ -204,8 +204,10 @@ public:
         if (timeout_ns < 0) {
             timeout_ms = -1;
         } else {
-            // Round up: a timeout rounded down to 0 turns a short sleep into a busy loop.
-            const std::int64_t ms = (timeout_ns + 999'999) / 1'000'000;
+            // Round up: a timeout rounded down to 0 turns a short sleep into a busy loop. (Not as
+            // (ns + 999'999) / 1e6: that overflows for a timer at TimePoint::max().) A wait longer
+            // than INT_MAX ms (24.8 days) is cut short: the loop recomputes it and waits again.
+            const std::int64_t ms = timeout_ns / 1'000'000 + (timeout_ns % 1'000'000 != 0 ? 1 : 0);
             timeout_ms = ms > 0x7fffffff ? 0x7fffffff : static_cast<int>(ms);
         }
         epoll_event events[kMaxEvents];
