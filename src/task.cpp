@@ -46,13 +46,36 @@ void unlink(EventLoop& loop, PromiseBase* p) noexcept {
     p->prev_ = p->next_ = nullptr;
 }
 
+void destroy_frame(PromiseBase* p) noexcept {
+    if (p->has(kOrphaned)) [[unlikely]] {
+        // Its loop is gone: the destructors of its locals must not touch it (Handle::cancel).
+        // A frame of another loop destroyed meanwhile is told so (destroy_frame again).
+        const bool outer = std::exchange(t_loop_gone, true);
+        frame_of(p).destroy();
+        t_loop_gone = outer;
+        return;
+    }
+    if (t_loop_gone) [[unlikely]] {
+        t_loop_gone = false;
+        frame_of(p).destroy();
+        t_loop_gone = true;
+        return;
+    }
+    frame_of(p).destroy();
+}
+
 void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
     if (p->has(kHasException) && !p->has(kRetrieved) && !p->has(kCancelled))
         report(loop, {"Task exception was never retrieved", p->exception_, task_name(p)});
     else if (!p->has(kDone))
         report(loop, {"Task was destroyed but it is pending!", nullptr, task_name(p)});
     if (p->has(kHasExtra)) t_extras.erase(p);
-    frame_of(p).destroy();
+    if (p->has(kAbandoned) && p->next_ != nullptr) {  // still in its closed loop's ring
+        p->prev_->next_ = p->next_;
+        p->next_->prev_ = p->prev_;
+        p->prev_ = p->next_ = nullptr;
+    }
+    destroy_frame(p);
 }
 
 }  // namespace
@@ -190,12 +213,19 @@ void release_loop_tasks(EventLoop& loop) noexcept {
     std::vector<PromiseBase*> pending;
     for (PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) pending.push_back(p);
     loop.task_list() = nullptr;
+    // Every abandoned task joins the loop's ring until its frame is freed (destroy_task unlinks
+    // it), so that the loop's destructor can tell the survivors it is gone (orphan_loop_tasks).
+    PromiseBase& ring = loop.abandoned_tasks();
+    if (ring.next_ == nullptr) ring.prev_ = ring.next_ = &ring;
     // Pin every task first: destroying one frame may drop handles to the others.
     for (PromiseBase* p : pending) {
         ++p->refs_;
         p->flags_ |= kAbandoned;
         p->waiting_ = nullptr;
-        p->prev_ = p->next_ = nullptr;
+        p->next_ = &ring;
+        p->prev_ = ring.prev_;
+        ring.prev_->next_ = p;
+        ring.prev_ = p;
     }
     // None of them will finish: drop their waiters before any frame goes, so that no awaiter
     // unlinking itself from a list walks through one freed with an earlier frame, and so that
@@ -211,6 +241,18 @@ void release_loop_tasks(EventLoop& loop) noexcept {
     for (PromiseBase* p : pending) --p->refs_;  // the loop's reference
     for (PromiseBase* p : pending)
         if (--p->refs_ == 0) destroy_task(p, &loop);
+}
+
+void orphan_loop_tasks(EventLoop& loop) noexcept {
+    PromiseBase& ring = loop.abandoned_tasks();
+    if (ring.next_ == nullptr) return;
+    for (PromiseBase* p = ring.next_; p != &ring;) {
+        PromiseBase* next = p->next_;
+        p->flags_ |= kOrphaned;
+        p->prev_ = p->next_ = nullptr;
+        p = next;
+    }
+    ring.prev_ = ring.next_ = nullptr;
 }
 
 void check_no_running_loop(const char* what) {

@@ -17,6 +17,7 @@
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/timeout.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -470,4 +471,22 @@ TEST_F(GatherCancellation, OfCoroutineChildrenFreesEveryFrame) {
     asyncio::run(main(), virtual_time());
 }
 
+}  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(Gather, RegressionTaskHandleOutlivingItsLoopWhileParkedInGather) {
+    destroy_loop_then_task([](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([]() -> asyncio::Coroutine<> {
+            auto forever = []() -> asyncio::Coroutine<int> {
+                co_await asyncio::sleep(std::chrono::hours(1));
+                co_return 1;
+            };
+            co_await asyncio::gather(forever(), forever(), asyncio::wait_for(forever(), std::chrono::minutes(1)));
+        }());
+    });
+}
 }  // namespace

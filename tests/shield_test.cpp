@@ -90,3 +90,19 @@ TEST_F(ShieldTest, RegressionCancelThenUncancelStillRaises) {
 }
 
 }  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(ShieldTest, RegressionTaskHandleOutlivingItsLoopWhileParkedInShield) {
+    destroy_loop_then_task([](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([]() -> asyncio::Coroutine<> {
+            co_await asyncio::shield([]() -> asyncio::Coroutine<> {
+                co_await asyncio::wait_for(asyncio_test::sleep_a_day(), std::chrono::minutes(1));
+            }());
+        }());
+    });
+}
+}  // namespace

@@ -15,6 +15,7 @@
 #include "asyncio/coroutine.hpp"
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
+#include "asyncio/timeout.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -797,4 +798,37 @@ TEST_F(ATask, RegressionAddDoneCallbackToADoneTaskOutsideTheLoopCrashes) {
     EXPECT_EQ(calls, 0);
 }
 
+}  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(ATask, RegressionTaskHandleOutlivingItsLoopWhileAwaitingAnotherTask) {
+    destroy_loop_then_task([](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([]() -> asyncio::Coroutine<> {
+            co_await asyncio::create_task([]() -> asyncio::Coroutine<> {
+                co_await asyncio::wait_for(asyncio_test::sleep_a_day(), std::chrono::minutes(1));
+            }());
+        }());
+    });
+}
+
+// Between close() and the loop's destruction the frame may go too (it still sees the closed loop).
+TEST_F(ATask, RegressionTaskHandleDroppedBetweenCloseAndTheLoopsDestruction) {
+    auto loop = std::make_unique<asyncio::EventLoop>(virtual_time());
+    asyncio::Task<> a = loop->create_task([]() -> asyncio::Coroutine<> {
+        co_await asyncio::wait_for(asyncio_test::sleep_a_day(), std::chrono::minutes(1));
+    }());
+    asyncio::Task<> b = loop->create_task([]() -> asyncio::Coroutine<> {
+        co_await asyncio::wait_for(asyncio_test::sleep_a_day(), std::chrono::minutes(1));
+    }());
+    loop->run_until_complete([]() -> asyncio::Coroutine<> { co_await asyncio::sleep(std::chrono::seconds(1)); }());
+    loop->close();
+    a = asyncio::Task<>();  // freed while the closed loop still exists
+    loop.reset();
+    EXPECT_FALSE(b.done());
+    b = asyncio::Task<>();  // freed after it
+}
 }  // namespace

@@ -7,6 +7,8 @@
 //   Reports            collects what a loop's exception handler receives
 //   Eager              a minimal coroutine type that is NOT an asyncio task, to await library
 //                      awaitables outside a task
+//   destroy_loop_then_task  parks a task, destroys its loop, and only then drops the task's last
+//                      handle (frames that outlive their loop must not touch it)
 #pragma once
 
 #include <dirent.h>
@@ -16,6 +18,7 @@
 #include <coroutine>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,6 +27,8 @@
 #include "asyncio/clock.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
 #include "asyncio/event_loop.hpp"
+#include "asyncio/sleep.hpp"
+#include "asyncio/task.hpp"
 
 /// ASSERT_* for the body of a Coroutine<void> (gtest's ASSERT_* uses `return`): records a
 /// failure and leaves the coroutine.
@@ -156,6 +161,32 @@ struct Eager {
 /// Rethrows a stored exception_ptr (for EXPECT_THROW on values from gather(return_exceptions)).
 inline void rethrow(const std::exception_ptr& e) {
     if (e) std::rethrow_exception(e);
+}
+
+/// Sleeps a day (virtual time): a body that parks.
+inline asyncio::Coroutine<> sleep_a_day() { co_await asyncio::sleep(std::chrono::hours(24)); }
+
+/// Starts a task with start(loop), runs the loop (virtual time) for `iterations` iterations so that
+/// the task parks where it waits, destroys the loop (heap-allocated, so that ASan sees any later
+/// access to it), and only then drops the task's last handle: the frame is destroyed while its
+/// loop is gone, and nothing its destruction does may touch that loop. Returns false (and records
+/// a failure) if the task finished instead of parking.
+inline bool destroy_loop_then_task(const std::function<asyncio::Task<>(asyncio::EventLoop&)>& start,
+                                   int iterations = 5) {
+    auto loop = std::make_unique<asyncio::EventLoop>(virtual_time());
+    asyncio::Task<> task = start(*loop);
+    loop->run_until_complete([](int n) -> asyncio::Coroutine<> {
+        for (int i = 0; i < n; ++i) co_await asyncio::sleep(asyncio::Duration::zero());
+    }(iterations));
+    if (task.done()) {
+        ADD_FAILURE() << "the task finished instead of parking";
+        return false;
+    }
+    loop.reset();
+    EXPECT_FALSE(task.done());
+    EXPECT_FALSE(task.cancel()) << "a task whose loop is gone cannot be cancelled";
+    task = asyncio::Task<>();  // the frame goes now
+    return true;
 }
 
 }  // namespace asyncio_test
