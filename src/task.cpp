@@ -2,6 +2,8 @@
 // pending tasks, and asyncio::run()'s shutdown.
 #include "asyncio/task.hpp"
 
+#include <algorithm>
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -46,19 +48,21 @@ void unlink(EventLoop& loop, PromiseBase* p) noexcept {
     p->prev_ = p->next_ = nullptr;
 }
 
+// Frame destructions requested while another frame is being destroyed (its locals dropping the
+// last handle of a task, whose frame holds the last handle of another, ...): queued through
+// next_ and destroyed by the outermost destroy_task, so a chain of any length costs constant
+// stack. The order is unchanged between siblings; a nested frame goes after its destroyer.
+ASYNCIO_TLS bool t_destroying = false;
+ASYNCIO_TLS PromiseBase* t_destroy_head = nullptr;
+ASYNCIO_TLS PromiseBase* t_destroy_tail = nullptr;
+
 void destroy_frame(PromiseBase* p) noexcept {
     if (p->has(kOrphaned)) [[unlikely]] {
         // Its loop is gone: the destructors of its locals must not touch it (Handle::cancel).
-        // A frame of another loop destroyed meanwhile is told so (destroy_frame again).
-        const bool outer = std::exchange(t_loop_gone, true);
-        frame_of(p).destroy();
-        t_loop_gone = outer;
-        return;
-    }
-    if (t_loop_gone) [[unlikely]] {
-        t_loop_gone = false;
-        frame_of(p).destroy();
+        // Never nested: every destroy_task during this one is queued.
         t_loop_gone = true;
+        frame_of(p).destroy();
+        t_loop_gone = false;
         return;
     }
     frame_of(p).destroy();
@@ -75,7 +79,23 @@ void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
         p->next_->prev_ = p->prev_;
         p->prev_ = p->next_ = nullptr;
     }
+    if (t_destroying) {
+        if (t_destroy_tail != nullptr)
+            t_destroy_tail->next_ = p;
+        else
+            t_destroy_head = p;
+        t_destroy_tail = p;
+        return;
+    }
+    t_destroying = true;
     destroy_frame(p);
+    while (PromiseBase* q = t_destroy_head) {
+        t_destroy_head = q->next_;
+        if (t_destroy_head == nullptr) t_destroy_tail = nullptr;
+        q->next_ = nullptr;
+        destroy_frame(q);
+    }
+    t_destroying = false;
 }
 
 }  // namespace
@@ -131,6 +151,29 @@ EventLoop* thread_loop_of(PromiseBase* p) noexcept {
 }
 }  // namespace
 
+namespace {
+// Cancellations passed on from inside a cancel hook (a task awaiting a task, a gather cancelling
+// its children, ...) are queued here and delivered by the outermost task_cancel, so that a chain
+// of any depth costs constant stack. Each queued task is pinned (a reference) until delivered.
+ASYNCIO_TLS std::vector<PromiseBase*>* t_cancel_queue = nullptr;
+
+// Tells a waiting task's hook; CancelledError at its next resumption if the hook did not pass the
+// cancellation on (or nothing is waited on any more).
+void deliver_cancel(PromiseBase* p) {
+    CancelHook* hook = p->waiting_;
+    if (hook == nullptr || !hook->fn(hook)) p->flags_ |= kMustCancel;
+}
+
+struct CancelQueueScope {
+    std::vector<PromiseBase*> queue;
+    CancelQueueScope() noexcept { t_cancel_queue = &queue; }
+    ~CancelQueueScope() {
+        t_cancel_queue = nullptr;
+        for (PromiseBase* q : queue) task_release(q);  // left by a hook that threw
+    }
+};
+}  // namespace
+
 bool task_cancel(PromiseBase* p, std::string msg) {
     if (p == nullptr) throw InvalidStateError("cancel() of an empty Task");
     if (p->has(kDone) || p->has(kAbandoned)) return false;
@@ -150,19 +193,39 @@ bool task_cancel(PromiseBase* p, std::string msg) {
         std::string& pending = extra(p).cancel_msg;
         if (pending.empty()) pending = std::move(msg);
     }
-    if (hook != nullptr) {
-        struct Pretend {  // the hooks schedule on t_running_loop
-            EventLoop* loop;
-            explicit Pretend(EventLoop* l) : loop(l) {
-                if (loop != nullptr) t_running_loop = loop;
-            }
-            ~Pretend() {
-                if (loop != nullptr) t_running_loop = nullptr;
-            }
-        } pretend(outside);
-        if (hook->fn(hook)) return true;  // passed on; the awaited object wakes the task
+    if (hook == nullptr) {
+        p->flags_ |= kMustCancel;
+        return true;
     }
-    p->flags_ |= kMustCancel;
+    // The result is known without calling the hook: a hook that runs inside another's (it cancels
+    // what it awaits) is queued, and the outermost call delivers the queue depth first, in the
+    // order the hooks would have been called by recursion.
+    if (t_cancel_queue != nullptr) {
+        t_cancel_queue->push_back(p);
+        ++p->refs_;
+        return true;
+    }
+    struct Pretend {  // the hooks schedule on t_running_loop
+        EventLoop* loop;
+        explicit Pretend(EventLoop* l) : loop(l) {
+            if (loop != nullptr) t_running_loop = loop;
+        }
+        ~Pretend() {
+            if (loop != nullptr) t_running_loop = nullptr;
+        }
+    } pretend(outside);
+    CancelQueueScope scope;
+    std::vector<PromiseBase*>& queue = scope.queue;
+    deliver_cancel(p);
+    std::reverse(queue.begin(), queue.end());  // the first one queued is delivered first
+    while (!queue.empty()) {
+        PromiseBase* q = queue.back();
+        queue.pop_back();
+        const std::size_t base = queue.size();
+        if (!q->has(kDone) && !q->has(kAbandoned)) deliver_cancel(q);
+        std::reverse(queue.begin() + static_cast<std::ptrdiff_t>(base), queue.end());
+        task_release(q);
+    }
     return true;
 }
 
