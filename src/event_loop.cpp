@@ -16,7 +16,9 @@ namespace detail {
 ASYNCIO_TLS EventLoop* t_running_loop = nullptr;
 ASYNCIO_TLS EventLoop* t_thread_loop = nullptr;
 ASYNCIO_TLS PromiseBase* t_current_task = nullptr;
+ASYNCIO_TLS bool t_loop_gone = false;
 void release_loop_tasks(EventLoop& loop) noexcept;  // task.cpp
+void orphan_loop_tasks(EventLoop& loop) noexcept;   // task.cpp
 }  // namespace detail
 
 using detail::t_running_loop;
@@ -29,6 +31,10 @@ EventLoop& get_running_loop() {
 void Handle::cancel() noexcept {
     if (cancelled_ || loop_ == nullptr) return;
     cancelled_ = true;
+    // From the destruction of a frame that outlived its loop (a Timeout's timer, ...): the loop
+    // is gone, and so is the timer.
+    if (detail::t_loop_gone) [[unlikely]]
+        return;
     if (!loop_->closed_) loop_->timers_.cancel(id_);
 }
 
@@ -49,6 +55,8 @@ EventLoop::~EventLoop() {
     } catch (...) {
         // close() only throws while running, and a running loop is not destroyed.
     }
+    // Frames that Task handles keep alive must not reach this loop when they are destroyed.
+    detail::orphan_loop_tasks(*this);
     if (detail::t_thread_loop == this) detail::t_thread_loop = nullptr;
 }
 

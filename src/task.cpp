@@ -2,6 +2,8 @@
 // pending tasks, and asyncio::run()'s shutdown.
 #include "asyncio/task.hpp"
 
+#include <algorithm>
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -46,13 +48,54 @@ void unlink(EventLoop& loop, PromiseBase* p) noexcept {
     p->prev_ = p->next_ = nullptr;
 }
 
+// Frame destructions requested while another frame is being destroyed (its locals dropping the
+// last handle of a task, whose frame holds the last handle of another, ...): queued through
+// next_ and destroyed by the outermost destroy_task, so a chain of any length costs constant
+// stack. The order is unchanged between siblings; a nested frame goes after its destroyer.
+ASYNCIO_TLS bool t_destroying = false;
+ASYNCIO_TLS PromiseBase* t_destroy_head = nullptr;
+ASYNCIO_TLS PromiseBase* t_destroy_tail = nullptr;
+
+void destroy_frame(PromiseBase* p) noexcept {
+    if (p->has(kOrphaned)) [[unlikely]] {
+        // Its loop is gone: the destructors of its locals must not touch it (Handle::cancel).
+        // Never nested: every destroy_task during this one is queued.
+        t_loop_gone = true;
+        frame_of(p).destroy();
+        t_loop_gone = false;
+        return;
+    }
+    frame_of(p).destroy();
+}
+
 void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
     if (p->has(kHasException) && !p->has(kRetrieved) && !p->has(kCancelled))
         report(loop, {"Task exception was never retrieved", p->exception_, task_name(p)});
     else if (!p->has(kDone))
         report(loop, {"Task was destroyed but it is pending!", nullptr, task_name(p)});
     if (p->has(kHasExtra)) t_extras.erase(p);
-    frame_of(p).destroy();
+    if (p->has(kAbandoned) && p->next_ != nullptr) {  // still in its closed loop's ring
+        p->prev_->next_ = p->next_;
+        p->next_->prev_ = p->prev_;
+        p->prev_ = p->next_ = nullptr;
+    }
+    if (t_destroying) {
+        if (t_destroy_tail != nullptr)
+            t_destroy_tail->next_ = p;
+        else
+            t_destroy_head = p;
+        t_destroy_tail = p;
+        return;
+    }
+    t_destroying = true;
+    destroy_frame(p);
+    while (PromiseBase* q = t_destroy_head) {
+        t_destroy_head = q->next_;
+        if (t_destroy_head == nullptr) t_destroy_tail = nullptr;
+        q->next_ = nullptr;
+        destroy_frame(q);
+    }
+    t_destroying = false;
 }
 
 }  // namespace
@@ -108,6 +151,29 @@ EventLoop* thread_loop_of(PromiseBase* p) noexcept {
 }
 }  // namespace
 
+namespace {
+// Cancellations passed on from inside a cancel hook (a task awaiting a task, a gather cancelling
+// its children, ...) are queued here and delivered by the outermost task_cancel, so that a chain
+// of any depth costs constant stack. Each queued task is pinned (a reference) until delivered.
+ASYNCIO_TLS std::vector<PromiseBase*>* t_cancel_queue = nullptr;
+
+// Tells a waiting task's hook; CancelledError at its next resumption if the hook did not pass the
+// cancellation on (or nothing is waited on any more).
+void deliver_cancel(PromiseBase* p) {
+    CancelHook* hook = p->waiting_;
+    if (hook == nullptr || !hook->fn(hook)) p->flags_ |= kMustCancel;
+}
+
+struct CancelQueueScope {
+    std::vector<PromiseBase*> queue;
+    CancelQueueScope() noexcept { t_cancel_queue = &queue; }
+    ~CancelQueueScope() {
+        t_cancel_queue = nullptr;
+        for (PromiseBase* q : queue) task_release(q);  // left by a hook that threw
+    }
+};
+}  // namespace
+
 bool task_cancel(PromiseBase* p, std::string msg) {
     if (p == nullptr) throw InvalidStateError("cancel() of an empty Task");
     if (p->has(kDone) || p->has(kAbandoned)) return false;
@@ -127,19 +193,39 @@ bool task_cancel(PromiseBase* p, std::string msg) {
         std::string& pending = extra(p).cancel_msg;
         if (pending.empty()) pending = std::move(msg);
     }
-    if (hook != nullptr) {
-        struct Pretend {  // the hooks schedule on t_running_loop
-            EventLoop* loop;
-            explicit Pretend(EventLoop* l) : loop(l) {
-                if (loop != nullptr) t_running_loop = loop;
-            }
-            ~Pretend() {
-                if (loop != nullptr) t_running_loop = nullptr;
-            }
-        } pretend(outside);
-        if (hook->fn(hook)) return true;  // passed on; the awaited object wakes the task
+    if (hook == nullptr) {
+        p->flags_ |= kMustCancel;
+        return true;
     }
-    p->flags_ |= kMustCancel;
+    // The result is known without calling the hook: a hook that runs inside another's (it cancels
+    // what it awaits) is queued, and the outermost call delivers the queue depth first, in the
+    // order the hooks would have been called by recursion.
+    if (t_cancel_queue != nullptr) {
+        t_cancel_queue->push_back(p);
+        ++p->refs_;
+        return true;
+    }
+    struct Pretend {  // the hooks schedule on t_running_loop
+        EventLoop* loop;
+        explicit Pretend(EventLoop* l) : loop(l) {
+            if (loop != nullptr) t_running_loop = loop;
+        }
+        ~Pretend() {
+            if (loop != nullptr) t_running_loop = nullptr;
+        }
+    } pretend(outside);
+    CancelQueueScope scope;
+    std::vector<PromiseBase*>& queue = scope.queue;
+    deliver_cancel(p);
+    std::reverse(queue.begin(), queue.end());  // the first one queued is delivered first
+    while (!queue.empty()) {
+        PromiseBase* q = queue.back();
+        queue.pop_back();
+        const std::size_t base = queue.size();
+        if (!q->has(kDone) && !q->has(kAbandoned)) deliver_cancel(q);
+        std::reverse(queue.begin() + static_cast<std::ptrdiff_t>(base), queue.end());
+        task_release(q);
+    }
     return true;
 }
 
@@ -190,12 +276,19 @@ void release_loop_tasks(EventLoop& loop) noexcept {
     std::vector<PromiseBase*> pending;
     for (PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) pending.push_back(p);
     loop.task_list() = nullptr;
+    // Every abandoned task joins the loop's ring until its frame is freed (destroy_task unlinks
+    // it), so that the loop's destructor can tell the survivors it is gone (orphan_loop_tasks).
+    PromiseBase& ring = loop.abandoned_tasks();
+    if (ring.next_ == nullptr) ring.prev_ = ring.next_ = &ring;
     // Pin every task first: destroying one frame may drop handles to the others.
     for (PromiseBase* p : pending) {
         ++p->refs_;
         p->flags_ |= kAbandoned;
         p->waiting_ = nullptr;
-        p->prev_ = p->next_ = nullptr;
+        p->next_ = &ring;
+        p->prev_ = ring.prev_;
+        ring.prev_->next_ = p;
+        ring.prev_ = p;
     }
     // None of them will finish: drop their waiters before any frame goes, so that no awaiter
     // unlinking itself from a list walks through one freed with an earlier frame, and so that
@@ -211,6 +304,18 @@ void release_loop_tasks(EventLoop& loop) noexcept {
     for (PromiseBase* p : pending) --p->refs_;  // the loop's reference
     for (PromiseBase* p : pending)
         if (--p->refs_ == 0) destroy_task(p, &loop);
+}
+
+void orphan_loop_tasks(EventLoop& loop) noexcept {
+    PromiseBase& ring = loop.abandoned_tasks();
+    if (ring.next_ == nullptr) return;
+    for (PromiseBase* p = ring.next_; p != &ring;) {
+        PromiseBase* next = p->next_;
+        p->flags_ |= kOrphaned;
+        p->prev_ = p->next_ = nullptr;
+        p = next;
+    }
+    ring.prev_ = ring.next_ = nullptr;
 }
 
 void check_no_running_loop(const char* what) {

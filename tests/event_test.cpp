@@ -275,3 +275,17 @@ TEST(EventLifetime, RegressionCancellingAWaiterOfADestroyedEventIsSafe) {
     EXPECT_EQ(asyncio::detail::live_frames(), frames);
 }
 }  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(AnEvent, RegressionTaskHandleOutlivingItsLoopWhileParkedInEventWait) {
+    Event event;  // outlives both
+    destroy_loop_then_task([&](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([](Event& e) -> asyncio::Coroutine<> { co_await e.wait(); }(event));
+    });
+    EXPECT_FALSE(event.is_set());
+}
+}  // namespace

@@ -586,3 +586,19 @@ TEST(LockLifetime, RegressionWaitersDestroyedWithAClosedLoopLeaveTheQueue) {
 }
 
 }  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(ALock, RegressionTaskHandleOutlivingItsLoopWhileParkedInLockAcquire) {
+    Lock lock;  // outlives both
+    destroy_loop_then_task([&](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([](Lock& l) -> asyncio::Coroutine<> {
+            co_await l.acquire();  // free: taken at once
+            co_await l.acquire();  // held (by this task): parked
+        }(lock));
+    });
+}
+}  // namespace

@@ -1194,3 +1194,20 @@ TEST_F(QueueRandomSchedules, KeepEveryItemExactlyOnceAndLoseNoWakeUp) {
 }
 
 }  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(AQueue, RegressionTaskHandleOutlivingItsLoopWhileParkedInQueueGet) {
+    asyncio::Queue<int> q;  // outlives both
+    destroy_loop_then_task([&](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([](asyncio::Queue<int>& queue) -> asyncio::Coroutine<> {
+            (void)co_await queue.get();
+        }(q));
+    });
+    q.put_nowait(1);  // nobody is woken: the waiter unlinked itself
+    EXPECT_EQ(q.qsize(), 1u);
+}
+}  // namespace

@@ -15,6 +15,7 @@
 #include "asyncio/gather.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/event.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -241,6 +242,52 @@ TEST_F(Run, RunsTheSeedHelloGatherProgramInOneSecondOfVirtualTime) {
               "Hello Bob again!\n"
               "Hello Alice again!\n"
               "['Bob', 'Alice']\n");
+}
+
+}  // namespace
+
+// Reliability issue #7 (4): asyncio::run's shutdown cancels every task left, newest first, and a
+// cancel() of a task awaiting a task travels down the chain below it (it recursed once per task:
+// 10,000 overflowed under ASan). A task that passed its cancellation on stays waiting, so each
+// later cancel() walks the rest of the chain again, as CPython's Task.cancel does through
+// _fut_waiter: shutdown over a chain costs depth^2/2 hook calls. Hence 5,000 here, on a 256 KiB
+// stack, which a recursion of that depth would overflow (100,000 deep: task_test's tests).
+namespace {
+
+Coroutine<> leaves_a_chain_innermost_first(int depth) {
+    static asyncio::Event never;  // outlives the run
+    (void)asyncio_test::chain_of(depth, never, [](Task<> inner) -> Coroutine<> { co_await inner; });
+    co_await asyncio::sleep(0s);
+    co_await asyncio::sleep(0s);
+}
+
+Coroutine<> chain_link(int depth, int& built, asyncio::Event& never) {
+    ++built;
+    if (depth == 1) {
+        co_await never.wait();
+        co_return;
+    }
+    co_await asyncio::create_task(chain_link(depth - 1, built, never));
+}
+
+Coroutine<> leaves_a_chain_outermost_first(int depth) {
+    static asyncio::Event never;
+    static int built;
+    built = 0;
+    (void)asyncio::create_task(chain_link(depth, built, never));
+    while (built < depth) co_await asyncio::sleep(0s);
+    co_await asyncio::sleep(0s);
+}
+
+TEST_F(Run, RegressionShutdownCancelsADeepAwaitChainWhoseOutermostIsNewest) {
+    asyncio::run(leaves_a_chain_innermost_first(5'000), virtual_time());
+}
+
+TEST_F(Run, RegressionShutdownCancelsDeepAwaitChainsOnASmallStack) {
+    ASSERT_TRUE(asyncio_test::run_on_small_stack(256 * 1024, [] {
+        asyncio::run(leaves_a_chain_innermost_first(5'000), virtual_time());
+        asyncio::run(leaves_a_chain_outermost_first(5'000), virtual_time());
+    }));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "asyncio/asyncio.hpp"
+#include "asyncio/event.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -87,6 +88,57 @@ TEST_F(ShieldTest, RegressionCancelThenUncancelStillRaises) {
         EXPECT_EQ(co_await inner, 3);
     };
     asyncio::run(main_(), virtual_time());
+}
+
+}  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(ShieldTest, RegressionTaskHandleOutlivingItsLoopWhileParkedInShield) {
+    destroy_loop_then_task([](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([]() -> asyncio::Coroutine<> {
+            co_await asyncio::shield([]() -> asyncio::Coroutine<> {
+                co_await asyncio::wait_for(asyncio_test::sleep_a_day(), std::chrono::minutes(1));
+            }());
+        }());
+    });
+}
+}  // namespace
+
+// Reliability issue #7 (4): a shield stops the cancellation, so nothing recurses; a chain of them
+// is still taken down by asyncio::run's shutdown, task by task.
+namespace {
+
+TEST_F(ShieldTest, AHundredThousandShieldsInAChainAreCancelledByRunsShutdown) {
+    asyncio::Event never;
+    asyncio::run([](asyncio::Event& e) -> asyncio::Coroutine<> {
+        (void)asyncio_test::chain_of(100'000, e, [](asyncio::Task<> inner) -> asyncio::Coroutine<> {
+            co_await asyncio::shield(std::move(inner));
+        });
+        co_await asyncio::sleep(std::chrono::seconds(0));
+        co_await asyncio::sleep(std::chrono::seconds(0));
+    }(never), virtual_time());
+}
+
+TEST_F(ShieldTest, CancellingTheOutermostOfAShieldChainLeavesTheRestRunning) {
+    auto main = []() -> asyncio::Coroutine<> {
+        asyncio::Event never;
+        std::vector<asyncio::Task<>> all;
+        asyncio::Task<> outer = asyncio_test::chain_of(1000, never, [&](asyncio::Task<> inner) -> asyncio::Coroutine<> {
+            all.push_back(inner);
+            return [](asyncio::Task<> t) -> asyncio::Coroutine<> { co_await asyncio::shield(std::move(t)); }(std::move(inner));
+        });
+        co_await asyncio::sleep(std::chrono::seconds(0));
+        EXPECT_TRUE(outer.cancel());
+        EXPECT_THROW(co_await outer, asyncio::CancelledError);
+        for (auto& t : all) EXPECT_FALSE(t.done());
+        never.set();
+        for (auto& t : all) co_await t;  // each finished normally
+    };
+    asyncio::run(main(), virtual_time());
 }
 
 }  // namespace

@@ -261,3 +261,15 @@ TEST_F(Sleep, RegressionSleepOfAThousandYearsOrOfInfiniteSecondsNeverFires) {
 }
 
 }  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(Sleep, RegressionTaskHandleOutlivingItsLoopWhileParkedInSleep) {
+    destroy_loop_then_task([](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([]() -> asyncio::Coroutine<> { co_await asyncio::sleep(std::chrono::hours(1)); }());
+    });
+}
+}  // namespace

@@ -748,6 +748,8 @@ TEST_F(ASocket, LoopClosedWithAPendingOperationLeavesNothingBehind) {
 
 }  // namespace
 
+namespace {
+
 // ---- a socket closed while an operation continues (fd numbers are reused) ----
 
 namespace fd_reuse {
@@ -1012,3 +1014,20 @@ TEST_F(ASocket, RegressionAReaderEventQueuedForAClosedFdDoesNotRunTheNewFdsReade
         loop.remove_reader(a_fd);
     }(loop));
 }
+
+}  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(ASocket, RegressionTaskHandleOutlivingItsLoopWhileParkedInSockRecv) {
+    destroy_loop_then_task([](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([]() -> asyncio::Coroutine<> {
+            auto pair = asyncio::socketpair();
+            (void)co_await asyncio::sock_recv(pair.first, 100);  // nothing is ever sent
+        }());
+    });
+}
+}  // namespace

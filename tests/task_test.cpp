@@ -13,8 +13,11 @@
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
+#include "asyncio/event.hpp"
+#include "asyncio/gather.hpp"
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
+#include "asyncio/timeout.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -795,6 +798,178 @@ TEST_F(ATask, RegressionAddDoneCallbackToADoneTaskOutsideTheLoopCrashes) {
     int calls = 0;
     EXPECT_THROW(t.add_done_callback([&](Task<int>&) { ++calls; }), asyncio::RuntimeError);
     EXPECT_EQ(calls, 0);
+}
+
+}  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(ATask, RegressionTaskHandleOutlivingItsLoopWhileAwaitingAnotherTask) {
+    destroy_loop_then_task([](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([]() -> asyncio::Coroutine<> {
+            co_await asyncio::create_task([]() -> asyncio::Coroutine<> {
+                co_await asyncio::wait_for(asyncio_test::sleep_a_day(), std::chrono::minutes(1));
+            }());
+        }());
+    });
+}
+
+// Between close() and the loop's destruction the frame may go too (it still sees the closed loop).
+TEST_F(ATask, RegressionTaskHandleDroppedBetweenCloseAndTheLoopsDestruction) {
+    auto loop = std::make_unique<asyncio::EventLoop>(virtual_time());
+    asyncio::Task<> a = loop->create_task([]() -> asyncio::Coroutine<> {
+        co_await asyncio::wait_for(asyncio_test::sleep_a_day(), std::chrono::minutes(1));
+    }());
+    asyncio::Task<> b = loop->create_task([]() -> asyncio::Coroutine<> {
+        co_await asyncio::wait_for(asyncio_test::sleep_a_day(), std::chrono::minutes(1));
+    }());
+    loop->run_until_complete([]() -> asyncio::Coroutine<> { co_await asyncio::sleep(std::chrono::seconds(1)); }());
+    loop->close();
+    a = asyncio::Task<>();  // freed while the closed loop still exists
+    loop.reset();
+    EXPECT_FALSE(b.done());
+    b = asyncio::Task<>();  // freed after it
+}
+}  // namespace
+
+// Reliability issue #7 (4): cancellation travels down an await chain of any depth, and a chain of
+// frames holding each other's handles is freed, in constant stack. (Recursion used to overflow a
+// 8 MiB stack at 100,000 tasks in Release, at 10,000 under ASan.)
+namespace {
+
+using asyncio_test::run_on_small_stack;
+
+constexpr int kDeep = 100'000;
+
+Coroutine<> awaits_task(Task<> inner) { co_await inner; }
+
+/// A chain of `depth` tasks, each awaiting the next, the innermost waiting on `never`; made
+/// innermost first, so that the outermost is the newest. Returns the outermost.
+Task<> await_chain(int depth, asyncio::Event& never) {
+    Task<> t = asyncio::create_task([](asyncio::Event& e) -> Coroutine<> { co_await e.wait(); }(never));
+    for (int i = 1; i < depth; ++i) t = asyncio::create_task(awaits_task(std::move(t)));
+    return t;
+}
+
+/// The same made outermost first (each task creates the next): the oldest is the outermost.
+Coroutine<> chain_link(int depth, int& built, asyncio::Event& never) {
+    ++built;
+    if (depth == 1) {
+        co_await never.wait();
+        co_return;
+    }
+    co_await asyncio::create_task(chain_link(depth - 1, built, never));
+}
+
+Coroutine<> cancel_the_outermost_of_a_chain(int depth) {
+    asyncio::Event never;
+    Task<> outer = await_chain(depth, never);
+    co_await asyncio::sleep(0s);  // every task has started and waits on the next
+    EXPECT_TRUE(outer.cancel());
+    EXPECT_EQ(outer.cancelling(), 1);
+    EXPECT_THROW(co_await outer, CancelledError);
+    EXPECT_TRUE(outer.cancelled());
+}
+
+TEST_F(TaskCancellation, RegressionCancellingAHundredThousandDeepAwaitChainOverflowsTheStack) {
+    asyncio::run(cancel_the_outermost_of_a_chain(kDeep), virtual_time());
+}
+
+TEST_F(TaskCancellation, RegressionCancellingADeepAwaitChainOnASmallStack) {
+    // 256 KiB: a recursion of one level per task would need far more.
+    ASSERT_TRUE(run_on_small_stack(256 * 1024, [] {
+        asyncio::run(cancel_the_outermost_of_a_chain(kDeep), virtual_time());
+    }));
+}
+
+TEST_F(TaskCancellation, RegressionCancellingAChainMadeByEachTaskCreatingTheNext) {
+    auto main = []() -> Coroutine<> {
+        asyncio::Event never;
+        int built = 0;
+        Task<> outer = asyncio::create_task(chain_link(kDeep, built, never));
+        while (built < kDeep) co_await asyncio::sleep(0s);
+        co_await asyncio::sleep(0s);
+        EXPECT_TRUE(outer.cancel("stop"));
+        try {
+            co_await outer;
+            ADD_FAILURE() << "not cancelled";
+        } catch (const CancelledError& e) {
+            EXPECT_STREQ(e.what(), "stop");  // the message travelled down and back up
+        }
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+// The order in which the hooks run is the recursion's: depth first, in the order requested.
+TEST_F(TaskCancellation, CancellationReachesNestedAwaitsDepthFirstInRequestOrder) {
+    auto main = []() -> Coroutine<> {
+        std::vector<std::string> order;
+        auto leaf = [](std::vector<std::string>& o, std::string name) -> Coroutine<> {
+            try {
+                co_await asyncio::sleep(1h);
+            } catch (const CancelledError&) {
+                o.push_back(name);
+                throw;
+            }
+        };
+        auto pair = [](Task<> a, Task<> b) -> Coroutine<> {
+            co_await asyncio::gather(a, b);
+        };
+        Task<> a1 = asyncio::create_task(leaf(order, "a1"));
+        Task<> a2 = asyncio::create_task(leaf(order, "a2"));
+        Task<> b = asyncio::create_task(leaf(order, "b"));
+        Task<> a = asyncio::create_task(pair(a1, a2));
+        Task<> top = asyncio::create_task(pair(a, b));
+        co_await asyncio::sleep(0s);
+        co_await asyncio::sleep(0s);
+        top.cancel();
+        EXPECT_THROW(co_await top, CancelledError);
+        // Breadth first would have woken b first.
+        EXPECT_EQ(order, (std::vector<std::string>{"a1", "a2", "b"}));
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+// close() with a chain pending, made outermost first: the loop frees the innermost first, and
+// each frame then holds the last handle of the next.
+TEST_F(ATask, RegressionClosingALoopWithADeepAwaitChainPendingFreesItInConstantStack) {
+    asyncio::Event never;
+    {
+        asyncio::EventLoop loop(virtual_time());
+        int built = 0;
+        loop.create_task(chain_link(kDeep, built, never));
+        while (built < kDeep) loop.run_until_complete([]() -> Coroutine<> { co_await asyncio::sleep(0s); }());
+        Reports reports;
+        reports.install(loop);
+        loop.close();
+        EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), static_cast<std::size_t>(kDeep));
+    }
+}
+
+// A chain whose outermost handle outlives the loop: dropping it frees the whole chain.
+TEST_F(ATask, RegressionDroppingTheLastHandleOfADeepChainThatOutlivedItsLoop) {
+    asyncio::Event never;
+    Task<> outer;
+    {
+        auto loop = std::make_unique<asyncio::EventLoop>(virtual_time());
+        outer = loop->create_task([](asyncio::Event& e) -> Coroutine<> {
+            Task<> t = await_chain(kDeep, e);
+            co_await t;
+        }(never));
+        loop->run_until_complete([]() -> Coroutine<> {
+            co_await asyncio::sleep(0s);
+            co_await asyncio::sleep(0s);
+        }());
+        loop.reset();
+    }
+    Reports reports;
+    asyncio::EventLoop other(virtual_time());  // the thread's loop now: it gets the reports
+    reports.install(other);
+    outer = Task<>();  // kDeep + 1 frames, each holding the last handle of the next
+    EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), static_cast<std::size_t>(kDeep + 1));
 }
 
 }  // namespace

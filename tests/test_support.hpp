@@ -7,15 +7,21 @@
 //   Reports            collects what a loop's exception handler receives
 //   Eager              a minimal coroutine type that is NOT an asyncio task, to await library
 //                      awaitables outside a task
+//   chain_of / cancel_outermost  a chain of tasks each awaiting the next through some primitive
+//   run_on_small_stack runs a function on a thread with a small stack (constant-stack proofs)
+//   destroy_loop_then_task  parks a task, destroys its loop, and only then drops the task's last
+//                      handle (frames that outlive their loop must not touch it)
 #pragma once
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <coroutine>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,7 +29,10 @@
 
 #include "asyncio/clock.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
+#include "asyncio/event.hpp"
 #include "asyncio/event_loop.hpp"
+#include "asyncio/sleep.hpp"
+#include "asyncio/task.hpp"
 
 /// ASSERT_* for the body of a Coroutine<void> (gtest's ASSERT_* uses `return`): records a
 /// failure and leaves the coroutine.
@@ -156,6 +165,76 @@ struct Eager {
 /// Rethrows a stored exception_ptr (for EXPECT_THROW on values from gather(return_exceptions)).
 inline void rethrow(const std::exception_ptr& e) {
     if (e) std::rethrow_exception(e);
+}
+
+/// Sleeps a day (virtual time): a body that parks.
+inline asyncio::Coroutine<> sleep_a_day() { co_await asyncio::sleep(std::chrono::hours(24)); }
+
+/// Starts a task with start(loop), runs the loop (virtual time) for `iterations` iterations so that
+/// the task parks where it waits, destroys the loop (heap-allocated, so that ASan sees any later
+/// access to it), and only then drops the task's last handle: the frame is destroyed while its
+/// loop is gone, and nothing its destruction does may touch that loop. Returns false (and records
+/// a failure) if the task finished instead of parking.
+inline bool destroy_loop_then_task(const std::function<asyncio::Task<>(asyncio::EventLoop&)>& start,
+                                   int iterations = 5) {
+    auto loop = std::make_unique<asyncio::EventLoop>(virtual_time());
+    asyncio::Task<> task = start(*loop);
+    loop->run_until_complete([](int n) -> asyncio::Coroutine<> {
+        for (int i = 0; i < n; ++i) co_await asyncio::sleep(asyncio::Duration::zero());
+    }(iterations));
+    if (task.done()) {
+        ADD_FAILURE() << "the task finished instead of parking";
+        return false;
+    }
+    loop.reset();
+    EXPECT_FALSE(task.done());
+    EXPECT_FALSE(task.cancel()) << "a task whose loop is gone cannot be cancelled";
+    task = asyncio::Task<>();  // the frame goes now
+    return true;
+}
+
+/// Runs fn on a new thread with a stack of `bytes` (a default std::thread has 8 MiB); false if the
+/// thread could not be made.
+template <class F>
+bool run_on_small_stack(std::size_t bytes, F fn) {
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0) return false;
+    pthread_attr_setstacksize(&attr, bytes);
+    pthread_t thread;
+    auto trampoline = [](void* arg) -> void* {
+        (*static_cast<F*>(arg))();
+        return nullptr;
+    };
+    const bool ok = pthread_create(&thread, &attr, trampoline, &fn) == 0;
+    pthread_attr_destroy(&attr);
+    if (ok) pthread_join(thread, nullptr);
+    return ok;
+}
+
+/// A chain of `depth` tasks made innermost first (the outermost is the newest), each running
+/// link(next); the innermost waits on `never`.
+template <class Link>
+asyncio::Task<> chain_of(int depth, asyncio::Event& never, Link link) {
+    asyncio::Task<> t = asyncio::create_task([](asyncio::Event& e) -> asyncio::Coroutine<> { co_await e.wait(); }(never));
+    for (int i = 1; i < depth; ++i) t = asyncio::create_task(link(std::move(t)));
+    return t;
+}
+
+/// Cancels the outermost task of such a chain once every task waits, and checks it ends cancelled.
+template <class Link>
+asyncio::Coroutine<> cancel_outermost(int depth, Link link) {
+    asyncio::Event never;
+    asyncio::Task<> outer = chain_of(depth, never, link);
+    co_await asyncio::sleep(asyncio::Duration::zero());
+    co_await asyncio::sleep(asyncio::Duration::zero());
+    EXPECT_TRUE(outer.cancel());
+    bool cancelled = false;
+    try {
+        co_await outer;
+    } catch (const asyncio::CancelledError&) {
+        cancelled = true;
+    }
+    EXPECT_TRUE(cancelled);
 }
 
 }  // namespace asyncio_test

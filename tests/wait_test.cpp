@@ -167,3 +167,32 @@ TEST_F(WaitTest, RegressionWaitAndAsCompletedWithATimeoutOfAThousandYearsDoNotRe
 }
 
 }  // namespace
+
+// Reliability issue #7 (3): a task parked here, its loop destroyed, its last handle dropped
+// afterwards: the frame's destruction must not touch the dead loop (ASan: heap-use-after-free).
+namespace {
+using asyncio_test::destroy_loop_then_task;
+
+TEST_F(WaitTest, RegressionTaskHandleOutlivingItsLoopWhileParkedInWaitWithATimeout) {
+    destroy_loop_then_task([](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([]() -> asyncio::Coroutine<> {
+            std::vector<asyncio::Task<>> tasks;
+            tasks.push_back(asyncio::create_task(
+                []() -> asyncio::Coroutine<> { co_await asyncio::sleep(std::chrono::hours(1)); }()));
+            (void)co_await asyncio::wait(tasks, asyncio::ALL_COMPLETED, std::chrono::minutes(1));
+        }());
+    });
+}
+
+TEST_F(WaitTest, RegressionTaskHandleOutlivingItsLoopWhileParkedInAsCompletedWithATimeout) {
+    destroy_loop_then_task([](asyncio::EventLoop& loop) -> asyncio::Task<> {
+        return loop.create_task([]() -> asyncio::Coroutine<> {
+            std::vector<asyncio::Task<>> tasks;
+            tasks.push_back(asyncio::create_task(
+                []() -> asyncio::Coroutine<> { co_await asyncio::sleep(std::chrono::hours(1)); }()));
+            auto it = asyncio::as_completed(tasks, std::chrono::minutes(1));
+            (void)co_await it.next();
+        }());
+    });
+}
+}  // namespace

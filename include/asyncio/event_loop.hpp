@@ -22,6 +22,7 @@
 #include "asyncio/clock.hpp"
 #include "asyncio/detail/callback.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
+#include "asyncio/detail/promise.hpp"
 #include "asyncio/detail/ready_queue.hpp"
 #include "asyncio/detail/timer_queue.hpp"
 #include "asyncio/exceptions.hpp"
@@ -50,6 +51,9 @@ struct LoopLink {
 };
 extern ASYNCIO_TLS EventLoop* t_running_loop;  // the loop running on this thread, if any
 extern ASYNCIO_TLS EventLoop* t_thread_loop;  // the loop that lives on this thread, if any
+/// True while the frame of a task whose loop was destroyed is being destroyed (kOrphaned): what
+/// its locals' destructors would tell the loop (cancel a timer, ...) must not reach the dead loop.
+extern ASYNCIO_TLS bool t_loop_gone;
 }  // namespace detail
 
 /// What the loop's exception handler receives (Python's context dict).
@@ -60,7 +64,8 @@ struct ExceptionContext {
 };
 
 /// A callback scheduled with call_soon(): cancel() before it runs and it never runs. A Handle is a
-/// small value; it must not be used after its loop is destroyed.
+/// small value; it must not be used after its loop is destroyed (except by the destruction of a
+/// task frame that outlived its loop: cancel() is then a no-op, see detail::t_loop_gone).
 class Handle {
 public:
     Handle() = default;
@@ -235,6 +240,8 @@ public:
         return true;
     }
     detail::PromiseBase*& task_list() noexcept { return tasks_; }
+    /// Sentinel of the ring of tasks close() abandoned that Task handles still keep alive (task.cpp).
+    detail::PromiseBase& abandoned_tasks() noexcept { return abandoned_; }
     detail::Backend& backend() noexcept { return *backend_; }
     detail::ReadyQueue& ready_queue() noexcept { return ready_; }
     /// The loop's link for threads (created on first use; loop thread only).
@@ -256,6 +263,9 @@ private:
     detail::ReadyQueue ready_;
     detail::TimerQueue timers_;
     detail::PromiseBase* tasks_ = nullptr;  // intrusive list of pending tasks
+    // Tasks close() abandoned whose frames Task handles still hold (a ring through prev_/next_,
+    // empty while prev_ is null): the destructor marks them kOrphaned.
+    detail::PromiseBase abandoned_;
     ExceptionHandler handler_;
     Stats stats_;
     std::uint32_t io_budget_ = kIoBudget;  // refilled before each ready callback runs

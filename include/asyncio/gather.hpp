@@ -8,7 +8,9 @@
 // are used as they are. A void result is std::monostate (Python's None).
 // Promises, as asyncio's: without return_exceptions the first child to fail (or be cancelled)
 // makes the await raise that exception at once, and the other children keep running (the loop owns
-// them; their later exceptions are not reported). With return_exceptions every outcome comes back
+// them; their later exceptions are not reported: no child's exception ever is, whatever the await
+// raises). A child failing while the cancellation is passed on to the children makes the await
+// raise that failure, as asyncio does. With return_exceptions every outcome comes back
 // as std::variant<value, std::exception_ptr> once all are done. Cancelling the awaiting task
 // cancels every child that is not done, and the await then raises CancelledError, with or without
 // return_exceptions.
@@ -146,25 +148,37 @@ protected:
     /// be collected.
     void finish() {
         unregister_all();
-        check_cancelled(self_);
-        if (cancel_requested_) {
-            if (cancel_msg_.empty()) throw CancelledError();
-            throw CancelledError(std::move(cancel_msg_));
+        if (self_ != nullptr && self_->waiting_ == static_cast<CancelHook*>(this)) self_->waiting_ = nullptr;
+        if (self_ != nullptr && self_->has(kMustCancel)) {
+            mark_retrieved();
+            throw_cancelled(self_);
         }
-        if (return_exceptions_) return;
         PromiseBase* bad = failed_;
         // A gather that waited saw every failure as it happened (suspend, child_done).
-        if (bad == nullptr && !suspended_) {
+        if (!return_exceptions_ && bad == nullptr && !suspended_) {
             const std::size_t n = count();
             for (std::size_t i = 0; i < n && bad == nullptr; ++i)
                 if (child(i)->has(kHasException)) bad = child(i);
         }
+        // As asyncio: the first child to fail decides, even when the cancellation was passed on to
+        // the children (a child that fails while it is being cancelled is not lost).
         if (bad != nullptr) {
-            // As asyncio: the other children's exceptions count as retrieved.
-            const std::size_t n = count();
-            for (std::size_t i = 0; i < n; ++i) child(i)->flags_ |= kRetrieved;
+            mark_retrieved();
             task_rethrow(bad);
         }
+        if (cancel_requested_) {
+            mark_retrieved();
+            if (cancel_msg_.empty()) throw CancelledError();
+            throw CancelledError(std::move(cancel_msg_));
+        }
+    }
+
+    /// asyncio's gather looks at every child's exception as the child finishes (its done callback
+    /// stays registered): whatever the await raises, none is reported as never retrieved, including
+    /// those of children that are still running.
+    void mark_retrieved() noexcept {
+        const std::size_t n = count();
+        for (std::size_t i = 0; i < n; ++i) child(i)->flags_ |= kRetrieved;
     }
 
 private:
@@ -177,9 +191,15 @@ private:
         --remaining_;  // exact even after the wake-up: unregister_all() relies on it
         if (woken_) return;
         if (!return_exceptions_ && c->has(kHasException) && failed_ == nullptr) failed_ = c;
-        if (remaining_ == 0 || failed_ != nullptr) {
+        if (remaining_ == 0) {
             woken_ = true;
             wake_task(self_);
+        } else if (failed_ != nullptr) {
+            woken_ = true;
+            // asyncio settles the gather in the child's done callback, one hop later: a cancel()
+            // in between still reaches the children left, and the failure is raised. So the hook
+            // stays until the task resumes (finish() removes it).
+            t_running_loop->schedule(&step_task, self_);
         }
     }
     static void on_done_shared(DoneWaiter* w, PromiseBase* c) {
@@ -200,8 +220,10 @@ private:
             core->cancel_requested_ = true;
             return true;
         }
-        core->woken_ = true;
-        wake_task(core->self_);
+        if (!core->woken_) {
+            core->woken_ = true;
+            wake_task(core->self_);
+        }
         return false;
     }
 

@@ -56,6 +56,7 @@ enum PromiseFlags : std::uint16_t {
     kStarted = 1u << 8,      // coroutine mode: already awaited once
     kAbandoned = 1u << 9,    // its loop closed while it was pending
     kInlineRun = 1u << 10,   // coroutine mode: being run from its awaiter's await_suspend
+    kOrphaned = 1u << 11,    // abandoned, and its loop has been destroyed since (see t_loop_gone)
 };
 
 // Symmetric transfer (await_suspend returning the next handle) only avoids stack growth when the
