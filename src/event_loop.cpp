@@ -197,7 +197,6 @@ void EventLoop::run_once() {
     // 3. Run what is ready now; what these schedule waits for the next iteration.
     for (std::size_t n = ready_.size(); n > 0; --n) {
         const detail::ReadyEntry e = ready_.pop();
-        io_budget_ = kIoBudget;
         e.fn(e.ctx);
     }
     ++stats_.iterations;

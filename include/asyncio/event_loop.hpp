@@ -233,8 +233,14 @@ public:
     /// Operations that may complete at once in one step of the loop before the task must yield
     /// (the cooperative budget of detail::io_submit).
     static constexpr std::uint32_t kIoBudget = 128;
-    /// Takes one unit of the current step's budget; false once it is spent.
+    /// Takes one unit of the current step's budget; false once it is spent. The budget is
+    /// refilled when a new ready callback runs, noticed here (by the ready queue's position) rather
+    /// than paid for on every callback.
     bool consume_io_budget() noexcept {
+        if (budget_position_ != ready_.position()) {
+            budget_position_ = ready_.position();
+            io_budget_ = kIoBudget;
+        }
         if (io_budget_ == 0) return false;
         --io_budget_;
         return true;
@@ -268,7 +274,8 @@ private:
     detail::PromiseBase abandoned_;
     ExceptionHandler handler_;
     Stats stats_;
-    std::uint32_t io_budget_ = kIoBudget;  // refilled before each ready callback runs
+    std::size_t budget_position_ = ~std::size_t{0};  // the ready callback io_budget_ belongs to
+    std::uint32_t io_budget_ = kIoBudget;
     bool running_ = false;
     bool stopping_ = false;
     bool closed_ = false;

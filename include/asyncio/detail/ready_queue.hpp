@@ -29,6 +29,9 @@ public:
         buf_[tail_++ & (cap_ - 1)] = ReadyEntry{fn, ctx};
     }
     ReadyEntry pop() noexcept { return buf_[head_++ & (cap_ - 1)]; }
+    /// Changes with every pop(): tells the callback now running from the one before (the loop's
+    /// cooperative I/O budget is per callback; see EventLoop::consume_io_budget).
+    std::size_t position() const noexcept { return head_; }
     void clear() noexcept { head_ = tail_ = 0; }
 
 private:
