@@ -284,11 +284,32 @@ void release_loop_tasks(EventLoop& loop) noexcept {
     for (PromiseBase* p : pending) {
         ++p->refs_;
         p->flags_ |= kAbandoned;
-        p->waiting_ = nullptr;
         p->next_ = &ring;
         p->prev_ = ring.prev_;
         ring.prev_->next_ = p;
         ring.prev_ = p;
+    }
+    // Detach each from what it waits on, as a cancellation does (an Event's or a Lock's waiter
+    // list, a Queue, a pending operation, a timer): a frame that a Task handle keeps must not be
+    // reachable from outside the closed loop (an Event set later, with no loop or another loop
+    // running, would schedule it there). A hook that passes the cancellation on reaches only tasks
+    // marked abandoned above, which refuse it; whatever the hooks schedule goes to this loop's ready
+    // queue, which is dropped: none of these tasks runs again.
+    {
+        EventLoop* const running = t_running_loop;
+        t_running_loop = &loop;  // the hooks schedule on the running loop
+        for (PromiseBase* p : pending) {
+            if (CancelHook* hook = p->waiting_) {
+                try {
+                    (void)hook->fn(hook);
+                } catch (...) {
+                    // Out of memory scheduling the wake-up: the waiter is detached all the same.
+                }
+            }
+            p->waiting_ = nullptr;
+        }
+        t_running_loop = running;
+        loop.ready_queue().clear();
     }
     // None of them will finish: drop their waiters before any frame goes, so that no awaiter
     // unlinking itself from a list walks through one freed with an earlier frame, and so that

@@ -289,3 +289,39 @@ TEST_F(AnEvent, RegressionTaskHandleOutlivingItsLoopWhileParkedInEventWait) {
     EXPECT_FALSE(event.is_set());
 }
 }  // namespace
+
+namespace {
+
+// A task left waiting on an Event when its loop closed (abandoned: a Task handle keeps its frame),
+// then the Event is set with no loop running, or from another loop: the abandoned task must not
+// be scheduled anywhere (it never runs again), and nothing may crash.
+TEST_F(AnEvent, RegressionSettingAnEventAfterItsWaitersLoopClosedSchedulesNothing) {
+    asyncio::Event ev;
+    asyncio::Task<> parked;
+    {
+        asyncio::EventLoop loop(asyncio_test::virtual_time());
+        loop.set_exception_handler([](asyncio::EventLoop&, const asyncio::ExceptionContext&) {});
+        parked = loop.create_task([](asyncio::Event& ev) -> asyncio::Coroutine<> { co_await ev.wait(); }(ev));
+        loop.run_until_complete([]() -> asyncio::Coroutine<> { co_await asyncio::sleep(asyncio::Duration::zero()); }());
+        EXPECT_FALSE(parked.done());
+        loop.close();
+        ev.set();  // no loop runs on this thread now
+        ev.clear();
+    }
+    ev.set();  // and the loop is gone
+    {
+        asyncio::EventLoop other(asyncio_test::virtual_time());
+        int ran = 0;
+        other.run_until_complete([](asyncio::Event& ev, int& ran) -> asyncio::Coroutine<> {
+            ev.clear();
+            ev.set();  // from another loop's task
+            co_await asyncio::sleep(asyncio::Duration::zero());
+            ++ran;
+        }(ev, ran));
+        EXPECT_EQ(ran, 1);
+    }
+    EXPECT_FALSE(parked.done());
+    parked = asyncio::Task<>();
+}
+
+}  // namespace

@@ -602,3 +602,39 @@ TEST_F(ALock, RegressionTaskHandleOutlivingItsLoopWhileParkedInLockAcquire) {
     });
 }
 }  // namespace
+
+namespace {
+
+// A task left waiting for a Lock when its loop closed (its frame kept by a Task handle) no longer
+// waits: releasing the lock afterwards unlocks it instead of handing it to a task that will
+// never run (and scheduling that task on whatever loop runs), so another loop can take it.
+TEST_F(ALock, RegressionAWaiterOfAClosedLoopIsNotHandedTheLockLater) {
+    asyncio::Lock lock;
+    asyncio::Task<> parked;
+    {
+        asyncio::EventLoop loop(asyncio_test::virtual_time());
+        loop.set_exception_handler([](asyncio::EventLoop&, const asyncio::ExceptionContext&) {});
+        loop.run_until_complete([](asyncio::Lock& lock) -> asyncio::Coroutine<> { co_await lock.acquire(); }(lock));
+        parked = loop.create_task([](asyncio::Lock& lock) -> asyncio::Coroutine<> {
+            co_await lock.acquire();
+            lock.release();
+        }(lock));
+        loop.run_until_complete([]() -> asyncio::Coroutine<> { co_await asyncio::sleep(asyncio::Duration::zero()); }());
+        EXPECT_FALSE(parked.done());
+        loop.close();
+    }
+    lock.release();  // no loop runs: nobody waits any more
+    EXPECT_FALSE(lock.locked());
+    asyncio::EventLoop other(asyncio_test::virtual_time());
+    bool took = false;
+    other.run_until_complete([](asyncio::Lock& lock, bool& took) -> asyncio::Coroutine<> {
+        co_await lock.acquire();
+        took = true;
+        lock.release();
+    }(lock, took));
+    EXPECT_TRUE(took);
+    EXPECT_FALSE(parked.done());
+    parked = asyncio::Task<>();
+}
+
+}  // namespace

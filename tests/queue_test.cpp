@@ -1211,3 +1211,28 @@ TEST_F(AQueue, RegressionTaskHandleOutlivingItsLoopWhileParkedInQueueGet) {
     EXPECT_EQ(q.qsize(), 1u);
 }
 }  // namespace
+
+namespace {
+
+// A getter left waiting when its loop closed (its frame kept by a Task handle) no longer waits:
+// an item put afterwards stays in the queue for the next get(), on any loop.
+TEST_F(AQueue, RegressionAGetterOfAClosedLoopDoesNotSwallowALaterItem) {
+    asyncio::Queue<int> q;
+    asyncio::Task<int> parked;
+    {
+        asyncio::EventLoop loop(asyncio_test::virtual_time());
+        loop.set_exception_handler([](asyncio::EventLoop&, const asyncio::ExceptionContext&) {});
+        parked = loop.create_task([](asyncio::Queue<int>& q) -> asyncio::Coroutine<int> { co_return co_await q.get(); }(q));
+        loop.run_until_complete([]() -> asyncio::Coroutine<> { co_await asyncio::sleep(asyncio::Duration::zero()); }());
+        EXPECT_FALSE(parked.done());
+        loop.close();
+    }
+    q.put_nowait(42);  // no loop runs
+    EXPECT_EQ(q.qsize(), 1u);
+    asyncio::EventLoop other(asyncio_test::virtual_time());
+    EXPECT_EQ(other.run_until_complete([](asyncio::Queue<int>& q) -> asyncio::Coroutine<int> { co_return co_await q.get(); }(q)), 42);
+    EXPECT_FALSE(parked.done());
+    parked = asyncio::Task<int>();
+}
+
+}  // namespace
