@@ -842,7 +842,9 @@ constexpr std::uint64_t kBudget = EventLoop::kIoBudget;
 
 TEST_F(ASocket, RegressionSockRecvThatIsAlwaysReadyYieldsToTheLoop) {
     asyncio::run([]() -> Coroutine<> {
-        auto [a, b] = asyncio::socketpair();
+        auto pair = asyncio::socketpair();  // (clang 14: no structured bindings in lambdas)
+        Socket& a = pair.first;
+        Socket& b = pair.second;
         constexpr int kBytes = 20'000;
         const std::string data = pattern(kBytes);
         CO_ASSERT(::send(b.fileno(), data.data(), data.size(), MSG_NOSIGNAL) == kBytes);
@@ -860,7 +862,9 @@ TEST_F(ASocket, RegressionSendallAndRecvIntoThatAreAlwaysReadyYieldToTheLoop) {
     // Ping-pong within one task: a one-byte sendall (there is room) then a one-byte
     // sock_recv_into (the byte is there): every operation completes at once.
     asyncio::run([]() -> Coroutine<> {
-        auto [a, b] = asyncio::socketpair();
+        auto pair = asyncio::socketpair();  // (clang 14: no structured bindings in lambdas)
+        Socket& a = pair.first;
+        Socket& b = pair.second;
         constexpr int kRounds = 10'000;
         std::string got;
         char c = 0;

@@ -80,7 +80,9 @@ Coroutine<std::pair<Streams, Streams>> tcp_pair(const char* host, int family) {
 /// bytes arrive and are A's, all of them, exactly once.
 void second_reader_takes_the_buffer_while_the_first_waits(std::size_t buffered) {
     asyncio::run([](std::size_t buffered) -> Coroutine<> {
-        auto [left, right] = stream_socketpair();
+        auto pairs = stream_socketpair();  // (clang 14: no structured bindings in lambdas)
+        Streams& left = pairs.first;
+        Streams& right = pairs.second;
         const std::string old_bytes = pattern(buffered, 7);
         const std::string new_bytes = pattern(64, 8);
         left.second.write(old_bytes);
@@ -111,7 +113,9 @@ TEST_F(AStreamReader, RegressionASecondReaderTakingALargeBufferDoesNotGetTheWait
 
 TEST_F(AStreamReader, ASecondReaderThatWouldHaveToWaitRaisesRuntimeError) {
     asyncio::run([]() -> Coroutine<> {
-        auto [left, right] = stream_socketpair();
+        auto pairs = stream_socketpair();  // (clang 14: no structured bindings in lambdas)
+        Streams& left = pairs.first;
+        Streams& right = pairs.second;
         Task<std::string> a = asyncio::create_task(right.first.readexactly(10));
         co_await yield_a_few();
         try {
@@ -129,7 +133,9 @@ TEST_F(AStreamReader, ReaduntilSearchesAgainAfterAnotherTaskTookBytes) {
     // A waits in readuntil("\n") having searched "abcdef"; B takes 4 of those bytes; the
     // separator then arrives: A must find it in what is left, at its new position.
     asyncio::run([]() -> Coroutine<> {
-        auto [left, right] = stream_socketpair();
+        auto pairs = stream_socketpair();  // (clang 14: no structured bindings in lambdas)
+        Streams& left = pairs.first;
+        Streams& right = pairs.second;
         left.second.write("abcdef");
         Task<std::string> a = asyncio::create_task(right.first.readuntil("\n"));
         CO_ASSERT(co_await until([&] { return right.first.buffered() == 6; }));
