@@ -8,6 +8,7 @@
 #include <typeinfo>
 
 #include "asyncio/detail/promise.hpp"
+#include "asyncio/detail/type_name.hpp"
 #include "backend/backend.hpp"
 
 namespace asyncio {
@@ -263,7 +264,7 @@ void EventLoop::default_exception_handler(const ExceptionContext& context) noexc
         try {
             std::rethrow_exception(context.exception);
         } catch (const std::exception& e) {
-            line += std::string("\nexception: ") + typeid(e).name() + ": " + e.what();
+            line += "\nexception: " + detail::type_name(typeid(e)) + ": " + e.what();
         } catch (...) {
             line += "\nexception: (not a std::exception)";
         }

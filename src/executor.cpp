@@ -5,6 +5,8 @@
 #include <exception>
 #include <typeinfo>
 
+#include "asyncio/detail/type_name.hpp"
+
 namespace asyncio {
 
 // ---- ThreadPoolExecutor ----
@@ -61,7 +63,7 @@ void ThreadPoolExecutor::work(Shared& s, bool& exited) {
         try {
             job();
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "ThreadPoolExecutor: job raised %s: %s\n", typeid(e).name(), e.what());
+            std::fprintf(stderr, "ThreadPoolExecutor: job raised %s: %s\n", detail::type_name(typeid(e)).c_str(), e.what());
         } catch (...) {
             std::fprintf(stderr, "ThreadPoolExecutor: job raised an exception\n");
         }

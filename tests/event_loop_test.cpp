@@ -620,6 +620,15 @@ TEST_F(AnEventLoop, ExceptionHandlerThatThrowsDoesNotStopTheLoop) {
     EXPECT_NE(err.find("handler failed"), std::string::npos) << err;
 }
 
+TEST_F(AnEventLoop, TheDefaultHandlerNamesTheExceptionTypeReadably) {
+    // "std::runtime_error", as a C++ programmer writes it, not the mangled "St13runtime_error".
+    ::testing::internal::CaptureStderr();
+    EventLoop::default_exception_handler(
+        {"Task exception was never retrieved", std::make_exception_ptr(std::runtime_error("boom")), "Task-7"});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(err, "Task exception was never retrieved\ntask: Task-7\nexception: std::runtime_error: boom\n");
+}
+
 TEST_F(AnEventLoop, CallSoonThreadsafeFromFourThreadsRunsEveryCallbackOnceAndWakesTheLoop) {
     // A real clock: the loop blocks in the backend whenever it has nothing to do, and only the
     // producers' wake-ups can get it going again. The watchdog is a safety net against a hang,

@@ -196,3 +196,32 @@ TEST_F(WaitTest, RegressionTaskHandleOutlivingItsLoopWhileParkedInAsCompletedWit
     });
 }
 }  // namespace
+
+namespace {
+
+// As CPython 3.13 (checked): wait(FIRST_EXCEPTION) looks at the exception of the task that fails
+// while others still run, so only a later failure is reported as never retrieved; with
+// ALL_COMPLETED and FIRST_COMPLETED wait() looks at none, and both are reported.
+std::size_t never_retrieved_after_wait(asyncio::ReturnWhen when) {
+    asyncio::EventLoop loop(virtual_time());
+    asyncio_test::Reports reports;
+    reports.install(loop);
+    loop.run_until_complete([](asyncio::ReturnWhen when) -> asyncio::Coroutine<> {
+        std::vector<asyncio::Task<int>> ts;
+        ts.push_back(asyncio::create_task(fail_after(0ms)));
+        ts.push_back(asyncio::create_task(fail_after(10ms)));
+        auto r = co_await asyncio::wait(ts, when);
+        (void)r;
+        co_await asyncio::sleep(50ms);  // both have failed now; every handle goes at the end
+    }(when));
+    loop.close();
+    return reports.count("Task exception was never retrieved");
+}
+
+TEST_F(WaitTest, RegressionWaitFirstExceptionRetrievesTheExceptionThatEndedTheWait) {
+    EXPECT_EQ(never_retrieved_after_wait(asyncio::FIRST_EXCEPTION), 1u);
+    EXPECT_EQ(never_retrieved_after_wait(asyncio::ALL_COMPLETED), 2u);
+    EXPECT_EQ(never_retrieved_after_wait(asyncio::FIRST_COMPLETED), 2u);
+}
+
+}  // namespace

@@ -154,7 +154,14 @@ public:
 private:
     void count(const Task<T>& t) noexcept {
         ++done_;
-        if (!t.cancelled() && t.base()->has(kHasException)) failed_ = true;
+        if (!t.cancelled() && t.base()->has(kHasException)) {
+            failed_ = true;
+            // As asyncio's _on_completion: with FIRST_EXCEPTION it looks at the exception of a
+            // task that fails while others are still running, which marks it retrieved (the last
+            // one to finish, and every task under the other modes, is not looked at).
+            if (when_ == ReturnWhen::FIRST_EXCEPTION && done_ < this->tasks_.size())
+                t.base()->flags_ |= kRetrieved;
+        }
     }
     bool satisfied() const noexcept {
         if (done_ == this->tasks_.size()) return true;
