@@ -54,7 +54,7 @@ public:
     Lock::GuardAwaiter lock() noexcept { return lock_->lock(); }
 
     /// co_await cond.wait() (see above).
-    class WaitAwaiter : public detail::LockWaiter {
+    class [[nodiscard]] WaitAwaiter : public detail::LockWaiter {
     public:
         explicit WaitAwaiter(Condition& c) noexcept : cond_(c) {}
         bool await_ready() const {

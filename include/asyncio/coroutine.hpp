@@ -45,7 +45,7 @@ public:
     /// True once the coroutine was awaited (it cannot be awaited or made a task again).
     bool started() const noexcept { return h_ && h_.promise().has(detail::kStarted); }
 
-    struct Awaiter {
+    struct [[nodiscard]] Awaiter {
         std::coroutine_handle<promise_type> h;
         bool await_ready() const {
             if (!h) throw RuntimeError("cannot await an empty Coroutine (moved from?)");

@@ -28,7 +28,7 @@ public:
     /// Resets the flag; later wait() calls suspend until the next set().
     void clear() noexcept { value_ = false; }
 
-    class Awaiter : public detail::WaiterNode, public detail::CancelHook {
+    class [[nodiscard]] Awaiter : public detail::WaiterNode, public detail::CancelHook {
     public:
         explicit Awaiter(Event& e) noexcept : event_(e) {}
         bool await_ready() const noexcept { return event_.value_; }

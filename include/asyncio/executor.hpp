@@ -156,7 +156,7 @@ public:
     /// True once the function has finished and its outcome reached the loop.
     bool done() const noexcept { return state_ && state_->done; }
 
-    class Awaiter : public detail::CancelHook {
+    class [[nodiscard]] Awaiter : public detail::CancelHook {
     public:
         explicit Awaiter(std::shared_ptr<detail::ExecState<T>> st) noexcept : st_(std::move(st)) {}
         Awaiter(const Awaiter&) = delete;

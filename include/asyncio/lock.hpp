@@ -82,7 +82,7 @@ public:
     bool locked() const noexcept { return locked_; }
 
     /// co_await lock.acquire(): takes the lock, waiting in FIFO order while it is held.
-    class Awaiter : public detail::LockWaiter {
+    class [[nodiscard]] Awaiter : public detail::LockWaiter {
     public:
         explicit Awaiter(Lock& lock) noexcept : lock_(lock) {}
         bool await_ready() noexcept {
@@ -119,7 +119,7 @@ public:
     };
 
     /// co_await lock.lock(): as acquire(), returning a LockGuard that releases it.
-    class GuardAwaiter : public Awaiter {
+    class [[nodiscard]] GuardAwaiter : public Awaiter {
     public:
         using Awaiter::Awaiter;
         LockGuard await_resume() {

@@ -301,7 +301,7 @@ public:
         };
     };
 
-    class JoinAwaiter : public AwaiterBase<WaitKind::kJoin> {
+    class [[nodiscard]] JoinAwaiter : public AwaiterBase<WaitKind::kJoin> {
     public:
         explicit JoinAwaiter(QueueCore& q) noexcept : AwaiterBase(q) {}
         bool await_ready() const noexcept { return queue_->unfinished_ == 0; }
@@ -485,7 +485,7 @@ public:
         finish_shutdown(dropped);
     }
 
-    class GetAwaiter : public AwaiterBase<Kind::kGet> {
+    class [[nodiscard]] GetAwaiter : public AwaiterBase<Kind::kGet> {
     public:
         explicit GetAwaiter(BasicQueue& q) noexcept : AwaiterBase<Kind::kGet>(q) {}
         bool await_ready() const noexcept { return !queue_->empty() || queue_->is_shutdown(); }
@@ -498,7 +498,7 @@ public:
         using AwaiterBase<Kind::kGet>::queue_;
     };
 
-    class PutAwaiter : public AwaiterBase<Kind::kPut> {
+    class [[nodiscard]] PutAwaiter : public AwaiterBase<Kind::kPut> {
     public:
         template <class U>
         PutAwaiter(BasicQueue& q, U&& item) : AwaiterBase<Kind::kPut>(q), item_(std::forward<U>(item)) {}

@@ -77,7 +77,7 @@ public:
     bool locked() const noexcept { return value_ == 0 || pending_ != 0 || !waiters_.empty(); }
 
     /// co_await sem.acquire(): takes a permit, waiting in FIFO order while none is free.
-    class Awaiter : public detail::WaiterNode, public detail::CancelHook {
+    class [[nodiscard]] Awaiter : public detail::WaiterNode, public detail::CancelHook {
     public:
         explicit Awaiter(Semaphore& sem) noexcept : sem_(sem) {}
         bool await_ready() noexcept {
@@ -119,7 +119,7 @@ public:
     };
 
     /// co_await sem.lock(): as acquire(), returning a SemaphoreGuard that releases the permit.
-    class GuardAwaiter : public Awaiter {
+    class [[nodiscard]] GuardAwaiter : public Awaiter {
     public:
         using Awaiter::Awaiter;
         SemaphoreGuard await_resume() {

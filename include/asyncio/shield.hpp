@@ -19,7 +19,7 @@ namespace asyncio {
 namespace detail {
 
 template <class T>
-class ShieldAwaiter : DoneWaiter, CancelHook {
+class [[nodiscard]] ShieldAwaiter : DoneWaiter, CancelHook {
 public:
     explicit ShieldAwaiter(Task<T> inner) noexcept : inner_(std::move(inner)) {}
     ShieldAwaiter(ShieldAwaiter&&) = delete;

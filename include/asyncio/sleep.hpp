@@ -13,7 +13,7 @@
 namespace asyncio {
 
 namespace detail {
-struct SleepAwaiter : CancelHook {
+struct [[nodiscard]] SleepAwaiter : CancelHook {
     Duration delay;
     PromiseBase* task = nullptr;
     TimerId timer{};

@@ -105,7 +105,7 @@ void close_fd_quietly(int fd) noexcept;
 
 /// The common part of the sock_* awaiters: one IoOp, submitted from await_suspend, completed
 /// through the backend, cancelled through the task's CancelHook.
-class IoAwaiter : public CancelHook, public IoOp {
+class [[nodiscard]] IoAwaiter : public CancelHook, public IoOp {
 public:
     IoAwaiter(IoKind k, int fd_) noexcept {
         kind = k;

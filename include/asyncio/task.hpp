@@ -89,7 +89,7 @@ std::string take_cancel_message(PromiseBase* t);
 
 /// co_await of a task from another task.
 template <class T, bool Move>
-struct TaskAwaiter : DoneWaiter, CancelHook {
+struct [[nodiscard]] TaskAwaiter : DoneWaiter, CancelHook {
     Promise<T>* target;
     PromiseBase* self = nullptr;
 

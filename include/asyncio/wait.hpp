@@ -133,7 +133,7 @@ private:
 };
 
 template <class T>
-class WaitAwaiter final : public TaskWatcher<T> {
+class [[nodiscard]] WaitAwaiter final : public TaskWatcher<T> {
 public:
     WaitAwaiter(std::vector<Task<T>> tasks, ReturnWhen when, std::optional<TimePoint> deadline)
         : TaskWatcher<T>(std::move(tasks)), when_(when), deadline_(deadline) {
