@@ -265,8 +265,10 @@ void EventLoop::default_exception_handler(const ExceptionContext& context) noexc
             std::rethrow_exception(context.exception);
         } catch (const std::exception& e) {
             line += "\nexception: " + detail::type_name(typeid(e)) + ": " + e.what();
+        } catch (const BaseException& e) {
+            line += "\nexception: " + detail::type_name(typeid(e)) + ": " + e.what();
         } catch (...) {
-            line += "\nexception: (not a std::exception)";
+            line += "\nexception: (not a std::exception nor an asyncio::BaseException)";
         }
     }
     std::fprintf(stderr, "%s\n", line.c_str());

@@ -131,12 +131,15 @@ public:
         return static_cast<std::size_t>(std::count_if(entries_.begin(), entries_.end(),
                                                       [&](const auto& c) { return c.message == message; }));
     }
-    /// The what() of the i-th report's exception ("" if none or not a std::exception).
+    /// The what() of the i-th report's exception ("" if none, or neither a std::exception nor an
+    /// asyncio::BaseException).
     std::string what(std::size_t i) const {
         if (i >= entries_.size() || !entries_[i].exception) return {};
         try {
             std::rethrow_exception(entries_[i].exception);
         } catch (const std::exception& e) {
+            return e.what();
+        } catch (const asyncio::BaseException& e) {
             return e.what();
         } catch (...) {
             return {};

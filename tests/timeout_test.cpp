@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <type_traits>
+
 #include <chrono>
 #include <cmath>
 
@@ -357,6 +359,36 @@ TEST_F(TimeoutTest, RegressionCancellingAHundredThousandNestedWaitForsOverflowsT
                      co_await asyncio::wait_for(std::move(inner), std::chrono::hours(1));
                  }),
                  virtual_time());
+}
+
+}  // namespace
+
+namespace {
+
+static_assert(!std::is_base_of_v<std::exception, asyncio::CancelledError>,
+              "catch (const std::exception&) must never swallow a cancellation");
+static_assert(std::is_base_of_v<asyncio::BaseException, asyncio::CancelledError>);
+static_assert(std::is_base_of_v<asyncio::BaseException, asyncio::GeneratorExit>);
+
+// The body catches std::exception around an await (a common C++ habit). The timeout's
+// cancellation must go through it: TimeoutError at 50 ms, not a normal return at 250 ms.
+TEST_F(TimeoutTest, RegressionCatchingStdExceptionInsideWaitForDoesNotSwallowTheTimeout) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        const auto t0 = asyncio::get_running_loop().time();
+        bool caught_as_std_exception = false;
+        auto body = [](bool& caught) -> asyncio::Coroutine<int> {
+            try {
+                co_await asyncio::sleep(250ms);
+            } catch (const std::exception&) {
+                caught = true;
+            }
+            co_return 1;
+        };
+        EXPECT_THROW((void)co_await asyncio::wait_for(body(caught_as_std_exception), 50ms), asyncio::TimeoutError);
+        EXPECT_FALSE(caught_as_std_exception);
+        EXPECT_EQ(asyncio::get_running_loop().time() - t0, 50ms);
+    };
+    asyncio::run(main_(), virtual_time());
 }
 
 }  // namespace

@@ -13,10 +13,20 @@
 
 namespace asyncio {
 
+/// The root of the exceptions that are requests to stop rather than errors (Python's
+/// BaseException without Exception): CancelledError and GeneratorExit (room for KeyboardInterrupt
+/// and SystemExit). They do not derive from std::exception, so that `catch (const
+/// std::exception&)` around an await never swallows a cancellation: Python moved CancelledError
+/// out of Exception in 3.8 for exactly this. Catch them by name, or with `catch (...)`.
+class BaseException {
+public:
+    virtual ~BaseException() = default;
+    virtual const char* what() const noexcept = 0;
+};
+
 /// Raised inside a task at the point where it is suspended when Task::cancel() is called, and by
-/// Task::result() of a cancelled task. Like Python's (a BaseException since 3.8) it does not derive
-/// from std::runtime_error, so that `catch (const std::runtime_error&)` does not swallow a cancel.
-class CancelledError : public std::exception {
+/// Task::result() of a cancelled task. A BaseException, not a std::exception (see above).
+class CancelledError : public BaseException {
 public:
     CancelledError() = default;
     explicit CancelledError(std::string msg) : msg_(std::move(msg)) {}
@@ -83,7 +93,7 @@ private:
 
 /// Thrown into a generator at its suspension point by close(); a generator may catch it to clean
 /// up but must then finish, not yield.
-class GeneratorExit : public std::exception {
+class GeneratorExit : public BaseException {
 public:
     const char* what() const noexcept override { return "GeneratorExit"; }
 };
