@@ -232,22 +232,7 @@ TEST_F(ACoroutine, DeeplyNestedSynchronousAwaitsComplete) {
     EXPECT_EQ(asyncio::run(main(), virtual_time()), 10'000);
 }
 
-/// Runs fn on a new thread with a stack of `bytes`; false if the thread could not be made.
-template <class F>
-bool run_on_small_stack(std::size_t bytes, F fn) {
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) != 0) return false;
-    pthread_attr_setstacksize(&attr, bytes);
-    pthread_t thread;
-    auto trampoline = [](void* arg) -> void* {
-        (*static_cast<F*>(arg))();
-        return nullptr;
-    };
-    const bool ok = pthread_create(&thread, &attr, trampoline, &fn) == 0;
-    pthread_attr_destroy(&attr);
-    if (ok) pthread_join(thread, nullptr);
-    return ok;
-}
+using asyncio_test::run_on_small_stack;
 
 TEST_F(ACoroutine, RegressionSynchronousAwaitsGrowTheStackWithoutTailCalls) {
     // GCC (before 15) turns symmetric transfer into a tail call only when it optimizes sibling

@@ -261,14 +261,7 @@ Coroutine<> leaves_a_chain_innermost_first(int depth) {
     co_await asyncio::sleep(0s);
 }
 
-Coroutine<> chain_link(int depth, int& built, asyncio::Event& never) {
-    ++built;
-    if (depth == 1) {
-        co_await never.wait();
-        co_return;
-    }
-    co_await asyncio::create_task(chain_link(depth - 1, built, never));
-}
+using asyncio_test::chain_link;
 
 Coroutine<> leaves_a_chain_outermost_first(int depth) {
     static asyncio::Event never;

@@ -854,15 +854,7 @@ Task<> await_chain(int depth, asyncio::Event& never) {
     return t;
 }
 
-/// The same made outermost first (each task creates the next): the oldest is the outermost.
-Coroutine<> chain_link(int depth, int& built, asyncio::Event& never) {
-    ++built;
-    if (depth == 1) {
-        co_await never.wait();
-        co_return;
-    }
-    co_await asyncio::create_task(chain_link(depth - 1, built, never));
-}
+using asyncio_test::chain_link;
 
 Coroutine<> cancel_the_outermost_of_a_chain(int depth) {
     asyncio::Event never;

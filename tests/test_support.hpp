@@ -8,6 +8,7 @@
 //   Eager              a minimal coroutine type that is NOT an asyncio task, to await library
 //                      awaitables outside a task
 //   chain_of / cancel_outermost  a chain of tasks each awaiting the next through some primitive
+//   chain_link         a chain made outermost first (each task creates the next)
 //   run_on_small_stack runs a function on a thread with a small stack (constant-stack proofs)
 //   destroy_loop_then_task  parks a task, destroys its loop, and only then drops the task's last
 //                      handle (frames that outlive their loop must not touch it)
@@ -194,6 +195,17 @@ inline bool destroy_loop_then_task(const std::function<asyncio::Task<>(asyncio::
     EXPECT_FALSE(task.cancel()) << "a task whose loop is gone cannot be cancelled";
     task = asyncio::Task<>();  // the frame goes now
     return true;
+}
+
+/// A chain made outermost first (each task creates the next and awaits it; the oldest is the
+/// outermost, the innermost waits on `never`); `built` counts the links.
+inline asyncio::Coroutine<> chain_link(int depth, int& built, asyncio::Event& never) {
+    ++built;
+    if (depth == 1) {
+        co_await never.wait();
+        co_return;
+    }
+    co_await asyncio::create_task(chain_link(depth - 1, built, never));
 }
 
 /// Runs fn on a new thread with a stack of `bytes` (a default std::thread has 8 MiB); false if the
