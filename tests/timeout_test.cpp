@@ -392,3 +392,32 @@ TEST_F(TimeoutTest, RegressionCatchingStdExceptionInsideWaitForDoesNotSwallowThe
 }
 
 }  // namespace
+
+namespace {
+
+// Python's asyncio.timeout(None): no deadline (when() is None) until reschedule() sets one; then
+// TimeoutError at that deadline (checked with CPython 3.13).
+TEST_F(TimeoutTest, TimeoutWithNoDeadlineWaitsUntilRescheduled) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        asyncio::EventLoop& loop = asyncio::get_running_loop();
+        const auto t0 = loop.time();
+        asyncio::Timeout t = asyncio::timeout(std::nullopt);
+        EXPECT_FALSE(t.when().has_value());
+        auto body = [](asyncio::Timeout& t, asyncio::EventLoop& loop) -> asyncio::Coroutine<> {
+            co_await asyncio::sleep(10ms);  // no deadline: never interrupted
+            t.reschedule(loop.time() + 10ms);
+            co_await asyncio::sleep(1s);
+        };
+        EXPECT_THROW(co_await t.run(body(t, loop)), asyncio::TimeoutError);
+        EXPECT_TRUE(t.expired());
+        EXPECT_EQ(loop.time() - t0, 20ms);
+        asyncio::Timeout never = asyncio::timeout_at(std::nullopt);
+        EXPECT_EQ(co_await never.run([]() -> asyncio::Coroutine<int> {
+            co_await asyncio::sleep(std::chrono::hours(24 * 365));
+            co_return 5;
+        }()), 5);
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
+}  // namespace

@@ -1,6 +1,6 @@
 // Timeouts, as asyncio's `async with asyncio.timeout(delay)` and `wait_for` (3.12 semantics).
 //
-//   asyncio::Timeout t = asyncio::timeout(100ms);        // or timeout_at(when), or Timeout(nullopt)
+//   asyncio::Timeout t = asyncio::timeout(100ms);        // or timeout_at(when), or timeout(nullopt)
 //   try { v = co_await t.run(fetch()); } catch (const asyncio::TimeoutError&) { ... t.expired() }
 //   v = co_await asyncio::wait_for(fetch(), 100ms);       // the same in one call
 //
@@ -173,8 +173,12 @@ template <class Rep, class Period>
 Timeout timeout(std::chrono::duration<Rep, Period> delay) {
     return Timeout(deadline_after(get_running_loop().time(), delay));
 }
+/// Python's asyncio.timeout(None): no deadline until reschedule() sets one.
+inline Timeout timeout(std::nullopt_t) noexcept { return Timeout(std::nullopt); }
 /// A timeout at loop time `when` (TimePoint::max(): never).
 inline Timeout timeout_at(TimePoint when) { return Timeout(when); }
+/// Python's asyncio.timeout_at(None).
+inline Timeout timeout_at(std::nullopt_t) noexcept { return Timeout(std::nullopt); }
 
 /// Awaits aw with a time limit: TimeoutError (and aw cancelled) if it takes longer than `limit`.
 /// A Task argument is cancelled on timeout too. limit <= 0 means: no waiting at all.
