@@ -965,3 +965,30 @@ TEST_F(ATask, RegressionDroppingTheLastHandleOfADeepChainThatOutlivedItsLoop) {
 }
 
 }  // namespace
+
+namespace {
+
+// CPython 3.13's texts (checked): result() of a pending task says "Result is not set.",
+// exception() says "Exception is not set.".
+TEST_F(ATask, ResultAndExceptionOfAPendingTaskRaiseCPythonsTexts) {
+    asyncio::run([]() -> Coroutine<> {
+        asyncio::Event never;
+        Task<> t = asyncio::create_task([](asyncio::Event& e) -> Coroutine<> { co_await e.wait(); }(never));
+        try {
+            t.result();
+            ADD_FAILURE() << "result() of a pending task returned";
+        } catch (const asyncio::InvalidStateError& e) {
+            EXPECT_STREQ(e.what(), "Result is not set.");
+        }
+        try {
+            (void)t.exception();
+            ADD_FAILURE() << "exception() of a pending task returned";
+        } catch (const asyncio::InvalidStateError& e) {
+            EXPECT_STREQ(e.what(), "Exception is not set.");
+        }
+        t.cancel();
+        co_await asyncio::sleep(std::chrono::seconds(0));
+    }());
+}
+
+}  // namespace

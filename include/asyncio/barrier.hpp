@@ -52,9 +52,9 @@ namespace asyncio {
 
 class Barrier {
 public:
-    /// ValueError("parties must be >= 1") if parties < 1.
+    /// ValueError("parties must be > 0") if parties < 1 (CPython's text).
     explicit Barrier(std::ptrdiff_t parties) : parties_(static_cast<std::size_t>(parties)) {
-        if (parties < 1) throw ValueError("parties must be >= 1");
+        if (parties < 1) throw ValueError("parties must be > 0");
     }
     Barrier(const Barrier&) = delete;
     Barrier& operator=(const Barrier&) = delete;

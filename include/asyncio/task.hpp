@@ -171,7 +171,7 @@ public:
     /// The exception the task finished with (nullptr if it returned). Throws CancelledError if it
     /// was cancelled, InvalidStateError while it is pending.
     std::exception_ptr exception() const {
-        check_done();
+        check_done("Exception is not set.");
         if (cancelled()) detail::task_rethrow(p_);
         p_->flags_ |= detail::kRetrieved;
         return p_->exception();
@@ -219,9 +219,9 @@ public:
     }
 
 private:
-    void check_done() const {
+    void check_done(const char* pending = "Result is not set.") const {  // CPython's texts
         if (p_ == nullptr) throw InvalidStateError("empty Task");
-        if (!done()) throw InvalidStateError("Result is not set.");
+        if (!done()) throw InvalidStateError(pending);
     }
     detail::PromiseBase* p_ = nullptr;
 };
