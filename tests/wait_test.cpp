@@ -94,7 +94,7 @@ TEST_F(WaitTest, ATimeoutReturnsWhatIsDoneWithoutRaising) {
 
 TEST_F(WaitTest, AnEmptySetIsAValueError) {
     auto main_ = []() -> asyncio::Coroutine<> {
-        EXPECT_THROW(asyncio::wait(std::vector<asyncio::Task<int>>{}), asyncio::ValueError);
+        EXPECT_THROW((void)asyncio::wait(std::vector<asyncio::Task<int>>{}), asyncio::ValueError);
         co_return;
     };
     asyncio::run(main_(), virtual_time());
