@@ -105,6 +105,37 @@ asyncio::Coroutine<> pingpong_main(long n) {
     if (s.value != 2 * n) fail("pingpong count");
 }
 
+// ---- future_roundtrip: a request and a reply through two fresh Futures per round trip (each
+// side awaits a future the other sets: create_future, set_result, wake, resume, twice) ----
+struct FutureRoundTrip {
+    asyncio::Future<long> request, reply;
+};
+
+asyncio::Coroutine<> future_server(FutureRoundTrip& s, long n) {
+    asyncio::EventLoop& loop = asyncio::get_running_loop();
+    for (long i = 0; i < n; ++i) {
+        s.request = loop.create_future<long>();
+        const long v = co_await asyncio::Future<long>(s.request);
+        s.reply.set_result(v + 1);
+    }
+}
+
+asyncio::Coroutine<> future_client(FutureRoundTrip& s, long n) {
+    asyncio::EventLoop& loop = asyncio::get_running_loop();
+    long v = 0;
+    for (long i = 0; i < n; ++i) {
+        s.reply = loop.create_future<long>();
+        s.request.set_result(v);
+        v = co_await asyncio::Future<long>(s.reply);
+    }
+    if (v != n) fail("future roundtrip value");
+}
+
+asyncio::Coroutine<> future_roundtrip_main(long n) {
+    FutureRoundTrip s;
+    co_await asyncio::gather(future_server(s, n), future_client(s, n));
+}
+
 // ---- queue_pingpong: the same hand-off through two Queues ----
 asyncio::Coroutine<> queue_ping(asyncio::Queue<long>& to_b, asyncio::Queue<long>& to_a, long n) {
     long v = 0;
@@ -236,6 +267,11 @@ int run_case(const std::string& name, long n) {
         double ns = 0;
         asyncio::run(timer_cancel_main(n, &ns));
         report("timer_cancel", n, ns, base, true);
+    } else if (name == "future_roundtrip") {
+        if (n <= 0) n = 1'000'000;
+        const auto t0 = Clock::now();
+        asyncio::run(future_roundtrip_main(n));
+        report("future_roundtrip", n, since(t0), base, false);
     } else if (name == "queue_pingpong") {
         if (n <= 0) n = 1'000'000;
         const auto t0 = Clock::now();
@@ -282,7 +318,7 @@ int main(int argc, char** argv) {
             std::fprintf(stderr,
                          "usage: core_bench [--case spawn|sleepers|pingpong|generator_send|"
                          "timer_cancel|wait_for_ready|taskgroup|queue_pingpong|lock_handoff|"
-                         "lock_uncontended] [--n N]\n");
+                         "lock_uncontended|future_roundtrip] [--n N]\n");
             return 2;
         }
     }
@@ -297,7 +333,7 @@ int main(int argc, char** argv) {
                        {"generator_send", 10'000'000}, {"timer_cancel", 1'000'000},
                        {"wait_for_ready", 1'000'000}, {"taskgroup", 1'000'000},
                        {"queue_pingpong", 1'000'000}, {"lock_handoff", 1'000'000},
-                       {"lock_uncontended", 10'000'000}};
+                       {"lock_uncontended", 10'000'000}, {"future_roundtrip", 1'000'000}};
     int rc = 0;
     for (const Run& r : all) {
         const pid_t pid = fork();

@@ -42,8 +42,9 @@ void Handle::cancel() noexcept {
 EventLoop::EventLoop() : EventLoop(std::make_unique<MonotonicClock>()) {}
 
 EventLoop::EventLoop(std::unique_ptr<Clock> clock)
-    : clock_(std::move(clock)), backend_(detail::make_backend()) {
+    : clock_(std::move(clock)), backend_(detail::make_backend()), link_(std::make_shared<detail::LoopLink>()) {
     if (!clock_) throw ValueError("EventLoop needs a clock");
+    link_->loop = this;
     // Python's PYTHONASYNCIODEBUG: any non-empty value turns debug mode on.
     const char* env = std::getenv("ASYNCIO_DEBUG");
     debug_ = env != nullptr && *env != '\0';
@@ -209,7 +210,7 @@ void EventLoop::close() {
     // No thread may post into the loop once it is gone: join the default executor, then cut the
     // link through which other executors' threads reach it.
     shutdown_default_executor_for(kThreadJoinTimeout);
-    if (link_) {
+    {
         std::lock_guard lock(link_->mutex);
         link_->loop = nullptr;
     }

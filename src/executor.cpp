@@ -138,13 +138,7 @@ void post_to_loop(const std::shared_ptr<LoopLink>& link, std::shared_ptr<ExecSta
 
 // ---- the loop's default executor ----
 
-const std::shared_ptr<detail::LoopLink>& EventLoop::link() {
-    if (!link_) {
-        link_ = std::make_shared<detail::LoopLink>();
-        link_->loop = closed_ ? nullptr : this;
-    }
-    return link_;
-}
+const std::shared_ptr<detail::LoopLink>& EventLoop::link() const noexcept { return link_; }
 
 ThreadPoolExecutor& EventLoop::default_executor() {
     if (closed_) throw RuntimeError("Event loop is closed");

@@ -10,8 +10,6 @@
 #include <utility>
 #include <vector>
 
-#include "asyncio/gather.hpp"
-#include "asyncio/run.hpp"
 
 namespace asyncio::detail {
 
@@ -38,8 +36,7 @@ void report(EventLoop* loop, ExceptionContext ctx) noexcept {
         EventLoop::default_exception_handler(ctx);
 }
 
-void unlink(EventLoop& loop, PromiseBase* p) noexcept {
-    PromiseBase*& head = loop.task_list();
+void unlink(PromiseBase*& head, PromiseBase* p) noexcept {
     if (p->prev_ != nullptr)
         p->prev_->next_ = p->next_;
     else if (head == p)
@@ -69,16 +66,18 @@ void destroy_frame(PromiseBase* p) noexcept {
 }
 
 void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
-    if (p->has(kHasException) && !p->has(kRetrieved) && !p->has(kCancelled))
+    if (p->has(kFuture)) [[unlikely]] {
+        // A future dropped while pending is freed silently (asyncio says nothing either).
+        if (p->has(kHasException) && !p->has(kRetrieved) && !p->has(kCancelled))
+            report(loop != nullptr ? loop : p->loop_,
+                   {"Future exception was never retrieved", p->exception_, {}});
+    } else if (p->has(kHasException) && !p->has(kRetrieved) && !p->has(kCancelled)) {
         report(loop, {"Task exception was never retrieved", p->exception_, task_name(p)});
-    else if (!p->has(kDone))
+    } else if (!p->has(kDone)) {
         report(loop, {"Task was destroyed but it is pending!", nullptr, task_name(p)});
-    if (p->has(kHasExtra)) t_extras.erase(p);
-    if (p->has(kAbandoned) && p->next_ != nullptr) {  // still in its closed loop's ring
-        p->prev_->next_ = p->next_;
-        p->next_->prev_ = p->prev_;
-        p->prev_ = p->next_ = nullptr;
     }
+    if (p->has(kHasExtra)) t_extras.erase(p);
+    if (p->loop_ != nullptr) unlink(p->loop_->task_list(), p);
     if (t_destroying) {
         if (t_destroy_tail != nullptr)
             t_destroy_tail->next_ = p;
@@ -100,18 +99,11 @@ void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
 
 }  // namespace
 
-void task_finished(PromiseBase* p) noexcept {
+namespace {
+// Marks p done and runs its waiters (awaiting tasks are scheduled, callbacks queued), oldest first.
+void complete(PromiseBase* p) noexcept {
     p->flags_ |= kDone;
     p->waiting_ = nullptr;
-    if (p->has(kHasException)) {
-        try {
-            std::rethrow_exception(p->exception_);
-        } catch (const CancelledError&) {
-            p->flags_ |= kCancelled;
-        } catch (...) {
-        }
-    }
-    if (t_running_loop != nullptr && !p->has(kAbandoned)) unlink(*t_running_loop, p);
 
     // Waiters were pushed at the head: run them oldest first.
     DoneWaiter* w = p->waiters_;
@@ -125,7 +117,62 @@ void task_finished(PromiseBase* p) noexcept {
             for (auto it = order.rbegin(); it != order.rend(); ++it) (*it)->fn(*it, p);
         }
     }
+}
+}  // namespace
+
+void report_never_awaited(const PromiseBase* p) noexcept {
+    try {
+        std::string msg = "coroutine '";
+        msg += p->origin_function_ != nullptr ? p->origin_function_ : "?";
+        msg += "' was never awaited";
+        if (p->origin_file_ != nullptr) {
+            msg += " (defined at ";
+            msg += p->origin_file_;
+            msg += ':';
+            msg += std::to_string(p->origin_line_);
+            msg += ')';
+        }
+        report(nullptr, {std::move(msg), nullptr, {}});
+    } catch (...) {
+        // No memory for the message: the frame is freed all the same.
+    }
+}
+
+void task_finished(PromiseBase* p) noexcept {
+    if (p->has(kHasException)) {
+        try {
+            std::rethrow_exception(p->exception_);
+        } catch (const CancelledError&) {
+            p->flags_ |= kCancelled;
+        } catch (...) {
+        }
+    }
+    complete(p);
     task_release(p);  // the loop's reference
+}
+
+void future_start(PromiseBase* p, EventLoop& loop) noexcept {
+    p->flags_ |= kFuture;
+    p->refs_ = 1;  // the handle's
+    bind_to_loop(p, loop);
+}
+
+void future_complete(PromiseBase* p) noexcept { complete(p); }
+
+void check_loop_thread_slow(const PromiseBase* p, const char* what) {
+    // Not the running loop of this thread: fine only if p's loop runs nowhere (between runs).
+    const EventLoop* loop = p->loop_;
+    if (loop == nullptr || !loop->is_running()) return;
+    throw RuntimeError(std::string(what) +
+                       ": Non-thread-safe operation invoked on an event loop other than the "
+                       "current one");
+}
+
+void check_settable(PromiseBase* p, const char* what) {
+    if (p == nullptr) throw InvalidStateError(std::string(what) + "() of an empty Future");
+    if (!p->has(kFuture)) throw RuntimeError(std::string("Task does not support ") + what + " operation");
+    if (p->has(kDone)) throw InvalidStateError("invalid state");
+    check_loop_thread(p, what);
 }
 
 void cancel_unstarted(PromiseBase* p) noexcept {
@@ -140,16 +187,6 @@ void cancel_unstarted(PromiseBase* p) noexcept {
 void task_release(PromiseBase* p) noexcept {
     if (--p->refs_ == 0) destroy_task(p, nullptr);
 }
-
-namespace {
-// The loop whose list holds pending task p, if it is this thread's loop (nullptr otherwise).
-EventLoop* thread_loop_of(PromiseBase* p) noexcept {
-    PromiseBase* head = p;
-    while (head->prev_ != nullptr) head = head->prev_;
-    EventLoop* loop = t_thread_loop;
-    return loop != nullptr && loop->task_list() == head ? loop : nullptr;
-}
-}  // namespace
 
 namespace {
 // Cancellations passed on from inside a cancel hook (a task awaiting a task, a gather cancelling
@@ -174,18 +211,31 @@ struct CancelQueueScope {
 };
 }  // namespace
 
+namespace {
+bool future_cancel(PromiseBase* p, std::string msg) {
+    check_loop_thread(p, "cancel()");
+    try {
+        if (msg.empty()) throw CancelledError();
+        throw CancelledError(std::move(msg));
+    } catch (...) {
+        p->set_exception(std::current_exception());
+    }
+    p->flags_ |= kCancelled;
+    future_complete(p);
+    return true;
+}
+}  // namespace
+
 bool task_cancel(PromiseBase* p, std::string msg) {
     if (p == nullptr) throw InvalidStateError("cancel() of an empty Task");
     if (p->has(kDone) || p->has(kAbandoned)) return false;
+    if (p->has(kFuture)) [[unlikely]]
+        return future_cancel(p, std::move(msg));
+    if (p->loop_ != t_running_loop && t_cancel_queue == nullptr) check_loop_thread_slow(p, "cancel()");
     CancelHook* hook = p->waiting_;
-    // Waking a waiting task needs its loop. Outside a running loop (asyncio lets cancel() be called
-    // between runs) that is the thread's loop, once we know the task is one of its own.
-    EventLoop* outside = nullptr;
-    if (hook != nullptr && t_running_loop == nullptr) {
-        outside = thread_loop_of(p);
-        if (outside == nullptr)
-            throw RuntimeError("cannot cancel a waiting Task while its event loop is not running");
-    }
+    // The hooks schedule on the running loop: outside one (asyncio lets cancel() be called between
+    // runs), the task's loop stands in for the call.
+    EventLoop* outside = hook != nullptr && t_running_loop == nullptr ? p->loop_ : nullptr;
     if (p->cancelling_ < 0xffff) ++p->cancelling_;
     // As Python: the message goes with the request that is delivered first; a later request
     // without one does not erase it, and raising it consumes it (see throw_cancelled).
@@ -243,9 +293,51 @@ void throw_cancelled(PromiseBase* p) {
     throw CancelledError();
 }
 
-void run_done_callback(DoneWaiter* w, PromiseBase*) {
+void run_done_callback(DoneWaiter* w, PromiseBase* done_task) {
     std::unique_ptr<DoneCallbackNode> node(static_cast<DoneCallbackNode*>(w));
-    t_running_loop->call_soon(std::move(node->cb));
+    EventLoop* loop = done_task->loop_;
+    if (loop == nullptr || loop->is_closed()) return;  // it could never run: dropped
+    try {
+        loop->call_soon(std::move(node->cb));
+    } catch (...) {
+        // Out of memory for the slot: the callback is dropped with its node.
+    }
+}
+
+namespace {
+ASYNCIO_TLS std::uint64_t t_callback_ids = 0;
+}
+
+std::uint64_t add_done_callback_node(PromiseBase* p, Callback cb) {
+    if (p == nullptr) throw InvalidStateError("add_done_callback() of an empty Future");
+    EventLoop* loop = p->loop_;
+    if (loop == nullptr || loop->is_closed() || p->has(kAbandoned))
+        throw RuntimeError("Event loop is closed");
+    auto node = std::make_unique<DoneCallbackNode>();
+    node->cb = std::move(cb);
+    node->id = ++t_callback_ids;
+    node->DoneWaiter::fn = &run_done_callback;
+    const std::uint64_t id = node->id;
+    if (p->has(kDone)) {
+        loop->call_soon(std::move(node->cb));
+        return id;
+    }
+    node->next = p->waiters_;
+    p->waiters_ = node.release();
+    return id;
+}
+
+std::size_t remove_done_callback_node(PromiseBase* p, std::uint64_t id) {
+    if (p == nullptr) throw InvalidStateError("remove_done_callback() of an empty Future");
+    for (DoneWaiter** link = &p->waiters_; *link != nullptr; link = &(*link)->next) {
+        DoneWaiter* w = *link;
+        if (w->fn == &run_done_callback && static_cast<DoneCallbackNode*>(w)->id == id) {
+            *link = w->next;
+            delete static_cast<DoneCallbackNode*>(w);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 std::string task_name(const PromiseBase* p) {
@@ -273,28 +365,29 @@ void unregister_waiter(PromiseBase* target, DoneWaiter* w) noexcept {
 }
 
 void release_loop_tasks(EventLoop& loop) noexcept {
-    std::vector<PromiseBase*> pending;
-    for (PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) pending.push_back(p);
-    loop.task_list() = nullptr;
-    // Every abandoned task joins the loop's ring until its frame is freed (destroy_task unlinks
-    // it), so that the loop's destructor can tell the survivors it is gone (orphan_loop_tasks).
-    PromiseBase& ring = loop.abandoned_tasks();
-    if (ring.next_ == nullptr) ring.prev_ = ring.next_ = &ring;
-    // Pin every task first: destroying one frame may drop handles to the others.
+    // Tasks and futures stay in the loop's list until their state is freed (destroy_task unlinks
+    // them), so that the loop's destructor can tell the survivors it is gone (orphan_loop_tasks).
+    std::vector<PromiseBase*> pending;  // tasks that will never finish now
+    std::vector<PromiseBase*> futures;  // pending futures with waiters or callbacks
+    for (PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) {
+        if (p->has(kDone) || p->has(kAbandoned)) continue;
+        if (!p->has(kFuture))
+            pending.push_back(p);
+        else if (p->waiters_ != nullptr)
+            futures.push_back(p);
+    }
+    // Pin every one first: destroying one frame may drop handles to the others.
     for (PromiseBase* p : pending) {
         ++p->refs_;
         p->flags_ |= kAbandoned;
-        p->next_ = &ring;
-        p->prev_ = ring.prev_;
-        ring.prev_->next_ = p;
-        ring.prev_ = p;
     }
+    for (PromiseBase* p : futures) ++p->refs_;
     // Detach each from what it waits on, as a cancellation does (an Event's or a Lock's waiter
-    // list, a Queue, a pending operation, a timer): a frame that a Task handle keeps must not be
-    // reachable from outside the closed loop (an Event set later, with no loop or another loop
-    // running, would schedule it there). A hook that passes the cancellation on reaches only tasks
-    // marked abandoned above, which refuse it; whatever the hooks schedule goes to this loop's ready
-    // queue, which is dropped: none of these tasks runs again.
+    // list, a Queue, a future, a pending operation, a timer): a frame that a Task handle keeps must
+    // not be reachable from outside the closed loop (an Event set later, with no loop or another
+    // loop running, would schedule it there). A hook that passes the cancellation on reaches only
+    // tasks marked abandoned above, which refuse it; whatever the hooks schedule goes to this loop's
+    // ready queue, which is dropped: none of these tasks runs again.
     {
         EventLoop* const running = t_running_loop;
         t_running_loop = &loop;  // the hooks schedule on the running loop
@@ -311,68 +404,41 @@ void release_loop_tasks(EventLoop& loop) noexcept {
         t_running_loop = running;
         loop.ready_queue().clear();
     }
-    // None of them will finish: drop their waiters before any frame goes, so that no awaiter
-    // unlinking itself from a list walks through one freed with an earlier frame, and so that
-    // done callbacks (which hold Task handles) are freed rather than keeping their task alive.
-    for (PromiseBase* p : pending) {
+    // None of them will finish, and a pending future's callbacks can never run: drop their waiters
+    // before any frame goes, so that no awaiter unlinking itself from a list walks through one
+    // freed with an earlier frame, and so that done callbacks (which hold handles) are freed
+    // rather than keeping their task or future alive. (A pending future stays pending, as in
+    // asyncio; a task of another loop awaiting it stays linked.)
+    auto drop_callbacks = [](PromiseBase* p, bool keep_others) {
         DoneWaiter* w = std::exchange(p->waiters_, nullptr);
         while (w != nullptr) {
             DoneWaiter* next = w->next;
-            if (w->fn == &run_done_callback) delete static_cast<DoneCallbackNode*>(w);
+            if (w->fn == &run_done_callback) {
+                delete static_cast<DoneCallbackNode*>(w);
+            } else if (keep_others) {
+                w->next = p->waiters_;
+                p->waiters_ = w;
+            }
             w = next;
         }
-    }
+    };
+    for (PromiseBase* p : pending) drop_callbacks(p, false);
+    for (PromiseBase* p : futures) drop_callbacks(p, true);
     for (PromiseBase* p : pending) --p->refs_;  // the loop's reference
     for (PromiseBase* p : pending)
         if (--p->refs_ == 0) destroy_task(p, &loop);
+    for (PromiseBase* p : futures) task_release(p);
 }
 
 void orphan_loop_tasks(EventLoop& loop) noexcept {
-    PromiseBase& ring = loop.abandoned_tasks();
-    if (ring.next_ == nullptr) return;
-    for (PromiseBase* p = ring.next_; p != &ring;) {
+    for (PromiseBase* p = loop.task_list(); p != nullptr;) {
         PromiseBase* next = p->next_;
         p->flags_ |= kOrphaned;
+        p->loop_ = nullptr;
         p->prev_ = p->next_ = nullptr;
         p = next;
     }
-    ring.prev_ = ring.next_ = nullptr;
-}
-
-void check_no_running_loop(const char* what) {
-    if (t_running_loop != nullptr)
-        throw RuntimeError(std::string(what) + " cannot be called from a running event loop");
-}
-
-namespace {
-// Cancels from inside the loop: waking a waiting task needs its loop running.
-Coroutine<> cancel_and_wait(std::vector<Task<>> tasks) {
-    for (auto& t : tasks) t.cancel();
-    co_await gather(return_exceptions, std::move(tasks));
-}
-}  // namespace
-
-void shutdown_run_loop(EventLoop& loop) noexcept {
-    try {
-        std::vector<Task<>> tasks = all_tasks(loop);
-        if (!tasks.empty()) {
-            loop.run_until_complete(cancel_and_wait(tasks));
-            for (auto& t : tasks) {
-                if (t.done() && !t.cancelled() && t.base()->has(kHasException)) {
-                    t.base()->flags_ |= kRetrieved;
-                    loop.call_exception_handler({"unhandled exception during asyncio.run() shutdown",
-                                                 t.base()->exception_, t.get_name()});
-                }
-            }
-        }
-    } catch (...) {
-        loop.call_exception_handler(
-            {"error while shutting down asyncio.run()", std::current_exception(), {}});
-    }
-    try {
-        loop.close();
-    } catch (...) {
-    }
+    loop.task_list() = nullptr;
 }
 
 }  // namespace asyncio::detail
@@ -389,6 +455,7 @@ Task<> current_task() {
 std::vector<Task<>> all_tasks(EventLoop& loop) {
     std::vector<Task<>> out;
     for (detail::PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) {
+        if (p->has(detail::kDone) || p->has(detail::kFuture) || p->has(detail::kAbandoned)) continue;
         ++p->refs_;
         out.emplace_back(p);
     }

@@ -221,6 +221,69 @@ Coroutine<std::string> hello(std::string name) {
     co_return name;
 }
 
+TEST_F(Run, DebugOptionTurnsTheLoopsDebugModeOn) {
+    // Python's asyncio.run(main(), debug=True).
+    bool seen = false;
+    asyncio::run([](bool& out) -> Coroutine<> {
+        out = asyncio::get_running_loop().get_debug();
+        co_return;
+    }(seen), {.debug = true, .clock = virtual_time()});
+    EXPECT_TRUE(seen);
+    asyncio::run([](bool& out) -> Coroutine<> {
+        out = asyncio::get_running_loop().get_debug();
+        co_return;
+    }(seen), {.debug = false});
+    EXPECT_FALSE(seen);
+}
+
+class ARunner : public asyncio_test::LeakChecked {};
+
+TEST_F(ARunner, RunsSeveralCoroutinesOnOneLoopThenShutsDown) {
+    asyncio::Runner runner({.clock = virtual_time()});
+    asyncio::EventLoop& loop = runner.get_loop();
+    Task<> left;
+    int first = runner.run([](Task<>& keep) -> Coroutine<int> {
+        keep = asyncio::create_task(asyncio_test::sleep_a_day());  // still pending after run()
+        co_return 1;
+    }(left));
+    EXPECT_EQ(first, 1);
+    EXPECT_EQ(&runner.get_loop(), &loop);  // the same loop
+    int second = runner.run([]() -> Coroutine<int> { co_return 2; }());
+    EXPECT_EQ(second, 2);
+    EXPECT_FALSE(left.done());
+    runner.close();  // cancels what is left and lets it finish, as asyncio.Runner.close()
+    EXPECT_TRUE(left.cancelled());
+    EXPECT_TRUE(loop.is_closed());
+    runner.close();  // idempotent
+    EXPECT_THROW(runner.get_loop(), asyncio::RuntimeError);
+    EXPECT_THROW(runner.run([]() -> Coroutine<> { co_return; }()), asyncio::RuntimeError);
+}
+
+TEST_F(ARunner, InsideARunningLoopRaisesRuntimeErrorWithPythonsText) {
+    std::string text = asyncio::run([]() -> Coroutine<std::string> {
+        asyncio::Runner inner;
+        try {
+            inner.run([]() -> Coroutine<> { co_return; }());
+        } catch (const asyncio::RuntimeError& e) {
+            co_return e.what();
+        }
+        co_return "no error";
+    }(), virtual_time());
+    EXPECT_EQ(text, "Runner.run() cannot be called from a running event loop");
+}
+
+TEST_F(ARunner, ClosesOnDestruction) {
+    Task<> left;
+    {
+        asyncio::Runner runner({.clock = virtual_time()});
+        runner.run([](Task<>& keep) -> Coroutine<> {
+            keep = asyncio::create_task(asyncio_test::sleep_a_day());
+            co_return;
+        }(left));
+    }
+    EXPECT_TRUE(left.cancelled());
+}
+
 TEST_F(Run, RunsTheSeedHelloGatherProgramInOneSecondOfVirtualTime) {
     asyncio::Duration took{};
     auto main = [&]() -> Coroutine<int> {

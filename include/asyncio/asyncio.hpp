@@ -3,6 +3,7 @@
 
 #include "asyncio/barrier.hpp"
 #include "asyncio/clock.hpp"
+#include "asyncio/concurrent.hpp"
 #include "asyncio/condition.hpp"
 #include "asyncio/coroutine.hpp"
 #include "asyncio/datagram.hpp"
@@ -11,6 +12,7 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/executor.hpp"
+#include "asyncio/future.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/generator.hpp"
 #include "asyncio/lock.hpp"

@@ -2,7 +2,9 @@
 // It is lazy: nothing runs until it is co_awaited (inside the current task, like `await coro`) or
 // handed to create_task() (as a new task). `co_await coro` yields its value or rethrows its
 // exception, and resumes the awaiter by symmetric transfer, so a million synchronous completions in
-// a row use no stack. A coroutine can be awaited once; destroying one that never ran frees it.
+// a row use no stack. A coroutine can be awaited once; destroying one that never ran frees it and
+// reports "coroutine 'NAME' was never awaited" (with where it is defined) to the loop's exception
+// handler, as Python warns.
 //
 //   asyncio::Coroutine<int> answer() { co_return 42; }
 //   asyncio::Coroutine<> main() { int v = co_await answer(); }
@@ -27,16 +29,16 @@ public:
     Coroutine(Coroutine&& o) noexcept : h_(std::exchange(o.h_, {})) {}
     Coroutine& operator=(Coroutine&& o) noexcept {
         if (this != &o) {
-            if (h_) h_.destroy();
+            drop();
             h_ = std::exchange(o.h_, {});
         }
         return *this;
     }
     Coroutine(const Coroutine&) = delete;
     Coroutine& operator=(const Coroutine&) = delete;
-    ~Coroutine() {
-        if (h_) h_.destroy();
-    }
+    /// Frees the frame; one never awaited nor made a task is reported ("coroutine 'NAME' was never
+    /// awaited", as Python's RuntimeWarning) through the loop's exception handler.
+    ~Coroutine() { drop(); }
 
     /// False for a default-constructed or moved-from (e.g. given to create_task) coroutine.
     bool valid() const noexcept { return static_cast<bool>(h_); }
@@ -84,6 +86,12 @@ public:
     std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, {}); }
 
 private:
+    void drop() noexcept {
+        if (!h_) return;
+        if (!h_.promise().has(detail::kStarted)) [[unlikely]]
+            detail::report_never_awaited(&h_.promise());
+        h_.destroy();
+    }
     std::coroutine_handle<promise_type> h_;
 };
 

@@ -38,6 +38,8 @@ template <class T>
 class Coroutine;
 template <class T>
 class Task;
+template <class T>
+class Future;
 class ThreadPoolExecutor;  // executor.hpp
 
 namespace detail {
@@ -139,6 +141,11 @@ public:
     template <class T>
     Task<T> create_task(Coroutine<T> coro, std::string name);
 
+    // ---- futures (defined in future.hpp) ----
+    /// A new pending Future<T> of this loop (Python's loop.create_future()).
+    template <class T = void>
+    Future<T> create_future();
+
     // ---- running and stopping ----
     /// Runs coro as a task until it is done; returns its value or rethrows its exception.
     template <class T>
@@ -149,7 +156,8 @@ public:
     void run_forever();
     /// Makes run_forever() return after the current iteration.
     void stop() noexcept { stopping_ = true; }
-    bool is_running() const noexcept { return running_; }
+    /// True while run_forever() runs (on whichever thread; readable from any thread).
+    bool is_running() const noexcept { return running_.load(std::memory_order_relaxed); }
     bool is_closed() const noexcept { return closed_; }
     /// Drops every pending callback and timer (including those call_soon_threadsafe accepted
     /// after the last iteration) and destroys tasks that are still pending. Throws RuntimeError if
@@ -245,13 +253,13 @@ public:
         --io_budget_;
         return true;
     }
+    /// Intrusive list of this loop's tasks and futures, from creation until their state is freed
+    /// (pending or not): the loop's destructor tells the survivors it is gone (task.cpp).
     detail::PromiseBase*& task_list() noexcept { return tasks_; }
-    /// Sentinel of the ring of tasks close() abandoned that Task handles still keep alive (task.cpp).
-    detail::PromiseBase& abandoned_tasks() noexcept { return abandoned_; }
     detail::Backend& backend() noexcept { return *backend_; }
     detail::ReadyQueue& ready_queue() noexcept { return ready_; }
-    /// The loop's link for threads (created on first use; loop thread only).
-    const std::shared_ptr<detail::LoopLink>& link();
+    /// The loop's link for threads (made with the loop, so any thread may read it).
+    const std::shared_ptr<detail::LoopLink>& link() const noexcept;
 
 private:
     friend class Handle;
@@ -268,15 +276,12 @@ private:
     std::unique_ptr<detail::Backend> backend_;
     detail::ReadyQueue ready_;
     detail::TimerQueue timers_;
-    detail::PromiseBase* tasks_ = nullptr;  // intrusive list of pending tasks
-    // Tasks close() abandoned whose frames Task handles still hold (a ring through prev_/next_,
-    // empty while prev_ is null): the destructor marks them kOrphaned.
-    detail::PromiseBase abandoned_;
+    detail::PromiseBase* tasks_ = nullptr;  // intrusive list of live tasks and futures
     ExceptionHandler handler_;
     Stats stats_;
     std::size_t budget_position_ = ~std::size_t{0};  // the ready callback io_budget_ belongs to
     std::uint32_t io_budget_ = kIoBudget;
-    bool running_ = false;
+    std::atomic<bool> running_{false};  // atomic: futures check it from other threads
     bool stopping_ = false;
     bool closed_ = false;
     bool debug_ = false;

@@ -24,6 +24,7 @@
 namespace asyncio {
 template <class T>
 class Coroutine;
+class EventLoop;
 }
 
 namespace asyncio::detail {
@@ -56,7 +57,8 @@ enum PromiseFlags : std::uint16_t {
     kStarted = 1u << 8,      // coroutine mode: already awaited once
     kAbandoned = 1u << 9,    // its loop closed while it was pending
     kInlineRun = 1u << 10,   // coroutine mode: being run from its awaiter's await_suspend
-    kOrphaned = 1u << 11,    // abandoned, and its loop has been destroyed since (see t_loop_gone)
+    kOrphaned = 1u << 11,    // its loop has been destroyed (see t_loop_gone); loop_ is null
+    kFuture = 1u << 12,      // a Future's state: a frame that never runs, completed by set_result()
 };
 
 // Symmetric transfer (await_suspend returning the next handle) only avoids stack growth when the
@@ -76,9 +78,21 @@ struct PromiseBase : FrameAllocated {
     std::coroutine_handle<> resume_{};  // coroutine mode: the awaiter; task mode: where to resume
     CancelHook* waiting_ = nullptr;     // task mode: what the suspended task awaits
     DoneWaiter* waiters_ = nullptr;     // task mode: pushed at the head, run oldest first
-    PromiseBase* prev_ = nullptr;       // task mode: the loop's list of pending tasks
-    PromiseBase* next_ = nullptr;
-    std::uint32_t refs_ = 0;  // task mode: Task handles, plus one while the loop owns it
+    // Task mode: the loop's list of its tasks and futures. Before a coroutine is awaited or made a
+    // task, the same words say where it was made, for the "never awaited" report (no extra space).
+    union {
+        PromiseBase* prev_ = nullptr;
+        const char* origin_file_;
+    };
+    union {
+        PromiseBase* next_;
+        const char* origin_function_;
+    };
+    EventLoop* loop_ = nullptr;  // task mode: the loop it belongs to (null once that loop is gone)
+    union {
+        std::uint32_t refs_ = 0;  // task mode: Task handles, plus one while the loop owns it
+        std::uint32_t origin_line_;
+    };
     std::uint16_t flags_ = 0;
     std::uint16_t cancelling_ = 0;
     // The exception (kHasException) or, for results of at most 8 bytes, the value (kHasValue):
@@ -88,7 +102,7 @@ struct PromiseBase : FrameAllocated {
         alignas(8) unsigned char inline_value_[8];
     };
 
-    PromiseBase() noexcept {}
+    PromiseBase() noexcept : next_(nullptr) {}
     PromiseBase(const PromiseBase&) = delete;
     PromiseBase& operator=(const PromiseBase&) = delete;
     ~PromiseBase() {
@@ -96,6 +110,13 @@ struct PromiseBase : FrameAllocated {
     }
 
     bool has(std::uint16_t f) const noexcept { return (flags_ & f) != 0; }
+
+    /// Records where the coroutine was made (its promise's constructor, see OriginTag).
+    void set_origin(const char* function, const char* file, unsigned line) noexcept {
+        origin_function_ = function;
+        origin_file_ = file;
+        origin_line_ = line;
+    }
 
     void set_exception(std::exception_ptr e) noexcept {
         ::new (static_cast<void*>(&exception_)) std::exception_ptr(std::move(e));
@@ -106,6 +127,21 @@ struct PromiseBase : FrameAllocated {
         return has(kHasException) ? exception_ : std::exception_ptr();
     }
 };
+
+/// First parameter of every promise constructor: no coroutine parameter converts to it, so the
+/// compiler always uses the defaults, which __builtin_FUNCTION() & co. evaluate at the coroutine
+/// (GCC and Clang): the coroutine's own name and where it is defined.
+struct OriginTag {
+    explicit OriginTag() = default;
+};
+#define ASYNCIO_PROMISE_ORIGIN_PARAMS                                                             \
+    ::asyncio::detail::OriginTag = ::asyncio::detail::OriginTag(),                                \
+    const char *origin_function = __builtin_FUNCTION(), const char *origin_file = __builtin_FILE(), \
+    unsigned origin_line = __builtin_LINE()
+
+/// A Coroutine destroyed before it was ever awaited or made a task: reported through the loop's
+/// exception handler as Python's "coroutine 'NAME' was never awaited". Defined in src/task.cpp.
+[[gnu::cold]] void report_never_awaited(const PromiseBase* p) noexcept;
 
 // ---- task operations, defined in src/task.cpp ----
 void task_finished(PromiseBase* p) noexcept;  // root frame reached final_suspend
@@ -175,8 +211,9 @@ template <class T>
 struct Promise : PromiseBase {
     [[no_unique_address]] ValueHolder<T> holder_;
 
-    Promise() noexcept {
+    explicit Promise(ASYNCIO_PROMISE_ORIGIN_PARAMS) noexcept {
         static_assert(alignof(Promise) <= 16, "over-aligned coroutine results are not supported");
+        set_origin(origin_function, origin_file, origin_line);
     }
     ~Promise() {
         if (has(kHasValue)) value_ptr()->~T();
@@ -216,6 +253,9 @@ private:
 
 template <class T>
 struct Promise<T&> : PromiseBase {
+    explicit Promise(ASYNCIO_PROMISE_ORIGIN_PARAMS) noexcept {
+        set_origin(origin_function, origin_file, origin_line);
+    }
     Coroutine<T&> get_return_object() noexcept;
     std::suspend_always initial_suspend() noexcept { return {}; }
     FinalAwaiter final_suspend() noexcept { return {}; }
@@ -235,6 +275,9 @@ struct Promise<T&> : PromiseBase {
 
 template <>
 struct Promise<void> : PromiseBase {
+    explicit Promise(ASYNCIO_PROMISE_ORIGIN_PARAMS) noexcept {
+        set_origin(origin_function, origin_file, origin_line);
+    }
     Coroutine<void> get_return_object() noexcept;
     std::suspend_always initial_suspend() noexcept { return {}; }
     FinalAwaiter final_suspend() noexcept { return {}; }

@@ -1,0 +1,128 @@
+// The machinery of task steps shared by Task and Future: resuming a task from the ready queue,
+// suspending the current task on something cancellable, and awaiting a task or a future (whose
+// state is the same promise, see detail/promise.hpp). Users never name these.
+#pragma once
+
+#include <coroutine>
+#include <string>
+#include <utility>
+
+#include "asyncio/detail/promise.hpp"
+#include "asyncio/event_loop.hpp"
+
+namespace asyncio {
+
+namespace detail {
+
+/// Resumes a task where it stopped, with it as the current task. Runs from the ready queue.
+inline void step_task(void* ctx) {
+    auto* t = static_cast<PromiseBase*>(ctx);
+    PromiseBase* const prev = t_current_task;
+    t_current_task = t;
+    t->resume_.resume();  // the task may be freed once this returns
+    t_current_task = prev;
+}
+
+void cancel_unstarted(PromiseBase* t) noexcept;
+
+/// A task's first step: one cancelled before it ever ran finishes as cancelled without running.
+inline void start_task(void* ctx) {
+    auto* t = static_cast<PromiseBase*>(ctx);
+    if (t->has(kMustCancel)) {
+        cancel_unstarted(t);
+        return;
+    }
+    step_task(ctx);
+}
+
+/// Schedules a suspended task to resume (it no longer waits on anything cancellable).
+inline void wake_task(PromiseBase* t) {
+    t->waiting_ = nullptr;
+    t->loop_->schedule(&step_task, t);
+}
+
+/// Suspends the current task: records where to resume and what it waits on. Returns false
+/// (do not suspend) when a cancellation is pending, so that the awaiter raises it at once.
+inline bool suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook) noexcept {
+    if (t->has(kMustCancel)) return false;
+    t->resume_ = h;
+    t->waiting_ = hook;
+    return true;
+}
+
+/// Raises the pending cancellation of t, if any (at the end of every task suspension).
+inline void check_cancelled(PromiseBase* t) {
+    if (t != nullptr && t->has(kMustCancel)) throw_cancelled(t);
+}
+
+void unregister_waiter(PromiseBase* target, DoneWaiter* w) noexcept;
+/// Binds p to loop and links it at the head of the loop's list of tasks and futures.
+inline void bind_to_loop(PromiseBase* p, EventLoop& loop) noexcept {
+    p->loop_ = &loop;
+    PromiseBase*& head = loop.task_list();
+    p->prev_ = nullptr;  // held where the coroutine was made (see set_origin)
+    p->next_ = head;
+    if (head != nullptr) head->prev_ = p;
+    head = p;
+}
+/// Makes p a task of loop: the loop's reference, the Task handle's, its place in the loop's list
+/// of pending tasks, and its first step in the ready queue. (Inline: it is most of create_task.)
+inline void task_start(PromiseBase* p, EventLoop& loop) {
+    p->flags_ |= kTaskMode;
+    p->refs_ = 2;  // the loop's, and the Task handle's
+    bind_to_loop(p, loop);
+    loop.schedule(&start_task, p);
+}
+/// Takes the message of t's pending cancellation (empty if none), to pass it on.
+std::string take_cancel_message(PromiseBase* t);
+
+/// co_await of a task or a future from a task.
+template <class T, bool Move>
+struct [[nodiscard]] TaskAwaiter : DoneWaiter, CancelHook {
+    Promise<T>* target;
+    PromiseBase* self = nullptr;
+
+    explicit TaskAwaiter(Promise<T>* t) noexcept : target(t) {}
+
+    bool await_ready() const {
+        if (target == nullptr) throw InvalidStateError("cannot await an empty Task or Future");
+        return target->has(kDone);
+    }
+    bool await_suspend(std::coroutine_handle<> h) {
+        self = current_task_or_throw("awaiting a Task");
+        if (self == target) throw RuntimeError("Task cannot await on itself");
+        if (target->loop_ != self->loop_) [[unlikely]]
+            throw RuntimeError("Task got Future attached to a different loop");
+        if (!suspend_task(self, h, this)) return false;
+        DoneWaiter::fn = &on_done;
+        DoneWaiter::next = target->waiters_;
+        target->waiters_ = this;
+        CancelHook::fn = &on_cancel;
+        return true;
+    }
+    decltype(auto) await_resume() {
+        if (self != nullptr && self->has(kMustCancel)) {
+            if (!target->has(kDone)) unregister_waiter(target, this);
+            throw_cancelled(self);
+        }
+        return take_result(*target, Move && target->refs_ == 1);
+    }
+
+    static void on_done(DoneWaiter* w, PromiseBase*) {
+        wake_task(static_cast<TaskAwaiter*>(w)->self);
+    }
+    static bool on_cancel(CancelHook* h) {
+        auto* a = static_cast<TaskAwaiter*>(h);
+        if (a->self->has(kAbandoned)) {
+            // Its loop closed: detach from a future (which stays pending, as in asyncio) rather
+            // than cancel it; a task target is abandoned too and refuses the cancellation.
+            unregister_waiter(a->target, a);
+            return false;
+        }
+        return task_cancel(a->target, take_cancel_message(a->self));  // as Python: msg goes along
+    }
+};
+
+}  // namespace detail
+
+}  // namespace asyncio
