@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -235,6 +236,31 @@ asyncio::Coroutine<> taskgroup_main(long n) {
     if (sum != n * (n - 1) / 2) fail("taskgroup sum");
 }
 
+// ---- threadsafe_post: n callbacks posted with call_soon_threadsafe from other threads ----
+// `producers` threads post n / producers callbacks each to a loop that has nothing else to do; the
+// last callback to run ends the case. One op = one post, from the producers' start to the last
+// callback run (the loop's drain and run of it included).
+asyncio::Coroutine<> threadsafe_post_main(long per_producer, int producers) {
+    auto& loop = asyncio::get_running_loop();
+    asyncio::Event done;
+    long ran = 0;
+    const long total = per_producer * producers;
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<std::size_t>(producers));
+    for (int t = 0; t < producers; ++t) {
+        threads.emplace_back([&loop, &ran, &done, per_producer, total] {
+            for (long i = 0; i < per_producer; ++i) {
+                loop.call_soon_threadsafe([&ran, &done, total] {
+                    if (++ran == total) done.set();
+                });
+            }
+        });
+    }
+    co_await done.wait();
+    for (auto& t : threads) t.join();
+    if (ran != total) fail("threadsafe_post count");
+}
+
 int run_case(const std::string& name, long n) {
     const long base = rss_bytes_now();
     if (name == "spawn") {
@@ -297,6 +323,14 @@ int run_case(const std::string& name, long n) {
         const auto t0 = Clock::now();
         asyncio::run(taskgroup_main(n));
         report("taskgroup", n, since(t0), base, true);
+    } else if (name == "threadsafe_post" || name == "threadsafe_post2") {
+        // threadsafe_post: one producer thread; threadsafe_post2: two at once (n in all).
+        if (n <= 0) n = 1'000'000;
+        const int producers = name == "threadsafe_post" ? 1 : 2;
+        n = n / producers * producers;
+        const auto t0 = Clock::now();
+        asyncio::run(threadsafe_post_main(n / producers, producers));
+        report(name.c_str(), n, since(t0), base, false);
     } else {
         std::fprintf(stderr, "core_bench: unknown case '%s'\n", name.c_str());
         return 2;
@@ -318,7 +352,8 @@ int main(int argc, char** argv) {
             std::fprintf(stderr,
                          "usage: core_bench [--case spawn|sleepers|pingpong|generator_send|"
                          "timer_cancel|wait_for_ready|taskgroup|queue_pingpong|lock_handoff|"
-                         "lock_uncontended|future_roundtrip] [--n N]\n");
+                         "lock_uncontended|future_roundtrip|threadsafe_post|threadsafe_post2] "
+                         "[--n N]\n");
             return 2;
         }
     }
@@ -333,7 +368,8 @@ int main(int argc, char** argv) {
                        {"generator_send", 10'000'000}, {"timer_cancel", 1'000'000},
                        {"wait_for_ready", 1'000'000}, {"taskgroup", 1'000'000},
                        {"queue_pingpong", 1'000'000}, {"lock_handoff", 1'000'000},
-                       {"lock_uncontended", 10'000'000}, {"future_roundtrip", 1'000'000}};
+                       {"lock_uncontended", 10'000'000}, {"future_roundtrip", 1'000'000},
+                       {"threadsafe_post", 1'000'000},   {"threadsafe_post2", 1'000'000}};
     int rc = 0;
     for (const Run& r : all) {
         const pid_t pid = fork();

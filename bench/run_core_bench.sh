@@ -65,6 +65,9 @@ all_cases=(
   "queue_pingpong 1000000"
   "lock_handoff 1000000"
   "lock_uncontended 10000000"
+  "future_roundtrip 1000000"
+  "threadsafe_post 1000000"
+  "threadsafe_post2 1000000"
 )
 cases=()
 for c in "${all_cases[@]}"; do

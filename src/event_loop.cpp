@@ -71,19 +71,23 @@ Handle EventLoop::call_soon(detail::Callback cb) {
 
 void EventLoop::call_soon_threadsafe(detail::Callback cb) {
     // Counted while inside (the decrement is the last touch of the loop): close() waits for the
-    // count to reach 0, so the loop may be destroyed as soon as close() returns.
-    ts_callers_.fetch_add(1);
-    struct Leave {
-        std::atomic<int>& callers;
-        ~Leave() { callers.fetch_sub(1); }
-    } leave{ts_callers_};
-    if (ts_closed_.load()) throw RuntimeError("Event loop is closed");
-    {
-        std::lock_guard lock(ts_mutex_);
-        ts_queue_.push_back(std::move(cb));
+    // count to reach 0, so the loop may be destroyed as soon as close() returns. The count and the
+    // closed bit share one word, so one read-modify-write both enters and checks.
+    if ((ts_gate_.fetch_add(2) & 1) != 0) {
+        ts_gate_.fetch_sub(2);
+        throw RuntimeError("Event loop is closed");
     }
-    ts_pending_.store(true);
-    if (polling_.load()) backend_->wakeup();
+    struct Leave {
+        std::atomic<std::uint64_t>& gate;
+        ~Leave() { gate.fetch_sub(2); }
+    } leave{ts_gate_};
+    ts_queue_.push(std::move(cb));
+    // After the push (seq_cst): if the loop announced it may block before looking at the queue,
+    // we see it here. Only the producer that takes the announcement back writes the fd.
+    if (polling_.load() && polling_.exchange(false)) {
+        ts_wakeups_.fetch_add(1, std::memory_order_relaxed);
+        backend_->wakeup();
+    }
 }
 
 TimerHandle EventLoop::call_at(TimePoint when, detail::Callback cb) {
@@ -131,25 +135,31 @@ void EventLoop::run_forever() {
 }
 
 void EventLoop::drain_threadsafe() {
-    std::vector<detail::Callback> batch;
-    {
-        std::lock_guard lock(ts_mutex_);
-        batch.swap(ts_queue_);
-    }
-    for (auto& cb : batch) {
+    // Only what was posted before this point: a callback posted meanwhile waits for the next
+    // iteration, as one posted while this iteration's callbacks run.
+    const bool complete = ts_queue_.drain([this](detail::Callback& cb) {
         const detail::TimerId id = timers_.make_slot(std::move(cb));
         ready_.push(&run_slot, detail::pack_timer_id(id));
-    }
+    });
+    // A producer preempted between its two steps holds back the callbacks behind it, and the
+    // loop does not block while the queue is not empty: with nothing else to do, let it run
+    // (it may share this core) rather than spin.
+    if (!complete && ready_.empty()) std::this_thread::yield();
 }
 
 void EventLoop::poll_backend(std::int64_t timeout_ns) {
     ++stats_.backend_polls;
     if (timeout_ns != 0) {
         // Announce that we may block before the last look at the thread-safe queue: a producer
-        // either sees polling_ and writes the wake-up fd, or we see ts_pending_ here.
+        // either sees polling_ (after its push) and writes the wake-up fd, or we see its push
+        // here. A push still linking counts as seen (we do not block; the drain retries).
         polling_.store(true);
-        if (ts_pending_.load()) timeout_ns = 0;
-        else ++stats_.backend_waits;
+        if (ts_queue_.maybe_nonempty()) {
+            timeout_ns = 0;
+            polling_.store(false);
+        } else {
+            ++stats_.backend_waits;
+        }
     }
     try {
         backend_->poll(timeout_ns, ready_);
@@ -163,8 +173,8 @@ void EventLoop::poll_backend(std::int64_t timeout_ns) {
 void EventLoop::run_once() {
     // 1. Poll I/O: without blocking when callbacks are ready, else until the next timer. With no
     // I/O registered, a poll that would not block is skipped (the thread-safe queue is looked at
-    // through its flag), so a busy loop of tasks pays no system call per iteration.
-    if (!ready_.empty() || stopping_ || ts_pending_.load(std::memory_order_relaxed)) {
+    // through its tail), so a busy loop of tasks pays no system call per iteration.
+    if (!ready_.empty() || stopping_ || ts_queue_.maybe_nonempty(std::memory_order_relaxed)) {
         if (backend_->registrations() > 0) poll_backend(0);
     } else {
         const bool have_timers = timers_.has_timers();
@@ -177,7 +187,7 @@ void EventLoop::run_once() {
             // Virtual time: look at I/O without blocking; if nothing came and a timer is pending,
             // jump the clock to it instead of sleeping.
             if (backend_->registrations() > 0) poll_backend(0);
-            if (ready_.empty() && !ts_pending_.load()) {
+            if (ready_.empty() && !ts_queue_.maybe_nonempty()) {
                 if (have_timers)
                     clock_->advance_to(TimePoint(Duration(timers_.next_deadline())));
                 else
@@ -187,7 +197,7 @@ void EventLoop::run_once() {
             poll_backend(timeout_ns);
         }
     }
-    if (ts_pending_.load(std::memory_order_relaxed) && ts_pending_.exchange(false)) drain_threadsafe();
+    if (ts_queue_.maybe_nonempty(std::memory_order_acquire)) drain_threadsafe();
 
     // 2. Due timers join the ready queue, in deadline order.
     if (timers_.has_timers()) {
@@ -216,15 +226,11 @@ void EventLoop::close() {
     }
     closed_ = true;
     // From here call_soon_threadsafe refuses; wait for the callers already inside (a push and a
-    // wake-up: short), so that none touches the loop after close() returns.
-    ts_closed_.store(true);
-    while (ts_callers_.load() != 0) std::this_thread::yield();
-    std::size_t dropped;
-    {
-        std::lock_guard lock(ts_mutex_);
-        dropped = ts_queue_.size();
-        ts_queue_.clear();
-    }
+    // wake-up: short), so that none touches the loop after close() returns. Then no push is
+    // half-linked, and every callback still queued is dropped here, on this thread.
+    ts_gate_.fetch_or(1);
+    while (ts_gate_.load() != 1) std::this_thread::yield();
+    const std::size_t dropped = ts_queue_.clear();
     // Accepted after the last iteration, so never run (as Python's close()): silent unless in
     // debug mode.
     if (debug_ && dropped > 0) {

@@ -695,6 +695,299 @@ TEST_F(AnEventLoop, CallSoonThreadsafeWakesAnIdleLoopBlockedInPoll) {
     EXPECT_EQ(loop.time(), kStart);
 }
 
+// ---------------------------------------------------------------------------------------------
+// call_soon_threadsafe: the lock-free queue (detail/mpsc_queue.hpp) and its wake-up protocol
+
+/// Stops `loop` (through call_soon_threadsafe, which wakes it) unless disarmed within `limit`:
+/// a safety net against a hang, never a measurement. fired() says whether it had to.
+class Watchdog {
+public:
+    Watchdog(EventLoop& loop, std::chrono::seconds limit)
+        : thread_([this, &loop, limit] {
+              std::unique_lock lock(m_);
+              if (!cv_.wait_for(lock, limit, [this] { return disarmed_; })) {
+                  fired_ = true;
+                  loop.call_soon_threadsafe([&loop] { loop.stop(); });
+              }
+          }) {}
+    ~Watchdog() { disarm(); }
+    /// Returns whether the watchdog fired.
+    bool disarm() {
+        {
+            std::lock_guard lock(m_);
+            disarmed_ = true;
+        }
+        cv_.notify_all();
+        if (thread_.joinable()) thread_.join();
+        return fired_;
+    }
+
+private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool disarmed_ = false;
+    bool fired_ = false;
+    std::thread thread_;
+};
+
+TEST_F(AnEventLoop, CallSoonThreadsafeFromEightThreadsRunsEveryCallbackOnceInEachThreadsOrder) {
+    // A loop with nothing else to do (real clock, no timer, no I/O): it blocks in the backend
+    // whenever the queue is empty, and only the producers' wake-ups get it going again. Each
+    // producer posts in bursts and, before each burst, waits until the loop sleeps in the
+    // backend, so that it goes to sleep and is woken many times in the middle.
+    EventLoop loop;
+    constexpr int kThreads = 8;
+    constexpr int kBursts = 10;
+    constexpr int kPerBurst = 2'000;
+    constexpr int kPerThread = kBursts * kPerBurst;
+    constexpr int kTotal = kThreads * kPerThread;
+    std::vector<int> next(kThreads, 0);  // loop thread only
+    int total = 0, out_of_order = 0;
+    std::atomic<int> saw_blocked{0};
+    const long loop_thread = this_thread_id();
+    std::vector<std::thread> producers;
+    for (int t = 0; t < kThreads; ++t) {
+        producers.emplace_back([&, t] {
+            for (int i = 0; i < kPerThread; ++i) {
+                if (i % kPerBurst == 0 && wait_until_blocked_waiting_for_events(loop_thread))
+                    saw_blocked.fetch_add(1);
+                loop.call_soon_threadsafe([&, t, i] {
+                    int& expected = next[static_cast<std::size_t>(t)];
+                    if (i != expected) ++out_of_order;
+                    expected = i + 1;
+                    if (++total == kTotal) loop.stop();
+                });
+            }
+        });
+    }
+    Watchdog watchdog(loop, 120s);
+    loop.run_forever();
+    EXPECT_FALSE(watchdog.disarm());
+    for (auto& p : producers) p.join();
+    EXPECT_EQ(total, kTotal);
+    EXPECT_EQ(out_of_order, 0);
+    EXPECT_EQ(next, std::vector<int>(kThreads, kPerThread));
+    // It did block, and was woken; at most one wake-up write each time it announced that it may
+    // block (every such announcement is a backend poll), however many producers saw it.
+    EXPECT_EQ(saw_blocked.load(), kThreads * kBursts);
+    EXPECT_GE(loop.stats().backend_waits, static_cast<std::uint64_t>(kBursts));
+    EXPECT_GE(loop.threadsafe_wakeups(), 1u);
+    EXPECT_LE(loop.threadsafe_wakeups(), loop.stats().backend_polls);
+}
+
+TEST_F(AnEventLoop, CallSoonThreadsafeRacingTheLoopGoingToSleepAlwaysWakesIt) {
+    // Each round posts one callback, which says it is running and then lingers, a little longer
+    // each round; the producer posts the next one as soon as it sees the previous one running. So
+    // the posts sweep the window in which the loop, done with that callback, announces that it may
+    // block, looks at the queue and enters epoll_wait. (Both sides spin: a yield would blur the
+    // sweep.) A lost wake-up leaves the loop asleep for ever (nothing else would wake it): the
+    // producer gives up on that round after 20 s and the test fails.
+    EventLoop loop;
+    constexpr int kRounds = 20'000;
+    std::atomic<int> started{0};
+    std::atomic<bool> lost{false};
+    std::thread producer([&] {
+        for (int round = 0; round < kRounds && !lost; ++round) {
+            const int linger = (round % 1000) * 4;
+            loop.call_soon_threadsafe([&started, linger] {
+                started.fetch_add(1);
+                for (int spin = 0; spin < linger; ++spin)
+                    std::atomic_signal_fence(std::memory_order_seq_cst);  // kept: a compiler barrier
+            });
+            const auto give_up = std::chrono::steady_clock::now() + 20s;
+            for (int spins = 0; started.load() != round + 1; ++spins) {
+                if (spins < 20'000) continue;  // the loop runs on the other core, usually
+                if (std::chrono::steady_clock::now() > give_up) {
+                    lost = true;
+                    break;
+                }
+                std::this_thread::yield();
+            }
+        }
+        loop.call_soon_threadsafe([&loop] { loop.stop(); });
+    });
+    loop.run_forever();
+    producer.join();
+    EXPECT_FALSE(lost);
+    EXPECT_EQ(started.load(), kRounds);
+    EXPECT_GE(loop.stats().backend_waits, 1u);
+}
+
+TEST_F(AnEventLoop, CallSoonThreadsafePostedAfterTheLoopsLastLookAndBeforeItSleepsIsSeen) {
+    // The narrowest case, made deterministic: the post lands after the loop found nothing ready
+    // and before it announces that it may block (the clock is read in between, to compute the
+    // poll timeout, and this clock waits there for the producer). The producer then sees no
+    // announcement and writes nothing, so the loop must see the post itself when it looks at the
+    // queue once more after announcing. If it did not, it would sleep until its 1 h timer.
+    struct HandOffClock final : public asyncio::Clock {
+        mutable std::atomic<bool> armed{false}, in_window{false}, posted{false};
+        asyncio::TimePoint now() const noexcept override {
+            if (armed.exchange(false)) {
+                in_window = true;
+                const auto give_up = std::chrono::steady_clock::now() + 20s;
+                while (!posted.exchange(false) && std::chrono::steady_clock::now() < give_up)
+                    std::this_thread::yield();
+            }
+            return std::chrono::steady_clock::now();
+        }
+    };
+    auto owned = std::make_unique<HandOffClock>();
+    HandOffClock& clock = *owned;
+    EventLoop loop(std::move(owned));
+    constexpr int kRounds = 1'000;
+    std::atomic<int> ran{0};
+    std::atomic<bool> lost{false};
+    std::uint64_t waits = 0;  // the loop's sleeps until the last round ran
+    loop.call_later(1h, [] {});  // the timeout is computed from the clock: the window
+    auto round_trip = [&] {
+        // Runs on the loop; the loop's next look at the clock is inside the window.
+        if (ran.fetch_add(1) + 1 < kRounds)
+            clock.armed = true;
+        else
+            waits = loop.stats().backend_waits;
+    };
+    loop.call_soon_threadsafe(round_trip);  // round 0, before the loop runs
+    std::thread producer([&] {
+        for (int round = 1; round < kRounds && !lost; ++round) {
+            const auto give_up = std::chrono::steady_clock::now() + 20s;
+            while (!clock.in_window.exchange(false)) {
+                if (std::chrono::steady_clock::now() > give_up) {
+                    lost = true;
+                    break;
+                }
+                std::this_thread::yield();
+            }
+            loop.call_soon_threadsafe(round_trip);
+            clock.posted = true;  // let the loop go on: it holds in the window
+            while (ran.load() != round + 1) {
+                if (std::chrono::steady_clock::now() > give_up) {
+                    lost = true;
+                    break;
+                }
+                std::this_thread::yield();
+            }
+        }
+        loop.call_soon_threadsafe([&loop] { loop.stop(); });
+    });
+    loop.run_forever();
+    producer.join();
+    EXPECT_FALSE(lost);
+    EXPECT_EQ(ran.load(), kRounds);
+    EXPECT_EQ(waits, 0u);  // it never went to sleep with a post queued
+}
+
+TEST_F(AnEventLoop, CallSoonThreadsafeRunsACallbackPostedDuringTheDrainInTheNextIteration) {
+    // As Python, where a callback posted while an iteration runs waits for the next one: an
+    // iteration takes only what was posted before it began to drain. Chain is a callable whose
+    // move, when the loop takes it from the thread-safe queue, posts its successor: with an
+    // unbounded drain the whole chain would run in one iteration (and an endless chain would keep
+    // the loop in its drain for ever).
+    EventLoop loop(virtual_time());
+    struct Context {
+        EventLoop* loop;
+        std::thread::id loop_thread;
+        bool posting = false;  // the loop thread is inside call_soon_threadsafe
+        std::vector<std::uint64_t> ran_in;  // the iteration each link ran in
+    } ctx{&loop, std::this_thread::get_id(), false, {}};
+    struct Chain {
+        Context* c;
+        int left;
+        bool posted = false;
+        Chain(Context* context, int n) : c(context), left(n) {}
+        Chain(Chain&& o) noexcept : c(o.c), left(o.left), posted(o.posted) {
+            if (posted || left == 0 || c->posting || std::this_thread::get_id() != c->loop_thread)
+                return;
+            posted = true;
+            c->posting = true;
+            c->loop->call_soon_threadsafe(Chain(c, left - 1));
+            c->posting = false;
+        }
+        Chain& operator=(Chain&&) = delete;
+        void operator()() {
+            c->ran_in.push_back(c->loop->stats().iterations);
+            if (left == 0) c->loop->stop();
+        }
+    };
+    static_assert(sizeof(Chain) <= asyncio::detail::Callback::kInline);  // moved, not boxed
+    std::thread([&] { loop.call_soon_threadsafe(Chain(&ctx, 4)); }).join();
+    loop.run_forever();
+    ASSERT_EQ(ctx.ran_in.size(), 5u);
+    for (std::size_t i = 1; i < ctx.ran_in.size(); ++i) EXPECT_EQ(ctx.ran_in[i], ctx.ran_in[i - 1] + 1);
+}
+
+TEST_F(AnEventLoop, CallSoonThreadsafeRacingCloseRaisesOrRunsOrIsDroppedAndTheLoopMayBeDestroyedAtOnce) {
+    // Producers post until they are refused. The loop runs until some callbacks ran, stops, and is
+    // closed (while producers are in the middle of their pushes) and destroyed as soon as every
+    // producer has been refused once, without waiting for them to return. Every call that
+    // returned normally ran its callback or had it dropped by close() (counted, in debug mode,
+    // by the report); every other call raised RuntimeError. Run under ASan and TSan.
+    constexpr int kThreads = 4;
+    constexpr int kRounds = 40;
+    struct Round {
+        std::thread::id loop_thread = std::this_thread::get_id();
+        std::atomic<long> accepted{0}, ran{0}, dropped{0};
+        std::atomic<int> refused{0};
+        EventLoop* loop = nullptr;
+        long stop_at = 0;
+    };
+    // Destroyed unrun on the loop thread = dropped by close() (the producer destroys the callback
+    // of a refused call itself).
+    struct Probe {
+        Round* r;
+        bool ran = false;
+        explicit Probe(Round* round) : r(round) {}
+        Probe(Probe&& o) noexcept : r(std::exchange(o.r, nullptr)), ran(o.ran) {}
+        Probe& operator=(Probe&&) = delete;
+        void operator()() {
+            ran = true;
+            if (r->ran.fetch_add(1) + 1 == r->stop_at) r->loop->stop();
+        }
+        ~Probe() {
+            if (r != nullptr && !ran && std::this_thread::get_id() == r->loop_thread)
+                r->dropped.fetch_add(1);
+        }
+    };
+    long total_dropped = 0, reported_dropped = 0;
+    for (int round = 0; round < kRounds; ++round) {
+        auto r = std::make_unique<Round>();
+        auto loop = std::make_unique<EventLoop>();
+        loop->set_debug(true);
+        Reports reports;
+        reports.install(*loop);
+        r->loop = loop.get();
+        r->stop_at = 1 + (round * 613) % 5000;
+        std::vector<std::thread> producers;
+        for (int t = 0; t < kThreads; ++t) {
+            producers.emplace_back([&r, l = loop.get()] {
+                for (int calls = 0;; ++calls) {
+                    if (calls > 3000) std::this_thread::yield();  // enough queued: slow down
+                    try {
+                        l->call_soon_threadsafe(Probe(r.get()));
+                    } catch (const RuntimeError&) {
+                        r->refused.fetch_add(1);
+                        return;  // never touches the loop again
+                    }
+                    r->accepted.fetch_add(1);
+                }
+            });
+        }
+        loop->run_forever();
+        loop->close();
+        while (r->refused.load() < kThreads) std::this_thread::yield();
+        // A producer may still be counting its last accepted call.
+        for (auto& e : reports.entries()) {
+            const auto at = e.message.find("dropped ");
+            if (at != std::string::npos) reported_dropped += std::stol(e.message.substr(at + 8));
+        }
+        loop.reset();
+        for (auto& p : producers) p.join();
+        EXPECT_GE(r->ran.load(), r->stop_at);
+        EXPECT_EQ(r->ran.load() + r->dropped.load(), r->accepted.load()) << "round " << round;
+        total_dropped += r->dropped.load();
+    }
+    EXPECT_EQ(reported_dropped, total_dropped);
+}
+
 TEST_F(AnEventLoop, GetRunningLoopRaisesRuntimeErrorOutsideALoop) {
     EXPECT_THROW(asyncio::get_running_loop(), RuntimeError);
     EventLoop loop(virtual_time());

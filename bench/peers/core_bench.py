@@ -46,6 +46,18 @@ timer_cancel [1,000,000]
     cancelled handles from its heap lazily, on the next loop iteration; that
     purge happens after the measurement and is not counted.
 
+future_roundtrip [1,000,000]
+    A client and a server task; per round trip the server makes a fresh
+    future for the request and awaits it, the client makes one for the reply,
+    sets the request and awaits the reply.  ns_per_op = wall time / n round
+    trips.
+
+threadsafe_post [1,000,000] and threadsafe_post2 [1,000,000]
+    One (threadsafe_post) or two (threadsafe_post2) threads post n callbacks
+    in all with ``loop.call_soon_threadsafe`` to a loop that has nothing else
+    to do; the last callback to run ends the case.  ns_per_op = wall time
+    from the producers' start to the last callback / n posts.
+
 bytes_per_task is (peak RSS during the case - RSS just before it) / n, with
 the peak read from ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (KiB) and
 the baseline from /proc/self/statm.  It is reported for the cases where n
@@ -66,6 +78,7 @@ import gc
 import os
 import resource
 import sys
+import threading
 import time
 
 DEFAULT_N = {
@@ -79,6 +92,9 @@ DEFAULT_N = {
     "queue_pingpong": 1_000_000,
     "lock_handoff": 1_000_000,
     "lock_uncontended": 10_000_000,
+    "threadsafe_post": 1_000_000,
+    "threadsafe_post2": 1_000_000,
+    "future_roundtrip": 1_000_000,
 }
 
 SLEEP_S = 0.1
@@ -325,6 +341,36 @@ async def case_queue_pingpong(n):
 
 
 # --------------------------------------------------------------------------
+# future_roundtrip: a request and a reply through two fresh futures per round trip
+
+
+async def case_future_roundtrip(n):
+    loop = asyncio.get_running_loop()
+    state = {"request": None, "reply": None}
+
+    async def server():
+        for _ in range(n):
+            state["request"] = request = loop.create_future()
+            v = await request
+            state["reply"].set_result(v + 1)
+
+    async def client():
+        v = 0
+        for _ in range(n):
+            state["reply"] = reply = loop.create_future()
+            state["request"].set_result(v)
+            v = await reply
+        return v
+
+    t0 = time.perf_counter_ns()
+    _, v = await asyncio.gather(server(), client())
+    t1 = time.perf_counter_ns()
+    if v != n:
+        raise BenchError("future_roundtrip: wrong value")
+    return Result(t1 - t0)
+
+
+# --------------------------------------------------------------------------
 # lock_handoff: two tasks take turns on one Lock, holding it across a yield
 
 
@@ -361,8 +407,53 @@ async def case_lock_uncontended(n):
 
 
 # --------------------------------------------------------------------------
+# threadsafe_post(2): n callbacks posted with call_soon_threadsafe from 1 (2) threads
+
+
+async def _threadsafe_post(n, producers):
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    per = n // producers
+    total = per * producers
+    ran = [0]
+
+    def cb():
+        ran[0] += 1
+        if ran[0] == total:
+            done.set_result(None)
+
+    def produce():
+        post = loop.call_soon_threadsafe
+        for _ in range(per):
+            post(cb)
+
+    threads = [threading.Thread(target=produce) for _ in range(producers)]
+    t0 = time.perf_counter_ns()
+    for t in threads:
+        t.start()
+    await done
+    t1 = time.perf_counter_ns()
+    for t in threads:
+        t.join()
+    if ran[0] != total:
+        raise BenchError("threadsafe_post: wrong count")
+    return Result(t1 - t0)
+
+
+async def case_threadsafe_post(n):
+    return await _threadsafe_post(n, 1)
+
+
+async def case_threadsafe_post2(n):
+    return await _threadsafe_post(n, 2)
+
+
+# --------------------------------------------------------------------------
 
 ASYNC_CASES = {
+    "future_roundtrip": case_future_roundtrip,
+    "threadsafe_post": case_threadsafe_post,
+    "threadsafe_post2": case_threadsafe_post2,
     "queue_pingpong": case_queue_pingpong,
     "lock_handoff": case_lock_handoff,
     "lock_uncontended": case_lock_uncontended,

@@ -22,6 +22,7 @@
 #include "asyncio/clock.hpp"
 #include "asyncio/detail/callback.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
+#include "asyncio/detail/mpsc_queue.hpp"
 #include "asyncio/detail/promise.hpp"
 #include "asyncio/detail/ready_queue.hpp"
 #include "asyncio/detail/timer_queue.hpp"
@@ -118,7 +119,9 @@ public:
 
     /// Runs cb in a later iteration, after the callbacks already scheduled (FIFO).
     Handle call_soon(detail::Callback cb);
-    /// As call_soon, from any thread; wakes the loop if it is waiting. Throws RuntimeError once
+    /// As call_soon, from any thread, without a lock (any number of threads at once; the
+    /// callbacks of one thread run in the order it posted them); wakes the loop if it is waiting,
+    /// once for a burst of posts. Throws RuntimeError once
     /// the loop is closed. A call that began before close() has returned when close() returns, so
     /// the loop may be destroyed then (a call begun after that is a use of a dead object). A
     /// callback accepted after the loop's last iteration never runs: close() drops it (with
@@ -229,6 +232,11 @@ public:
         std::uint64_t backend_polls = 0;  // all calls into the I/O backend
     };
     const Stats& stats() const noexcept { return stats_; }
+    /// How many times call_soon_threadsafe wrote the loop's wake-up channel: at most once each
+    /// time the loop announced that it may block, however many threads posted meanwhile.
+    std::uint64_t threadsafe_wakeups() const noexcept {
+        return ts_wakeups_.load(std::memory_order_relaxed);
+    }
 
     // ---- internals used by the library's awaitables ----
     /// Appends {fn, ctx} to the ready queue (no allocation).
@@ -286,17 +294,20 @@ private:
     bool closed_ = false;
     bool debug_ = false;
 
-    // call_soon_threadsafe: producers push under the mutex, set pending, and write the wake-up
-    // fd only when the loop may be blocked in the backend (Dekker-style on two seq_cst flags).
-    // They touch ts_pending_ and the backend after unlocking, so each counts itself in
-    // ts_callers_ while inside; close() sets ts_closed_ and waits for the count to drop to 0
-    // (Dekker again: a caller either sees ts_closed_ or is seen by close()).
-    std::mutex ts_mutex_;
-    std::vector<detail::Callback> ts_queue_;
-    std::atomic<bool> ts_pending_{false};
+    // call_soon_threadsafe (see docs/design.md, "The loop"). Producers push onto a lock-free
+    // queue (detail/mpsc_queue.hpp) and write the wake-up fd only when the loop may be blocked in
+    // the backend: the loop sets polling_ and then looks at the queue, a producer pushes and then
+    // looks at polling_ (all seq_cst, Dekker style), and the one producer that swaps polling_ back
+    // to false writes the fd, so a burst of posts costs one wake-up. Each caller counts itself in
+    // ts_gate_ while inside; close() sets the gate's closed bit and waits for the count to drop
+    // to 0 (one atomic word: a caller either sees the bit or is seen by close()).
+    // The producers' words are kept a cache line away from the loop's own state.
+    [[maybe_unused]] unsigned char ts_pad_before_[64]{};
+    std::atomic<std::uint64_t> ts_gate_{0};  // bit 0: closed; +2 per caller inside
     std::atomic<bool> polling_{false};
-    std::atomic<bool> ts_closed_{false};
-    std::atomic<int> ts_callers_{0};
+    std::atomic<std::uint64_t> ts_wakeups_{0};  // wake-up writes, for threadsafe_wakeups()
+    [[maybe_unused]] unsigned char ts_pad_after_[64]{};
+    detail::MpscQueue<detail::Callback> ts_queue_;
 
     std::shared_ptr<ThreadPoolExecutor> default_executor_;  // executor.hpp; created on first use
     std::shared_ptr<detail::LoopLink> link_;               // nulled by close()
