@@ -134,10 +134,10 @@ public:
     TimerHandle call_at(TimePoint when, detail::Callback cb);
 
     // ---- tasks (defined in task.hpp) ----
-    template <class T>
-    Task<T> create_task(Coroutine<T> coro);
-    template <class T>
-    Task<T> create_task(Coroutine<T> coro, std::string name);
+    /// A new task of this loop: create_task(aw), create_task(aw, name), create_task(f, args...),
+    /// as asyncio::create_task (task.hpp) describes.
+    template <class A, class... Args>
+    auto create_task(A&& a, Args&&... args);
 
     // ---- running and stopping ----
     /// Runs coro as a task until it is done; returns its value or rethrows its exception.
