@@ -1,6 +1,7 @@
 // The umbrella header: everything public.
 #pragma once
 
+#include "asyncio/awaitable.hpp"
 #include "asyncio/barrier.hpp"
 #include "asyncio/clock.hpp"
 #include "asyncio/concurrent.hpp"

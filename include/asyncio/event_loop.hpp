@@ -139,10 +139,10 @@ public:
     TimerHandle call_at(TimePoint when, detail::Callback cb);
 
     // ---- tasks (defined in task.hpp) ----
-    template <class T>
-    Task<T> create_task(Coroutine<T> coro);
-    template <class T>
-    Task<T> create_task(Coroutine<T> coro, std::string name);
+    /// A new task of this loop: create_task(aw), create_task(aw, name), create_task(f, args...),
+    /// as asyncio::create_task (task.hpp) describes.
+    template <class A, class... Args>
+    auto create_task(A&& a, Args&&... args);
 
     // ---- futures (defined in future.hpp) ----
     /// A new pending Future<T> of this loop (Python's loop.create_future()).

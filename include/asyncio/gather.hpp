@@ -4,8 +4,10 @@
 //   std::vector<int> v = co_await asyncio::gather(std::move(tasks));  // over a range
 //   auto r = co_await asyncio::gather(asyncio::return_exceptions, f(), g());
 //
-// Coroutines are wrapped in tasks at once (they start running before the gather is awaited); Tasks
-// are used as they are. A void result is std::monostate (Python's None).
+// The arguments are any awaitables (awaitable.hpp): Coroutines, Tasks, sleep(), ev.wait(), q.get(),
+// sock_recv(...), gather(...) itself, a type of yours. Each becomes a task at once, as
+// ensure_future makes it (it starts running before the gather is awaited); Tasks are used as they
+// are. A void result is std::monostate (Python's None).
 // Promises, as asyncio's: without return_exceptions the first child to fail (or be cancelled)
 // makes the await raise that exception at once, and the other children keep running (the loop owns
 // them; their later exceptions are not reported: no child's exception ever is, whatever the await
@@ -17,6 +19,7 @@
 #pragma once
 
 #include <array>
+#include <cassert>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -45,27 +48,6 @@ using gather_value_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 template <class T>
 using gather_outcome_t = std::variant<gather_value_t<T>, std::exception_ptr>;
 
-template <class T>
-Task<T> as_task(Coroutine<T>&& c) {
-    return create_task(std::move(c));
-}
-template <class T>
-Task<T> as_task(Task<T> t) {
-    return t;
-}
-template <class A>
-struct task_of;
-template <class T>
-struct task_of<Coroutine<T>> {
-    using type = T;
-};
-template <class T>
-struct task_of<Task<T>> {
-    using type = T;
-};
-template <class A>
-using task_value_t = typename task_of<std::remove_cvref_t<A>>::type;
-
 /// Counts the children down and wakes the awaiting task. Children with no other waiter share this
 /// node (its `next` stays null, so it can sit at the tail of many lists); others get their own.
 class GatherCore : public DoneWaiter, public CancelHook {
@@ -73,6 +55,11 @@ protected:
     GatherCore(bool return_exceptions) noexcept : return_exceptions_(return_exceptions) {
         DoneWaiter::fn = &on_done_shared;
         CancelHook::fn = &on_cancel;
+    }
+    /// Movable until it is awaited (so that wait_for(gather(...), d), shield(gather(...)) and the
+    /// like can keep it): nothing points to it before then.
+    GatherCore(GatherCore&& o) noexcept : GatherCore(o.return_exceptions_) {
+        assert(!o.registered_ && o.self_ == nullptr);
     }
     GatherCore(const GatherCore&) = delete;
     GatherCore& operator=(const GatherCore&) = delete;
@@ -263,10 +250,13 @@ class GatherTuple final : public GatherCore {
 public:
     template <class... As>
     explicit GatherTuple(As&&... as)
-        : GatherCore(ReturnExc), tasks_{as_task(std::forward<As>(as))...} {  // braces: left to right
+        // Braces: the tasks are made left to right.
+        : GatherCore(ReturnExc), tasks_{asyncio::ensure_future(std::forward<As>(as))...} {
         std::size_t i = 0;
         std::apply([&](auto&... t) { ((children_[i++] = t.base()), ...); }, tasks_);
     }
+    GatherTuple(GatherTuple&& o) noexcept
+        : GatherCore(std::move(o)), tasks_(std::move(o.tasks_)), children_(o.children_) {}
     ~GatherTuple() { unregister_all(); }
 
     bool await_ready() const noexcept { return ready_now(); }
@@ -297,6 +287,7 @@ class GatherRange final : public GatherCore {
 public:
     explicit GatherRange(std::vector<Task<T>> tasks)
         : GatherCore(ReturnExc), tasks_(std::move(tasks)) {}
+    GatherRange(GatherRange&& o) noexcept : GatherCore(std::move(o)), tasks_(std::move(o.tasks_)) {}
     ~GatherRange() { unregister_all(); }
 
     bool await_ready() const noexcept { return ready_now(); }
@@ -323,45 +314,53 @@ private:
     std::vector<Task<T>> tasks_;
 };
 
-template <class T>
-std::vector<Task<T>> as_tasks(std::vector<Coroutine<T>>&& coros) {
-    std::vector<Task<T>> tasks;
-    tasks.reserve(coros.size());
-    for (auto& c : coros) tasks.push_back(create_task(std::move(c)));
-    return tasks;
+template <bool ReturnExc, class V>
+auto gather_range(V&& v) {
+    if constexpr (!awaitable_vector<V>) {
+        require_awaitable_vector<V>();
+        return Refused{};
+    } else {
+        using T = future_value_t<typename std::remove_cvref_t<V>::value_type>;
+        static_assert(!std::is_reference_v<T>, "gather() does not collect reference results");
+        return GatherRange<ReturnExc, T>(as_tasks(std::forward<V>(v)));
+    }
+}
+
+template <bool ReturnExc, class... As>
+auto gather_tuple(As&&... as) {
+    if constexpr (!(storable_awaitable<As> && ...)) {
+        (require_storable_awaitable<As>(), ...);
+        return Refused{};
+    } else {
+        static_assert((!std::is_reference_v<future_value_t<As>> && ...),
+                      "gather() does not collect reference results");
+        return GatherTuple<ReturnExc, future_value_t<As>...>(std::forward<As>(as)...);
+    }
+}
+
+/// gather's arguments: one std::vector of awaitables, or awaitables.
+template <bool ReturnExc, class... As>
+auto make_gather(As&&... as) {
+    if constexpr (sizeof...(As) == 1 && (is_vector_v<std::remove_cvref_t<As>> && ...))
+        return gather_range<ReturnExc>(std::forward<As>(as)...);
+    else
+        return gather_tuple<ReturnExc>(std::forward<As>(as)...);
 }
 
 }  // namespace detail
 
-/// gather(a, b, ...) over Coroutines and/or Tasks → std::tuple of results.
+/// gather(a, b, ...) over any awaitables (Coroutines, Tasks, sleep(), ev.wait(), q.get(), ...) →
+/// std::tuple of results; gather(std::vector<A>) → std::vector of results. Each becomes a task at
+/// once (ensure_future: a Task is used as it is).
 template <class... As>
     requires(sizeof...(As) > 0)
 auto gather(As&&... as) {
-    static_assert((!std::is_reference_v<detail::task_value_t<As>> && ...),
-                  "gather() does not collect reference results");
-    return detail::GatherTuple<false, detail::task_value_t<As>...>(std::forward<As>(as)...);
+    return detail::make_gather<false>(std::forward<As>(as)...);
 }
 template <class... As>
+    requires(sizeof...(As) > 0)
 auto gather(ReturnExceptions, As&&... as) {
-    return detail::GatherTuple<true, detail::task_value_t<As>...>(std::forward<As>(as)...);
-}
-
-/// gather over a vector of tasks or coroutines → std::vector of results.
-template <class T>
-auto gather(std::vector<Task<T>> tasks) {
-    return detail::GatherRange<false, T>(std::move(tasks));
-}
-template <class T>
-auto gather(std::vector<Coroutine<T>> coros) {
-    return detail::GatherRange<false, T>(detail::as_tasks(std::move(coros)));
-}
-template <class T>
-auto gather(ReturnExceptions, std::vector<Task<T>> tasks) {
-    return detail::GatherRange<true, T>(std::move(tasks));
-}
-template <class T>
-auto gather(ReturnExceptions, std::vector<Coroutine<T>> coros) {
-    return detail::GatherRange<true, T>(detail::as_tasks(std::move(coros)));
+    return detail::make_gather<true>(std::forward<As>(as)...);
 }
 
 }  // namespace asyncio

@@ -37,6 +37,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -259,6 +260,8 @@ public:
     template <WaitKind K>
     class AwaiterBase {
     public:
+        /// Movable until it is awaited (create_task, gather, wait_for, ... keep it in a frame).
+        AwaiterBase(AwaiterBase&& o) noexcept : queue_(o.queue_) { assert(o.phase_ == kFresh); }
         AwaiterBase(const AwaiterBase&) = delete;
         AwaiterBase& operator=(const AwaiterBase&) = delete;
         bool await_suspend(std::coroutine_handle<> h) {

@@ -2,12 +2,14 @@
 //
 //   T v = co_await asyncio::shield(save());
 //
-// If the awaiting task is cancelled, that await raises CancelledError at once while the inner work
-// (a task: a coroutine argument is made a task) goes on running to its end, owned by the loop; its
-// outcome is then dropped (an exception it raises is not reported, as asyncio marks it retrieved).
-// Cancelling the inner task itself (Task::cancel on it) still cancels it, and the await raises.
+// aw is any awaitable (awaitable.hpp). If the awaiting task is cancelled, that await raises
+// CancelledError at once while the inner work (a task: anything but a Task is made one, as
+// ensure_future does) goes on running to its end, owned by the loop; its outcome is then dropped
+// (an exception it raises is not reported, as asyncio marks it retrieved). Cancelling the inner
+// task itself (Task::cancel on it) still cancels it, and the await raises.
 #pragma once
 
+#include <cassert>
 #include <coroutine>
 #include <utility>
 
@@ -22,7 +24,12 @@ template <class T>
 class [[nodiscard]] ShieldAwaiter : DoneWaiter, CancelHook {
 public:
     explicit ShieldAwaiter(Task<T> inner) noexcept : inner_(std::move(inner)) {}
-    ShieldAwaiter(ShieldAwaiter&&) = delete;
+    /// Movable until it is awaited (so that wait_for(shield(t), d) and the like can keep it).
+    ShieldAwaiter(ShieldAwaiter&& o) noexcept
+        : DoneWaiter(), CancelHook(), inner_(std::move(o.inner_)) {
+        assert(!o.registered_ && o.self_ == nullptr);
+    }
+    ShieldAwaiter& operator=(ShieldAwaiter&&) = delete;
     ~ShieldAwaiter() {
         if (registered_) unregister_waiter(inner_.base(), this);
     }
@@ -74,13 +81,16 @@ private:
 
 }  // namespace detail
 
-template <class T>
-detail::ShieldAwaiter<T> shield(Task<T> inner) {
-    return detail::ShieldAwaiter<T>(std::move(inner));
-}
-template <class T>
-detail::ShieldAwaiter<T> shield(Coroutine<T> inner) {
-    return detail::ShieldAwaiter<T>(create_task(std::move(inner)));
+/// shield(aw) for any awaitable: aw becomes a task (ensure_future: a Task is used as it is).
+template <class A>
+auto shield(A&& aw) {
+    if constexpr (!detail::storable_awaitable<A>) {
+        detail::require_storable_awaitable<A>();
+        return detail::Refused{};
+    } else {
+        return detail::ShieldAwaiter<detail::future_value_t<A>>(
+            asyncio::ensure_future(std::forward<A>(aw)));
+    }
 }
 
 }  // namespace asyncio

@@ -40,6 +40,7 @@
 // in the co_await's full-expression does). Loop thread only.
 #pragma once
 
+#include <cassert>
 #include <cerrno>
 #include <coroutine>
 #include <cstddef>
@@ -110,6 +111,11 @@ public:
     IoAwaiter(IoKind k, int fd_) noexcept {
         kind = k;
         fd = fd_;
+    }
+    /// Movable until it is awaited (create_task, gather, wait_for, ... keep it in a frame). The
+    /// pointers into the awaiter itself (addresses, own buffers) are set in await_suspend.
+    IoAwaiter(IoAwaiter&& o) noexcept : CancelHook(), IoOp(static_cast<const IoOp&>(o)) {
+        assert(o.state == IoState::idle && o.task_ == nullptr);
     }
     IoAwaiter(const IoAwaiter&) = delete;
     IoAwaiter& operator=(const IoAwaiter&) = delete;
@@ -272,14 +278,18 @@ private:
 class AcceptAwaiter : public IoAwaiter {
 public:
     AcceptAwaiter(const Socket& listener) noexcept
-        : IoAwaiter(IoKind::accept, listener.fileno()), family_(listener.family()), type_(listener.type()) {
-        addr = peer_.data();
-        addrlen = Address::capacity();
-    }
+        : IoAwaiter(IoKind::accept, listener.fileno()),
+          family_(listener.family()),
+          type_(listener.type()) {}
+    AcceptAwaiter(AcceptAwaiter&&) noexcept = default;
     ~AcceptAwaiter() {
         if (state == IoState::done && result >= 0 && !taken_) close_fd_quietly(static_cast<int>(result));
     }
-    bool await_suspend(std::coroutine_handle<> h) { return start(h, "sock_accept"); }
+    bool await_suspend(std::coroutine_handle<> h) {
+        addr = peer_.data();
+        addrlen = Address::capacity();
+        return start(h, "sock_accept");
+    }
     std::pair<Socket, Address> await_resume() {
         const int fd = static_cast<int>(finish("sock_accept"));
         taken_ = true;
@@ -297,11 +307,12 @@ private:
 class ConnectAwaiter : public IoAwaiter {
 public:
     ConnectAwaiter(const Socket& sock, const Address& address) noexcept
-        : IoAwaiter(IoKind::connect, sock.fileno()), address_(address) {
+        : IoAwaiter(IoKind::connect, sock.fileno()), address_(address) {}
+    bool await_suspend(std::coroutine_handle<> h) {
         addr = address_.data();
         addrlen = address_.size();
+        return start(h, "sock_connect");
     }
-    bool await_suspend(std::coroutine_handle<> h) { return start(h, "sock_connect"); }
     void await_resume() { finish("sock_connect"); }
 
 private:
@@ -310,14 +321,12 @@ private:
 
 class RecvFromAwaiter : public IoAwaiter {
 public:
-    RecvFromAwaiter(int fd, std::size_t n) : IoAwaiter(IoKind::recvfrom, fd) {
-        data_.resize(n);
-        addr = peer_.data();
-        addrlen = Address::capacity();
-    }
+    RecvFromAwaiter(int fd, std::size_t n) : IoAwaiter(IoKind::recvfrom, fd) { data_.resize(n); }
     bool await_suspend(std::coroutine_handle<> h) {
         buf = data_.data();
         len = data_.size();
+        addr = peer_.data();
+        addrlen = Address::capacity();
         return start(h, "sock_recvfrom");
     }
     std::pair<std::string, Address> await_resume() {
@@ -336,10 +345,12 @@ public:
     RecvFromIntoAwaiter(int fd, MutableBuffer b) noexcept : IoAwaiter(IoKind::recvfrom, fd) {
         buf = b.data;
         len = b.size;
+    }
+    bool await_suspend(std::coroutine_handle<> h) {
         addr = peer_.data();
         addrlen = Address::capacity();
+        return start(h, "sock_recvfrom_into");
     }
-    bool await_suspend(std::coroutine_handle<> h) { return start(h, "sock_recvfrom_into"); }
     std::pair<std::size_t, Address> await_resume() {
         const auto n = static_cast<std::size_t>(finish("sock_recvfrom_into"));
         peer_.resize(addrlen);
@@ -356,10 +367,12 @@ public:
         : IoAwaiter(IoKind::sendto, fd), address_(address) {
         buf = const_cast<void*>(b.data);
         len = b.size;
+    }
+    bool await_suspend(std::coroutine_handle<> h) {
         addr = address_.data();
         addrlen = address_.size();
+        return start(h, "sock_sendto");
     }
-    bool await_suspend(std::coroutine_handle<> h) { return start(h, "sock_sendto"); }
     std::size_t await_resume() { return static_cast<std::size_t>(finish("sock_sendto")); }
 
 private:

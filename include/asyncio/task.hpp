@@ -17,12 +17,14 @@
 
 #include <cassert>
 #include <coroutine>
+#include <functional>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "asyncio/awaitable.hpp"
 #include "asyncio/coroutine.hpp"
 #include "asyncio/detail/promise.hpp"
 #include "asyncio/event_loop.hpp"
@@ -78,19 +80,272 @@ public:
 };
 
 
-/// Schedules coro as a new task on the running loop (RuntimeError if none).
+namespace detail {
+
+template <class A>
+inline constexpr bool is_task_v = false;
 template <class T>
-Task<T> create_task(Coroutine<T> coro) {
-    EventLoop* loop = detail::t_running_loop;
-    if (loop == nullptr) throw RuntimeError("no running event loop");
-    return loop->create_task(std::move(coro));
+inline constexpr bool is_task_v<Task<T>> = true;
+
+/// The result type of the task that ensure_future(a) gives for an A.
+template <class A, class D = std::remove_cvref_t<A>>
+struct future_value {
+    using type = awaited_value_t<D>;
+};
+template <class A, class T>
+struct future_value<A, Task<T>> {
+    using type = T;
+};
+template <class A>
+using future_value_t = typename future_value<A>::type;
+
+// How create_task(a, args...) reads its arguments (see create_task below).
+enum class TaskArgs { kAwaitable, kNamedAwaitable, kCallable, kInvalid };
+
+template <class F, class... Args>
+inline constexpr bool callable_returns_awaitable =
+    Awaitable<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>;
+template <class F, class... Args>
+inline constexpr bool callable_can_be_kept =
+    std::is_constructible_v<std::decay_t<F>, F&&> &&
+    (std::is_constructible_v<std::decay_t<Args>, Args&&> && ...);
+template <class... Args>
+inline constexpr bool is_task_name =
+    sizeof...(Args) == 1 && (std::is_constructible_v<std::string, Args&&> && ...);
+
+template <class A, class... Args>
+constexpr TaskArgs task_args() {
+    if constexpr (Awaitable<A>) {
+        if constexpr (!storable_awaitable<A>)
+            return TaskArgs::kInvalid;
+        else if constexpr (sizeof...(Args) == 0)
+            return TaskArgs::kAwaitable;
+        else if constexpr (is_task_name<Args...>)
+            return TaskArgs::kNamedAwaitable;
+        else
+            return TaskArgs::kInvalid;
+    } else if constexpr (std::is_invocable_v<std::decay_t<A>, std::decay_t<Args>...>) {
+        if constexpr (callable_returns_awaitable<A, Args...> && callable_can_be_kept<A, Args...>)
+            return TaskArgs::kCallable;
+        else
+            return TaskArgs::kInvalid;
+    } else {
+        return TaskArgs::kInvalid;
+    }
 }
+template <class A, class... Args>
+inline constexpr bool valid_task_args = task_args<A, Args...>() != TaskArgs::kInvalid;
+
+/// The one readable error for create_task arguments that are none of its forms.
+template <class A, class... Args>
+constexpr auto report_task_args() {  // auto: checked where it is named, first
+    if constexpr (Awaitable<A>) {
+        require_storable_awaitable<A>();
+        if constexpr (storable_awaitable<A>)
+            static_assert(sizeof...(Args) == 0 || is_task_name<Args...>,
+                          "asyncio: create_task(awaitable, name): only the task's name (a "
+                          "std::string) may follow an awaitable; to pass arguments, pass the "
+                          "callable: create_task(f, args...)");
+    } else if constexpr (std::is_invocable_v<std::decay_t<A>, std::decay_t<Args>...>) {
+        static_assert(callable_returns_awaitable<A, Args...>,
+                      "asyncio: create_task(f, args...): f(args...) must return an awaitable (a "
+                      "Coroutine, a Task, ...)");
+        static_assert(callable_can_be_kept<A, Args...>,
+                      "asyncio: create_task(f, args...): f and args are copied or moved into the "
+                      "task's frame, and these cannot be");
+    } else {
+        static_assert(argument_is_awaitable<A>,
+                      "asyncio: argument is not awaitable (needs operator co_await or "
+                      "await_ready/await_suspend/await_resume), nor a callable returning an "
+                      "awaitable for the arguments given");
+    }
+}
+
+/// Puts the rest of an await back into its task. A foreign awaiter (a type of the user's) may
+/// resume the frame from anywhere on the loop's thread: from a loop callback, or from inside
+/// another task's step (it called h.resume() there). The frame then suspends here and its task is
+/// scheduled: it goes on one hop later, from the ready queue, as the current task (as a task that
+/// one of the library's awaiters wakes). The library's own awaiters resume their task through
+/// step_task, so for them this is one comparison.
+struct ReenterTask {
+    PromiseBase* task;
+    bool await_ready() const noexcept { return t_current_task == task; }
+    void await_suspend(std::coroutine_handle<> h) {
+        if (t_running_loop == nullptr)
+            throw RuntimeError("an awaiter resumed its task outside its event loop");
+        task->resume_ = h;
+        task->waiting_ = nullptr;
+        t_running_loop->schedule(&step_task, task);
+    }
+    void await_resume() const noexcept {}
+};
+
+/// A coroutine that owns aw (moved or copied into its frame) and yields what `co_await aw` does.
+/// A is a decayed type.
+template <class A>
+Coroutine<awaited_value_t<A>> await_in_frame(A aw) {
+    PromiseBase* const task = t_current_task;
+    if constexpr (std::is_void_v<awaited_value_t<A>>) {
+        co_await std::move(aw);
+        co_await ReenterTask{task};
+    } else {
+        awaited_value_t<A> r = co_await std::move(aw);
+        co_await ReenterTask{task};
+        co_return static_cast<awaited_value_t<A>&&>(r);
+    }
+}
+
+/// Any awaitable as a lazy Coroutine: a Coroutine is itself, anything else is awaited by a
+/// coroutine that owns it (await_in_frame).
+template <class A>
+    requires storable_awaitable<A>
+auto as_coroutine(A&& aw) {
+    if constexpr (is_coroutine_v<std::remove_cvref_t<A>>)
+        return std::remove_cvref_t<A>(std::move(aw));
+    else
+        return await_in_frame<std::decay_t<A>>(std::forward<A>(aw));
+}
+
+template <class F, class... Args>
+using invoke_value_t = awaited_value_t<std::invoke_result_t<F, Args...>>;
+
+/// The coroutine behind create_task(f, args...): f and the arguments live in its frame for as long
+/// as the awaitable f returns is awaited, so a capturing lambda, or a reference parameter of f,
+/// refers to them safely. They are passed as rvalues, as std::thread does (use std::ref to pass a
+/// reference to something of yours). F and Args are decayed types. f is called in the full
+/// expression that awaits its result, so a temporary made to convert an argument (a std::string
+/// for a const std::string& parameter given a const char*) lives until the await is over.
+template <class F, class... Args>
+Coroutine<invoke_value_t<F, Args...>> invoke_in_frame(F f, Args... args) {
+    PromiseBase* const task = t_current_task;
+    if constexpr (std::is_void_v<invoke_value_t<F, Args...>>) {
+        co_await std::move(f)(std::move(args)...);
+        co_await ReenterTask{task};
+    } else {
+        invoke_value_t<F, Args...> r = co_await std::move(f)(std::move(args)...);
+        co_await ReenterTask{task};
+        co_return static_cast<invoke_value_t<F, Args...>&&>(r);
+    }
+}
+
+/// invoke_in_frame of f(args...), a pointer to member called through std::mem_fn.
+template <class F, class... Args>
+auto make_invoke_coroutine(F&& f, Args&&... args) {
+    if constexpr (std::is_member_pointer_v<std::decay_t<F>>) {
+        using M = decltype(std::mem_fn(f));
+        return invoke_in_frame<M, std::decay_t<Args>...>(std::mem_fn(f),
+                                                         std::forward<Args>(args)...);
+    } else {
+        return invoke_in_frame<std::decay_t<F>, std::decay_t<Args>...>(std::forward<F>(f),
+                                                                       std::forward<Args>(args)...);
+    }
+}
+
+/// Makes a Coroutine a task of loop (what every create_task comes down to).
 template <class T>
-Task<T> create_task(Coroutine<T> coro, std::string name) {
-    EventLoop* loop = detail::t_running_loop;
-    if (loop == nullptr) throw RuntimeError("no running event loop");
-    return loop->create_task(std::move(coro), std::move(name));
+Task<T> adopt_coroutine(EventLoop& loop, Coroutine<T> coro) {
+    if (loop.is_closed()) throw RuntimeError("Event loop is closed");
+    if (!coro.valid()) throw InvalidStateError("create_task() of an empty Coroutine");
+    if (coro.started()) throw RuntimeError("create_task() of a coroutine that was already awaited");
+    auto h = coro.release();
+    PromiseBase* p = &h.promise();
+    p->resume_ = h;
+    assert(frame_of(p).address() == h.address());
+    task_start(p, loop);
+    return Task<T>(p);
 }
+
+}  // namespace detail
+
+/// Schedules a new task on the running loop (RuntimeError if none). The forms:
+///   create_task(aw)            a task that awaits aw: any awaitable. A Coroutine becomes the task
+///                              itself (one frame); anything else is moved into the frame of a
+///                              small coroutine that awaits it (a Task: a new task awaiting it,
+///                              whose cancellation cancels it; ensure_future() returns a Task as
+///                              it is).
+///   create_task(aw, name)      the same, named (the second argument converts to std::string).
+///   create_task(f, args...)    a task that awaits f(args...): f and args are moved (or copied)
+///                              into the task's frame and live as long as it, so a capturing
+///                              lambda or a const& parameter bound to a temporary is safe (the
+///                              arguments are passed as rvalues: std::ref for a reference).
+/// Anything else fails to compile with one static_assert naming the argument's type.
+template <class A, class... Args>
+auto create_task(A&& a, Args&&... args) {
+    if constexpr (!detail::valid_task_args<A, Args...>) {
+        detail::report_task_args<A, Args...>();
+        return detail::Refused{};
+    } else {
+        EventLoop* loop = detail::t_running_loop;
+        if (loop == nullptr) throw RuntimeError("no running event loop");
+        return loop->create_task(std::forward<A>(a), std::forward<Args>(args)...);
+    }
+}
+
+/// Python's asyncio.ensure_future(aw): a Task as it is (the same task), anything else awaitable
+/// as a new task of the running loop (create_task).
+template <class A>
+auto ensure_future(A&& aw) {
+    using D = std::remove_cvref_t<A>;
+    if constexpr (detail::is_task_v<D>) {
+        return D(std::forward<A>(aw));
+    } else if constexpr (!detail::storable_awaitable<A>) {
+        detail::require_storable_awaitable<A>();
+        return detail::Refused{};
+    } else {
+        return asyncio::create_task(std::forward<A>(aw));
+    }
+}
+
+namespace detail {
+
+template <class V>
+inline constexpr bool is_vector_v = false;
+template <class T>
+inline constexpr bool is_vector_v<std::vector<T>> = true;
+
+/// A vector of awaitables that gather/wait/as_completed can take: its elements are moved out of
+/// an rvalue vector, copied out of an lvalue one.
+template <class V, class Vec = std::remove_cvref_t<V>>
+inline constexpr bool awaitable_vector = false;
+template <class V, class A>
+inline constexpr bool awaitable_vector<V, std::vector<A>> =
+    storable_awaitable<A> &&
+    ((!std::is_lvalue_reference_v<V> && !std::is_const_v<std::remove_reference_t<V>>) ||
+     std::is_copy_constructible_v<A>);
+
+template <class V>
+constexpr auto require_awaitable_vector() {  // auto: checked where it is named, first
+    using Vec = std::remove_cvref_t<V>;
+    static_assert(is_vector_v<Vec>, "asyncio: expected a std::vector of awaitables");
+    if constexpr (is_vector_v<Vec>) {
+        require_storable_awaitable<typename Vec::value_type>();
+        static_assert(!storable_awaitable<typename Vec::value_type> || awaitable_vector<V>,
+                      "asyncio: the awaitables of this vector cannot be copied (a Coroutine runs "
+                      "once): pass std::move(v)");
+    }
+}
+
+/// Every awaitable of the vector as a task (ensure_future), in order.
+template <class V>
+auto as_tasks(V&& v) {
+    using A = typename std::remove_cvref_t<V>::value_type;
+    using T = future_value_t<A>;
+    if constexpr (std::is_same_v<A, Task<T>>) {
+        return std::vector<Task<T>>(std::forward<V>(v));
+    } else {
+        std::vector<Task<T>> tasks;
+        tasks.reserve(v.size());
+        for (auto& a : v) {
+            if constexpr (std::is_lvalue_reference_v<V>)
+                tasks.push_back(asyncio::ensure_future(a));
+            else
+                tasks.push_back(asyncio::ensure_future(std::move(a)));
+        }
+        return tasks;
+    }
+}
+
+}  // namespace detail
 
 /// The task running now (empty outside a task).
 Task<> current_task();
@@ -98,25 +353,23 @@ Task<> current_task();
 std::vector<Task<>> all_tasks();
 std::vector<Task<>> all_tasks(EventLoop& loop);
 
-template <class T>
-Task<T> EventLoop::create_task(Coroutine<T> coro) {
-    if (closed_) throw RuntimeError("Event loop is closed");
-    if (!coro.valid()) throw InvalidStateError("create_task() of an empty Coroutine");
-    if (coro.started())
-        throw RuntimeError("create_task() of a coroutine that was already awaited");
-    auto h = coro.release();
-    detail::PromiseBase* p = &h.promise();
-    p->resume_ = h;
-    assert(detail::frame_of(p).address() == h.address());
-    detail::task_start(p, *this);
-    return Task<T>(p);
-}
-
-template <class T>
-Task<T> EventLoop::create_task(Coroutine<T> coro, std::string name) {
-    Task<T> t = create_task(std::move(coro));
-    t.set_name(std::move(name));
-    return t;
+template <class A, class... Args>
+auto EventLoop::create_task(A&& a, Args&&... args) {
+    constexpr detail::TaskArgs form = detail::task_args<A, Args...>();
+    if constexpr (form == detail::TaskArgs::kInvalid) {
+        detail::report_task_args<A, Args...>();
+        return detail::Refused{};
+    } else if constexpr (form == detail::TaskArgs::kCallable) {
+        if (closed_) throw RuntimeError("Event loop is closed");
+        return detail::adopt_coroutine(
+            *this, detail::make_invoke_coroutine(std::forward<A>(a), std::forward<Args>(args)...));
+    } else {
+        if (closed_) throw RuntimeError("Event loop is closed");
+        auto task = detail::adopt_coroutine(*this, detail::as_coroutine(std::forward<A>(a)));
+        if constexpr (form == detail::TaskArgs::kNamedAwaitable)
+            task.set_name(std::string(std::forward<Args>(args)...));
+        return task;
+    }
 }
 
 template <class T>

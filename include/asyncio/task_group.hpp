@@ -7,6 +7,7 @@
 //       co_return;
 //   }());
 //   // or, with no body: tg.create_task(...); ...; co_await tg.wait();
+//   tg.create_task([&, id]() -> asyncio::Coroutine<> { ... });   // a callable: kept in the frame
 //
 // Promises (asyncio 3.12): run()/wait() returns only when every task of the group is done, so no
 // task outlives its group. The first task that fails makes the group abort: the other tasks are
@@ -25,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "asyncio/awaitable.hpp"
 #include "asyncio/coroutine.hpp"
 #include "asyncio/detail/uncancel.hpp"
 #include "asyncio/exceptions.hpp"
@@ -49,13 +51,53 @@ public:
         }
     }
 
-    /// Starts coro as a task of this group.
-    template <class T>
-    Task<T> create_task(Coroutine<T> coro) {
-        if (state_ == State::kDone) throw RuntimeError("TaskGroup is finished");
-        if (aborting_) throw RuntimeError("TaskGroup is shutting down");
-        Task<T> task = asyncio::create_task(std::move(coro));
-        detail::PromiseBase* p = task.base();
+    /// Starts a task of this group: tg.create_task(aw), tg.create_task(aw, name) or
+    /// tg.create_task(f, args...), the forms of asyncio::create_task (task.hpp); f and args live in
+    /// the task's frame, so a capturing lambda is safe.
+    template <class A, class... Args>
+    auto create_task(A&& a, Args&&... args) {
+        if constexpr (!detail::valid_task_args<A, Args...>) {
+            detail::report_task_args<A, Args...>();
+            return detail::Refused{};
+        } else {
+            if (state_ == State::kDone) throw RuntimeError("TaskGroup is finished");
+            if (aborting_) throw RuntimeError("TaskGroup is shutting down");
+            auto task = asyncio::create_task(std::forward<A>(a), std::forward<Args>(args)...);
+            adopt(task.base());
+            return task;
+        }
+    }
+
+    /// Runs body (the `async with` block: any awaitable), then waits for every task of the group.
+    template <class A>
+    auto run(A&& body) {
+        if constexpr (!detail::storable_awaitable<A>) {
+            detail::require_storable_awaitable<A>();
+            return detail::Refused{};
+        } else {
+            return run_body(detail::as_coroutine(std::forward<A>(body)));
+        }
+    }
+
+    /// Waits for every task of the group (run() with an empty body).
+    Coroutine<> wait() {
+        enter();
+        co_await Exit(*this, nullptr, false);
+    }
+
+    /// Tasks of the group not done yet.
+    std::size_t pending() const noexcept { return pending_; }
+
+private:
+    enum class State { kNew, kEntered, kExiting, kDone };
+
+    struct Child : detail::DoneWaiter {
+        TaskGroup* group = nullptr;
+        detail::PromiseBase* task = nullptr;  // null once done
+    };
+
+    /// Supervises the task p: the group learns when it is done and holds it until then.
+    void adopt(detail::PromiseBase* p) {
         Child& c = children_.emplace_back();
         c.group = this;
         c.task = p;
@@ -64,18 +106,10 @@ public:
         p->waiters_ = &c;
         ++p->refs_;  // held until the task is done, so the group can always reach it
         ++pending_;
-        return task;
-    }
-    template <class T>
-    Task<T> create_task(Coroutine<T> coro, std::string name) {
-        Task<T> t = create_task(std::move(coro));
-        t.set_name(std::move(name));
-        return t;
     }
 
-    /// Runs body (the `async with` block) and then waits for every task of the group.
     template <class T>
-    Coroutine<T> run(Coroutine<T> body) {
+    Coroutine<T> run_body(Coroutine<T> body) {
         enter();
         std::exception_ptr error;
         bool cancelled = false;
@@ -103,23 +137,6 @@ public:
             co_return std::move(*result);
         }
     }
-
-    /// Waits for every task of the group (run() with an empty body).
-    Coroutine<> wait() {
-        enter();
-        co_await Exit(*this, nullptr, false);
-    }
-
-    /// Tasks of the group not done yet.
-    std::size_t pending() const noexcept { return pending_; }
-
-private:
-    enum class State { kNew, kEntered, kExiting, kDone };
-
-    struct Child : detail::DoneWaiter {
-        TaskGroup* group = nullptr;
-        detail::PromiseBase* task = nullptr;  // null once done
-    };
 
     void enter() {
         if (state_ != State::kNew) throw RuntimeError("TaskGroup has already been entered");

@@ -3,6 +3,7 @@
 //   asyncio::Timeout t = asyncio::timeout(100ms);        // or timeout_at(when), or timeout(nullopt)
 //   try { v = co_await t.run(fetch()); } catch (const asyncio::TimeoutError&) { ... t.expired() }
 //   v = co_await asyncio::wait_for(fetch(), 100ms);       // the same in one call
+//   co_await asyncio::wait_for(ev.wait(), 1s);            // any awaitable (awaitable.hpp)
 //
 // run(body) runs body inside the current task. When the deadline passes, the task is cancelled
 // (CancelledError is raised wherever the body is suspended); when that cancellation comes back out
@@ -17,6 +18,7 @@
 #include <optional>
 #include <utility>
 
+#include "asyncio/awaitable.hpp"
 #include "asyncio/coroutine.hpp"
 #include "asyncio/detail/uncancel.hpp"
 #include "asyncio/event_loop.hpp"
@@ -50,9 +52,15 @@ public:
     }
 
     /// Runs body under this timeout (a Timeout runs one body). TimeoutError if the deadline passes.
-    template <class T>
-    Coroutine<T> run(Coroutine<T> body) {
-        return run_impl(this, std::nullopt, std::move(body));
+    /// body is any awaitable (awaitable.hpp): co_await t.run(ev.wait()) works as t.run(f()).
+    template <class A>
+    auto run(A&& body) {
+        if constexpr (!detail::storable_awaitable<A>) {
+            detail::require_storable_awaitable<A>();
+            return detail::Refused{};
+        } else {
+            return run_impl(this, std::nullopt, detail::as_coroutine(std::forward<A>(body)));
+        }
     }
 
     /// wait_for's body: a Timeout of its own in the same frame (one coroutine, not two).
@@ -180,18 +188,20 @@ inline Timeout timeout_at(TimePoint when) { return Timeout(when); }
 /// Python's asyncio.timeout_at(None).
 inline Timeout timeout_at(std::nullopt_t) noexcept { return Timeout(std::nullopt); }
 
-/// Awaits aw with a time limit: TimeoutError (and aw cancelled) if it takes longer than `limit`.
-/// A Task argument is cancelled on timeout too. limit <= 0 means: no waiting at all.
-template <class T, class Rep, class Period>
-Coroutine<T> wait_for(Coroutine<T> aw, std::chrono::duration<Rep, Period> limit) {
-    return Timeout::run_impl(nullptr, deadline_after(get_running_loop().time(), limit), std::move(aw));
-}
-
-template <class T, class Rep, class Period>
-Coroutine<T> wait_for(Task<T> task, std::chrono::duration<Rep, Period> limit) {
-    auto body = [](Task<T> t) -> Coroutine<T> { co_return co_await std::move(t); };
-    return Timeout::run_impl(nullptr, deadline_after(get_running_loop().time(), limit),
-                             body(std::move(task)));
+/// Awaits aw (any awaitable: a Coroutine, a Task, ev.wait(), q.get(), sock_recv(...), ...) with a
+/// time limit: TimeoutError (and aw cancelled) if it takes longer than `limit`. A Task argument is
+/// cancelled on timeout too; any other awaitable is awaited inside the awaiting task, so its own
+/// cancellation does the cleaning (an Event wait leaves the waiters, a q.get() takes no item).
+/// limit <= 0 means: no waiting at all.
+template <class A, class Rep, class Period>
+auto wait_for(A&& aw, std::chrono::duration<Rep, Period> limit) {
+    if constexpr (!detail::storable_awaitable<A>) {
+        detail::require_storable_awaitable<A>();
+        return detail::Refused{};
+    } else {
+        return Timeout::run_impl(nullptr, deadline_after(get_running_loop().time(), limit),
+                                 detail::as_coroutine(std::forward<A>(aw)));
+    }
 }
 
 }  // namespace asyncio

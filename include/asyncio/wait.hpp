@@ -1,19 +1,25 @@
-// asyncio::wait and asyncio::as_completed (asyncio 3.12 semantics, over a vector of tasks).
+// asyncio::wait and asyncio::as_completed (asyncio 3.13 semantics, over a std::vector of
+// awaitables: Tasks, Coroutines, or anything awaitable, which become tasks as ensure_future makes
+// them).
 //
 //   auto [done, pending] = co_await asyncio::wait(tasks, asyncio::FIRST_COMPLETED, 1s);
-//   auto it = asyncio::as_completed(tasks);
+//   for (auto next : asyncio::as_completed(tasks)) { int r = co_await next; ... }  // results
+//   auto it = asyncio::as_completed(tasks);                                        // or tasks
 //   while (it.has_next()) { asyncio::Task<int> t = co_await it.next(); ... t.result() ... }
 //
 // wait() returns when the condition holds or the timeout passes (no TimeoutError: whatever is not
 // done is in `pending`); it never cancels the tasks, and cancelling the waiting task leaves them
 // running. ValueError for an empty set. as_completed yields the tasks in the order they finish;
-// once the timeout passes, next() raises TimeoutError. Coroutines given to either become tasks.
+// once the timeout passes, next() raises TimeoutError. Unlike CPython 3.11+, wait() accepts
+// coroutines (and any awaitable): `done` and `pending` hold the tasks made of them.
 #pragma once
 
+#include <cassert>
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
 #include <deque>
+#include <iterator>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -54,6 +60,13 @@ public:
             n.next = p->waiters_;
             p->waiters_ = &n;
         }
+    }
+    /// Movable until it is awaited (so that wait_for(wait(...), d) and the like can keep it): the
+    /// nodes stay where they are (in the vector's block), only their back pointers change.
+    TaskWatcher(TaskWatcher&& o) noexcept
+        : CancelHook(), tasks_(std::move(o.tasks_)), nodes_(std::move(o.nodes_)) {
+        assert(!o.suspended_ && !o.armed_);
+        for (Node& n : nodes_) n.watcher = this;
     }
     TaskWatcher(const TaskWatcher&) = delete;
     TaskWatcher& operator=(const TaskWatcher&) = delete;
@@ -187,20 +200,34 @@ inline std::optional<TimePoint> wait_deadline(std::optional<Duration> timeout) {
 
 }  // namespace detail
 
-/// Waits until `when` holds for tasks, or until timeout; returns {done, pending}.
-template <class T>
-detail::WaitAwaiter<T> wait(std::vector<Task<T>> tasks, ReturnWhen when = ALL_COMPLETED,
-                            std::optional<Duration> timeout = std::nullopt) {
-    if (tasks.empty()) throw ValueError("Set of Tasks/Futures is empty.");
-    return detail::WaitAwaiter<T>(std::move(tasks), when, detail::wait_deadline(timeout));
+/// Waits until `when` holds for the awaitables, or until timeout; returns {done, pending} (Tasks).
+/// aws is a std::vector of Tasks, Coroutines or any other awaitables (each becomes a task, as
+/// ensure_future does; an lvalue vector is copied, so one of Coroutines must be moved).
+template <class V>
+auto wait(V&& aws, ReturnWhen when = ALL_COMPLETED,
+          std::optional<Duration> timeout = std::nullopt) {
+    if constexpr (!detail::awaitable_vector<V>) {
+        detail::require_awaitable_vector<V>();
+        return detail::Refused{};
+    } else {
+        using T = detail::future_value_t<typename std::remove_cvref_t<V>::value_type>;
+        if (aws.empty()) throw ValueError("Set of Tasks/Futures is empty.");
+        const std::optional<TimePoint> deadline = detail::wait_deadline(timeout);
+        return detail::WaitAwaiter<T>(detail::as_tasks(std::forward<V>(aws)), when, deadline);
+    }
 }
 /// The same with a timeout in any unit (a huge one saturates instead of overflowing into Duration).
-template <class T, class Rep, class Period>
-detail::WaitAwaiter<T> wait(std::vector<Task<T>> tasks, ReturnWhen when,
-                            std::chrono::duration<Rep, Period> timeout) {
-    if (tasks.empty()) throw ValueError("Set of Tasks/Futures is empty.");
-    return detail::WaitAwaiter<T>(std::move(tasks), when,
-                                  deadline_after(get_running_loop().time(), timeout));
+template <class V, class Rep, class Period>
+auto wait(V&& aws, ReturnWhen when, std::chrono::duration<Rep, Period> timeout) {
+    if constexpr (!detail::awaitable_vector<V>) {
+        detail::require_awaitable_vector<V>();
+        return detail::Refused{};
+    } else {
+        using T = detail::future_value_t<typename std::remove_cvref_t<V>::value_type>;
+        if (aws.empty()) throw ValueError("Set of Tasks/Futures is empty.");
+        const TimePoint deadline = deadline_after(get_running_loop().time(), timeout);
+        return detail::WaitAwaiter<T>(detail::as_tasks(std::forward<V>(aws)), when, deadline);
+    }
 }
 
 /// Yields tasks as they finish (see above).
@@ -218,26 +245,62 @@ public:
     /// True while some task has not been handed out by next().
     bool has_next() const noexcept { return remaining_ > 0; }
 
-    struct Next {
+    struct [[nodiscard]] Next {
         AsCompleted& ac;
-        bool await_ready() const {
-            return ac.remaining_ == 0 || !ac.finished_.empty() || ac.timed_out();
-        }
+        bool await_ready() const { return ac.ready(); }
         bool await_suspend(std::coroutine_handle<> h) { return ac.suspend(h, ac.deadline_); }
-        Task<T> await_resume() {
-            ac.check_cancel();
-            if (ac.remaining_ == 0) throw InvalidStateError("as_completed(): no tasks left");
-            if (ac.finished_.empty()) throw TimeoutError();
-            const std::size_t i = ac.finished_.front();
-            ac.finished_.pop_front();
-            if (--ac.remaining_ == 0) ac.disarm();
-            return ac.tasks_[i];
-        }
+        Task<T> await_resume() { return ac.tasks_[ac.take_next()]; }
     };
     /// The next task to finish (TimeoutError once the timeout has passed).
     Next next() noexcept { return Next{*this}; }
 
+    /// What iterating yields: awaiting it gives the result of the next task to finish (its
+    /// exception is raised; TimeoutError once the timeout has passed).
+    struct [[nodiscard]] NextResult {
+        AsCompleted* ac;
+        bool await_ready() const { return ac->ready(); }
+        bool await_suspend(std::coroutine_handle<> h) { return ac->suspend(h, ac->deadline_); }
+        decltype(auto) await_resume() {
+            Task<T>& t = ac->tasks_[ac->take_next()];
+            return detail::take_result(t.promise(), t.base()->refs_ == 1);
+        }
+    };
+    /// Python 3.13's plain iteration, one awaitable per task:
+    ///   for (auto next : asyncio::as_completed(std::move(aws))) { T r = co_await next; ... }
+    class iterator {
+    public:
+        using value_type = NextResult;
+        using difference_type = std::ptrdiff_t;
+        iterator() noexcept = default;
+        explicit iterator(AsCompleted* ac) noexcept : ac_(ac) {}
+        NextResult operator*() const noexcept { return NextResult{ac_}; }
+        iterator& operator++() noexcept {
+            ++i_;
+            return *this;
+        }
+        void operator++(int) noexcept { ++i_; }
+        bool operator==(std::default_sentinel_t) const noexcept { return i_ >= ac_->tasks_.size(); }
+
+    private:
+        AsCompleted* ac_ = nullptr;
+        std::size_t i_ = 0;
+    };
+    iterator begin() noexcept { return iterator(this); }
+    std::default_sentinel_t end() const noexcept { return {}; }
+
 private:
+    bool ready() const { return remaining_ == 0 || !finished_.empty() || timed_out(); }
+    /// After a wait: the index of the next finished task (or CancelledError, InvalidStateError,
+    /// TimeoutError).
+    std::size_t take_next() {
+        this->check_cancel();
+        if (remaining_ == 0) throw InvalidStateError("as_completed(): no tasks left");
+        if (finished_.empty()) throw TimeoutError();
+        const std::size_t i = finished_.front();
+        finished_.pop_front();
+        if (--remaining_ == 0) this->disarm();
+        return i;
+    }
     bool timed_out() const {
         return this->timed_out_ || (deadline_ && *deadline_ <= get_running_loop().time());
     }
@@ -251,14 +314,29 @@ private:
     std::size_t remaining_ = 0;
 };
 
-template <class T>
-AsCompleted<T> as_completed(std::vector<Task<T>> tasks,
-                            std::optional<Duration> timeout = std::nullopt) {
-    return AsCompleted<T>(std::move(tasks), detail::wait_deadline(timeout));
+/// as_completed over a std::vector of Tasks, Coroutines or any other awaitables (each becomes a
+/// task, as ensure_future does), with an optional timeout (any unit).
+template <class V>
+auto as_completed(V&& aws, std::optional<Duration> timeout = std::nullopt) {
+    if constexpr (!detail::awaitable_vector<V>) {
+        detail::require_awaitable_vector<V>();
+        return detail::Refused{};
+    } else {
+        using T = detail::future_value_t<typename std::remove_cvref_t<V>::value_type>;
+        const std::optional<TimePoint> deadline = detail::wait_deadline(timeout);
+        return AsCompleted<T>(detail::as_tasks(std::forward<V>(aws)), deadline);
+    }
 }
-template <class T, class Rep, class Period>
-AsCompleted<T> as_completed(std::vector<Task<T>> tasks, std::chrono::duration<Rep, Period> timeout) {
-    return AsCompleted<T>(std::move(tasks), deadline_after(get_running_loop().time(), timeout));
+template <class V, class Rep, class Period>
+auto as_completed(V&& aws, std::chrono::duration<Rep, Period> timeout) {
+    if constexpr (!detail::awaitable_vector<V>) {
+        detail::require_awaitable_vector<V>();
+        return detail::Refused{};
+    } else {
+        using T = detail::future_value_t<typename std::remove_cvref_t<V>::value_type>;
+        const TimePoint deadline = deadline_after(get_running_loop().time(), timeout);
+        return AsCompleted<T>(detail::as_tasks(std::forward<V>(aws)), deadline);
+    }
 }
 
 }  // namespace asyncio

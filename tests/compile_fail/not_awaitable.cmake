@@ -1,0 +1,25 @@
+# Builds not_awaitable.cpp for one CASE twice: without -DBAD it must build; with it, it must fail,
+# its first error must be our static_assert (EXPECT, a piece of its message) and, if TYPE is given,
+# the compiler's output must name the argument's type (argument_is_awaitable<TYPE>).
+# -DCXX=compiler -DSOURCE=not_awaitable.cpp -DINCLUDE=include dir -DCASE=n -DEXPECT=text [-DTYPE=name]
+set(flags -std=c++20 -fsyntax-only -Wall -Wextra -Werror -I${INCLUDE} -DCASE=${CASE} ${SOURCE})
+execute_process(COMMAND ${CXX} ${flags} RESULT_VARIABLE ok_rc OUTPUT_VARIABLE ok_out ERROR_VARIABLE ok_err)
+if(NOT ok_rc EQUAL 0)
+  message(FATAL_ERROR "case ${CASE}: the correct use does not build:\n${ok_err}")
+endif()
+execute_process(COMMAND ${CXX} -DBAD ${flags} RESULT_VARIABLE bad_rc OUTPUT_VARIABLE bad_out ERROR_VARIABLE bad_err)
+if(bad_rc EQUAL 0)
+  message(FATAL_ERROR "case ${CASE}: the misuse builds without a diagnostic")
+endif()
+string(REGEX MATCH "error:[^\n]*" first_error "${bad_err}")
+string(FIND "${first_error}" "${EXPECT}" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "case ${CASE}: the first error is not \"${EXPECT}\" but:\n${first_error}\n\n${bad_err}")
+endif()
+if(DEFINED TYPE)
+  string(FIND "${bad_err}" "argument_is_awaitable<${TYPE}>" named)
+  if(named EQUAL -1)
+    message(FATAL_ERROR "case ${CASE}: the diagnostic does not name the type ${TYPE}:\n${bad_err}")
+  endif()
+endif()
+message(STATUS "case ${CASE}: refused as it should be: ${first_error}")
