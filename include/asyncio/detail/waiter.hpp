@@ -1,0 +1,216 @@
+// The waiting protocol, in one place: a task suspends on something (a list of a primitive, a
+// timer, an I/O operation, a result from a thread), something wakes it, or Task::cancel() does.
+// Every awaiter of the library that suspends a task until something happens is built on Waiter:
+// sleep, Event, Lock, Condition, Semaphore, Barrier, Queue, run_in_executor, the socket
+// operations, the streams' waits. (Awaiting a task, gather, wait, shield, TaskGroup pass a
+// cancellation on to what they await instead: see docs/design.md, "One waiting protocol".)
+//
+// The protocol, as a Waiter sees it:
+//
+//   await_suspend:  begin_wait(h, what, hook) records the task (RuntimeError outside a task) and
+//                   arms the cancel hook; false when a cancellation is already pending (the
+//                   awaiter does not suspend, and end_wait() raises it at once). Then register
+//                   wherever the wake-up will come from.
+//   the wake-up:    wake() (resume from the ready queue: asyncio's ordering), wake_via(fn, ctx)
+//                   (run fn from the ready queue instead, which resumes the task or calls
+//                   wait_again()), wake_now() (already running from the ready queue: a due timer,
+//                   an I/O completion).
+//   the cancel hook (Task::cancel of the waiting task): unregister, then `return cancel_wait();`.
+//   await_resume:   end_wait(pass_on) returns when the wait was woken; raises CancelledError when
+//                   it was cancelled, or woken but cancelled before the task ran: then pass_on()
+//                   first hands on what the wake-up gave it (a lock, a permit, a queue's wake-up),
+//                   so that no hand-off is lost.
+//
+// ListWaiter is a Waiter queued in a WaitQueue (FIFO, intrusive: waiting never allocates); a new
+// primitive's awaiter is then a few lines:
+//
+//   struct Awaiter : detail::ListWaiter {
+//       Thing& thing;
+//       bool await_ready() const noexcept { return thing.ready; }
+//       bool await_suspend(std::coroutine_handle<> h) { return wait_in(thing.waiters, h, "Thing::wait()"); }
+//       void await_resume() { end_wait(); }
+//   };
+//   ... thing.ready = true; thing.waiters.wake_all();     // or: if (auto* w = waiters.pop_front()) w->wake();
+//
+// A cancelled waiter is always woken through the loop it waits on (recorded by begin_wait), so a
+// wake-up or a cancellation that comes while no loop runs (between two runs, during close())
+// schedules the task on its own loop.
+#pragma once
+
+#include <coroutine>
+#include <cstdint>
+#include <utility>
+
+#include "asyncio/detail/promise.hpp"
+#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/event_loop.hpp"
+#include "asyncio/task.hpp"
+
+namespace asyncio::detail {
+
+/// Where a Waiter is in its protocol.
+enum class WaitState : std::uint8_t {
+    kIdle = 0,       // did not suspend (the awaited thing was ready at once)
+    kWaiting = 1,    // suspended and registered: the cancel hook is armed
+    kWoken = 2,      // woken by what it waited for (resumed, or about to be from the ready queue)
+    kCancelled = 3,  // woken by its cancel hook, or a cancellation was pending at begin_wait
+};
+
+class Waiter : public CancelHook {
+public:
+    using Hook = bool (*)(CancelHook*);
+
+    Waiter() noexcept = default;
+    Waiter(const Waiter&) noexcept : CancelHook() {}  // a copy is a fresh waiter
+    Waiter& operator=(const Waiter&) noexcept { return *this; }
+
+    /// The waiting task (null while kIdle).
+    PromiseBase* task() const noexcept { return task_; }
+    /// The loop the task waits on (null before begin_wait succeeded).
+    EventLoop* loop() const noexcept { return reinterpret_cast<EventLoop*>(bits_ & ~kStateMask); }
+    WaitState wait_state() const noexcept { return static_cast<WaitState>(bits_ & kStateMask); }
+
+    // ---- await_suspend ----
+
+    /// Starts waiting: records the current task and its loop and arms `hook` as its cancel hook.
+    /// True: suspend (register the waiter now). False: a cancellation is pending; do not suspend
+    /// (end_wait raises it). RuntimeError naming `what` outside a task.
+    bool begin_wait(std::coroutine_handle<> h, const char* what, Hook hook) {
+        PromiseBase* const t = current_task_or_throw(what);
+        task_ = t;
+        if (!suspend_task(t, h, this)) [[unlikely]] {
+            bits_ = static_cast<std::uintptr_t>(WaitState::kCancelled);
+            return false;
+        }
+        CancelHook::fn = hook;
+        bits_ = reinterpret_cast<std::uintptr_t>(t_running_loop) | static_cast<std::uintptr_t>(WaitState::kWaiting);
+        return true;
+    }
+    /// The registration that followed begin_wait failed (it threw): the task does not suspend.
+    void abandon_wait() noexcept {
+        task_->waiting_ = nullptr;
+        set_state(WaitState::kIdle);
+    }
+    /// What it waits for happened during await_suspend itself (an I/O operation that completed
+    /// at once): do not suspend after all; end_wait returns normally.
+    void ready_at_once() noexcept {
+        task_->waiting_ = nullptr;
+        set_state(WaitState::kWoken);
+    }
+
+    // ---- the wake-up ----
+
+    /// Resumes the task from its loop's ready queue. From then on a cancellation is raised at
+    /// end_wait, after the hand-off is passed on.
+    void wake() { wake_via(&step_task, task_); }
+    /// As wake(), but runs fn(ctx) from the ready queue: fn resumes the task (step_task) or makes
+    /// it wait again (wait_again). If scheduling throws, nothing changed.
+    void wake_via(void (*fn)(void*), void* ctx) {
+        loop()->schedule(fn, ctx);
+        task_->waiting_ = nullptr;
+        set_state(WaitState::kWoken);
+    }
+    /// Resumes the task at once; only from a callback that itself runs from the ready queue (a
+    /// due timer, an I/O completion, a result delivered from a thread). The waiter's frame may be
+    /// gone when this returns.
+    void wake_now() {
+        task_->waiting_ = nullptr;
+        set_state(WaitState::kWoken);
+        step_task(task_);
+    }
+    /// After wake_via: the task waits again (its hook armed again), without having run.
+    void wait_again() noexcept {
+        set_state(WaitState::kWaiting);
+        task_->waiting_ = this;
+    }
+
+    // ---- the cancel hook ----
+
+    /// The wait was withdrawn by its cancel hook (which unregistered it): the task resumes from
+    /// its loop's ready queue and raises CancelledError (even if uncancel() comes before it runs,
+    /// as asyncio's cancelled future). Returns false, which is the hook's answer.
+    bool cancel_wait() {
+        loop()->schedule(&step_task, task_);
+        task_->waiting_ = nullptr;
+        set_state(WaitState::kCancelled);
+        return false;
+    }
+
+    // ---- await_resume ----
+
+    /// Returns when the wait ended normally (or never suspended). Raises CancelledError when it
+    /// was cancelled, or when it was woken and then cancelled before the task ran: then pass_on()
+    /// runs first and hands on whatever the wake-up gave this waiter.
+    template <class PassOn>
+    void end_wait(PassOn&& pass_on) const {
+        const WaitState s = wait_state();
+        if (s == WaitState::kIdle) return;
+        if (s == WaitState::kWoken) {
+            if (!task_->has(kMustCancel)) [[likely]]
+                return;
+            std::forward<PassOn>(pass_on)();
+        }
+        throw_cancelled(task_);
+    }
+    void end_wait() const {
+        end_wait([] {});
+    }
+
+    /// The Waiter whose cancel hook h is.
+    static Waiter* from_hook(CancelHook* h) noexcept { return static_cast<Waiter*>(h); }
+
+private:
+    // The state lives in the low bits of the loop pointer (an EventLoop is at least 4-aligned), so
+    // a Waiter is three words: the hook, the task, the loop.
+    static constexpr std::uintptr_t kStateMask = 3;
+    void set_state(WaitState s) noexcept { bits_ = (bits_ & ~kStateMask) | static_cast<std::uintptr_t>(s); }
+
+    PromiseBase* task_ = nullptr;
+    std::uintptr_t bits_ = 0;
+};
+
+static_assert(alignof(EventLoop) >= 4, "Waiter keeps its state in the low bits of an EventLoop*");
+
+class WaitQueue;
+
+/// A Waiter queued in a WaitQueue (a primitive's FIFO of waiting tasks). The node lives in the
+/// awaiter, in the waiting coroutine's frame; a queue destroyed while tasks wait in it detaches
+/// them (they stay suspended until cancelled, and their cancellation touches nothing of it).
+class ListWaiter : public WaiterNode, public Waiter {
+public:
+    /// await_suspend: begin_wait, then queue at the back of q. `hook` defaults to withdraw().
+    inline bool wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook = &withdraw);
+
+    /// The default cancel hook: leave the queue (if it still exists) and raise CancelledError.
+    static bool withdraw(CancelHook* h) {
+        auto* self = from_hook(h);
+        unlink(self);
+        return self->cancel_wait();
+    }
+    static ListWaiter* from_hook(CancelHook* h) noexcept { return static_cast<ListWaiter*>(Waiter::from_hook(h)); }
+};
+
+/// A FIFO of ListWaiters.
+class WaitQueue {
+public:
+    bool empty() const noexcept { return list_.empty(); }
+    ListWaiter* front() const noexcept { return static_cast<ListWaiter*>(list_.front()); }
+    void push_back(ListWaiter* w) noexcept { list_.push_back(w); }
+    ListWaiter* pop_front() noexcept { return static_cast<ListWaiter*>(list_.pop_front()); }
+    void remove(ListWaiter* w) noexcept { list_.remove(w); }
+    /// Wakes every waiter, first come first woken.
+    void wake_all() {
+        while (ListWaiter* w = pop_front()) w->wake();
+    }
+
+private:
+    WaiterList list_;
+};
+
+inline bool ListWaiter::wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook) {
+    if (!begin_wait(h, what, hook)) return false;
+    q.push_back(this);
+    return true;
+}
+
+}  // namespace asyncio::detail
