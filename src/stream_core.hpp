@@ -227,6 +227,7 @@ private:
 
     StreamCore& core_;
     std::size_t want_;
+    EventLoop* loop_ = nullptr;
     std::size_t offered_ = 0;
     bool io_ = false;        // a recv was submitted
     bool prepared_ = false;  // the buffer's tail is pinned for it

@@ -86,7 +86,7 @@ void ListWait::wake_all(WaitQueue& list) noexcept {
 // ---- FillAwaiter ----
 
 FillAwaiter::~FillAwaiter() {
-    if (state == IoState::pending) io_cancel(*loop(), *this);
+    if (state == IoState::pending) io_cancel(*loop_, *this);
     if (core_.read_waiter_ == this) core_.read_waiter_ = nullptr;
     if (prepared_) core_.rbuf_.unpin();
 }
@@ -98,6 +98,7 @@ bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
         room = core_.rbuf_.prepare(want_);  // may throw: nothing is registered yet
         prepared_ = true;
     }
+    loop_ = t_running_loop;
     if (!begin_wait(h, "StreamReader", io ? &on_cancel_io : &on_cancel_fed)) return false;
     core_.read_waiter_ = this;
     if (!io) return true;
@@ -111,7 +112,7 @@ bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
     io_ = true;
     bool done;
     try {
-        done = io_submit(*loop(), *this);
+        done = io_submit(*loop_, *this);
     } catch (...) {
         abandon_wait();
         core_.read_waiter_ = nullptr;
@@ -154,9 +155,9 @@ void FillAwaiter::wake() noexcept {
     if (core_.read_waiter_ == this) core_.read_waiter_ = nullptr;
     if (io_) {
         // Withdraw the receive; if it already completed, its queued completion resumes the task.
-        if (state == IoState::pending && io_cancel(*loop(), *this)) {
+        if (state == IoState::pending && io_cancel(*loop_, *this)) {
             try {
-                Waiter::wake();
+                wake_via(*loop_, &step_task, task());
             } catch (...) {
             }
         }
@@ -164,16 +165,16 @@ void FillAwaiter::wake() noexcept {
     }
     if (wait_state() != WaitState::kWaiting) return;
     try {
-        Waiter::wake();
+        wake_via(*loop_, &step_task, task());  // (feed_data may come while no loop runs)
     } catch (...) {
     }
 }
 
 bool FillAwaiter::on_cancel_io(CancelHook* h) {
     auto* self = static_cast<FillAwaiter*>(from_hook(h));
-    if (io_cancel(*self->loop(), *self)) {
+    if (io_cancel(*self->loop_, *self)) {
         if (self->core_.read_waiter_ == self) self->core_.read_waiter_ = nullptr;
-        return self->cancel_wait();  // withdrawn: nothing was received; CancelledError at the co_await
+        return self->cancel_wait(*self->loop_);  // withdrawn: nothing was received; CancelledError at the co_await
     }
     // Completed in this iteration, completion queued: keep the bytes, raise at the next suspension.
     self->task()->flags_ |= kMustCancel;
@@ -183,7 +184,7 @@ bool FillAwaiter::on_cancel_io(CancelHook* h) {
 bool FillAwaiter::on_cancel_fed(CancelHook* h) {
     auto* self = static_cast<FillAwaiter*>(from_hook(h));
     if (self->core_.read_waiter_ == self) self->core_.read_waiter_ = nullptr;
-    return self->cancel_wait();
+    return self->cancel_wait(*self->loop_);
 }
 
 void FillAwaiter::on_complete(void* op) { static_cast<FillAwaiter*>(static_cast<IoOp*>(op))->wake_now(); }

@@ -101,7 +101,12 @@ public:
         // raise. Returns true: the condition wakes the task itself (with CancelledError).
         static bool on_cancel_waiting(detail::CancelHook* h) {
             auto* self = static_cast<WaitAwaiter*>(from_hook(h));
-            if (!self->linked()) return self->cancel_wait();  // the condition is gone
+            // The condition is gone, or the loop is closing (the task never runs again: it
+            // must not take the lock).
+            if (!self->linked() || self->task()->has(detail::kAbandoned)) {
+                detail::unlink(self);
+                return self->cancel_wait();
+            }
             detail::unlink(self);
             self->cancelled_ = true;
             self->reacquire();
@@ -110,7 +115,10 @@ public:
         // Cancelled while re-acquiring: keep waiting for the lock, raise once it is ours.
         static bool on_cancel_reacquiring(detail::CancelHook* h) {
             auto* self = static_cast<WaitAwaiter*>(from_hook(h));
-            if (!self->linked()) return self->cancel_wait();  // the lock is gone
+            if (!self->linked() || self->task()->has(detail::kAbandoned)) {  // as above
+                detail::unlink(self);
+                return self->cancel_wait();
+            }
             self->cancelled_ = true;
             return true;
         }

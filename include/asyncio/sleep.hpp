@@ -26,7 +26,7 @@ struct [[nodiscard]] SleepAwaiter : Waiter {
                 wake();  // back of the ready queue: exactly one iteration
             } else {
                 // Due timers already run from the ready queue: resume the task directly.
-                EventLoop& l = *loop();
+                EventLoop& l = *t_running_loop;
                 timer = l.add_timer(deadline_after(l.time(), delay), [this] { wake_now(); });
             }
         } catch (...) {
@@ -39,7 +39,7 @@ struct [[nodiscard]] SleepAwaiter : Waiter {
 
     static bool on_cancel(CancelHook* hook) {
         auto* self = static_cast<SleepAwaiter*>(from_hook(hook));
-        self->loop()->cancel_timer(self->timer);
+        t_running_loop->cancel_timer(self->timer);
         return self->cancel_wait();
     }
 };

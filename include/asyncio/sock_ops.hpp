@@ -116,7 +116,7 @@ public:
     IoAwaiter& operator=(const IoAwaiter&) = delete;
     ~IoAwaiter() {
         // A frame destroyed while suspended (its loop closed): leave nothing pointing into it.
-        if (state == IoState::pending) io_cancel(*loop(), *this);
+        if (state == IoState::pending) io_cancel(*loop_, *this);
     }
 
     bool await_ready() const noexcept { return false; }
@@ -124,11 +124,12 @@ public:
 protected:
     /// Submits the op; true if the task must stay suspended.
     bool start(std::coroutine_handle<> h, const char* what, void (*on_complete)(void*) = &resume) {
+        loop_ = t_running_loop;
         // A cancellation already pending: raise it without doing anything.
         if (!begin_wait(h, what, &on_cancel)) return false;
         complete = on_complete;
         try {
-            if (!io_submit(*loop(), *this)) return true;
+            if (!io_submit(*loop_, *this)) return true;
         } catch (...) {
             abandon_wait();
             throw;
@@ -147,10 +148,14 @@ protected:
     /// Resumes the task (runs from the ready queue).
     static void resume(void* op) { static_cast<IoAwaiter*>(static_cast<IoOp*>(op))->wake_now(); }
 
+    EventLoop* loop_ = nullptr;
+
 private:
     static bool on_cancel(CancelHook* h) {
         auto* self = static_cast<IoAwaiter*>(from_hook(h));
-        if (io_cancel(*self->loop(), *self)) return self->cancel_wait();  // withdrawn: it did nothing
+        // Withdrawn: it did nothing. Woken through its own loop: cancel() may come while no loop
+        // runs (asyncio::run's shutdown cancels the tasks left before running the loop again).
+        if (io_cancel(*self->loop_, *self)) return self->cancel_wait(*self->loop_);
         // It completed in this iteration and its completion is queued: deliver the result, and
         // raise the cancellation at the task's next suspension point (an I/O operation cannot be
         // undone, so this is where it differs from end_wait's pass-on).
@@ -225,7 +230,7 @@ private:
                 return false;
             }
             try {
-                if (!io_submit(*loop(), *this)) {
+                if (!io_submit(*loop_, *this)) {
                     wait_again();
                     return true;
                 }

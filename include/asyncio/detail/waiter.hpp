@@ -32,9 +32,9 @@
 //   };
 //   ... thing.ready = true; thing.waiters.wake_all();     // or: if (auto* w = waiters.pop_front()) w->wake();
 //
-// A cancelled waiter is always woken through the loop it waits on (recorded by begin_wait), so a
-// wake-up or a cancellation that comes while no loop runs (between two runs, during close())
-// schedules the task on its own loop.
+// A waiter is woken through the running loop, which is its own (loop-thread only); a wake-up
+// between two runs of the loop (no loop running: Event::set() from main between two
+// run_until_complete) goes to the thread's loop when the task is one of its tasks.
 #pragma once
 
 #include <coroutine>
@@ -56,6 +56,11 @@ enum class WaitState : std::uint8_t {
     kCancelled = 3,  // woken by its cancel hook, or a cancellation was pending at begin_wait
 };
 
+/// The loop a waiting task belongs to, when none is running (a wake-up or a cancellation between
+/// two runs of its loop): the thread's loop if the task is one of its own; RuntimeError otherwise.
+/// Cold; defined in src/task.cpp.
+[[gnu::cold]] EventLoop& loop_of_waiting_task(PromiseBase* t);
+
 class Waiter : public CancelHook {
 public:
     using Hook = bool (*)(CancelHook*);
@@ -65,74 +70,86 @@ public:
     Waiter& operator=(const Waiter&) noexcept { return *this; }
 
     /// The waiting task (null while kIdle).
-    PromiseBase* task() const noexcept { return task_; }
-    /// The loop the task waits on (null before begin_wait succeeded).
-    EventLoop* loop() const noexcept { return reinterpret_cast<EventLoop*>(bits_ & ~kStateMask); }
+    PromiseBase* task() const noexcept { return reinterpret_cast<PromiseBase*>(bits_ & ~kStateMask); }
     WaitState wait_state() const noexcept { return static_cast<WaitState>(bits_ & kStateMask); }
 
     // ---- await_suspend ----
 
-    /// Starts waiting: records the current task and its loop and arms `hook` as its cancel hook.
-    /// True: suspend (register the waiter now). False: a cancellation is pending; do not suspend
-    /// (end_wait raises it). RuntimeError naming `what` outside a task.
+    /// Starts waiting: records the current task and arms `hook` as its cancel hook. True: suspend
+    /// (register the waiter now). False: a cancellation is pending; do not suspend (end_wait
+    /// raises it). RuntimeError naming `what` outside a task.
     bool begin_wait(std::coroutine_handle<> h, const char* what, Hook hook) {
         PromiseBase* const t = current_task_or_throw(what);
-        task_ = t;
         if (!suspend_task(t, h, this)) [[unlikely]] {
-            bits_ = static_cast<std::uintptr_t>(WaitState::kCancelled);
+            set(t, WaitState::kCancelled);
             return false;
         }
         CancelHook::fn = hook;
-        bits_ = reinterpret_cast<std::uintptr_t>(t_running_loop) | static_cast<std::uintptr_t>(WaitState::kWaiting);
+        set(t, WaitState::kWaiting);
         return true;
     }
     /// The registration that followed begin_wait failed (it threw): the task does not suspend.
     void abandon_wait() noexcept {
-        task_->waiting_ = nullptr;
-        set_state(WaitState::kIdle);
+        task()->waiting_ = nullptr;
+        bits_ = 0;
     }
     /// What it waits for happened during await_suspend itself (an I/O operation that completed
     /// at once): do not suspend after all; end_wait returns normally.
     void ready_at_once() noexcept {
-        task_->waiting_ = nullptr;
-        set_state(WaitState::kWoken);
+        PromiseBase* const t = task();
+        t->waiting_ = nullptr;
+        set(t, WaitState::kWoken);
     }
 
     // ---- the wake-up ----
 
-    /// Resumes the task from its loop's ready queue. From then on a cancellation is raised at
-    /// end_wait, after the hand-off is passed on.
-    void wake() { wake_via(&step_task, task_); }
+    /// Resumes the task from the ready queue of its loop (the running one). From then on a
+    /// cancellation is raised at end_wait, after the hand-off is passed on.
+    void wake() { wake_via(&step_task, task()); }
     /// As wake(), but runs fn(ctx) from the ready queue: fn resumes the task (step_task) or makes
     /// it wait again (wait_again). If scheduling throws, nothing changed.
     void wake_via(void (*fn)(void*), void* ctx) {
-        loop()->schedule(fn, ctx);
-        task_->waiting_ = nullptr;
-        set_state(WaitState::kWoken);
+        EventLoop* loop = t_running_loop;
+        if (loop == nullptr) [[unlikely]]
+            loop = &loop_of_waiting_task(task());
+        wake_via(*loop, fn, ctx);
+    }
+    /// The same, on a given loop (an awaiter that knows its loop).
+    void wake_via(EventLoop& loop, void (*fn)(void*), void* ctx) {
+        PromiseBase* const t = task();
+        loop.schedule(fn, ctx);
+        t->waiting_ = nullptr;
+        set(t, WaitState::kWoken);
     }
     /// Resumes the task at once; only from a callback that itself runs from the ready queue (a
     /// due timer, an I/O completion, a result delivered from a thread). The waiter's frame may be
     /// gone when this returns.
     void wake_now() {
-        task_->waiting_ = nullptr;
-        set_state(WaitState::kWoken);
-        step_task(task_);
+        PromiseBase* const t = task();
+        t->waiting_ = nullptr;
+        set(t, WaitState::kWoken);
+        step_task(t);
     }
     /// After wake_via: the task waits again (its hook armed again), without having run.
     void wait_again() noexcept {
-        set_state(WaitState::kWaiting);
-        task_->waiting_ = this;
+        PromiseBase* const t = task();
+        set(t, WaitState::kWaiting);
+        t->waiting_ = this;
     }
 
     // ---- the cancel hook ----
 
     /// The wait was withdrawn by its cancel hook (which unregistered it): the task resumes from
-    /// its loop's ready queue and raises CancelledError (even if uncancel() comes before it runs,
-    /// as asyncio's cancelled future). Returns false, which is the hook's answer.
-    bool cancel_wait() {
-        loop()->schedule(&step_task, task_);
-        task_->waiting_ = nullptr;
-        set_state(WaitState::kCancelled);
+    /// the ready queue and raises CancelledError (even if uncancel() comes before it runs, as
+    /// asyncio's cancelled future). Returns false, which is the hook's answer. (A hook runs with
+    /// the task's loop as the running loop: Task::cancel and EventLoop::close see to it.)
+    bool cancel_wait() { return cancel_wait(*t_running_loop); }
+    /// The same, on a given loop (an awaiter that knows its loop).
+    bool cancel_wait(EventLoop& loop) {
+        PromiseBase* const t = task();
+        loop.schedule(&step_task, t);
+        t->waiting_ = nullptr;
+        set(t, WaitState::kCancelled);
         return false;
     }
 
@@ -146,11 +163,11 @@ public:
         const WaitState s = wait_state();
         if (s == WaitState::kIdle) return;
         if (s == WaitState::kWoken) {
-            if (!task_->has(kMustCancel)) [[likely]]
+            if (!task()->has(kMustCancel)) [[likely]]
                 return;
             std::forward<PassOn>(pass_on)();
         }
-        throw_cancelled(task_);
+        throw_cancelled(task());
     }
     void end_wait() const {
         end_wait([] {});
@@ -160,16 +177,17 @@ public:
     static Waiter* from_hook(CancelHook* h) noexcept { return static_cast<Waiter*>(h); }
 
 private:
-    // The state lives in the low bits of the loop pointer (an EventLoop is at least 4-aligned), so
-    // a Waiter is three words: the hook, the task, the loop.
+    // The state lives in the low bits of the task pointer (a promise is at least 8-aligned), so a
+    // Waiter is two words: the hook and the task.
     static constexpr std::uintptr_t kStateMask = 3;
-    void set_state(WaitState s) noexcept { bits_ = (bits_ & ~kStateMask) | static_cast<std::uintptr_t>(s); }
+    void set(PromiseBase* t, WaitState s) noexcept {
+        bits_ = reinterpret_cast<std::uintptr_t>(t) | static_cast<std::uintptr_t>(s);
+    }
 
-    PromiseBase* task_ = nullptr;
     std::uintptr_t bits_ = 0;
 };
 
-static_assert(alignof(EventLoop) >= 4, "Waiter keeps its state in the low bits of an EventLoop*");
+static_assert(alignof(PromiseBase) >= 4, "Waiter keeps its state in the low bits of a PromiseBase*");
 
 class WaitQueue;
 
