@@ -497,7 +497,9 @@ TYPED_TEST(WaiterConformance, CancellingOneOfManyKeepsTheOthersInOrder) {
     });
 }
 
-TYPED_TEST(WaiterConformance, DestroyedWhileWaitedOnLeavesItsWaitersCancellable) {
+// Regression for Barrier and Condition: cancelling a waiter of a destroyed one touched it (the
+// barrier's count, the condition's lock): use after free.
+TYPED_TEST(WaiterConformance, RegressionDestroyedWhileWaitedOnLeavesItsWaitersCancellable) {
     using A = TypeParam;
     if constexpr (!A::kHasObject) {
         GTEST_SKIP() << A::kName << " has no object to destroy";
@@ -539,6 +541,8 @@ void close_the_loop_while_waiting(bool keep_handles) {
     EXPECT_EQ(parked.count(Outcome::kPending), 2u);  // never ran again
     // The next loop's tasks get every wake-up: none goes to a task of the closed loop.
     asyncio::EventLoop next(virtual_time());
+    asyncio_test::Reports next_reports;  // where the kept frames are reported when freed
+    next_reports.install(next);
     Waiters fresh;
     next.run_until_complete([](typename A::Prim& prim, Waiters& w) -> Coroutine<> {
         co_await w.start<A>(prim, 2);
@@ -551,6 +555,7 @@ void close_the_loop_while_waiting(bool keep_handles) {
     }
     EXPECT_EQ(parked.count(Outcome::kPending), 2u);
     parked.tasks.clear();
+    EXPECT_EQ(next_reports.count("Task was destroyed but it is pending!"), keep_handles ? 2u : 0u);
     next.close();
 }
 
@@ -558,11 +563,15 @@ TYPED_TEST(WaiterConformance, LoopClosedWhileWaitingFreesTheWaitersAndLeavesTheW
     close_the_loop_while_waiting<TypeParam>(false);
 }
 
-TYPED_TEST(WaiterConformance, LoopClosedWhileWaitingDetachesWaitersWhoseHandlesAreKept) {
+// Regression for Condition: close() cancelled the waiters through their hooks, and a cancelled
+// Condition waiter re-acquires the lock: a task that would never run again took it.
+TYPED_TEST(WaiterConformance, RegressionLoopClosedWhileWaitingDetachesWaitersWhoseHandlesAreKept) {
     close_the_loop_while_waiting<TypeParam>(true);
 }
 
-TYPED_TEST(WaiterConformance, WokenWhileNoLoopRunsTheWaiterRunsAtTheNextRun) {
+// Regression: Event::set(), Lock::release(), Semaphore::release() between two runs of the loop
+// scheduled the waiter on the running loop, which was none (a null dereference).
+TYPED_TEST(WaiterConformance, RegressionWokenWhileNoLoopRunsTheWaiterRunsAtTheNextRun) {
     using A = TypeParam;
     if constexpr (!A::kWakesOutsideATask) {
         GTEST_SKIP() << A::kName << " is woken from inside a task only";

@@ -36,7 +36,8 @@
 //   arrival and can give two tasks the same index after a cancellation: CPython issue
 //   gh-155233.) Without cancellations the indices are CPython's.
 //
-// Loop-thread only. A barrier must outlive the tasks waiting on it.
+// Loop-thread only. A barrier destroyed while tasks wait on it (a bug) leaves them suspended until
+// they are cancelled; their cancellation does not touch it.
 #pragma once
 
 #include <coroutine>

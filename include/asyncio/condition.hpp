@@ -21,7 +21,8 @@
 //   before it was notified does not wake anybody, so this causes no spurious wake-up).
 // - wait_for(pred): evaluates pred() and wait()s until it is true; returns its last value.
 //
-// Loop-thread only. A condition (and its lock) must outlive the tasks waiting on it.
+// Loop-thread only. A condition (or its lock) destroyed while tasks wait on it (a bug) leaves them
+// suspended until they are cancelled; they then raise CancelledError without the lock.
 #pragma once
 
 #include <coroutine>

@@ -17,7 +17,8 @@
 //   owner (as in Python, any task may release it).
 // - LockGuard, returned by lock(), releases on destruction (also when an exception unwinds it).
 //
-// Loop-thread only. A lock must outlive the tasks waiting on it.
+// Loop-thread only. A lock destroyed while tasks wait on it (a bug) leaves them suspended until
+// they are cancelled; their cancellation does not touch it.
 #pragma once
 
 #include <coroutine>

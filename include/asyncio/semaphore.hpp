@@ -19,7 +19,8 @@
 //   ValueError("BoundedSemaphore released too many times").
 // - SemaphoreGuard, returned by lock(), releases its permit on destruction.
 //
-// Loop-thread only. A semaphore must outlive the tasks waiting on it.
+// Loop-thread only. A semaphore destroyed while tasks wait on it (a bug) leaves them suspended
+// until they are cancelled; their cancellation does not touch it.
 #pragma once
 
 #include <coroutine>
