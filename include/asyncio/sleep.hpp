@@ -20,15 +20,12 @@ struct [[nodiscard]] SleepAwaiter : Waiter {
     explicit SleepAwaiter(Duration d) noexcept : delay(d) {}
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) {
+        if (delay <= Duration::zero()) return yield_once(h, "sleep()");  // exactly one iteration
         if (!begin_wait(h, "sleep()", &on_cancel)) return false;
         try {
-            if (delay <= Duration::zero()) {
-                wake();  // back of the ready queue: exactly one iteration
-            } else {
-                // Due timers already run from the ready queue: resume the task directly.
-                EventLoop& l = *t_running_loop;
-                timer = l.add_timer(deadline_after(l.time(), delay), [this] { wake_now(); });
-            }
+            // Due timers already run from the ready queue: resume the task directly.
+            EventLoop& l = *t_running_loop;
+            timer = l.add_timer(deadline_after(l.time(), delay), [this] { wake_now(); });
         } catch (...) {
             abandon_wait();
             throw;

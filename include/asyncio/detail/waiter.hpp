@@ -10,7 +10,8 @@
 //   await_suspend:  begin_wait(h, what, hook) records the task (RuntimeError outside a task) and
 //                   arms the cancel hook; false when a cancellation is already pending (the
 //                   awaiter does not suspend, and end_wait() raises it at once). Then register
-//                   wherever the wake-up will come from.
+//                   wherever the wake-up will come from. (yield_once(h, what): no wake-up to wait
+//                   for, just the back of the ready queue.)
 //   the wake-up:    wake() (resume from the ready queue: asyncio's ordering), wake_via(fn, ctx)
 //                   (run fn from the ready queue instead, which resumes the task or calls
 //                   wait_again()), wake_now() (already running from the ready queue: a due timer,
@@ -88,6 +89,19 @@ public:
         set(t, WaitState::kWaiting);
         return true;
     }
+    /// Suspends until the loop's next iteration (asyncio's bare `yield`, sleep(0)): the task goes
+    /// to the back of the ready queue, with no cancel hook (a cancel() meanwhile is raised at
+    /// end_wait). False: a cancellation is pending (end_wait raises it).
+    bool yield_once(std::coroutine_handle<> h, const char* what) {
+        PromiseBase* const t = current_task_or_throw(what);
+        if (!suspend_task(t, h, nullptr)) [[unlikely]] {
+            set(t, WaitState::kCancelled);
+            return false;
+        }
+        t_running_loop->schedule(&step_task, t);  // (if it throws, the task did not suspend)
+        set(t, WaitState::kWoken);
+        return true;
+    }
     /// The registration that followed begin_wait failed (it threw): the task does not suspend.
     void abandon_wait() noexcept {
         task()->waiting_ = nullptr;
@@ -160,9 +174,8 @@ public:
     /// runs first and hands on whatever the wake-up gave this waiter.
     template <class PassOn>
     void end_wait(PassOn&& pass_on) const {
-        const WaitState s = wait_state();
-        if (s == WaitState::kIdle) return;
-        if (s == WaitState::kWoken) {
+        if (bits_ == 0) return;  // kIdle: did not suspend (the fast paths)
+        if (wait_state() == WaitState::kWoken) [[likely]] {
             if (!task()->has(kMustCancel)) [[likely]]
                 return;
             std::forward<PassOn>(pass_on)();
