@@ -147,7 +147,7 @@ void FillAwaiter::await_resume() {
         }
         return;
     }
-    if (state == IoState::cancelled && wait_state() == WaitState::kWoken) return;  // withdrawn by wake()
+    if (state == IoState::cancelled && wait_state() != WaitState::kCancelled) return;  // withdrawn by wake()
     throw_cancelled(task());
 }
 
@@ -163,7 +163,7 @@ void FillAwaiter::wake() noexcept {
         }
         return;
     }
-    if (wait_state() != WaitState::kWaiting) return;
+    if (!waiting()) return;
     try {
         wake_via(*loop_, &step_task, task());  // (feed_data may come while no loop runs)
     } catch (...) {

@@ -186,7 +186,7 @@ class QueueCore;
 enum class WaitKind : std::uint8_t { kGet, kPut, kJoin };
 
 /// A task suspended in get(), put() or join(). Constructed inside the awaiter (so in the awaiting
-/// coroutine's frame) only when the task really suspends. A woken waiter (WaitState::kWoken) is
+/// coroutine's frame) only when the task really suspends. A woken waiter (past WaitList::next) is
 /// only told to try again: it stays linked until its retry runs from the ready queue.
 struct QueueWaiter : ListWaiter {
     QueueCore* queue;  // null once the queue is destroyed

@@ -49,12 +49,12 @@
 
 namespace asyncio::detail {
 
-/// Where a Waiter is in its protocol.
+/// Where a Waiter is in its protocol. Being woken changes no state (the hot path stays as cheap
+/// as a bespoke awaiter): a waiter that resumes while kSuspended was woken by what it waited for.
 enum class WaitState : std::uint8_t {
-    kIdle = 0,       // did not suspend (the awaited thing was ready at once)
-    kWaiting = 1,    // suspended and registered: the cancel hook is armed
-    kWoken = 2,      // woken by what it waited for (resumed, or about to be from the ready queue)
-    kCancelled = 3,  // woken by its cancel hook, or a cancellation was pending at begin_wait
+    kIdle,       // did not suspend (the awaited thing was ready at once)
+    kSuspended,  // suspended: waiting (the cancel hook armed) or woken, not by a cancellation
+    kCancelled,  // woken by its cancel hook, or a cancellation was pending at begin_wait
 };
 
 /// The loop a waiting task belongs to, when none is running (a wake-up or a cancellation between
@@ -71,8 +71,11 @@ public:
     Waiter& operator=(const Waiter&) noexcept { return *this; }
 
     /// The waiting task (null while kIdle).
-    PromiseBase* task() const noexcept { return reinterpret_cast<PromiseBase*>(bits_ & ~kStateMask); }
-    WaitState wait_state() const noexcept { return static_cast<WaitState>(bits_ & kStateMask); }
+    PromiseBase* task() const noexcept { return reinterpret_cast<PromiseBase*>(bits_ & ~kCancelledBit); }
+    WaitState wait_state() const noexcept {
+        if (bits_ == 0) return WaitState::kIdle;
+        return (bits_ & kCancelledBit) != 0 ? WaitState::kCancelled : WaitState::kSuspended;
+    }
 
     // ---- await_suspend ----
 
@@ -82,11 +85,11 @@ public:
     bool begin_wait(std::coroutine_handle<> h, const char* what, Hook hook) {
         PromiseBase* const t = current_task_or_throw(what);
         if (!suspend_task(t, h, this)) [[unlikely]] {
-            set(t, WaitState::kCancelled);
+            bits_ = reinterpret_cast<std::uintptr_t>(t) | kCancelledBit;
             return false;
         }
         CancelHook::fn = hook;
-        set(t, WaitState::kWaiting);
+        bits_ = reinterpret_cast<std::uintptr_t>(t);
         return true;
     }
     /// Suspends until the loop's next iteration (asyncio's bare `yield`, sleep(0)): the task goes
@@ -95,61 +98,53 @@ public:
     bool yield_once(std::coroutine_handle<> h, const char* what) {
         PromiseBase* const t = current_task_or_throw(what);
         if (!suspend_task(t, h, nullptr)) [[unlikely]] {
-            set(t, WaitState::kCancelled);
+            bits_ = reinterpret_cast<std::uintptr_t>(t) | kCancelledBit;
             return false;
         }
         t_running_loop->schedule(&step_task, t);  // (if it throws, the task did not suspend)
-        set(t, WaitState::kWoken);
+        bits_ = reinterpret_cast<std::uintptr_t>(t);
         return true;
     }
     /// The registration that followed begin_wait failed (it threw): the task does not suspend.
     void abandon_wait() noexcept {
-        task()->waiting_ = nullptr;
+        suspended_task()->waiting_ = nullptr;
         bits_ = 0;
     }
     /// What it waits for happened during await_suspend itself (an I/O operation that completed
     /// at once): do not suspend after all; end_wait returns normally.
-    void ready_at_once() noexcept {
-        PromiseBase* const t = task();
-        t->waiting_ = nullptr;
-        set(t, WaitState::kWoken);
-    }
+    void ready_at_once() noexcept { suspended_task()->waiting_ = nullptr; }
 
     // ---- the wake-up ----
 
     /// Resumes the task from the ready queue of its loop (the running one). From then on a
     /// cancellation is raised at end_wait, after the hand-off is passed on.
-    void wake() { wake_via(&step_task, task()); }
+    void wake() { wake_via(&step_task, suspended_task()); }
     /// As wake(), but runs fn(ctx) from the ready queue: fn resumes the task (step_task) or makes
     /// it wait again (wait_again). If scheduling throws, nothing changed.
     void wake_via(void (*fn)(void*), void* ctx) {
         EventLoop* loop = t_running_loop;
         if (loop == nullptr) [[unlikely]]
-            loop = &loop_of_waiting_task(task());
+            loop = &loop_of_waiting_task(suspended_task());
         wake_via(*loop, fn, ctx);
     }
     /// The same, on a given loop (an awaiter that knows its loop).
     void wake_via(EventLoop& loop, void (*fn)(void*), void* ctx) {
-        PromiseBase* const t = task();
+        PromiseBase* const t = suspended_task();
         loop.schedule(fn, ctx);
         t->waiting_ = nullptr;
-        set(t, WaitState::kWoken);
     }
     /// Resumes the task at once; only from a callback that itself runs from the ready queue (a
     /// due timer, an I/O completion, a result delivered from a thread). The waiter's frame may be
     /// gone when this returns.
     void wake_now() {
-        PromiseBase* const t = task();
+        PromiseBase* const t = suspended_task();
         t->waiting_ = nullptr;
-        set(t, WaitState::kWoken);
         step_task(t);
     }
     /// After wake_via: the task waits again (its hook armed again), without having run.
-    void wait_again() noexcept {
-        PromiseBase* const t = task();
-        set(t, WaitState::kWaiting);
-        t->waiting_ = this;
-    }
+    void wait_again() noexcept { suspended_task()->waiting_ = this; }
+    /// True while it waits: suspended, and neither woken nor cancelled yet.
+    bool waiting() const noexcept { return wait_state() == WaitState::kSuspended && task()->waiting_ == this; }
 
     // ---- the cancel hook ----
 
@@ -160,10 +155,10 @@ public:
     bool cancel_wait() { return cancel_wait(*t_running_loop); }
     /// The same, on a given loop (an awaiter that knows its loop).
     bool cancel_wait(EventLoop& loop) {
-        PromiseBase* const t = task();
+        PromiseBase* const t = suspended_task();
         loop.schedule(&step_task, t);
         t->waiting_ = nullptr;
-        set(t, WaitState::kCancelled);
+        bits_ |= kCancelledBit;
         return false;
     }
 
@@ -174,13 +169,16 @@ public:
     /// runs first and hands on whatever the wake-up gave this waiter.
     template <class PassOn>
     void end_wait(PassOn&& pass_on) const {
-        if (bits_ == 0) return;  // kIdle: did not suspend (the fast paths)
-        if (wait_state() == WaitState::kWoken) [[likely]] {
-            if (!task()->has(kMustCancel)) [[likely]]
+        const std::uintptr_t b = bits_;
+        if (b == 0) return;  // kIdle: did not suspend (the fast paths)
+        if ((b & kCancelledBit) == 0) [[likely]] {  // woken
+            auto* const t = reinterpret_cast<PromiseBase*>(b);
+            if (!t->has(kMustCancel)) [[likely]]
                 return;
             std::forward<PassOn>(pass_on)();
+            throw_cancelled(t);
         }
-        throw_cancelled(task());
+        throw_cancelled(reinterpret_cast<PromiseBase*>(b & ~kCancelledBit));
     }
     void end_wait() const {
         end_wait([] {});
@@ -190,17 +188,17 @@ public:
     static Waiter* from_hook(CancelHook* h) noexcept { return static_cast<Waiter*>(h); }
 
 private:
-    // The state lives in the low bits of the task pointer (a promise is at least 8-aligned), so a
-    // Waiter is two words: the hook and the task.
-    static constexpr std::uintptr_t kStateMask = 3;
-    void set(PromiseBase* t, WaitState s) noexcept {
-        bits_ = reinterpret_cast<std::uintptr_t>(t) | static_cast<std::uintptr_t>(s);
-    }
+    // The state is the task pointer itself: null (kIdle), the task (kSuspended), or the task with
+    // its low bit set (kCancelled; a promise is at least 8-aligned). So a Waiter is two words (the
+    // hook and the task), and waking it stores nothing into it.
+    static constexpr std::uintptr_t kCancelledBit = 1;
+    /// task(), for a waiter known to be suspended and not cancelled (no mask to apply).
+    PromiseBase* suspended_task() const noexcept { return reinterpret_cast<PromiseBase*>(bits_); }
 
     std::uintptr_t bits_ = 0;
 };
 
-static_assert(alignof(PromiseBase) >= 4, "Waiter keeps its state in the low bits of a PromiseBase*");
+static_assert(alignof(PromiseBase) >= 2, "Waiter keeps its state in the low bit of a PromiseBase*");
 
 class WaitQueue;
 
