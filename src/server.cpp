@@ -43,8 +43,8 @@ public:
     bool forever_ = false;
     std::size_t active_ = 0;
     StreamCore* conns_ = nullptr;  // open connections (intrusive list through srv_prev_/srv_next_)
-    WaiterList closed_waiters_;    // wait_closed()
-    WaiterList forever_waiters_;   // serve_forever()
+    WaitQueue closed_waiters_;     // wait_closed()
+    WaitQueue forever_waiters_;    // serve_forever()
     // A Unix server's socket file, removed by close() if it is still ours.
     std::string unix_path_;
     dev_t unix_dev_ = 0;

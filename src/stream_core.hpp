@@ -24,7 +24,7 @@
 #include <system_error>
 
 #include "asyncio/detail/io_op.hpp"
-#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/detail/waiter.hpp"
 #include "asyncio/socket.hpp"
 #include "asyncio/streams.hpp"
 #include "asyncio/task.hpp"
@@ -101,26 +101,20 @@ void server_connection_closed(StreamCore& c) noexcept;
 
 /// A task waiting on a list (drain(), wait_closed(), serve_forever()): woken by wake_all(),
 /// unlinked if cancelled. Raises CancelledError if cancelled (also after a wake-up).
-class ListWait : public WaiterNode, public CancelHook {
+class ListWait : public ListWaiter {
 public:
-    ListWait(WaiterList& list, const char* what) noexcept : list_(list), what_(what) {}
+    ListWait(WaitQueue& list, const char* what) noexcept : list_(list), what_(what) {}
     ListWait(const ListWait&) = delete;
     ListWait& operator=(const ListWait&) = delete;
-    ~ListWait();
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h);
-    void await_resume() const;
+    bool await_suspend(std::coroutine_handle<> h) { return wait_in(list_, h, what_); }
+    void await_resume() const { end_wait(); }
     /// Wakes every waiter of list, in order.
-    static void wake_all(WaiterList& list) noexcept;
+    static void wake_all(WaitQueue& list) noexcept;
 
 private:
-    static bool on_cancel(CancelHook* h);
-    WaiterList& list_;
+    WaitQueue& list_;
     const char* what_;
-    PromiseBase* task_ = nullptr;
-    EventLoop* loop_ = nullptr;
-    bool suspended_ = false;
-    bool cancelled_ = false;
 };
 
 class StreamCore {
@@ -170,8 +164,8 @@ public:
     bool eof_requested_ = false;      // write_eof() called
     bool eof_sent_ = false;           // shutdown(SHUT_WR) done
     std::error_code werror_;          // a failed send
-    WaiterList drain_waiters_;
-    WaiterList close_waiters_;
+    WaitQueue drain_waiters_;
+    WaitQueue close_waiters_;
 
     void write(const void* data, std::size_t n);
     void write_eof();
@@ -212,7 +206,7 @@ private:
 /// A wait for more data in a reader: a recv into the buffer (connection) or a wake-up by
 /// feed_data/feed_eof/set_exception (fed reader). Errors and EOF are recorded in the core;
 /// await_resume raises only CancelledError.
-class FillAwaiter : public CancelHook, public IoOp {
+class FillAwaiter : public Waiter, public IoOp {
 public:
     FillAwaiter(StreamCore& core, std::size_t want) noexcept : core_(core), want_(want) {}
     FillAwaiter(const FillAwaiter&) = delete;
@@ -234,12 +228,9 @@ private:
     StreamCore& core_;
     std::size_t want_;
     EventLoop* loop_ = nullptr;
-    PromiseBase* task_ = nullptr;
     std::size_t offered_ = 0;
-    bool io_ = false;         // a recv was submitted
-    bool prepared_ = false;   // the buffer's tail is pinned for it
-    bool woken_ = false;      // woken by wake(), not by data or a cancellation
-    bool cancelled_ = false;  // fed reader: woken by a cancellation
+    bool io_ = false;        // a recv was submitted
+    bool prepared_ = false;  // the buffer's tail is pinned for it
 };
 
 /// Makes a connected stream pair from a socket (TCP_NODELAY for TCP).

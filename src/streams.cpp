@@ -73,38 +73,10 @@ std::string ReadBuffer::take(std::size_t n) {
 
 // ---- waiting on a list (drain, wait_closed, serve_forever) ----
 
-ListWait::~ListWait() { list_.remove(this); }
-
-bool ListWait::await_suspend(std::coroutine_handle<> h) {
-    task_ = current_task_or_throw(what_);
-    loop_ = t_running_loop;
-    if (!suspend_task(task_, h, this)) return false;
-    suspended_ = true;
-    CancelHook::fn = &on_cancel;
-    list_.push_back(this);
-    return true;
-}
-
-void ListWait::await_resume() const {
-    if (!suspended_ || cancelled_) throw_cancelled(task_);
-    check_cancelled(task_);
-}
-
-bool ListWait::on_cancel(CancelHook* h) {
-    auto* self = static_cast<ListWait*>(h);
-    self->list_.remove(self);
-    self->cancelled_ = true;
-    self->task_->waiting_ = nullptr;
-    self->loop_->schedule(&step_task, self->task_);
-    return false;
-}
-
-void ListWait::wake_all(WaiterList& list) noexcept {
-    while (WaiterNode* n = list.pop_front()) {
-        auto* w = static_cast<ListWait*>(n);
-        w->task_->waiting_ = nullptr;
+void ListWait::wake_all(WaitQueue& list) noexcept {
+    while (ListWaiter* w = list.pop_front()) {
         try {
-            w->loop_->schedule(&step_task, w->task_);
+            w->wake();
         } catch (...) {
             // Out of memory growing the ready queue: the waiter stays suspended until cancelled.
         }
@@ -120,20 +92,16 @@ FillAwaiter::~FillAwaiter() {
 }
 
 bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
-    task_ = current_task_or_throw("StreamReader");
-    loop_ = t_running_loop;
     const bool io = core_.has_socket_ && !core_.closed_;
     std::pair<char*, std::size_t> room{};
     if (io) {
         room = core_.rbuf_.prepare(want_);  // may throw: nothing is registered yet
         prepared_ = true;
     }
-    if (!suspend_task(task_, h, this)) return false;
+    loop_ = t_running_loop;
+    if (!begin_wait(h, "StreamReader", io ? &on_cancel_io : &on_cancel_fed)) return false;
     core_.read_waiter_ = this;
-    if (!io) {
-        CancelHook::fn = &on_cancel_fed;
-        return true;
-    }
+    if (!io) return true;
     kind = IoKind::recv;
     short_means_not_ready = core_.stream_;
     fd = core_.sock_.fileno();
@@ -141,18 +109,17 @@ bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
     len = room.second;
     offered_ = room.second;
     complete = &on_complete;
-    CancelHook::fn = &on_cancel_io;
     io_ = true;
     bool done;
     try {
         done = io_submit(*loop_, *this);
     } catch (...) {
-        task_->waiting_ = nullptr;
+        abandon_wait();
         core_.read_waiter_ = nullptr;
         throw;
     }
     if (!done) return true;
-    task_->waiting_ = nullptr;  // received (or failed) at once: go on without suspending
+    ready_at_once();  // received (or failed) at once: go on without suspending
     core_.read_waiter_ = nullptr;
     return false;
 }
@@ -167,8 +134,7 @@ void FillAwaiter::await_resume() {
             core_.rbuf_.unpin();
     }
     if (!io_) {
-        if (cancelled_ || !woken_) throw_cancelled(task_);  // (not woken: it never suspended)
-        check_cancelled(task_);
+        end_wait();  // woken by a feed (raises if cancelled since), or cancelled
         return;
     }
     if (state == IoState::done) {
@@ -181,8 +147,8 @@ void FillAwaiter::await_resume() {
         }
         return;
     }
-    if (state == IoState::cancelled && woken_) return;
-    throw_cancelled(task_);
+    if (state == IoState::cancelled && wait_state() != WaitState::kCancelled) return;  // withdrawn by wake()
+    throw_cancelled(task());
 }
 
 void FillAwaiter::wake() noexcept {
@@ -190,51 +156,38 @@ void FillAwaiter::wake() noexcept {
     if (io_) {
         // Withdraw the receive; if it already completed, its queued completion resumes the task.
         if (state == IoState::pending && io_cancel(*loop_, *this)) {
-            woken_ = true;
-            task_->waiting_ = nullptr;
             try {
-                loop_->schedule(&step_task, task_);
+                wake_via(*loop_, &step_task, task());
             } catch (...) {
             }
         }
         return;
     }
-    if (woken_ || cancelled_) return;
-    woken_ = true;
-    task_->waiting_ = nullptr;
+    if (!waiting()) return;
     try {
-        loop_->schedule(&step_task, task_);
+        wake_via(*loop_, &step_task, task());  // (feed_data may come while no loop runs)
     } catch (...) {
     }
 }
 
 bool FillAwaiter::on_cancel_io(CancelHook* h) {
-    auto* self = static_cast<FillAwaiter*>(h);
+    auto* self = static_cast<FillAwaiter*>(from_hook(h));
     if (io_cancel(*self->loop_, *self)) {
         if (self->core_.read_waiter_ == self) self->core_.read_waiter_ = nullptr;
-        self->task_->waiting_ = nullptr;
-        self->loop_->schedule(&step_task, self->task_);
-        return false;  // withdrawn: nothing was received; CancelledError at the co_await
+        return self->cancel_wait(*self->loop_);  // withdrawn: nothing was received; CancelledError at the co_await
     }
     // Completed in this iteration, completion queued: keep the bytes, raise at the next suspension.
-    self->task_->flags_ |= kMustCancel;
+    self->task()->flags_ |= kMustCancel;
     return true;
 }
 
 bool FillAwaiter::on_cancel_fed(CancelHook* h) {
-    auto* self = static_cast<FillAwaiter*>(h);
+    auto* self = static_cast<FillAwaiter*>(from_hook(h));
     if (self->core_.read_waiter_ == self) self->core_.read_waiter_ = nullptr;
-    self->cancelled_ = true;
-    self->task_->waiting_ = nullptr;
-    self->loop_->schedule(&step_task, self->task_);
-    return false;
+    return self->cancel_wait(*self->loop_);
 }
 
-void FillAwaiter::on_complete(void* op) {
-    auto* self = static_cast<FillAwaiter*>(static_cast<IoOp*>(op));
-    self->task_->waiting_ = nullptr;
-    step_task(self->task_);
-}
+void FillAwaiter::on_complete(void* op) { static_cast<FillAwaiter*>(static_cast<IoOp*>(op))->wake_now(); }
 
 // ---- StreamCore ----
 

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "asyncio/detail/waiter.hpp"
 
 namespace asyncio::detail {
 
@@ -277,6 +278,12 @@ bool task_cancel(PromiseBase* p, std::string msg) {
         task_release(q);
     }
     return true;
+}
+
+EventLoop& loop_of_waiting_task(PromiseBase* t) {
+    EventLoop* loop = thread_loop_of(t);
+    if (loop == nullptr) throw RuntimeError("cannot wake a waiting Task while its event loop is not running");
+    return *loop;
 }
 
 std::string take_cancel_message(PromiseBase* p) {

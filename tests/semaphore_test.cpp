@@ -281,22 +281,6 @@ TEST_F(SemaphoreCancellation, AWaiterHandedAPermitButCancelledBeforeItRunsPasses
     }());
 }
 
-TEST_F(SemaphoreCancellation, APendingCancelRaisesAtOnceWhenNoPermitIsFree) {
-    run_virtual([]() -> Coroutine<> {
-        Semaphore sem(0);
-        bool acquired = false;
-        Task<> b = asyncio::create_task([](Semaphore& s, bool& got) -> Coroutine<> {
-            asyncio::current_task().cancel();
-            co_await s.acquire();
-            got = true;
-        }(sem, acquired));
-        EXPECT_THROW(co_await b, CancelledError);
-        EXPECT_FALSE(acquired);
-        sem.release();
-        EXPECT_EQ(co_await drain(sem), 1) << "b was never queued";
-    }());
-}
-
 // Random schedules: `n` tasks arrive at random moments at a Semaphore(k) (bounded, so that a
 // duplicated permit raises), hold their permit (with a guard) for a while, and are cancelled at
 // random moments, including right after a release handed them a permit. Survivors must get their

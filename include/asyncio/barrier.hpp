@@ -36,7 +36,8 @@
 //   arrival and can give two tasks the same index after a cancellation: CPython issue
 //   gh-155233.) Without cancellations the indices are CPython's.
 //
-// Loop-thread only. A barrier must outlive the tasks waiting on it.
+// Loop-thread only. A barrier destroyed while tasks wait on it (a bug) leaves them suspended until
+// they are cancelled; their cancellation does not touch it.
 #pragma once
 
 #include <coroutine>
@@ -44,9 +45,8 @@
 #include <cstdint>
 
 #include "asyncio/coroutine.hpp"
-#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/detail/waiter.hpp"
 #include "asyncio/exceptions.hpp"
-#include "asyncio/task.hpp"
 
 namespace asyncio {
 
@@ -58,6 +58,11 @@ public:
     }
     Barrier(const Barrier&) = delete;
     Barrier& operator=(const Barrier&) = delete;
+    /// Destroyed while tasks wait (a bug, but no crash): they stay suspended until cancelled, and
+    /// then raise CancelledError without touching it.
+    ~Barrier() {
+        while (detail::WaiterNode* n = arrivals_.pop_front()) static_cast<Party*>(n)->inside = false;
+    }
 
     /// Waits until `parties` tasks are waiting; returns this task's index (see above).
     Coroutine<std::size_t> wait();
@@ -94,35 +99,26 @@ private:
     };
 
     /// One suspension of a task on the barrier (Python's `await self._cond.wait()`).
-    class Park : public detail::WaiterNode, public detail::CancelHook {
+    class Park : public detail::ListWaiter {
     public:
         Park(Barrier& b, Party* party) noexcept : barrier_(b), party_(party) {}
         bool await_ready() const noexcept { return false; }
         bool await_suspend(std::coroutine_handle<> h) {
-            task_ = detail::current_task_or_throw("Barrier::wait()");
-            if (!detail::suspend_task(task_, h, this)) return false;
-            CancelHook::fn = &on_cancel;
-            barrier_.parked_.push_back(this);
-            return true;
+            return wait_in(barrier_.parked_, h, "Barrier::wait()", &on_cancel);
         }
-        void await_resume() const {
-            if (!woken_) detail::throw_cancelled(task_);
-            detail::check_cancelled(task_);
-        }
+        void await_resume() const { end_wait(); }
 
     private:
-        friend class Barrier;
         static bool on_cancel(detail::CancelHook* h) {
-            auto* self = static_cast<Park*>(h);
+            auto* self = static_cast<Park*>(from_hook(h));
+            const bool barrier_alive = self->linked();
             detail::unlink(self);
-            detail::wake_task(self->task_);
-            if (self->party_ != nullptr) self->barrier_.leave(*self->party_);  // leave at once
+            self->cancel_wait();
+            if (barrier_alive && self->party_ != nullptr) self->barrier_.leave(*self->party_);  // leave at once
             return false;
         }
         Barrier& barrier_;
         Party* party_;
-        detail::PromiseBase* task_ = nullptr;
-        bool woken_ = false;
     };
 
     /// The round is complete: give every party its index, let them go.
@@ -145,17 +141,13 @@ private:
     }
     /// Python's notify_all(): every suspended task re-checks the state.
     void wake_all() {
-        while (detail::WaiterNode* n = parked_.pop_front()) {
-            auto* p = static_cast<Park*>(n);
-            p->woken_ = true;
-            detail::wake_task(p->task_);
-        }
+        parked_.wake_all();
     }
 
     std::size_t parties_;
     std::size_t count_ = 0;  // tasks inside
     State state_ = State::filling;
-    detail::WaiterList parked_;    // suspended tasks (Park), FIFO
+    detail::WaitQueue parked_;     // suspended tasks (Park), FIFO
     detail::WaiterList arrivals_;  // parties of the filling round, in arrival order
 };
 
@@ -176,7 +168,7 @@ inline Coroutine<std::size_t> Barrier::wait() {
                 throw BrokenBarrierError("Abort or reset of barrier");
         }
     } catch (...) {
-        leave(me);
+        if (me.inside) leave(me);  // (not inside: the barrier was destroyed while we waited)
         throw;
     }
     leave(me);

@@ -21,7 +21,8 @@
 //   before it was notified does not wake anybody, so this causes no spurious wake-up).
 // - wait_for(pred): evaluates pred() and wait()s until it is true; returns its last value.
 //
-// Loop-thread only. A condition (and its lock) must outlive the tasks waiting on it.
+// Loop-thread only. A condition (or its lock) destroyed while tasks wait on it (a bug) leaves them
+// suspended until they are cancelled; they then raise CancelledError without the lock.
 #pragma once
 
 #include <coroutine>
@@ -31,10 +32,9 @@
 #include <utility>
 
 #include "asyncio/coroutine.hpp"
-#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/detail/waiter.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/lock.hpp"
-#include "asyncio/task.hpp"
 
 namespace asyncio {
 
@@ -53,8 +53,9 @@ public:
     /// co_await cond.lock() → LockGuard on the underlying lock (`async with cond:`).
     Lock::GuardAwaiter lock() noexcept { return lock_->lock(); }
 
-    /// co_await cond.wait() (see above).
-    class [[nodiscard]] WaitAwaiter : public detail::LockWaiter {
+    /// co_await cond.wait() (see above). While it re-acquires the lock it waits in the lock's
+    /// queue, as a Lock::acquire() does; it is woken once it holds the lock again.
+    class [[nodiscard]] WaitAwaiter : public detail::ListWaiter {
     public:
         explicit WaitAwaiter(Condition& c) noexcept : cond_(c) {}
         bool await_ready() const {
@@ -62,21 +63,24 @@ public:
             return false;
         }
         bool await_suspend(std::coroutine_handle<> h) {
-            task = detail::current_task_or_throw("Condition::wait()");
-            if (!detail::suspend_task(task, h, this)) return false;  // raise, keeping the lock
-            suspended_ = true;
-            CancelHook::fn = &on_cancel_waiting;
-            cond_.waiters_.push_back(this);
+            // A pending cancellation: raise it, keeping the lock.
+            if (!wait_in(cond_.waiters_, h, "Condition::wait()", &on_cancel_waiting)) return false;
             cond_.lock_->hand_off();  // release
             return true;
         }
         void await_resume() {
-            if (!suspended_) detail::throw_cancelled(task);
-            // Here the lock is ours again.
-            if (cancelled_ || task->has(detail::kMustCancel)) {
-                if (notified_) cond_.notify_waiters(1);  // do not swallow the notification
-                detail::throw_cancelled(task);
+            // Cancelled at once (the lock kept), or the condition or its lock is gone.
+            if (wait_state() == detail::WaitState::kCancelled) detail::throw_cancelled(task());
+            // Woken: the lock is ours again. Cancelled on the way, or after the wake-up: raise,
+            // and do not swallow the notification.
+            auto pass_on = [this] {
+                if (notified_) cond_.notify_waiters(1);
+            };
+            if (cancelled_) {
+                pass_on();
+                detail::throw_cancelled(task());
             }
+            end_wait(pass_on);
         }
 
     private:
@@ -89,8 +93,7 @@ public:
             Lock& l = *cond_.lock_;
             if (!l.locked_) {
                 l.locked_ = true;
-                granted = true;
-                detail::wake_task(task);
+                wake();
             } else {
                 l.waiters_.push_back(this);
             }
@@ -98,7 +101,13 @@ public:
         // Cancelled while waiting for a notification: stop waiting, re-acquire the lock, then
         // raise. Returns true: the condition wakes the task itself (with CancelledError).
         static bool on_cancel_waiting(detail::CancelHook* h) {
-            auto* self = static_cast<WaitAwaiter*>(h);
+            auto* self = static_cast<WaitAwaiter*>(from_hook(h));
+            // The condition is gone, or the loop is closing (the task never runs again: it
+            // must not take the lock).
+            if (!self->linked() || self->task()->has(detail::kAbandoned)) {
+                detail::unlink(self);
+                return self->cancel_wait();
+            }
             detail::unlink(self);
             self->cancelled_ = true;
             self->reacquire();
@@ -106,12 +115,16 @@ public:
         }
         // Cancelled while re-acquiring: keep waiting for the lock, raise once it is ours.
         static bool on_cancel_reacquiring(detail::CancelHook* h) {
-            static_cast<WaitAwaiter*>(h)->cancelled_ = true;
+            auto* self = static_cast<WaitAwaiter*>(from_hook(h));
+            if (!self->linked() || self->task()->has(detail::kAbandoned)) {  // as above
+                detail::unlink(self);
+                return self->cancel_wait();
+            }
+            self->cancelled_ = true;
             return true;
         }
 
         Condition& cond_;
-        bool suspended_ = false;
         bool notified_ = false;
         bool cancelled_ = false;
     };
@@ -142,17 +155,17 @@ public:
 private:
     void notify_waiters(std::size_t n) {
         for (; n > 0; --n) {
-            detail::WaiterNode* node = waiters_.pop_front();
-            if (node == nullptr) break;
-            auto* w = static_cast<WaitAwaiter*>(node);
-            w->notified_ = true;
-            w->reacquire();
+            detail::ListWaiter* w = waiters_.pop_front();
+            if (w == nullptr) break;
+            auto* waiter = static_cast<WaitAwaiter*>(w);
+            waiter->notified_ = true;
+            waiter->reacquire();
         }
     }
 
     Lock own_;
     Lock* lock_;
-    detail::WaiterList waiters_;  // WaitAwaiters waiting for a notification
+    detail::WaitQueue waiters_;  // WaitAwaiters waiting for a notification
 };
 
 }  // namespace asyncio

@@ -6,8 +6,7 @@
 
 #include <coroutine>
 
-#include "asyncio/detail/waiter_list.hpp"
-#include "asyncio/task.hpp"
+#include "asyncio/detail/waiter.hpp"
 
 namespace asyncio {
 
@@ -23,39 +22,20 @@ public:
     void set() {
         if (value_) return;
         value_ = true;
-        while (detail::WaiterNode* n = waiters_.pop_front()) detail::wake_task(static_cast<Awaiter*>(n)->task);
+        waiters_.wake_all();
     }
     /// Resets the flag; later wait() calls suspend until the next set().
     void clear() noexcept { value_ = false; }
 
-    class [[nodiscard]] Awaiter : public detail::WaiterNode, public detail::CancelHook {
+    class [[nodiscard]] Awaiter : public detail::ListWaiter {
     public:
         explicit Awaiter(Event& e) noexcept : event_(e) {}
         bool await_ready() const noexcept { return event_.value_; }
-        bool await_suspend(std::coroutine_handle<> h) {
-            task = detail::current_task_or_throw("Event::wait()");
-            if (!detail::suspend_task(task, h, this)) return false;
-            CancelHook::fn = &on_cancel;
-            event_.waiters_.push_back(this);
-            return true;
-        }
-        void await_resume() const {
-            if (cancelled_) detail::throw_cancelled(task);  // even if uncancel()ed meanwhile
-            detail::check_cancelled(task);
-        }
+        bool await_suspend(std::coroutine_handle<> h) { return wait_in(event_.waiters_, h, "Event::wait()"); }
+        void await_resume() const { end_wait(); }  // woken by set(), then cancelled: raises
 
     private:
-        friend class Event;
-        static bool on_cancel(detail::CancelHook* h) {
-            auto* self = static_cast<Awaiter*>(h);
-            detail::unlink(self);
-            self->cancelled_ = true;
-            detail::wake_task(self->task);
-            return false;
-        }
         Event& event_;
-        detail::PromiseBase* task = nullptr;
-        bool cancelled_ = false;  // woken by cancel(), not by set()
     };
 
     /// Waits until the flag is set (returns at once if it is).
@@ -63,7 +43,7 @@ public:
 
 private:
     bool value_ = false;
-    detail::WaiterList waiters_;
+    detail::WaitQueue waiters_;
 };
 
 }  // namespace asyncio

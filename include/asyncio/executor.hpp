@@ -43,6 +43,7 @@
 
 #include "asyncio/coroutine.hpp"
 #include "asyncio/detail/callback.hpp"
+#include "asyncio/detail/waiter.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/task.hpp"
 
@@ -110,17 +111,16 @@ namespace detail {
 /// is loop-thread only.
 struct ExecStateBase {
     std::exception_ptr error;        // worker, before posting
-    PromiseBase* waiter = nullptr;   // loop: the suspended awaiter's task
+    Waiter* waiter = nullptr;        // loop: the suspended awaiter
     bool done = false;               // loop: the outcome arrived
     bool taken = false;              // loop: it was awaited
 
     /// On the loop thread, from the ready queue: the outcome is there; resume the waiter if any.
     void deliver() {
         done = true;
-        if (PromiseBase* t = waiter) {
+        if (Waiter* w = waiter) {
             waiter = nullptr;
-            t->waiting_ = nullptr;
-            step_task(t);
+            w->wake_now();
         }
     }
 };
@@ -156,13 +156,13 @@ public:
     /// True once the function has finished and its outcome reached the loop.
     bool done() const noexcept { return state_ && state_->done; }
 
-    class [[nodiscard]] Awaiter : public detail::CancelHook {
+    class [[nodiscard]] Awaiter : public detail::Waiter {
     public:
         explicit Awaiter(std::shared_ptr<detail::ExecState<T>> st) noexcept : st_(std::move(st)) {}
         Awaiter(const Awaiter&) = delete;
         Awaiter& operator=(const Awaiter&) = delete;
         ~Awaiter() {
-            if (st_ && task_ != nullptr && st_->waiter == task_) st_->waiter = nullptr;
+            if (st_ && st_->waiter == this) st_->waiter = nullptr;
         }
         bool await_ready() const {
             if (!st_) throw InvalidStateError("cannot await an empty ExecutorFuture");
@@ -170,15 +170,12 @@ public:
             return st_->done;
         }
         bool await_suspend(std::coroutine_handle<> h) {
-            task_ = detail::current_task_or_throw("awaiting run_in_executor()");
-            loop_ = detail::t_running_loop;
-            if (!detail::suspend_task(task_, h, this)) return false;
-            CancelHook::fn = &on_cancel;
-            st_->waiter = task_;
+            if (!begin_wait(h, "awaiting run_in_executor()", &on_cancel)) return false;
+            st_->waiter = this;
             return true;
         }
         T await_resume() {
-            if (!st_->done) detail::throw_cancelled(task_);
+            end_wait();
             st_->taken = true;
             if (st_->error) std::rethrow_exception(st_->error);
             if constexpr (!std::is_void_v<T>) return std::move(*st_->value);
@@ -186,16 +183,11 @@ public:
 
     private:
         static bool on_cancel(detail::CancelHook* h) {
-            auto* self = static_cast<Awaiter*>(h);
+            auto* self = static_cast<Awaiter*>(from_hook(h));
             self->st_->waiter = nullptr;  // the function runs on; its outcome will be dropped
-            // Through its own loop: cancel() may come while no loop runs (asyncio::run's shutdown).
-            self->task_->waiting_ = nullptr;
-            self->loop_->schedule(&detail::step_task, self->task_);
-            return false;
+            return self->cancel_wait();
         }
         std::shared_ptr<detail::ExecState<T>> st_;
-        detail::PromiseBase* task_ = nullptr;
-        EventLoop* loop_ = nullptr;
     };
 
     Awaiter operator co_await() const noexcept { return Awaiter(state_); }

@@ -17,30 +17,21 @@
 //   owner (as in Python, any task may release it).
 // - LockGuard, returned by lock(), releases on destruction (also when an exception unwinds it).
 //
-// Loop-thread only. A lock must outlive the tasks waiting on it.
+// Loop-thread only. A lock destroyed while tasks wait on it (a bug) leaves them suspended until
+// they are cancelled; their cancellation does not touch it.
 #pragma once
 
 #include <coroutine>
 #include <mutex>  // std::adopt_lock_t
 #include <utility>
 
-#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/detail/waiter.hpp"
 #include "asyncio/exceptions.hpp"
-#include "asyncio/task.hpp"
 
 namespace asyncio {
 
 class Condition;
 class Lock;
-
-namespace detail {
-/// A task queued on a Lock. Lock's acquire awaiter and Condition's wait awaiter (while it
-/// re-acquires the lock) are both LockWaiters, so one queue serves both.
-struct LockWaiter : WaiterNode, CancelHook {
-    PromiseBase* task = nullptr;
-    bool granted = false;  // release() handed the lock to this waiter
-};
-}  // namespace detail
 
 /// Holds a Lock and releases it when destroyed (Python's `async with lock:`). Move-only.
 class [[nodiscard]] LockGuard {
@@ -81,8 +72,9 @@ public:
     /// True while some task holds the lock (or it has been handed to a waiter that has not run).
     bool locked() const noexcept { return locked_; }
 
-    /// co_await lock.acquire(): takes the lock, waiting in FIFO order while it is held.
-    class [[nodiscard]] Awaiter : public detail::LockWaiter {
+    /// co_await lock.acquire(): takes the lock, waiting in FIFO order while it is held. (Its
+    /// queue also holds Condition's waiters while they re-acquire the lock.)
+    class [[nodiscard]] Awaiter : public detail::ListWaiter {
     public:
         explicit Awaiter(Lock& lock) noexcept : lock_(lock) {}
         bool await_ready() noexcept {
@@ -90,32 +82,13 @@ public:
             lock_.locked_ = true;
             return true;
         }
-        bool await_suspend(std::coroutine_handle<> h) {
-            task = detail::current_task_or_throw("Lock::acquire()");
-            if (!detail::suspend_task(task, h, this)) return false;
-            CancelHook::fn = &on_cancel;
-            lock_.waiters_.push_back(this);
-            return true;
-        }
+        bool await_suspend(std::coroutine_handle<> h) { return wait_in(lock_.waiters_, h, "Lock::acquire()"); }
         void await_resume() {
-            if (task == nullptr) return;                     // taken at once
-            if (!granted) detail::throw_cancelled(task);     // cancelled while queued
-            if (task->has(detail::kMustCancel)) {            // handed the lock, then cancelled
-                lock_.hand_off();
-                detail::throw_cancelled(task);
-            }
+            end_wait([this] { lock_.hand_off(); });  // handed the lock, then cancelled: pass it on
         }
 
     protected:
         Lock& lock_;
-
-    private:
-        static bool on_cancel(detail::CancelHook* h) {
-            auto* self = static_cast<Awaiter*>(h);
-            detail::unlink(self);
-            detail::wake_task(self->task);
-            return false;
-        }
     };
 
     /// co_await lock.lock(): as acquire(), returning a LockGuard that releases it.
@@ -146,17 +119,14 @@ private:
 
     /// The lock is held: give it to the first waiter (it stays locked), or unlock it.
     void hand_off() {
-        if (detail::WaiterNode* n = waiters_.pop_front()) {
-            auto* w = static_cast<detail::LockWaiter*>(n);
-            w->granted = true;
-            detail::wake_task(w->task);
-        } else {
+        if (detail::ListWaiter* w = waiters_.pop_front())
+            w->wake();
+        else
             locked_ = false;
-        }
     }
 
     bool locked_ = false;
-    detail::WaiterList waiters_;  // LockWaiters; none while unlocked
+    detail::WaitQueue waiters_;  // none while unlocked
 };
 
 inline void LockGuard::unlock() noexcept {

@@ -47,7 +47,7 @@
 #include <utility>
 #include <vector>
 
-#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/detail/waiter.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/task.hpp"
@@ -187,20 +187,12 @@ class QueueCore;
 enum class WaitKind : std::uint8_t { kGet, kPut, kJoin };
 
 /// A task suspended in get(), put() or join(). Constructed inside the awaiter (so in the awaiting
-/// coroutine's frame) only when the task really suspends.
-struct QueueWaiter : WaiterNode, CancelHook {
-    enum State : std::uint8_t {
-        kWaiting,    // linked in its queue's list, not woken
-        kWoken,      // told to try again; still linked until its retry runs from the ready queue
-        kCancelled,  // unlinked by Task::cancel() while it waited
-    };
-
+/// coroutine's frame) only when the task really suspends. A woken waiter (past WaitList::next) is
+/// only told to try again: it stays linked until its retry runs from the ready queue.
+struct QueueWaiter : ListWaiter {
     QueueCore* queue;  // null once the queue is destroyed
-    PromiseBase* task;
-    EventLoop* loop;  // the loop the task runs on (cancel() may come while no loop runs)
-    State state = kWaiting;
 
-    QueueWaiter(QueueCore* q, PromiseBase* t, EventLoop* l) noexcept : queue(q), task(t), loop(l) {}
+    explicit QueueWaiter(QueueCore* q) noexcept : queue(q) {}
     QueueWaiter(const QueueWaiter&) = delete;
     QueueWaiter& operator=(const QueueWaiter&) = delete;
 };
@@ -265,15 +257,10 @@ public:
         AwaiterBase(const AwaiterBase&) = delete;
         AwaiterBase& operator=(const AwaiterBase&) = delete;
         bool await_suspend(std::coroutine_handle<> h) {
-            PromiseBase* t = t_current_task;
-            if (t == nullptr) t = current_task_or_throw(kWhat[static_cast<int>(K)]);
-            std::construct_at(&node_, queue_, t, t_running_loop);
+            std::construct_at(&node_, queue_);
             phase_ = kSuspended;
-            if (!suspend_task(t, h, &node_)) {  // a cancellation is pending: raise it at once
-                node_.state = QueueWaiter::kCancelled;
-                return false;
-            }
-            node_.CancelHook::fn = &on_cancel<K>;
+            // A cancellation is pending: raise it at once.
+            if (!node_.begin_wait(h, kWhat[static_cast<int>(K)], &on_cancel<K>)) return false;
             queue_->list<K>().push_back(&node_);
             return true;
         }
@@ -291,10 +278,11 @@ public:
                 node_.queue->list<K>().remove(&node_);
             std::destroy_at(&node_);
         }
-        /// After a suspension: raises CancelledError if the wait was cancelled.
+        /// After a suspension: raises CancelledError if the wait was cancelled. A waiter that had
+        /// been woken passes its wake-up on first, so that none is lost (asyncio's "wake up the
+        /// next in line").
         void end_wait() const {
-            if (node_.state == QueueWaiter::kCancelled || node_.task->has(kMustCancel)) [[unlikely]]
-                cancelled<K>(&node_);
+            node_.end_wait([this] { pass_on<K>(node_); });
         }
 
         QueueCore* queue_;
@@ -379,10 +367,8 @@ private:
     void wake_next() {
         WaitList& l = list<K>();
         QueueWaiter* w = l.next();
-        w->loop->schedule(&retry<K>, w);  // first: if it throws, nothing changed
+        w->wake_via(&retry<K>, w);  // first: if it throws, nothing changed
         l.advance();
-        w->state = QueueWaiter::kWoken;
-        w->task->waiting_ = nullptr;  // cancel() now sets kMustCancel, which retry looks at
     }
     template <WaitKind K>
     void wake_all() {
@@ -395,7 +381,7 @@ private:
     static void retry(void* ctx) {
         auto* w = static_cast<QueueWaiter*>(ctx);
         QueueCore* q = w->queue;
-        PromiseBase* t = w->task;
+        PromiseBase* t = w->task();
         if (q != nullptr) [[likely]] {
             q->list<K>().remove(w);
             if (q->may_proceed<K>() || t->has(kMustCancel)) [[likely]] {
@@ -408,34 +394,27 @@ private:
             return;
         }
         // Wait again (detached if the queue is gone: until the task is cancelled).
-        w->state = QueueWaiter::kWaiting;
-        t->waiting_ = w;
+        w->wait_again();
     }
 
     /// Task::cancel() of a task waiting here: unlink it and wake it to raise CancelledError.
     template <WaitKind K>
     static bool on_cancel(CancelHook* h) {
-        auto* w = static_cast<QueueWaiter*>(h);
+        auto* w = static_cast<QueueWaiter*>(ListWaiter::from_hook(h));
         if (w->queue != nullptr) w->queue->list<K>().remove(w);
-        w->state = QueueWaiter::kCancelled;
-        w->task->waiting_ = nullptr;
-        w->loop->schedule(&step_task, w->task);
-        return false;
+        return w->cancel_wait();
     }
 
-    /// Raises the CancelledError of a cancelled wait. A waiter that had been woken passes its
-    /// wake-up on first, so that none is lost (asyncio's "wake up the next in line").
+    /// A waiter woken for an item (a slot) but cancelled before it ran: wake the next one instead.
     template <WaitKind K>
-    [[noreturn, gnu::noinline]] static void cancelled(const QueueWaiter* w) {
-        if (w->state == QueueWaiter::kWoken && w->queue != nullptr) {
-            QueueCore& q = *w->queue;
-            if constexpr (K == WaitKind::kGet) {
-                if (!q.empty() && q.getters_.has_waiting()) q.wake_next<K>();
-            } else if constexpr (K == WaitKind::kPut) {
-                if (!q.full() && q.putters_.has_waiting()) q.wake_next<K>();
-            }
+    static void pass_on(const QueueWaiter& w) {
+        if (w.queue == nullptr) return;
+        QueueCore& q = *w.queue;
+        if constexpr (K == WaitKind::kGet) {
+            if (!q.empty() && q.getters_.has_waiting()) q.wake_next<K>();
+        } else if constexpr (K == WaitKind::kPut) {
+            if (!q.full() && q.putters_.has_waiting()) q.wake_next<K>();
         }
-        throw_cancelled(w->task);
     }
 
     WaitList getters_;

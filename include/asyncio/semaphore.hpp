@@ -19,7 +19,8 @@
 //   ValueError("BoundedSemaphore released too many times").
 // - SemaphoreGuard, returned by lock(), releases its permit on destruction.
 //
-// Loop-thread only. A semaphore must outlive the tasks waiting on it.
+// Loop-thread only. A semaphore destroyed while tasks wait on it (a bug) leaves them suspended
+// until they are cancelled; their cancellation does not touch it.
 #pragma once
 
 #include <coroutine>
@@ -28,9 +29,8 @@
 #include <mutex>  // std::adopt_lock_t
 #include <utility>
 
-#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/detail/waiter.hpp"
 #include "asyncio/exceptions.hpp"
-#include "asyncio/task.hpp"
 
 namespace asyncio {
 
@@ -77,7 +77,7 @@ public:
     bool locked() const noexcept { return value_ == 0 || pending_ != 0 || !waiters_.empty(); }
 
     /// co_await sem.acquire(): takes a permit, waiting in FIFO order while none is free.
-    class [[nodiscard]] Awaiter : public detail::WaiterNode, public detail::CancelHook {
+    class [[nodiscard]] Awaiter : public detail::ListWaiter {
     public:
         explicit Awaiter(Semaphore& sem) noexcept : sem_(sem) {}
         bool await_ready() noexcept {
@@ -85,37 +85,19 @@ public:
             --sem_.value_;
             return true;
         }
-        bool await_suspend(std::coroutine_handle<> h) {
-            task_ = detail::current_task_or_throw("Semaphore::acquire()");
-            if (!detail::suspend_task(task_, h, this)) return false;
-            CancelHook::fn = &on_cancel;
-            sem_.waiters_.push_back(this);
-            return true;
-        }
+        bool await_suspend(std::coroutine_handle<> h) { return wait_in(sem_.waiters_, h, "Semaphore::acquire()"); }
         void await_resume() {
-            if (task_ == nullptr) return;                    // taken at once
-            if (!granted_) detail::throw_cancelled(task_);   // cancelled while queued
+            if (wait_state() == detail::WaitState::kIdle) return;  // taken at once
+            end_wait([this] {  // handed a permit, then cancelled: pass it on
+                --sem_.pending_;
+                sem_.release_permit();
+            });
             --sem_.pending_;
-            if (task_->has(detail::kMustCancel)) {           // handed a permit, then cancelled
-                sem_.release_permit();                       // pass it on
-                detail::throw_cancelled(task_);
-            }
             sem_.wake_waiters();  // newcomers that queued behind us while we were pending
         }
 
     protected:
         Semaphore& sem_;
-
-    private:
-        friend class Semaphore;
-        static bool on_cancel(detail::CancelHook* h) {
-            auto* self = static_cast<Awaiter*>(h);
-            detail::unlink(self);
-            detail::wake_task(self->task_);
-            return false;
-        }
-        detail::PromiseBase* task_ = nullptr;
-        bool granted_ = false;
     };
 
     /// co_await sem.lock(): as acquire(), returning a SemaphoreGuard that releases the permit.
@@ -159,20 +141,18 @@ private:
     /// Hands free permits to the first waiters (FIFO).
     void wake_waiters() {
         while (value_ > 0) {
-            detail::WaiterNode* n = waiters_.pop_front();
-            if (n == nullptr) break;
-            auto* w = static_cast<Awaiter*>(n);
+            detail::ListWaiter* w = waiters_.pop_front();
+            if (w == nullptr) break;
             --value_;
             ++pending_;
-            w->granted_ = true;
-            detail::wake_task(w->task_);
+            w->wake();
         }
     }
 
     std::ptrdiff_t value_;         // free permits (not counting those handed to waiters)
     std::ptrdiff_t bound_;
     std::ptrdiff_t pending_ = 0;   // waiters handed a permit that have not run yet
-    detail::WaiterList waiters_;
+    detail::WaitQueue waiters_;
 };
 
 /// A Semaphore that refuses to be released above its initial value.

@@ -8,46 +8,36 @@
 #include <coroutine>
 
 #include "asyncio/clock.hpp"
-#include "asyncio/task.hpp"
+#include "asyncio/detail/waiter.hpp"
 
 namespace asyncio {
 
 namespace detail {
-struct [[nodiscard]] SleepAwaiter : CancelHook {
+struct [[nodiscard]] SleepAwaiter : Waiter {
     Duration delay;
-    PromiseBase* task = nullptr;
     TimerId timer{};
-    bool cancelled = false;  // woken by cancel(): raise even if uncancel() came before we ran
 
+    explicit SleepAwaiter(Duration d) noexcept : delay(d) {}
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) {
-        task = current_task_or_throw("sleep()");
-        if (delay <= Duration::zero()) {
-            if (!suspend_task(task, h, nullptr)) return false;
-            t_running_loop->schedule(&step_task, task);
-            return true;
-        }
-        if (!suspend_task(task, h, this)) return false;
-        EventLoop& loop = *t_running_loop;
-        CancelHook::fn = &on_cancel;
-        timer = loop.add_timer(deadline_after(loop.time(), delay), [this] {
+        if (delay <= Duration::zero()) return yield_once(h, "sleep()");  // exactly one iteration
+        if (!begin_wait(h, "sleep()", &on_cancel)) return false;
+        try {
             // Due timers already run from the ready queue: resume the task directly.
-            task->waiting_ = nullptr;
-            step_task(task);
-        });
+            EventLoop& l = *t_running_loop;
+            timer = l.add_timer(deadline_after(l.time(), delay), [this] { wake_now(); });
+        } catch (...) {
+            abandon_wait();
+            throw;
+        }
         return true;
     }
-    void await_resume() const {
-        if (cancelled) throw_cancelled(task);
-        check_cancelled(task);
-    }
+    void await_resume() const { end_wait(); }
 
     static bool on_cancel(CancelHook* hook) {
-        auto* self = static_cast<SleepAwaiter*>(hook);
+        auto* self = static_cast<SleepAwaiter*>(from_hook(hook));
         t_running_loop->cancel_timer(self->timer);
-        self->cancelled = true;
-        wake_task(self->task);
-        return false;
+        return self->cancel_wait();
     }
 };
 }  // namespace detail
@@ -56,7 +46,7 @@ struct [[nodiscard]] SleepAwaiter : CancelHook {
 template <class Rep, class Period>
 detail::SleepAwaiter sleep(std::chrono::duration<Rep, Period> delay) {
     // Rounded up (sleep(1us) never becomes sleep(0)) and saturated: clock.hpp.
-    return detail::SleepAwaiter{{}, saturating_duration(delay)};
+    return detail::SleepAwaiter(saturating_duration(delay));
 }
 
 }  // namespace asyncio

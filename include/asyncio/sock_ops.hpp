@@ -54,6 +54,7 @@
 
 #include "asyncio/detail/io_op.hpp"
 #include "asyncio/socket.hpp"
+#include "asyncio/detail/waiter.hpp"
 #include "asyncio/task.hpp"
 
 namespace asyncio {
@@ -105,8 +106,8 @@ namespace detail {
 void close_fd_quietly(int fd) noexcept;
 
 /// The common part of the sock_* awaiters: one IoOp, submitted from await_suspend, completed
-/// through the backend, cancelled through the task's CancelHook.
-class [[nodiscard]] IoAwaiter : public CancelHook, public IoOp {
+/// through the backend, cancelled through the task's cancel hook (detail/waiter.hpp).
+class [[nodiscard]] IoAwaiter : public Waiter, public IoOp {
 public:
     IoAwaiter(IoKind k, int fd_) noexcept {
         kind = k;
@@ -129,52 +130,42 @@ public:
 protected:
     /// Submits the op; true if the task must stay suspended.
     bool start(std::coroutine_handle<> h, const char* what, void (*on_complete)(void*) = &resume) {
-        task_ = current_task_or_throw(what);
         loop_ = t_running_loop;
         // A cancellation already pending: raise it without doing anything.
-        if (!suspend_task(task_, h, this)) return false;
+        if (!begin_wait(h, what, &on_cancel)) return false;
         complete = on_complete;
-        CancelHook::fn = &on_cancel;
         try {
             if (!io_submit(*loop_, *this)) return true;
         } catch (...) {
-            task_->waiting_ = nullptr;
+            abandon_wait();
             throw;
         }
-        task_->waiting_ = nullptr;  // done at once: go on without suspending
+        ready_at_once();  // done at once: go on without suspending
         return false;
     }
 
     /// The result, or CancelledError, or the OS error as std::system_error.
     std::int64_t finish(const char* what) {
-        if (state == IoState::idle || state == IoState::cancelled) throw_cancelled(task_);
+        if (state == IoState::idle || state == IoState::cancelled) throw_cancelled(task());
         if (result < 0) throw std::system_error(static_cast<int>(-result), std::generic_category(), what);
         return result;
     }
 
     /// Resumes the task (runs from the ready queue).
-    static void resume(void* op) {
-        auto* self = static_cast<IoAwaiter*>(static_cast<IoOp*>(op));
-        self->task_->waiting_ = nullptr;
-        step_task(self->task_);
-    }
+    static void resume(void* op) { static_cast<IoAwaiter*>(static_cast<IoOp*>(op))->wake_now(); }
 
     EventLoop* loop_ = nullptr;
-    PromiseBase* task_ = nullptr;
 
 private:
     static bool on_cancel(CancelHook* h) {
-        auto* self = static_cast<IoAwaiter*>(h);
-        if (io_cancel(*self->loop_, *self)) {
-            // Woken through its own loop: cancel() may come while no loop runs (asyncio::run's
-            // shutdown cancels the tasks left before running the loop again).
-            self->task_->waiting_ = nullptr;
-            self->loop_->schedule(&step_task, self->task_);
-            return false;  // withdrawn: CancelledError at the co_await
-        }
+        auto* self = static_cast<IoAwaiter*>(from_hook(h));
+        // Withdrawn: it did nothing. Woken through its own loop: cancel() may come while no loop
+        // runs (asyncio::run's shutdown cancels the tasks left before running the loop again).
+        if (io_cancel(*self->loop_, *self)) return self->cancel_wait(*self->loop_);
         // It completed in this iteration and its completion is queued: deliver the result, and
-        // raise the cancellation at the task's next suspension point.
-        self->task_->flags_ |= kMustCancel;
+        // raise the cancellation at the task's next suspension point (an I/O operation cannot be
+        // undone, so this is where it differs from end_wait's pass-on).
+        self->task()->flags_ |= kMustCancel;
         return true;
     }
 };
@@ -230,7 +221,7 @@ public:
         return true;
     }
     void await_resume() {
-        if (cancelled_) throw_cancelled(task_);
+        if (cancelled_) throw_cancelled(task());
         if (len == 0 && state == IoState::idle) return;  // nothing to send
         finish("sock_sendall");
     }
@@ -240,13 +231,13 @@ private:
     bool false_or_continue() {
         while (state == IoState::done && advance()) {
             // Cancelled while a partial send was being reported: stop here and raise it.
-            if (task_->has(kMustCancel)) {
+            if (task()->has(kMustCancel)) {
                 cancelled_ = true;
                 return false;
             }
             try {
                 if (!io_submit(*loop_, *this)) {
-                    task_->waiting_ = this;
+                    wait_again();
                     return true;
                 }
             } catch (...) {

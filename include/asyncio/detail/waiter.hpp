@@ -1,0 +1,245 @@
+// The waiting protocol, in one place: a task suspends on something (a list of a primitive, a
+// timer, an I/O operation, a result from a thread), something wakes it, or Task::cancel() does.
+// Every awaiter of the library that suspends a task until something happens is built on Waiter:
+// sleep, Event, Lock, Condition, Semaphore, Barrier, Queue, run_in_executor, the socket
+// operations, the streams' waits. (Awaiting a task, gather, wait, shield, TaskGroup pass a
+// cancellation on to what they await instead: see docs/design.md, "One waiting protocol".)
+//
+// The protocol, as a Waiter sees it:
+//
+//   await_suspend:  begin_wait(h, what, hook) records the task (RuntimeError outside a task) and
+//                   arms the cancel hook; false when a cancellation is already pending (the
+//                   awaiter does not suspend, and end_wait() raises it at once). Then register
+//                   wherever the wake-up will come from. (yield_once(h, what): no wake-up to wait
+//                   for, just the back of the ready queue.)
+//   the wake-up:    wake() (resume from the ready queue: asyncio's ordering), wake_via(fn, ctx)
+//                   (run fn from the ready queue instead, which resumes the task or calls
+//                   wait_again()), wake_now() (already running from the ready queue: a due timer,
+//                   an I/O completion).
+//   the cancel hook (Task::cancel of the waiting task): unregister, then `return cancel_wait();`.
+//   await_resume:   end_wait(pass_on) returns when the wait was woken; raises CancelledError when
+//                   it was cancelled, or woken but cancelled before the task ran: then pass_on()
+//                   first hands on what the wake-up gave it (a lock, a permit, a queue's wake-up),
+//                   so that no hand-off is lost.
+//
+// ListWaiter is a Waiter queued in a WaitQueue (FIFO, intrusive: waiting never allocates); a new
+// primitive's awaiter is then a few lines:
+//
+//   struct Awaiter : detail::ListWaiter {
+//       Thing& thing;
+//       bool await_ready() const noexcept { return thing.ready; }
+//       bool await_suspend(std::coroutine_handle<> h) { return wait_in(thing.waiters, h, "Thing::wait()"); }
+//       void await_resume() { end_wait(); }
+//   };
+//   ... thing.ready = true; thing.waiters.wake_all();     // or: if (auto* w = waiters.pop_front()) w->wake();
+//
+// A waiter is woken through the running loop, which is its own (loop-thread only); a wake-up
+// between two runs of the loop (no loop running: Event::set() from main between two
+// run_until_complete) goes to the thread's loop when the task is one of its tasks.
+#pragma once
+
+#include <coroutine>
+#include <cstdint>
+#include <utility>
+
+#include "asyncio/detail/promise.hpp"
+#include "asyncio/detail/waiter_list.hpp"
+#include "asyncio/event_loop.hpp"
+#include "asyncio/task.hpp"
+
+namespace asyncio::detail {
+
+/// Where a Waiter is in its protocol. Being woken changes no state (the hot path stays as cheap
+/// as a bespoke awaiter): a waiter that resumes while kSuspended was woken by what it waited for.
+enum class WaitState : std::uint8_t {
+    kIdle,       // did not suspend (the awaited thing was ready at once)
+    kSuspended,  // suspended: waiting (the cancel hook armed) or woken, not by a cancellation
+    kCancelled,  // woken by its cancel hook, or a cancellation was pending at begin_wait
+};
+
+/// The loop a waiting task belongs to, when none is running (a wake-up or a cancellation between
+/// two runs of its loop): the thread's loop if the task is one of its own; RuntimeError otherwise.
+/// Cold; defined in src/task.cpp.
+[[gnu::cold]] EventLoop& loop_of_waiting_task(PromiseBase* t);
+
+class Waiter : public CancelHook {
+public:
+    using Hook = bool (*)(CancelHook*);
+
+    Waiter() noexcept = default;
+    Waiter(const Waiter&) noexcept : CancelHook() {}  // a copy is a fresh waiter
+    Waiter& operator=(const Waiter&) noexcept { return *this; }
+
+    /// The waiting task (null while kIdle).
+    PromiseBase* task() const noexcept { return reinterpret_cast<PromiseBase*>(bits_ & ~kCancelledBit); }
+    WaitState wait_state() const noexcept {
+        if (bits_ == 0) return WaitState::kIdle;
+        return (bits_ & kCancelledBit) != 0 ? WaitState::kCancelled : WaitState::kSuspended;
+    }
+
+    // ---- await_suspend ----
+
+    /// Starts waiting: records the current task and arms `hook` as its cancel hook. True: suspend
+    /// (register the waiter now). False: a cancellation is pending; do not suspend (end_wait
+    /// raises it). RuntimeError naming `what` outside a task.
+    bool begin_wait(std::coroutine_handle<> h, const char* what, Hook hook) {
+        PromiseBase* const t = current_task_or_throw(what);
+        if (!suspend_task(t, h, this)) [[unlikely]] {
+            bits_ = reinterpret_cast<std::uintptr_t>(t) | kCancelledBit;
+            return false;
+        }
+        CancelHook::fn = hook;
+        bits_ = reinterpret_cast<std::uintptr_t>(t);
+        return true;
+    }
+    /// Suspends until the loop's next iteration (asyncio's bare `yield`, sleep(0)): the task goes
+    /// to the back of the ready queue, with no cancel hook (a cancel() meanwhile is raised at
+    /// end_wait). False: a cancellation is pending (end_wait raises it).
+    bool yield_once(std::coroutine_handle<> h, const char* what) {
+        PromiseBase* const t = current_task_or_throw(what);
+        if (!suspend_task(t, h, nullptr)) [[unlikely]] {
+            bits_ = reinterpret_cast<std::uintptr_t>(t) | kCancelledBit;
+            return false;
+        }
+        t_running_loop->schedule(&step_task, t);  // (if it throws, the task did not suspend)
+        bits_ = reinterpret_cast<std::uintptr_t>(t);
+        return true;
+    }
+    /// The registration that followed begin_wait failed (it threw): the task does not suspend.
+    void abandon_wait() noexcept {
+        suspended_task()->waiting_ = nullptr;
+        bits_ = 0;
+    }
+    /// What it waits for happened during await_suspend itself (an I/O operation that completed
+    /// at once): do not suspend after all; end_wait returns normally.
+    void ready_at_once() noexcept { suspended_task()->waiting_ = nullptr; }
+
+    // ---- the wake-up ----
+
+    /// Resumes the task from the ready queue of its loop (the running one). From then on a
+    /// cancellation is raised at end_wait, after the hand-off is passed on.
+    void wake() { wake_via(&step_task, suspended_task()); }
+    /// As wake(), but runs fn(ctx) from the ready queue: fn resumes the task (step_task) or makes
+    /// it wait again (wait_again). If scheduling throws, nothing changed.
+    void wake_via(void (*fn)(void*), void* ctx) {
+        EventLoop* loop = t_running_loop;
+        if (loop == nullptr) [[unlikely]]
+            loop = &loop_of_waiting_task(suspended_task());
+        wake_via(*loop, fn, ctx);
+    }
+    /// The same, on a given loop (an awaiter that knows its loop).
+    void wake_via(EventLoop& loop, void (*fn)(void*), void* ctx) {
+        PromiseBase* const t = suspended_task();
+        loop.schedule(fn, ctx);
+        t->waiting_ = nullptr;
+    }
+    /// Resumes the task at once; only from a callback that itself runs from the ready queue (a
+    /// due timer, an I/O completion, a result delivered from a thread). The waiter's frame may be
+    /// gone when this returns.
+    void wake_now() {
+        PromiseBase* const t = suspended_task();
+        t->waiting_ = nullptr;
+        step_task(t);
+    }
+    /// After wake_via: the task waits again (its hook armed again), without having run.
+    void wait_again() noexcept { suspended_task()->waiting_ = this; }
+    /// True while it waits: suspended, and neither woken nor cancelled yet.
+    bool waiting() const noexcept { return wait_state() == WaitState::kSuspended && task()->waiting_ == this; }
+
+    // ---- the cancel hook ----
+
+    /// The wait was withdrawn by its cancel hook (which unregistered it): the task resumes from
+    /// the ready queue and raises CancelledError (even if uncancel() comes before it runs, as
+    /// asyncio's cancelled future). Returns false, which is the hook's answer. (A hook runs with
+    /// the task's loop as the running loop: Task::cancel and EventLoop::close see to it.)
+    bool cancel_wait() { return cancel_wait(*t_running_loop); }
+    /// The same, on a given loop (an awaiter that knows its loop).
+    bool cancel_wait(EventLoop& loop) {
+        PromiseBase* const t = suspended_task();
+        loop.schedule(&step_task, t);
+        t->waiting_ = nullptr;
+        bits_ |= kCancelledBit;
+        return false;
+    }
+
+    // ---- await_resume ----
+
+    /// Returns when the wait ended normally (or never suspended). Raises CancelledError when it
+    /// was cancelled, or when it was woken and then cancelled before the task ran: then pass_on()
+    /// runs first and hands on whatever the wake-up gave this waiter.
+    template <class PassOn>
+    void end_wait(PassOn&& pass_on) const {
+        const std::uintptr_t b = bits_;
+        if (b == 0) return;  // kIdle: did not suspend (the fast paths)
+        if ((b & kCancelledBit) == 0) [[likely]] {  // woken
+            auto* const t = reinterpret_cast<PromiseBase*>(b);
+            if (!t->has(kMustCancel)) [[likely]]
+                return;
+            std::forward<PassOn>(pass_on)();
+            throw_cancelled(t);
+        }
+        throw_cancelled(reinterpret_cast<PromiseBase*>(b & ~kCancelledBit));
+    }
+    void end_wait() const {
+        end_wait([] {});
+    }
+
+    /// The Waiter whose cancel hook h is.
+    static Waiter* from_hook(CancelHook* h) noexcept { return static_cast<Waiter*>(h); }
+
+private:
+    // The state is the task pointer itself: null (kIdle), the task (kSuspended), or the task with
+    // its low bit set (kCancelled; a promise is at least 8-aligned). So a Waiter is two words (the
+    // hook and the task), and waking it stores nothing into it.
+    static constexpr std::uintptr_t kCancelledBit = 1;
+    /// task(), for a waiter known to be suspended and not cancelled (no mask to apply).
+    PromiseBase* suspended_task() const noexcept { return reinterpret_cast<PromiseBase*>(bits_); }
+
+    std::uintptr_t bits_ = 0;
+};
+
+static_assert(alignof(PromiseBase) >= 2, "Waiter keeps its state in the low bit of a PromiseBase*");
+
+class WaitQueue;
+
+/// A Waiter queued in a WaitQueue (a primitive's FIFO of waiting tasks). The node lives in the
+/// awaiter, in the waiting coroutine's frame; a queue destroyed while tasks wait in it detaches
+/// them (they stay suspended until cancelled, and their cancellation touches nothing of it).
+class ListWaiter : public WaiterNode, public Waiter {
+public:
+    /// await_suspend: begin_wait, then queue at the back of q. `hook` defaults to withdraw().
+    inline bool wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook = &withdraw);
+
+    /// The default cancel hook: leave the queue (if it still exists) and raise CancelledError.
+    static bool withdraw(CancelHook* h) {
+        auto* self = from_hook(h);
+        unlink(self);
+        return self->cancel_wait();
+    }
+    static ListWaiter* from_hook(CancelHook* h) noexcept { return static_cast<ListWaiter*>(Waiter::from_hook(h)); }
+};
+
+/// A FIFO of ListWaiters.
+class WaitQueue {
+public:
+    bool empty() const noexcept { return list_.empty(); }
+    ListWaiter* front() const noexcept { return static_cast<ListWaiter*>(list_.front()); }
+    void push_back(ListWaiter* w) noexcept { list_.push_back(w); }
+    ListWaiter* pop_front() noexcept { return static_cast<ListWaiter*>(list_.pop_front()); }
+    void remove(ListWaiter* w) noexcept { list_.remove(w); }
+    /// Wakes every waiter, first come first woken.
+    void wake_all() {
+        while (ListWaiter* w = pop_front()) w->wake();
+    }
+
+private:
+    WaiterList list_;
+};
+
+inline bool ListWaiter::wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook) {
+    if (!begin_wait(h, what, hook)) return false;
+    q.push_back(this);
+    return true;
+}
+
+}  // namespace asyncio::detail
