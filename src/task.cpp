@@ -281,9 +281,10 @@ bool task_cancel(PromiseBase* p, std::string msg) {
 }
 
 EventLoop& loop_of_waiting_task(PromiseBase* t) {
-    EventLoop* loop = thread_loop_of(t);
-    if (loop == nullptr) throw RuntimeError("cannot wake a waiting Task while its event loop is not running");
-    return *loop;
+    // The task's own loop; from a thread whose running loop is another while it runs: refused.
+    check_loop_thread_slow(t, "waking a task");
+    if (t->loop_ == nullptr) throw RuntimeError("Event loop is closed");
+    return *t->loop_;
 }
 
 std::string take_cancel_message(PromiseBase* p) {

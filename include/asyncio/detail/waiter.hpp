@@ -101,7 +101,7 @@ public:
             bits_ = reinterpret_cast<std::uintptr_t>(t) | kCancelledBit;
             return false;
         }
-        t_running_loop->schedule(&step_task, t);  // (if it throws, the task did not suspend)
+        t->loop_->schedule(&step_task, t);  // (if it throws, the task did not suspend)
         bits_ = reinterpret_cast<std::uintptr_t>(t);
         return true;
     }
@@ -122,8 +122,10 @@ public:
     /// As wake(), but runs fn(ctx) from the ready queue: fn resumes the task (step_task) or makes
     /// it wait again (wait_again). If scheduling throws, nothing changed.
     void wake_via(void (*fn)(void*), void* ctx) {
-        EventLoop* loop = t_running_loop;
-        if (loop == nullptr) [[unlikely]]
+        // The task's loop is the running one, except between runs or from another thread (cold:
+        // checked there, RuntimeError while that loop runs on another thread).
+        EventLoop* loop = suspended_task()->loop_;
+        if (loop != t_running_loop) [[unlikely]]
             loop = &loop_of_waiting_task(suspended_task());
         wake_via(*loop, fn, ctx);
     }
@@ -152,7 +154,7 @@ public:
     /// the ready queue and raises CancelledError (even if uncancel() comes before it runs, as
     /// asyncio's cancelled future). Returns false, which is the hook's answer. (A hook runs with
     /// the task's loop as the running loop: Task::cancel and EventLoop::close see to it.)
-    bool cancel_wait() { return cancel_wait(*t_running_loop); }
+    bool cancel_wait() { return cancel_wait(*suspended_task()->loop_); }
     /// The same, on a given loop (an awaiter that knows its loop).
     bool cancel_wait(EventLoop& loop) {
         PromiseBase* const t = suspended_task();
