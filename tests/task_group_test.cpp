@@ -275,4 +275,29 @@ TEST_F(TaskGroupTest, RegressionCancellingAHundredThousandNestedTaskGroupsOverfl
                  virtual_time());
 }
 
+// The parent cancelled with a message while it waits for the group: the CancelledError that came
+// out had no message (and the message stayed behind for a later cancellation). As asyncio
+// 3.13 (checked): it carries the message.
+TEST_F(TaskGroupTest, RegressionCancellingTheParentWhileItWaitsKeepsTheMessage) {
+    auto main_ = []() -> asyncio::Coroutine<> {
+        auto parent = []() -> asyncio::Coroutine<> {
+            asyncio::TaskGroup tg;
+            tg.create_task(value_after(1, 1h));
+            co_await tg.wait();
+        };
+        auto t = asyncio::create_task(parent());
+        co_await asyncio::sleep(0s);
+        co_await asyncio::sleep(0s);
+        t.cancel("bye");
+        try {
+            co_await t;
+            ADD_FAILURE() << "not cancelled";
+        } catch (const asyncio::CancelledError& e) {
+            EXPECT_EQ(e.message(), "bye");
+        }
+        EXPECT_TRUE(t.cancelled());
+    };
+    asyncio::run(main_(), virtual_time());
+}
+
 }  // namespace

@@ -221,8 +221,13 @@ private:
 
     private:
         void note_cancel() {
+            // The request's message goes with the CancelledError that propagates (asyncio raises
+            // the one its wait received); taken either way, so it is not left to a later one.
+            std::string msg = detail::take_cancel_message(g_.parent_);
             if (!g_.aborting_) {
-                if (!propagate_) propagate_ = std::make_exception_ptr(CancelledError());
+                if (!propagate_)
+                    propagate_ = msg.empty() ? std::make_exception_ptr(CancelledError())
+                                             : std::make_exception_ptr(CancelledError(std::move(msg)));
                 g_.abort();
             }
         }
