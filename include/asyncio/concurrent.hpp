@@ -149,27 +149,26 @@ public:
     }
 
     /// co_await in a task: see the top of this file.
-    class [[nodiscard]] Awaiter : public detail::CancelHook {
+    class [[nodiscard]] Awaiter : public detail::Waiter {
     public:
         explicit Awaiter(std::shared_ptr<detail::ConcurrentState<T>> s) noexcept : s_(std::move(s)) {}
         Awaiter(const Awaiter&) = delete;
         Awaiter& operator=(const Awaiter&) = delete;
         ~Awaiter() {
-            if (d_ && d_->waiter == task_) d_->waiter = nullptr;  // frame freed while waiting
+            if (d_ && d_->waiter == this) d_->waiter = nullptr;  // frame freed while waiting
         }
         bool await_ready() const {
             std::lock_guard lock(s_->mutex);
             return s_->done_locked();
         }
         bool await_suspend(std::coroutine_handle<> h) {
-            task_ = detail::current_task_or_throw("awaiting a ConcurrentFuture");
+            // The delivery is the executor's: the completing thread posts it to the task's loop.
             d_ = std::make_shared<detail::ExecStateBase>();
-            auto post = [d = d_, link = task_->loop_->link()] { detail::post_to_loop(link, d); };
-            if (!detail::suspend_task(task_, h, this)) return false;
-            CancelHook::fn = &on_cancel;
-            d_->waiter = task_;
+            if (!begin_wait(h, "awaiting a ConcurrentFuture", &on_cancel)) return false;
+            d_->waiter = this;
+            auto post = [d = d_, link = detail::t_running_loop->link()] { detail::post_to_loop(link, d); };
             {
-                std::unique_lock lock(s_->mutex);
+                std::lock_guard lock(s_->mutex);
                 if (!s_->done_locked()) {
                     s_->callbacks.push_back(std::move(post));
                     return true;
@@ -179,22 +178,19 @@ public:
             return true;
         }
         T await_resume() {
-            if (d_ && !d_->done) detail::throw_cancelled(task_);
+            end_wait();
             return ConcurrentFuture::take(*s_);
         }
 
     private:
         static bool on_cancel(detail::CancelHook* h) {
-            auto* self = static_cast<Awaiter*>(h);
+            auto* self = static_cast<Awaiter*>(from_hook(h));
             self->d_->waiter = nullptr;
-            self->task_->waiting_ = nullptr;
-            self->task_->loop_->schedule(&detail::step_task, self->task_);
             self->s_->cancel();  // as asyncio.wrap_future: cancelling the awaiter cancels the source
-            return false;
+            return self->cancel_wait();
         }
         std::shared_ptr<detail::ConcurrentState<T>> s_;
         std::shared_ptr<detail::ExecStateBase> d_;
-        detail::PromiseBase* task_ = nullptr;
     };
     Awaiter operator co_await() const noexcept { return Awaiter(s_); }
 

@@ -115,8 +115,8 @@ public:
     }
     /// Movable until it is awaited (create_task, gather, wait_for, ... keep it in a frame). The
     /// pointers into the awaiter itself (addresses, own buffers) are set in await_suspend.
-    IoAwaiter(IoAwaiter&& o) noexcept : CancelHook(), IoOp(static_cast<const IoOp&>(o)) {
-        assert(o.state == IoState::idle && o.task_ == nullptr);
+    IoAwaiter(IoAwaiter&& o) noexcept : Waiter(), IoOp(static_cast<const IoOp&>(o)) {
+        assert(o.state == IoState::idle && o.task() == nullptr);
     }
     IoAwaiter(const IoAwaiter&) = delete;
     IoAwaiter& operator=(const IoAwaiter&) = delete;

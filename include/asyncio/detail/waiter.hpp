@@ -57,9 +57,9 @@ enum class WaitState : std::uint8_t {
     kCancelled,  // woken by its cancel hook, or a cancellation was pending at begin_wait
 };
 
-/// The loop a waiting task belongs to, when none is running (a wake-up or a cancellation between
-/// two runs of its loop): the thread's loop if the task is one of its own; RuntimeError otherwise.
-/// Cold; defined in src/task.cpp.
+/// The loop of a waiting task woken while its loop is not the running one (between two runs of
+/// it, or from another thread): its own loop; RuntimeError while that loop runs elsewhere (a
+/// non-thread-safe use) or once it is closed. Cold; defined in src/task.cpp.
 [[gnu::cold]] EventLoop& loop_of_waiting_task(PromiseBase* t);
 
 class Waiter : public CancelHook {
