@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <exception>
+#include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -251,6 +253,29 @@ TEST_F(AnEvent, RegressionSettingAnEventAfterItsWaitersLoopClosedSchedulesNothin
     }
     EXPECT_FALSE(parked.done());
     parked = asyncio::Task<>();
+}
+
+TEST_F(AnEvent, RegressionSetFromAnotherThreadCrashes) {
+    // Issue #8: Event::set() from a plain thread while the loop ran crashed (SIGSEGV). Now it
+    // raises RuntimeError and changes nothing; set() on the loop's thread then works.
+    std::string text;
+    asyncio::run([](std::string& out) -> Coroutine<> {
+        Event ev;
+        Task<> waiter = asyncio::create_task([](Event& e) -> Coroutine<> { co_await e.wait(); }(ev));
+        co_await asyncio::sleep(0s);
+        std::thread other([&] {
+            try {
+                ev.set();
+            } catch (const asyncio::RuntimeError& e) {
+                out = e.what();
+            }
+        });
+        other.join();
+        EXPECT_FALSE(ev.is_set());
+        ev.set();
+        co_await waiter;
+    }(text));
+    EXPECT_EQ(text, "Event.set(): Non-thread-safe operation invoked on an event loop other than the current one");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -577,6 +578,34 @@ TEST_F(ALock, RegressionAWaiterOfAClosedLoopIsNotHandedTheLockLater) {
     EXPECT_TRUE(took);
     EXPECT_FALSE(parked.done());
     parked = asyncio::Task<>();
+}
+
+TEST_F(ALock, RegressionReleaseFromAPlainThreadRacesSilently) {
+    // Issue #8: Lock::release() from a plain thread while the loop ran raced silently. With a
+    // waiter to hand the lock to, it raises RuntimeError and the lock stays with its holder.
+    bool refused = false;
+    asyncio::run([](bool& out) -> Coroutine<> {
+        asyncio::Lock lock;
+        co_await lock.acquire();
+        Task<> waiter = asyncio::create_task([](asyncio::Lock& l) -> Coroutine<> {
+            co_await l.acquire();
+            l.release();
+        }(lock));
+        co_await asyncio::sleep(0s);
+        std::thread other([&] {
+            try {
+                lock.release();
+            } catch (const asyncio::RuntimeError&) {
+                out = true;
+            }
+        });
+        other.join();
+        EXPECT_TRUE(lock.locked());
+        lock.release();  // on the loop's thread: handed to the waiter
+        co_await waiter;
+        EXPECT_FALSE(lock.locked());
+    }(refused));
+    EXPECT_TRUE(refused);
 }
 
 }  // namespace

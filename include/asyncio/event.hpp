@@ -21,6 +21,7 @@ public:
     /// Sets the flag and wakes all waiters.
     void set() {
         if (value_) return;
+        waiters_.check_thread("Event.set()");  // before anything changes
         value_ = true;
         waiters_.wake_all();
     }

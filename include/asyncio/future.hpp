@@ -65,8 +65,6 @@ std::uint64_t add_done_callback_with(const Handle& handle, F&& fn) {
         handle.base(), [f = std::decay_t<F>(std::forward<F>(fn)), h = handle]() mutable { f(h); });
 }
 
-/// RuntimeError unless p's loop is the running loop of this thread or runs nowhere.
-void check_loop_thread_slow(const PromiseBase* p, const char* what);
 inline void check_loop_thread(const PromiseBase* p, const char* what) {
     if (p->loop_ != t_running_loop) [[unlikely]]
         check_loop_thread_slow(p, what);

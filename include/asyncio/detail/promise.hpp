@@ -144,6 +144,9 @@ struct OriginTag {
 [[gnu::cold]] void report_never_awaited(const PromiseBase* p) noexcept;
 
 // ---- task operations, defined in src/task.cpp ----
+/// RuntimeError unless p's loop is the running loop of this thread or runs nowhere (between runs):
+/// a non-thread-safe use from another thread while its loop runs.
+void check_loop_thread_slow(const PromiseBase* p, const char* what);
 void task_finished(PromiseBase* p) noexcept;  // root frame reached final_suspend
 void task_release(PromiseBase* p) noexcept;   // drops a reference; destroys the frame at zero
 bool task_cancel(PromiseBase* p, std::string msg);

@@ -227,7 +227,17 @@ public:
     bool empty() const noexcept { return list_.empty(); }
     ListWaiter* front() const noexcept { return static_cast<ListWaiter*>(list_.front()); }
     void push_back(ListWaiter* w) noexcept { list_.push_back(w); }
-    ListWaiter* pop_front() noexcept { return static_cast<ListWaiter*>(list_.pop_front()); }
+    /// The first waiter, unlinked. RuntimeError (and nothing changed) from a thread whose running
+    /// loop is not the waiter's while that loop runs: waking it there would race with its loop.
+    ListWaiter* pop_front() {
+        check_thread("waking a waiting task");
+        return static_cast<ListWaiter*>(list_.pop_front());
+    }
+    /// The thread check of pop_front(), for a primitive that changes its own state first.
+    void check_thread(const char* what) const {
+        if (ListWaiter* w = front(); w != nullptr && w->task()->loop_ != t_running_loop) [[unlikely]]
+            check_loop_thread_slow(w->task(), what);
+    }
     void remove(ListWaiter* w) noexcept { list_.remove(w); }
     /// Wakes every waiter, first come first woken.
     void wake_all() {
