@@ -297,7 +297,12 @@ struct StartThreadsafe {
     }
     void operator()() {
         armed = false;
-        if (cf.cancelled()) return;  // cancelled before it could start: the coroutine never runs
+        if (cf.cancelled()) {
+            // Cancelled before it could start: it never runs, and it was not forgotten (as
+            // asyncio, which throws the cancellation into it), so no "never awaited" report.
+            coro.release().destroy();
+            return;
+        }
         try {
             Task<T> t = loop->create_task(std::move(coro));
             cf.state()->task = t.base();
