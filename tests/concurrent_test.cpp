@@ -224,12 +224,42 @@ TEST_F(Bridges, ATaskOfOneLoopAwaitsACoroutineRunOnAnotherLoop) {
     EXPECT_EQ(v, 42);
 }
 
-// OPEN BUG (session 4): about one run in eight under load, the remote task never sees the
-// cancellation posted to its loop (cf.cancel() -> call_soon_threadsafe to the other loop, which
-// sleeps in epoll on a 24 h timer), and this test waits forever. Not yet known whether the post's
-// wake-up is lost (the lock-free call_soon_threadsafe) or the cancel misses the task. Disabled so
-// CI stays meaningful; run it with --gtest_also_run_disabled_tests --gtest_repeat=50 to reproduce.
-TEST_F(Bridges, DISABLED_CancellingTheAwaitingTaskCancelsTheRemoteTask) {
+TEST_F(Bridges, RegressionWrapFutureCancelledBeforeItsFirstStepLeftTheSourcePending) {
+    // The wrapper task was cancelled before it ran, so its coroutine never awaited cf and nothing
+    // cancelled cf: the remote task ran on (found as an intermittent hang of the test below).
+    LoopThread other;
+    std::atomic<bool> remote_started{false};
+    std::atomic<bool> remote_cancelled{false};
+    asyncio::run([](EventLoop& remote, std::atomic<bool>& started, std::atomic<bool>& flag) -> Coroutine<> {
+        auto cf = asyncio::run_coroutine_threadsafe(
+            [](std::atomic<bool>& s, std::atomic<bool>& f) -> Coroutine<int> {
+                s.store(true);
+                try {
+                    co_await asyncio::sleep(24h);
+                } catch (const CancelledError&) {
+                    f.store(true);
+                    throw;
+                }
+                co_return 0;
+            }(started, flag),
+            remote);
+        while (!started.load()) co_await asyncio::sleep(1ms);
+        Task<int> waiter = asyncio::wrap_future(cf);
+        waiter.cancel();
+        try {
+            co_await waiter;
+            ADD_FAILURE() << "no CancelledError";
+        } catch (const CancelledError&) {
+        }
+        co_await asyncio::sleep(0s);  // the done callback that cancels cf (asyncio's order too)
+        EXPECT_TRUE(cf.cancelled());
+        EXPECT_THROW(cf.result(), CancelledError);
+        while (!flag.load()) co_await asyncio::sleep(1ms);  // bounded by the CTest timeout
+    }(other.loop(), remote_started, remote_cancelled));
+    EXPECT_TRUE(remote_cancelled.load());
+}
+
+TEST_F(Bridges, CancellingTheAwaitingTaskCancelsTheRemoteTask) {
     LoopThread other;
     std::atomic<bool> remote_started{false};
     std::atomic<bool> remote_cancelled{false};
@@ -247,7 +277,9 @@ TEST_F(Bridges, DISABLED_CancellingTheAwaitingTaskCancelsTheRemoteTask) {
             }(started, flag),
             remote);
         Task<int> waiter = asyncio::wrap_future(cf);
-        // Cancel once the remote task runs (a loaded machine may take a while to get there).
+        // Cancel once the remote task runs (a loaded machine may take a while to get there) and
+        // the wrapper awaits cf: the cancellation goes through the await, at once.
+        co_await asyncio::sleep(0s);
         while (!started.load()) co_await asyncio::sleep(1ms);
         waiter.cancel();
         try {

@@ -256,7 +256,11 @@ TEST_F(AFuture, ThreadsCompleteItThroughCallSoonThreadsafe) {
     int v = asyncio::run([]() -> Coroutine<int> {
         EventLoop& loop = asyncio::get_running_loop();
         Future<int> f = loop.create_future<int>();
-        std::thread worker([&loop, f]() mutable { loop.call_soon_threadsafe([f]() mutable { f.set_result(9); }); });
+        // A handle's copies share a count the loop thread owns: the worker moves its copy into the
+        // callback, so every copy and release happens on the loop thread.
+        std::thread worker([&loop, f]() mutable {
+            loop.call_soon_threadsafe([f = std::move(f)]() mutable { f.set_result(9); });
+        });
         int r = co_await f;
         worker.join();
         co_return r;

@@ -339,10 +339,15 @@ ConcurrentFuture<T> run_coroutine_threadsafe(Coroutine<T> coro, EventLoop& loop)
 }
 
 /// An asyncio future (a Task of the running loop) that completes with cf (Python's wrap_future).
-/// Cancelling it cancels cf.
+/// Cancelling it cancels cf: at once while it awaits cf; if it is cancelled before its first step
+/// (its coroutine then never runs), from its done callback, as asyncio's chain does.
 template <class T>
 Task<T> wrap_future(ConcurrentFuture<T> cf) {
-    return create_task([](ConcurrentFuture<T> f) -> Coroutine<T> { co_return co_await f; }(std::move(cf)));
+    Task<T> t = create_task([](ConcurrentFuture<T> f) -> Coroutine<T> { co_return co_await f; }(cf));
+    t.add_done_callback([cf](Task<T>& done) mutable {
+        if (done.cancelled()) cf.cancel();
+    });
+    return t;
 }
 
 /// The same for a std::future: one thread of the loop's default executor waits for it (a

@@ -12,7 +12,9 @@
 // Threads: a future belongs to its loop. Completing it, cancelling it or adding callbacks from a
 // thread whose running loop is not its loop, while its loop runs, raises RuntimeError (Python's
 // "Non-thread-safe operation invoked on an event loop other than the current one"); from another
-// thread, post the call with loop.call_soon_threadsafe().
+// thread, post the call with loop.call_soon_threadsafe(). The handle's count is not atomic:
+// copy and destroy handles on the loop's thread (or while it is not running); to hand one to a
+// callback posted from another thread, move it in.
 #pragma once
 
 #include <coroutine>
