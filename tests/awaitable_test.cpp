@@ -837,38 +837,40 @@ TEST_F(AwaitableCombinator, ANonMovableAwaiterStartsThroughACallable) {
 
 class CreateTaskOfACallable : public asyncio_test::LeakChecked {};
 
-// Before: create_task([s]() -> Coroutine<> {...}()) read `s` from a lambda object that died at the
-// end of the full expression (heap-use-after-free under ASan). The callable form keeps it.
+// Before: create_task([s]() -> Coroutine<...> {...}()) read `s` from a lambda object that died at
+// the end of the full expression (its string's buffer freed: ASan reports it). The callable form
+// keeps the lambda in the task's frame.
 TEST_F(CreateTaskOfACallable, RegressionACapturingLambdaIsSafe) {
     asyncio::run(
         []() -> Coroutine<> {
             std::string s = "captured, long enough to live on the heap";
-            Task<std::size_t> t = asyncio::create_task([s]() -> Coroutine<std::size_t> {
+            Task<std::string> t = asyncio::create_task([s]() -> Coroutine<std::string> {
                 co_await asyncio::sleep(1ms);
-                co_return s.size();  // the lambda object lives in the task's frame
+                co_return s;  // reads the capture: the lambda object lives in the task's frame
             });
-            s.clear();
-            EXPECT_EQ(co_await t, std::string("captured, long enough to live on the heap").size());
+            s.assign(64, 'x');
+            EXPECT_EQ(co_await t, "captured, long enough to live on the heap");
         }(),
         virtual_time());
 }
 
-Coroutine<std::size_t> length_later(const std::string& s) {
+Coroutine<std::string> copy_later(const std::string& s) {
     co_await asyncio::sleep(1ms);
-    co_return s.size();
+    co_return s;
 }
 
-// Before: create_task(length_later(std::string("temp..."))) bound s to a temporary that died at
-// the end of the full expression. create_task(f, args...) keeps the argument in the frame.
+// Before: create_task(copy_later(std::string("temp..."))) bound s to a temporary that died at the
+// end of the full expression (ASan: use of its freed buffer). create_task(f, args...) keeps the
+// argument in the frame; a const char* argument's conversion lives as long as the call's await.
 TEST_F(CreateTaskOfACallable, RegressionAConstRefParameterBoundToATemporaryIsSafe) {
     asyncio::run(
         []() -> Coroutine<> {
-            Task<std::size_t> t = asyncio::create_task(
-                length_later, std::string("temporary, long enough for the heap"));
-            EXPECT_EQ(co_await t, std::string("temporary, long enough for the heap").size());
-            Task<std::size_t> u =
-                asyncio::create_task(&length_later, "a C string becomes a std::string");
-            EXPECT_EQ(co_await u, std::string("a C string becomes a std::string").size());
+            Task<std::string> t = asyncio::create_task(
+                copy_later, std::string("temporary, long enough for the heap"));
+            Task<std::string> u =
+                asyncio::create_task(&copy_later, "a C string becomes a std::string on the heap");
+            EXPECT_EQ(co_await t, "temporary, long enough for the heap");
+            EXPECT_EQ(co_await u, "a C string becomes a std::string on the heap");
         }(),
         virtual_time());
 }

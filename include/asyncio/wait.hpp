@@ -204,6 +204,7 @@ inline std::optional<TimePoint> wait_deadline(std::optional<Duration> timeout) {
 /// aws is a std::vector of Tasks, Coroutines or any other awaitables (each becomes a task, as
 /// ensure_future does; an lvalue vector is copied, so one of Coroutines must be moved).
 template <class V>
+    requires detail::is_vector_v<std::remove_cvref_t<V>>  // a name as common as wait: vectors only
 auto wait(V&& aws, ReturnWhen when = ALL_COMPLETED,
           std::optional<Duration> timeout = std::nullopt) {
     if constexpr (!detail::awaitable_vector<V>) {
@@ -218,6 +219,7 @@ auto wait(V&& aws, ReturnWhen when = ALL_COMPLETED,
 }
 /// The same with a timeout in any unit (a huge one saturates instead of overflowing into Duration).
 template <class V, class Rep, class Period>
+    requires detail::is_vector_v<std::remove_cvref_t<V>>
 auto wait(V&& aws, ReturnWhen when, std::chrono::duration<Rep, Period> timeout) {
     if constexpr (!detail::awaitable_vector<V>) {
         detail::require_awaitable_vector<V>();
@@ -317,6 +319,7 @@ private:
 /// as_completed over a std::vector of Tasks, Coroutines or any other awaitables (each becomes a
 /// task, as ensure_future does), with an optional timeout (any unit).
 template <class V>
+    requires detail::is_vector_v<std::remove_cvref_t<V>>
 auto as_completed(V&& aws, std::optional<Duration> timeout = std::nullopt) {
     if constexpr (!detail::awaitable_vector<V>) {
         detail::require_awaitable_vector<V>();
@@ -328,6 +331,7 @@ auto as_completed(V&& aws, std::optional<Duration> timeout = std::nullopt) {
     }
 }
 template <class V, class Rep, class Period>
+    requires detail::is_vector_v<std::remove_cvref_t<V>>
 auto as_completed(V&& aws, std::chrono::duration<Rep, Period> timeout) {
     if constexpr (!detail::awaitable_vector<V>) {
         detail::require_awaitable_vector<V>();
