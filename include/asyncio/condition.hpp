@@ -12,7 +12,8 @@
 //   the lock, waits for notify(), re-acquires the lock, returns. It always returns or raises
 //   holding the lock: a wait cancelled at any point re-acquires the lock first and then raises
 //   CancelledError (as asyncio; further cancels while it re-acquires are folded into that one).
-//   A cancellation already pending when wait() is called raises at once, without releasing.
+//   A cancellation already pending when wait() is called is delivered there like any other: the
+//   lock is released, then re-acquired before CancelledError is raised (as asyncio).
 // - notify(n = 1) / notify_all(): RuntimeError("cannot notify on un-acquired lock") unless the
 //   lock is locked. Wakes the n longest-waiting tasks, in FIFO order; each then queues for the
 //   lock (behind the tasks already queued for it) and returns from wait() once it gets it.
@@ -62,14 +63,12 @@ public:
             if (!cond_.lock_->locked()) throw RuntimeError("cannot wait on un-acquired lock");
             return false;
         }
-        bool await_suspend(std::coroutine_handle<> h) {
-            // A pending cancellation: raise it, keeping the lock.
-            if (!wait_in(cond_.waiters_, h, "Condition::wait()", &on_cancel_waiting)) return false;
+        void await_suspend(std::coroutine_handle<> h) {
+            wait_in(cond_.waiters_, h, "Condition::wait()", &on_cancel_waiting);
             cond_.lock_->hand_off();  // release
-            return true;
         }
         void await_resume() {
-            // Cancelled at once (the lock kept), or the condition or its lock is gone.
+            // The condition or its lock is gone, or the loop is closing (no lock taken).
             if (wait_state() == detail::WaitState::kCancelled) detail::throw_cancelled(task());
             // Woken: the lock is ours again. Cancelled on the way, or after the wake-up: raise,
             // and do not swallow the notification.

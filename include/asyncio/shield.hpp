@@ -37,7 +37,7 @@ public:
     bool await_ready() const noexcept { return inner_.done(); }
     bool await_suspend(std::coroutine_handle<> h) {
         self_ = current_task_or_throw("shield()");
-        if (!suspend_task(self_, h, this)) return false;
+        suspend_task(self_, h, this);
         DoneWaiter::fn = &on_done;
         DoneWaiter::next = inner_.base()->waiters_;
         inner_.base()->waiters_ = this;

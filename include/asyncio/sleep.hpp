@@ -20,8 +20,11 @@ struct [[nodiscard]] SleepAwaiter : Waiter {
     explicit SleepAwaiter(Duration d) noexcept : delay(d) {}
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) {
-        if (delay <= Duration::zero()) return yield_once(h, "sleep()");  // exactly one iteration
-        if (!begin_wait(h, "sleep()", &on_cancel)) return false;
+        if (delay <= Duration::zero()) {
+            yield_once(h, "sleep()");  // exactly one iteration
+            return true;
+        }
+        begin_wait(h, "sleep()", &on_cancel);
         try {
             // Due timers already run from the ready queue: resume the task directly.
             EventLoop& l = *t_running_loop;
