@@ -18,7 +18,9 @@
 #include "asyncio/run.hpp"
 #include "asyncio/shield.hpp"
 #include "asyncio/sleep.hpp"
+#include "asyncio/task_group.hpp"
 #include "asyncio/timeout.hpp"
+#include "asyncio/wait.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -1237,6 +1239,101 @@ TEST_F(LikeCPython, S3WhichCancelMessageWins) {
                          "<none>; awaiter sees <none>",
                          "h) 'a' then 'b' while suspended, caught, awaits again: first: 'a'; uncancel() -> "
                          "1; second sleep returned; returned cancelling()=1",
+                     }));
+}
+
+// s11_pending_cancel_reaches_what_is_awaited.py: a task that cancelled itself with a message and
+// then awaits a future, a gather, a wait() or the end of a TaskGroup: the cancellation reaches what
+// it awaits once the step is over, with the message (the group's tasks are cancelled without it,
+// and the CancelledError that propagates from the group carries it).
+TEST_F(LikeCPython, S11APendingCancellationReachesWhatTheTaskAwaits) {
+    std::vector<std::string> lines;
+    auto main = [&]() -> Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        auto args = [](const CancelledError& e) {
+            return e.message().empty() ? std::string("<none>") : "'" + e.message() + "'";
+        };
+        // a)
+        asyncio::Future<int> fut = loop.create_future<int>();
+        auto awaits_future = [](asyncio::Future<int> f) -> Coroutine<> {
+            asyncio::current_task().cancel("m");
+            (void)co_await f;
+        };
+        Task<> t = asyncio::create_task(awaits_future(fut));
+        try {
+            co_await t;
+        } catch (const CancelledError& e) {
+            std::string with;
+            try {
+                (void)fut.result();
+            } catch (const CancelledError& f) {
+                with = args(f);
+            }
+            lines.push_back("a) future: awaiter sees " + args(e) + "; future cancelled()=" +
+                            py(fut.cancelled()) + " with " + with);
+        }
+        // b)
+        std::vector<std::string> log;
+        auto child = [&](int i) -> Coroutine<> {
+            try {
+                co_await asyncio::sleep(10s);
+            } catch (const CancelledError& e) {
+                log.push_back("child " + std::to_string(i) + ": " + args(e));
+                throw;
+            }
+        };
+        auto awaits_gather = [&]() -> Coroutine<> {
+            Task<> c1 = asyncio::create_task(child(1));
+            Task<> c2 = asyncio::create_task(child(2));
+            co_await asyncio::sleep(0s);
+            asyncio::current_task().cancel("m");
+            (void)co_await asyncio::gather(c1, c2);
+        };
+        t = asyncio::create_task(awaits_gather());
+        try {
+            co_await t;
+        } catch (const CancelledError& e) {
+            lines.push_back("b) gather: " + joined(log) + "; awaiter sees " + args(e));
+        }
+        // c)
+        Task<> c1;
+        auto awaits_wait = [&]() -> Coroutine<> {
+            c1 = asyncio::create_task(asyncio::sleep(10ms));
+            asyncio::current_task().cancel("m");
+            std::vector<Task<>> one;
+            one.push_back(c1);
+            (void)co_await asyncio::wait(std::move(one));
+        };
+        t = asyncio::create_task(awaits_wait());
+        try {
+            co_await t;
+        } catch (const CancelledError& e) {
+            lines.push_back("c) wait: awaiter sees " + args(e) + "; the child done()=" + py(c1.done()));
+        }
+        co_await c1;
+        // d)
+        log.clear();
+        auto ends_group = [&]() -> Coroutine<> {
+            asyncio::TaskGroup g;
+            co_await g.run([&]() -> Coroutine<> {
+                (void)g.create_task(child(3));
+                co_await asyncio::sleep(0s);
+                asyncio::current_task().cancel("m");
+            }());
+        };
+        t = asyncio::create_task(ends_group());
+        try {
+            co_await t;
+        } catch (const CancelledError& e) {
+            lines.push_back("d) TaskGroup: " + joined(log) + "; awaiter sees " + args(e));
+        }
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(lines, (std::vector<std::string>{
+                         "a) future: awaiter sees 'm'; future cancelled()=True with 'm'",
+                         "b) gather: child 1: 'm'; child 2: 'm'; awaiter sees 'm'",
+                         "c) wait: awaiter sees 'm'; the child done()=False",
+                         "d) TaskGroup: child 3: <none>; awaiter sees 'm'",
                      }));
 }
 
