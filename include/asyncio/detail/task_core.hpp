@@ -14,9 +14,8 @@ namespace asyncio {
 
 namespace detail {
 
-/// A task that suspended with a cancellation pending (it cancelled itself, or a Timeout fired
-/// while it ran): pinned, and its cancellation delivered once its step is over
-/// (deliver_cancel_after_step, src/task.cpp).
+/// A task that suspended with a cancellation pending (see suspend_task): pinned, and its
+/// cancellation delivered once its step is over (deliver_cancel_after_step, src/task.cpp).
 extern ASYNCIO_TLS PromiseBase* t_cancel_after_step;
 void deliver_cancel_after_step();
 void cancel_after_step(PromiseBase* t) noexcept;
@@ -52,12 +51,13 @@ inline void wake_task(PromiseBase* t) {
 
 /// Suspends the current task: records where to resume and what it waits on (hook: what
 /// Task::cancel() tells; null for a plain yield). The awaiter suspends. A cancellation already
-/// pending (kMustCancel: the task cancelled itself, or a timeout fired while it ran) is delivered
-/// to the hook once the step is over, as Python's Task.__step cancels the future the task just
-/// yielded: the task raises one iteration later (after the callbacks already scheduled), and what
-/// it awaits is told (an awaited task or gather is cancelled with the message, a Condition wait
-/// re-acquires its lock). With no hook it stays pending and is raised where the task resumes.
-/// This is the one place where a pending cancellation meets a suspension.
+/// pending (kMustCancel: the task cancelled itself, or it resumed with one from something that
+/// cannot be undone, as an I/O result or a user's awaiter) is delivered to the hook once the step
+/// is over, as Python's Task.__step cancels the future the task just yielded: the task raises one
+/// iteration later (after the callbacks already scheduled), and what it awaits is told (an
+/// awaited task or gather is cancelled with the message, a Condition wait re-acquires its lock).
+/// With no hook it stays pending and is raised where the task resumes. This is the one place
+/// where a pending cancellation meets a suspension.
 inline void suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook) noexcept {
     t->resume_ = h;
     t->waiting_ = hook;

@@ -9,10 +9,10 @@
 //
 //   await_suspend:  begin_wait(h, what, hook) records the task (RuntimeError outside a task) and
 //                   arms the cancel hook; then register wherever the wake-up will come from, and
-//                   suspend. A cancellation already pending (the task cancelled itself, a timeout
-//                   fired while it ran) reaches the hook once the task's step is over, as any
-//                   other cancel() would (suspend_task in task_core.hpp; Python's Task.__step):
-//                   the task raises one iteration later and nothing is left registered.
+//                   suspend. A cancellation already pending (the task cancelled itself, say)
+//                   reaches the hook once the task's step is over, as any other cancel() would
+//                   (suspend_task in task_core.hpp; Python's Task.__step): the task raises one
+//                   iteration later and nothing is left registered.
 //                   (begin_wait_unless_cancelled: the socket operations, which raise a pending
 //                   cancellation at once without starting. yield_once(h, what): no wake-up to
 //                   wait for, just the back of the ready queue.)
