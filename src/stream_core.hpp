@@ -107,7 +107,7 @@ public:
     ListWait(const ListWait&) = delete;
     ListWait& operator=(const ListWait&) = delete;
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h) { return wait_in(list_, h, what_); }
+    void await_suspend(std::coroutine_handle<> h) { wait_in(list_, h, what_); }
     void await_resume() const { end_wait(); }
     /// Wakes every waiter of list, in order.
     static void wake_all(WaitQueue& list) noexcept;

@@ -99,7 +99,14 @@ bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
         prepared_ = true;
     }
     loop_ = t_running_loop;
-    if (!begin_wait(h, "StreamReader", io ? &on_cancel_io : &on_cancel_fed)) return false;
+    // A socket receive started while a cancellation is pending raises it without receiving (see
+    // IoAwaiter::start in sock_ops.hpp for why I/O differs from asyncio here); a wait for fed
+    // data is a wait like any other.
+    if (io) {
+        if (!begin_wait_unless_cancelled(h, "StreamReader", &on_cancel_io)) return false;
+    } else {
+        begin_wait(h, "StreamReader", &on_cancel_fed);
+    }
     core_.read_waiter_ = this;
     if (!io) return true;
     kind = IoKind::recv;

@@ -176,12 +176,16 @@ void check_settable(PromiseBase* p, const char* what) {
     check_loop_thread(p, what);
 }
 
-void cancel_unstarted(PromiseBase* p) noexcept {
+void set_cancelled(PromiseBase* p) noexcept {
     try {
         throw_cancelled(p);
     } catch (...) {
         p->set_exception(std::current_exception());
     }
+}
+
+void cancel_unstarted(PromiseBase* p) noexcept {
+    set_cancelled(p);
     task_finished(p);
 }
 
@@ -199,7 +203,11 @@ ASYNCIO_TLS std::vector<PromiseBase*>* t_cancel_queue = nullptr;
 // cancellation on (or nothing is waited on any more).
 void deliver_cancel(PromiseBase* p) {
     CancelHook* hook = p->waiting_;
-    if (hook == nullptr || !hook->fn(hook)) p->flags_ |= kMustCancel;
+    if (hook == nullptr) {
+        p->flags_ |= kMustCancel;
+    } else if (!hook->fn(hook)) {
+        p->flags_ |= kMustCancel | kCancelDelivered;
+    }
 }
 
 struct CancelQueueScope {
@@ -213,6 +221,43 @@ struct CancelQueueScope {
 }  // namespace
 
 namespace {
+// Which message the cancellation carries, as CPython's Task.cancel/__step decide it. A request
+// that reaches what the task awaits goes there with its message (a hook that passes it on takes
+// it; one that wakes the task keeps it for the CancelledError), and a message not yet taken stays
+// (the first request's: asyncio cancels the awaited future once). Once a hook woke the task to
+// raise, later requests before it runs are counted and their messages dropped (the future is
+// already cancelled). A request that finds the task awaiting nothing (not started, running,
+// scheduled) sets the message of the pending cancellation: the last one wins, none clears it.
+void set_cancel_message(PromiseBase* p, bool to_hook, std::string msg) {
+    if (to_hook) {
+        if (msg.empty()) return;
+        std::string& pending = extra(p).cancel_msg;
+        if (pending.empty()) pending = std::move(msg);
+    } else if (!p->has(kCancelDelivered)) {
+        if (!msg.empty())
+            extra(p).cancel_msg = std::move(msg);
+        else if (p->has(kHasExtra))
+            if (auto it = t_extras.find(p); it != t_extras.end()) it->second.cancel_msg.clear();
+    }
+}
+
+// Tells p's hook (deliver_cancel), then the tasks its hooks pass the cancellation on to, depth
+// first, in constant stack (t_cancel_queue).
+void deliver_queued(PromiseBase* p) {
+    CancelQueueScope scope;
+    std::vector<PromiseBase*>& queue = scope.queue;
+    deliver_cancel(p);
+    std::reverse(queue.begin(), queue.end());  // the first one queued is delivered first
+    while (!queue.empty()) {
+        PromiseBase* q = queue.back();
+        queue.pop_back();
+        const std::size_t base = queue.size();
+        if (!q->has(kDone) && !q->has(kAbandoned)) deliver_cancel(q);
+        std::reverse(queue.begin() + static_cast<std::ptrdiff_t>(base), queue.end());
+        task_release(q);
+    }
+}
+
 bool future_cancel(PromiseBase* p, std::string msg) {
     check_loop_thread(p, "cancel()");
     try {
@@ -238,12 +283,7 @@ bool task_cancel(PromiseBase* p, std::string msg) {
     // runs), the task's loop stands in for the call.
     EventLoop* outside = hook != nullptr && t_running_loop == nullptr ? p->loop_ : nullptr;
     if (p->cancelling_ < 0xffff) ++p->cancelling_;
-    // As Python: the message goes with the request that is delivered first; a later request
-    // without one does not erase it, and raising it consumes it (see throw_cancelled).
-    if (!msg.empty()) {
-        std::string& pending = extra(p).cancel_msg;
-        if (pending.empty()) pending = std::move(msg);
-    }
+    set_cancel_message(p, hook != nullptr, std::move(msg));  // raising it consumes it
     if (hook == nullptr) {
         p->flags_ |= kMustCancel;
         return true;
@@ -265,19 +305,31 @@ bool task_cancel(PromiseBase* p, std::string msg) {
             if (loop != nullptr) t_running_loop = nullptr;
         }
     } pretend(outside);
-    CancelQueueScope scope;
-    std::vector<PromiseBase*>& queue = scope.queue;
-    deliver_cancel(p);
-    std::reverse(queue.begin(), queue.end());  // the first one queued is delivered first
-    while (!queue.empty()) {
-        PromiseBase* q = queue.back();
-        queue.pop_back();
-        const std::size_t base = queue.size();
-        if (!q->has(kDone) && !q->has(kAbandoned)) deliver_cancel(q);
-        std::reverse(queue.begin() + static_cast<std::ptrdiff_t>(base), queue.end());
-        task_release(q);
-    }
+    deliver_queued(p);
     return true;
+}
+
+ASYNCIO_TLS PromiseBase* t_cancel_after_step = nullptr;
+
+void cancel_after_step(PromiseBase* t) noexcept {
+    // One task steps at a time, and it is recorded once however often it suspends in the step.
+    if (t_cancel_after_step != nullptr) return;
+    ++t->refs_;
+    t_cancel_after_step = t;
+}
+
+// Python's Task.__step after a yield: `if self._must_cancel: if self._fut_waiter.cancel(msg):
+// self._must_cancel = False`. Here: the hook of what the task awaits is told; one that passes the
+// cancellation on clears the pending one, one that wakes the task leaves it to be raised.
+void deliver_cancel_after_step() {
+    struct Unpin {
+        PromiseBase* p;
+        ~Unpin() { task_release(p); }
+    } pin{std::exchange(t_cancel_after_step, nullptr)};
+    PromiseBase* p = pin.p;
+    if (p->has(kDone) || p->has(kAbandoned) || !p->has(kMustCancel) || p->waiting_ == nullptr) return;
+    p->flags_ &= static_cast<std::uint16_t>(~kMustCancel);  // the hook decides (it may set it again)
+    deliver_queued(p);
 }
 
 EventLoop& loop_of_waiting_task(PromiseBase* t) {
@@ -295,7 +347,7 @@ std::string take_cancel_message(PromiseBase* p) {
 }
 
 void throw_cancelled(PromiseBase* p) {
-    p->flags_ &= static_cast<std::uint16_t>(~kMustCancel);
+    p->flags_ &= static_cast<std::uint16_t>(~(kMustCancel | kCancelDelivered));
     std::string msg = take_cancel_message(p);
     if (!msg.empty()) throw CancelledError(std::move(msg));
     throw CancelledError();

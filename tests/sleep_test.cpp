@@ -273,3 +273,96 @@ TEST_F(Sleep, RegressionTaskHandleOutlivingItsLoopWhileParkedInSleep) {
     });
 }
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios run on CPython 3.13 (tests/cpython_scenarios/): each test prints the same lines as its
+// Python script and expects what CPython printed (the comment at the bottom of the script).
+
+namespace {
+
+class LikeCPython : public asyncio_test::LeakChecked {};
+
+std::string joined(const std::vector<std::string>& parts) {
+    std::string out;
+    for (const auto& p : parts) out += (out.empty() ? "" : "; ") + p;
+    return out;
+}
+
+// s2_sleep_vs_cancel.py: a sleep whose timer falls due in the iteration in which the task is
+// cancelled raises CancelledError whichever of the two runs first (a timer that fired only
+// schedules the task, which then finds the cancellation pending), and a task woken by its timer
+// runs after the other callbacks due in that iteration. As in the script, the loop is "blocked"
+// past every deadline (here: the virtual clock is moved on) so that they all fall due together.
+TEST_F(LikeCPython, S2ASleepDueInTheIterationOfACancel) {
+    std::vector<std::string> lines;
+    auto clock = virtual_time();
+    asyncio::MockClock* const c = clock.get();
+    auto main = [&]() -> Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        for (const bool cancel_first : {true, false}) {
+            std::vector<std::string> log;
+            auto sleeper = [&]() -> Coroutine<> {
+                try {
+                    co_await asyncio::sleep(10ms);
+                    log.push_back("sleep returned");
+                    co_await asyncio::sleep(0s);
+                    log.push_back("next await returned");
+                } catch (const asyncio::CancelledError&) {
+                    log.push_back("CancelledError");
+                    throw;
+                }
+            };
+            Task<> t = asyncio::create_task(sleeper());
+            co_await asyncio::sleep(0s);  // t sleeps (deadline now + 10ms)
+            loop.call_later(cancel_first ? 5ms : 15ms,
+                            [&] { log.push_back(std::string("cancel() -> ") + (t.cancel() ? "True" : "False")); });
+            c->advance(30ms);  // both deadlines pass: both callbacks are due in the next iteration
+            try {
+                co_await t;
+            } catch (const asyncio::CancelledError&) {
+            }
+            lines.push_back(std::string(cancel_first ? "cancel before the timer: " : "cancel after the timer: ") +
+                            joined(log) + "; cancelled()=" + (t.cancelled() ? "True" : "False"));
+        }
+        std::vector<std::string> log;
+        auto sleeper2 = [&]() -> Coroutine<> {
+            co_await asyncio::sleep(10ms);
+            log.push_back("task resumed");
+        };
+        Task<> t = asyncio::create_task(sleeper2());
+        co_await asyncio::sleep(0s);
+        loop.call_later(10ms, [&] { log.push_back("call_later callback"); });
+        c->advance(30ms);
+        co_await t;
+        lines.push_back("sleep timer then callback, same iteration: " + joined(log));
+    };
+    asyncio::run(main(), std::move(clock));
+    EXPECT_EQ(lines, (std::vector<std::string>{
+                         "cancel before the timer: cancel() -> True; CancelledError; cancelled()=True",
+                         "cancel after the timer: cancel() -> True; CancelledError; cancelled()=True",
+                         "sleep timer then callback, same iteration: call_later callback; task resumed",
+                     }));
+}
+
+// The timer used to resume the task directly, so a cancel() later in the same iteration found it
+// running and the sleep returned; as asyncio, the timer only schedules the task, and the
+// cancellation raises at the sleep.
+TEST_F(LikeCPython, RegressionACancelInTheIterationItsTimerFiredStillRaisesAtTheSleep) {
+    auto main = []() -> Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        bool returned = false;
+        auto sleeper = [](bool& returned) -> Coroutine<> {
+            co_await asyncio::sleep(10ms);
+            returned = true;
+        };
+        Task<> t = asyncio::create_task(sleeper(returned));
+        co_await asyncio::sleep(0s);
+        loop.call_later(10ms, [&t] { EXPECT_TRUE(t.cancel()); });  // due just after the sleep's
+        EXPECT_THROW(co_await t, asyncio::CancelledError);
+        EXPECT_FALSE(returned);
+        EXPECT_TRUE(t.cancelled());
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+}  // namespace

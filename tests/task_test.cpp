@@ -16,8 +16,11 @@
 #include "asyncio/event.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/run.hpp"
+#include "asyncio/shield.hpp"
 #include "asyncio/sleep.hpp"
+#include "asyncio/task_group.hpp"
 #include "asyncio/timeout.hpp"
+#include "asyncio/wait.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -991,6 +994,434 @@ TEST_F(ATask, ResultAndExceptionOfAPendingTaskRaiseCPythonsTexts) {
         t.cancel();
         co_await asyncio::sleep(std::chrono::seconds(0));
     }());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios run on CPython 3.13 (tests/cpython_scenarios/): each test prints the same lines as its
+// Python script and expects what CPython printed (the comment at the bottom of the script).
+
+namespace {
+
+class LikeCPython : public asyncio_test::LeakChecked {};
+
+std::string joined(const std::vector<std::string>& parts) {
+    std::string out;
+    for (const auto& p : parts) out += (out.empty() ? "" : "; ") + p;
+    return out;
+}
+std::string py(bool b) { return b ? "True" : "False"; }
+
+Coroutine<int> completes_at_once() { co_return 1; }
+
+// s1_self_cancel.py: a task that cancels itself finishes cancelled even if it returns a value
+// without awaiting anything (Task.__step: StopIteration with _must_cancel set); an exception it
+// raises instead is kept; an await after the request raises one iteration later (after a callback
+// scheduled before the await), and what it awaits is cancelled with the message (a child task), or
+// not (a shielded one).
+TEST_F(LikeCPython, S1ATaskThatCancelsItself) {
+    std::vector<std::string> lines;
+    auto main = [&]() -> Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        std::vector<std::string> log;
+        auto returns = [&]() -> Coroutine<int> {
+            asyncio::current_task().cancel("self");
+            co_return 42;
+        };
+        auto raises = [&]() -> Coroutine<int> {
+            asyncio::current_task().cancel("self");
+            throw std::invalid_argument("boom");
+            co_return 0;
+        };
+        auto awaits_sync_coro = [&]() -> Coroutine<int> {
+            asyncio::current_task().cancel("self");
+            const int v = co_await completes_at_once();
+            log.push_back("sync coro returned " + std::to_string(v));
+            co_return 43;
+        };
+        auto awaits = [&](int kind) -> Coroutine<int> {
+            asyncio::current_task().cancel("self");
+            loop.call_soon([&] { log.push_back("callback scheduled before the await"); });
+            try {
+                asyncio::Event never;
+                if (kind == 0)
+                    co_await asyncio::sleep(0s);
+                else if (kind == 1)
+                    co_await asyncio::sleep(1s);
+                else
+                    co_await never.wait();
+                log.push_back("await returned");
+            } catch (const CancelledError& e) {
+                log.push_back("CancelledError(" + e.message() + ") at the await");
+                throw;
+            }
+            co_return 0;
+        };
+        auto child = [&]() -> Coroutine<int> {
+            try {
+                co_await asyncio::sleep(10s);
+            } catch (const CancelledError& e) {
+                log.push_back("child: CancelledError(" + e.message() + ")");
+                throw;
+            }
+            co_return 1;
+        };
+        auto awaits_child = [&](bool shielded) -> Coroutine<int> {
+            Task<int> c = asyncio::create_task(child());
+            co_await asyncio::sleep(0s);
+            asyncio::current_task().cancel("self");
+            try {
+                if (shielded)
+                    co_await asyncio::shield(c);
+                else
+                    co_await c;
+            } catch (const CancelledError& e) {
+                log.push_back("CancelledError(" + e.message() + ") at the await; child done()=" +
+                              py(c.done()));
+                c.cancel();
+                throw;
+            }
+            co_return 0;
+        };
+        auto attempt = [&](std::string name, Coroutine<int> body) -> Coroutine<> {
+            log.clear();
+            Task<int> t = asyncio::create_task(std::move(body));
+            try {
+                const int r = co_await t;
+                log.push_back("result " + std::to_string(r));
+            } catch (const CancelledError& e) {
+                log.push_back("awaiter: CancelledError(" + e.message() + ")");
+            } catch (const std::invalid_argument& e) {
+                log.push_back(std::string("awaiter: ValueError(") + e.what() + ")");
+            }
+            log.push_back("cancelled()=" + py(t.cancelled()) + " cancelling()=" + std::to_string(t.cancelling()));
+            lines.push_back(name + ": " + joined(log));
+        };
+        co_await attempt("returns", returns());
+        co_await attempt("raises", raises());
+        co_await attempt("awaits_sync_coro", awaits_sync_coro());
+        co_await attempt("awaits sleep(0)", awaits(0));
+        co_await attempt("awaits sleep(1)", awaits(1));
+        co_await attempt("awaits Event.wait()", awaits(2));
+        co_await attempt("awaits a child task", awaits_child(false));
+        co_await attempt("awaits shield(child task)", awaits_child(true));
+    };
+    asyncio::run(main(), virtual_time());
+    const std::string cancelled = "awaiter: CancelledError(self); cancelled()=True cancelling()=1";
+    const std::string callback = "callback scheduled before the await; CancelledError(self) at the await; ";
+    EXPECT_EQ(lines, (std::vector<std::string>{
+                         "returns: " + cancelled,
+                         "raises: awaiter: ValueError(boom); cancelled()=False cancelling()=1",
+                         "awaits_sync_coro: sync coro returned 1; " + cancelled,
+                         "awaits sleep(0): " + callback + cancelled,
+                         "awaits sleep(1): " + callback + cancelled,
+                         "awaits Event.wait(): " + callback + cancelled,
+                         "awaits a child task: child: CancelledError(self); CancelledError(self) at the "
+                         "await; child done()=True; " + cancelled,
+                         "awaits shield(child task): CancelledError(self) at the await; child "
+                         "done()=False; child: CancelledError(); " + cancelled,
+                     }));
+}
+
+// s3_cancel_messages.py: which message a cancellation carries when cancel(msg) is called more than
+// once. A request that reaches a task suspended on something cancellable goes there with its
+// message, and that delivery keeps it (later requests before the task runs are counted, their
+// messages dropped); a request that finds the task waiting on nothing (before its first step,
+// running, scheduled) sets the message of the pending cancellation: the last one wins.
+TEST_F(LikeCPython, S3WhichCancelMessageWins) {
+    std::vector<std::string> lines;
+    auto main = [&]() -> Coroutine<> {
+        std::vector<std::string> log;
+        auto msg = [](const CancelledError& e) {
+            return e.message().empty() ? std::string("<none>") : "'" + e.message() + "'";
+        };
+        auto sleeper = [&](bool catch_first, asyncio::Duration second) -> Coroutine<> {
+            try {
+                co_await asyncio::sleep(10s);
+            } catch (const CancelledError& e) {
+                log.push_back("first: " + msg(e));
+                if (!catch_first) throw;
+            }
+            // (outside the handler: the handler's exception is gone, as Python's `except` block)
+            if (catch_first) log.push_back("uncancel() -> " + std::to_string(asyncio::current_task().uncancel()));
+            try {
+                co_await asyncio::sleep(second);
+                log.push_back("second sleep returned");
+            } catch (const CancelledError& e) {
+                log.push_back("second: " + msg(e));
+                throw;
+            }
+        };
+        auto yielder = [&]() -> Coroutine<> {
+            try {
+                for (;;) co_await asyncio::sleep(0s);
+            } catch (const CancelledError& e) {
+                log.push_back("yielder: " + msg(e));
+                throw;
+            }
+        };
+        auto outcome = [&](Task<> t) -> Coroutine<std::string> {
+            try {
+                co_await t;
+                log.push_back("returned");
+            } catch (const CancelledError& e) {
+                log.push_back("awaiter sees " + msg(e));
+            }
+            co_return joined(log);
+        };
+        auto start = [&](Coroutine<> c) {
+            log.clear();
+            return asyncio::create_task(std::move(c));
+        };
+
+        Task<> t = start(sleeper(false, 10s));
+        t.cancel("a");
+        t.cancel("b");
+        lines.push_back("a) 'a' then 'b' before the first step: " + co_await outcome(t));
+
+        t = start(sleeper(false, 10s));
+        t.cancel("a");
+        t.cancel();
+        lines.push_back("b) 'a' then none before the first step: " + co_await outcome(t));
+
+        t = start(sleeper(false, 10s));
+        co_await asyncio::sleep(0s);
+        t.cancel("a");
+        t.cancel("b");
+        lines.push_back("c) 'a' then 'b' while suspended: " + co_await outcome(t));
+
+        t = start(sleeper(false, 10s));
+        co_await asyncio::sleep(0s);
+        t.cancel();
+        t.cancel("b");
+        lines.push_back("d) none then 'b' while suspended: " + co_await outcome(t));
+
+        t = start(yielder());
+        co_await asyncio::sleep(0s);
+        t.cancel("a");
+        t.cancel("b");
+        lines.push_back("e) 'a' then 'b' while scheduled (sleep(0)): " + co_await outcome(t));
+
+        t = start(sleeper(true, 10s));
+        co_await asyncio::sleep(0s);
+        t.cancel("a");
+        co_await asyncio::sleep(0s);
+        co_await asyncio::sleep(0s);
+        t.cancel("b");
+        lines.push_back("f) caught 'a', awaits again, then 'b': " + co_await outcome(t));
+
+        t = start(sleeper(true, 10s));
+        co_await asyncio::sleep(0s);
+        t.cancel("a");
+        co_await asyncio::sleep(0s);
+        co_await asyncio::sleep(0s);
+        t.cancel();
+        lines.push_back("g) caught 'a', awaits again, then none: " + co_await outcome(t));
+
+        t = start(sleeper(true, 10ms));
+        co_await asyncio::sleep(0s);
+        t.cancel("a");
+        t.cancel("b");
+        lines.push_back("h) 'a' then 'b' while suspended, caught, awaits again: " + co_await outcome(t) +
+                        " cancelling()=" + std::to_string(t.cancelling()));
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(lines, (std::vector<std::string>{
+                         "a) 'a' then 'b' before the first step: awaiter sees 'b'",
+                         "b) 'a' then none before the first step: awaiter sees <none>",
+                         "c) 'a' then 'b' while suspended: first: 'a'; awaiter sees 'a'",
+                         "d) none then 'b' while suspended: first: <none>; awaiter sees <none>",
+                         "e) 'a' then 'b' while scheduled (sleep(0)): yielder: 'b'; awaiter sees 'b'",
+                         "f) caught 'a', awaits again, then 'b': first: 'a'; uncancel() -> 0; second: 'b'; "
+                         "awaiter sees 'b'",
+                         "g) caught 'a', awaits again, then none: first: 'a'; uncancel() -> 0; second: "
+                         "<none>; awaiter sees <none>",
+                         "h) 'a' then 'b' while suspended, caught, awaits again: first: 'a'; uncancel() -> "
+                         "1; second sleep returned; returned cancelling()=1",
+                     }));
+}
+
+// s11_pending_cancel_reaches_what_is_awaited.py: a task that cancelled itself with a message and
+// then awaits a future, a gather, a wait() or the end of a TaskGroup: the cancellation reaches what
+// it awaits once the step is over, with the message (the group's tasks are cancelled without it,
+// and the CancelledError that propagates from the group carries it).
+TEST_F(LikeCPython, S11APendingCancellationReachesWhatTheTaskAwaits) {
+    std::vector<std::string> lines;
+    auto main = [&]() -> Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        auto args = [](const CancelledError& e) {
+            return e.message().empty() ? std::string("<none>") : "'" + e.message() + "'";
+        };
+        // a)
+        asyncio::Future<int> fut = loop.create_future<int>();
+        auto awaits_future = [](asyncio::Future<int> f) -> Coroutine<> {
+            asyncio::current_task().cancel("m");
+            (void)co_await f;
+        };
+        Task<> t = asyncio::create_task(awaits_future(fut));
+        try {
+            co_await t;
+        } catch (const CancelledError& e) {
+            std::string with;
+            try {
+                (void)fut.result();
+            } catch (const CancelledError& f) {
+                with = args(f);
+            }
+            lines.push_back("a) future: awaiter sees " + args(e) + "; future cancelled()=" +
+                            py(fut.cancelled()) + " with " + with);
+        }
+        // b)
+        std::vector<std::string> log;
+        auto child = [&](int i) -> Coroutine<> {
+            try {
+                co_await asyncio::sleep(10s);
+            } catch (const CancelledError& e) {
+                log.push_back("child " + std::to_string(i) + ": " + args(e));
+                throw;
+            }
+        };
+        auto awaits_gather = [&]() -> Coroutine<> {
+            Task<> c1 = asyncio::create_task(child(1));
+            Task<> c2 = asyncio::create_task(child(2));
+            co_await asyncio::sleep(0s);
+            asyncio::current_task().cancel("m");
+            (void)co_await asyncio::gather(c1, c2);
+        };
+        t = asyncio::create_task(awaits_gather());
+        try {
+            co_await t;
+        } catch (const CancelledError& e) {
+            lines.push_back("b) gather: " + joined(log) + "; awaiter sees " + args(e));
+        }
+        // c)
+        Task<> c1;
+        auto awaits_wait = [&]() -> Coroutine<> {
+            c1 = asyncio::create_task(asyncio::sleep(10ms));
+            asyncio::current_task().cancel("m");
+            std::vector<Task<>> one;
+            one.push_back(c1);
+            (void)co_await asyncio::wait(std::move(one));
+        };
+        t = asyncio::create_task(awaits_wait());
+        try {
+            co_await t;
+        } catch (const CancelledError& e) {
+            lines.push_back("c) wait: awaiter sees " + args(e) + "; the child done()=" + py(c1.done()));
+        }
+        co_await c1;
+        // d)
+        log.clear();
+        auto ends_group = [&]() -> Coroutine<> {
+            asyncio::TaskGroup g;
+            co_await g.run([&]() -> Coroutine<> {
+                (void)g.create_task(child(3));
+                co_await asyncio::sleep(0s);
+                asyncio::current_task().cancel("m");
+            }());
+        };
+        t = asyncio::create_task(ends_group());
+        try {
+            co_await t;
+        } catch (const CancelledError& e) {
+            lines.push_back("d) TaskGroup: " + joined(log) + "; awaiter sees " + args(e));
+        }
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(lines, (std::vector<std::string>{
+                         "a) future: awaiter sees 'm'; future cancelled()=True with 'm'",
+                         "b) gather: child 1: 'm'; child 2: 'm'; awaiter sees 'm'",
+                         "c) wait: awaiter sees 'm'; the child done()=False",
+                         "d) TaskGroup: child 3: <none>; awaiter sees 'm'",
+                     }));
+}
+
+// A task that cancelled itself and returned a value used to finish with the value (not cancelled);
+// the value is now dropped (destroyed once, whether it lives in the frame's word or beside it).
+TEST_F(TaskCancellation, RegressionATaskThatCancelsItselfAndReturnsFinishesCancelled) {
+    auto main = []() -> Coroutine<> {
+        auto small = []() -> Coroutine<Counted> {
+            asyncio::current_task().cancel("mine");
+            co_return Counted(5);
+        };
+        auto big = []() -> Coroutine<std::string> {
+            asyncio::current_task().cancel();
+            co_return std::string(100, 'x');
+        };
+        auto nothing = []() -> Coroutine<> {
+            asyncio::current_task().cancel();
+            co_return;
+        };
+        Task<Counted> a = asyncio::create_task(small());
+        Task<std::string> b = asyncio::create_task(big());
+        Task<> c = asyncio::create_task(nothing());
+        try {
+            (void)co_await a;
+            ADD_FAILURE() << "returned its value";
+        } catch (const CancelledError& e) {
+            EXPECT_EQ(e.message(), "mine");
+        }
+        EXPECT_THROW((void)co_await b, CancelledError);
+        EXPECT_THROW(co_await c, CancelledError);
+        EXPECT_TRUE(a.cancelled() && b.cancelled() && c.cancelled());
+        EXPECT_EQ(Counted::live(), 0);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+// A task that cancelled itself and then awaited another task used to raise at once, leaving the
+// awaited task running; as asyncio, the cancellation now reaches the awaited task (with its
+// message), and the awaiting task gets that task's CancelledError.
+TEST_F(TaskCancellation, RegressionAPendingCancellationIsPassedToTheTaskItAwaits) {
+    auto main = []() -> Coroutine<> {
+        Task<int> inner = asyncio::create_task(value_after(10s, 1));
+        auto outer = [](Task<int> inner) -> Coroutine<int> {
+            asyncio::current_task().cancel("both");
+            co_return co_await inner;
+        };
+        Task<int> t = asyncio::create_task(outer(inner));
+        try {
+            (void)co_await t;
+            ADD_FAILURE() << "not cancelled";
+        } catch (const CancelledError& e) {
+            EXPECT_EQ(e.message(), "both");
+        }
+        EXPECT_TRUE(inner.cancelled());
+        EXPECT_EQ(inner.cancelling(), 1);
+        EXPECT_EQ(elapsed(), 0s);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+// Two requests while nothing is awaited (before the first step, or while the task is scheduled):
+// the first message used to win; in asyncio the last one does, and one without a message clears it.
+TEST_F(TaskCancellation, RegressionWhileNothingIsAwaitedTheLastCancelMessageWins) {
+    auto main = []() -> Coroutine<> {
+        auto message_of = [](Task<int>& t) -> Coroutine<std::string> {
+            try {
+                (void)co_await t;
+            } catch (const CancelledError& e) {
+                co_return e.message();
+            }
+            co_return "<not cancelled>";
+        };
+        Task<int> t = asyncio::create_task(value_after(10s, 1));
+        t.cancel("a");
+        t.cancel("b");
+        EXPECT_EQ(co_await message_of(t), "b");
+        t = asyncio::create_task(value_after(10s, 1));
+        t.cancel("a");
+        t.cancel();
+        EXPECT_EQ(co_await message_of(t), "");
+        // Suspended on a sleep: the first request wakes it, and its message stays.
+        t = asyncio::create_task(value_after(10s, 1));
+        co_await asyncio::sleep(0s);
+        t.cancel();
+        t.cancel("b");
+        EXPECT_EQ(co_await message_of(t), "");
+    };
+    asyncio::run(main(), virtual_time());
 }
 
 }  // namespace

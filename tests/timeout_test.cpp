@@ -421,3 +421,347 @@ TEST_F(TimeoutTest, TimeoutWithNoDeadlineWaitsUntilRescheduled) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios run on CPython 3.13 (tests/cpython_scenarios/): each test prints the same lines as its
+// Python script and expects what CPython printed (the comment at the bottom of the script).
+
+namespace {
+
+class LikeCPython : public asyncio_test::LeakChecked {};
+
+std::string py(bool b) { return b ? "True" : "False"; }
+
+// s4_timeout_edges.py. As in the script, "the same iteration" is made by moving the virtual clock
+// past every deadline at once (the script blocks the loop with time.sleep).
+TEST_F(LikeCPython, S4TimeoutsAtTheEdges) {
+    std::vector<std::string> lines;
+    auto clock = virtual_time();
+    asyncio::MockClock* const c = clock.get();
+    auto main = [&]() -> asyncio::Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        auto run_body = [&](std::string name, asyncio::Coroutine<std::string> body,
+                            asyncio::Timeout& t) -> asyncio::Coroutine<> {
+            try {
+                std::string r = co_await t.run(std::move(body));
+                lines.push_back(name + ": returned '" + r + "'; expired()=" + py(t.expired()));
+            } catch (const asyncio::TimeoutError&) {
+                lines.push_back(name + ": TimeoutError; expired()=" + py(t.expired()));
+            }
+        };
+        auto no_suspend = []() -> asyncio::Coroutine<std::string> { co_return "value"; };
+        auto yields = []() -> asyncio::Coroutine<std::string> {
+            co_await asyncio::sleep(0s);
+            co_return "value";
+        };
+        auto sleeps = []() -> asyncio::Coroutine<std::string> {
+            co_await asyncio::sleep(1s);
+            co_return "value";
+        };
+        {
+            asyncio::Timeout t = asyncio::timeout_at(loop.time() - 1s);
+            co_await run_body("a) past deadline, body does not suspend", no_suspend(), t);
+        }
+        {
+            asyncio::Timeout t = asyncio::timeout_at(loop.time() - 1s);
+            co_await run_body("b) past deadline, body yields (sleep(0))", yields(), t);
+        }
+        {
+            asyncio::Timeout t = asyncio::timeout_at(loop.time() - 1s);
+            co_await run_body("c) past deadline, body sleeps", sleeps(), t);
+        }
+        {  // d)
+            std::vector<std::string> seen;
+            asyncio::Timeout t = asyncio::timeout(10ms);
+            loop.call_later(5ms, [&] { seen.push_back("callback before: expired()=" + py(t.expired())); });
+            loop.call_later(15ms, [&] { seen.push_back("callback after: expired()=" + py(t.expired())); });
+            auto sleeps_and_reports = [&]() -> asyncio::Coroutine<std::string> {
+                try {
+                    asyncio::get_running_loop().call_soon([c] { c->advance(30ms); });
+                    co_await asyncio::sleep(1s);
+                } catch (const asyncio::CancelledError&) {
+                    seen.push_back("body: CancelledError");
+                    throw;
+                }
+                co_return "value";
+            };
+            co_await run_body("d) deadline between two callbacks", sleeps_and_reports(), t);
+            std::string s;
+            for (const auto& x : seen) s += (s.empty() ? "" : "; ") + x;
+            lines.push_back("   " + s);
+        }
+        {  // e)
+            asyncio::Event ev;
+            asyncio::Timeout t = asyncio::timeout(10ms);
+            loop.call_later(5ms, [&] { ev.set(); });
+            auto waits_event = [&]() -> asyncio::Coroutine<std::string> {
+                asyncio::get_running_loop().call_soon([c] { c->advance(30ms); });
+                co_await ev.wait();
+                co_return "event";
+            };
+            co_await run_body("e) event set just before the deadline, same iteration", waits_event(), t);
+        }
+        for (const bool blocks_after_set : {true, false}) {  // f), g)
+            const std::string name =
+                blocks_after_set
+                    ? "f) wait_for: the task's last step runs in the deadline's iteration, before the "
+                      "timeout's callback"
+                    : "g) wait_for: the task is woken in the deadline's iteration, before the timeout's "
+                      "callback";
+            asyncio::Event ev;
+            auto inner = [&]() -> asyncio::Coroutine<std::string> {
+                co_await ev.wait();
+                co_return "value";
+            };
+            Task<std::string> task = asyncio::create_task(inner());
+            co_await asyncio::sleep(0s);
+            loop.call_later(5ms, [&, blocks_after_set] {
+                ev.set();  // the task's wake-up is scheduled for the next iteration
+                if (blocks_after_set) c->advance(30ms);  // ... which is the deadline's iteration
+            });
+            if (!blocks_after_set) loop.call_soon([c] { c->advance(30ms); });
+            try {
+                std::string r = co_await asyncio::wait_for(task, 10ms);
+                lines.push_back(name + ": returned '" + r + "'");
+            } catch (const asyncio::TimeoutError&) {
+                lines.push_back(name + ": TimeoutError; task.done()=" + py(task.done()) +
+                                " cancelled()=" + py(task.cancelled()));
+            }
+        }
+    };
+    asyncio::run(main(), std::move(clock));
+    EXPECT_EQ(lines, (std::vector<std::string>{
+                         "a) past deadline, body does not suspend: returned 'value'; expired()=False",
+                         "b) past deadline, body yields (sleep(0)): TimeoutError; expired()=True",
+                         "c) past deadline, body sleeps: TimeoutError; expired()=True",
+                         "d) deadline between two callbacks: TimeoutError; expired()=True",
+                         "   callback before: expired()=False; callback after: expired()=True; body: "
+                         "CancelledError",
+                         "e) event set just before the deadline, same iteration: TimeoutError; expired()=True",
+                         "f) wait_for: the task's last step runs in the deadline's iteration, before the "
+                         "timeout's callback: TimeoutError; task.done()=True cancelled()=False",
+                         "g) wait_for: the task is woken in the deadline's iteration, before the timeout's "
+                         "callback: TimeoutError; task.done()=True cancelled()=True",
+                     }));
+}
+
+// s5_wait_for_zero.py: wait_for(aw, 0) never runs a coroutine (it becomes a task that is cancelled
+// before its first step: TimeoutError, and a queue item stays in the queue); a pending task is
+// cancelled and waited for (its value if it catches the cancellation and returns); a done task's
+// result is returned without yielding.
+TEST_F(LikeCPython, S5WaitForWithATimeoutOfZero) {
+    std::vector<std::string> lines;
+    auto main = [&]() -> asyncio::Coroutine<> {
+        std::vector<std::string> log;
+        auto sync_body = [&]() -> asyncio::Coroutine<std::string> {
+            log.push_back("sync body ran");
+            co_return "sync";
+        };
+        auto suspending_body = [&]() -> asyncio::Coroutine<std::string> {
+            log.push_back("suspending body ran");
+            co_await asyncio::sleep(1s);
+            co_return "slept";
+        };
+        auto stubborn = []() -> asyncio::Coroutine<std::string> {
+            try {
+                co_await asyncio::sleep(1s);
+            } catch (const asyncio::CancelledError&) {
+                co_return "caught and returned";
+            }
+            co_return "slept";
+        };
+        long counter = 0;
+        auto ticks = [](long& n) -> asyncio::Coroutine<> {
+            for (;;) {
+                co_await asyncio::sleep(0s);
+                ++n;
+            }
+        };
+        Task<> ticker = asyncio::create_task(ticks(counter));
+        co_await asyncio::sleep(0s);
+
+        auto attempt = [&](std::string name, auto aw) -> asyncio::Coroutine<> {
+            log.clear();
+            const long before = counter;
+            std::string out;
+            try {
+                out = "returned '" + co_await asyncio::wait_for(std::move(aw), 0s) + "'";
+            } catch (const asyncio::TimeoutError&) {
+                out = "TimeoutError";
+            }
+            std::string body;
+            for (const auto& x : log) body += (body.empty() ? "" : "; ") + x;
+            lines.push_back(name + ": " + out + "; " + (body.empty() ? "no body ran here" : body) +
+                            "; the caller yielded: " + py(counter > before));
+        };
+
+        Task<std::string> done_task = asyncio::create_task(sync_body());
+        co_await asyncio::sleep(0s);
+        co_await attempt("a) done task", done_task);
+        co_await attempt("b) coroutine that completes at once", sync_body());
+        co_await attempt("c) coroutine that would suspend", suspending_body());
+        Task<std::string> t = asyncio::create_task(suspending_body());
+        co_await asyncio::sleep(0s);
+        co_await attempt("d) pending task", t);
+        lines.push_back("   the task: cancelled()=" + py(t.cancelled()));
+        t = asyncio::create_task(stubborn());
+        co_await asyncio::sleep(0s);
+        co_await attempt("d2) pending task that catches the cancellation and returns", t);
+        asyncio::Queue<std::string> q;
+        q.put_nowait("item");
+        co_await attempt("e) queue.get() on a non-empty queue",
+                         [](asyncio::Queue<std::string>& q) -> asyncio::Coroutine<std::string> {
+                             co_return co_await q.get();
+                         }(q));
+        lines.push_back("   queue size after: " + std::to_string(q.qsize()));
+        ticker.cancel();
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(lines, (std::vector<std::string>{
+                         "a) done task: returned 'sync'; no body ran here; the caller yielded: False",
+                         "b) coroutine that completes at once: TimeoutError; no body ran here; the caller "
+                         "yielded: True",
+                         "c) coroutine that would suspend: TimeoutError; no body ran here; the caller "
+                         "yielded: True",
+                         "d) pending task: TimeoutError; no body ran here; the caller yielded: True",
+                         "   the task: cancelled()=True",
+                         "d2) pending task that catches the cancellation and returns: returned 'caught and "
+                         "returned'; no body ran here; the caller yielded: True",
+                         "e) queue.get() on a non-empty queue: TimeoutError; no body ran here; the caller "
+                         "yielded: True",
+                         "   queue size after: 1",
+                     }));
+}
+
+// s10_wait_for_zero_awaitables.py: wait_for(aw, 0) of an awaiter (an Event's wait, a Queue's get)
+// never starts it: it becomes a task cancelled before its first step (TimeoutError, the caller
+// yields, no item is taken); a pending future is cancelled; a done future gives its result
+// without the caller yielding.
+TEST_F(LikeCPython, S10WaitForZeroOfOtherAwaitables) {
+    std::vector<std::string> lines;
+    auto main = [&]() -> asyncio::Coroutine<> {
+        long counter = 0;
+        auto ticks = [](long& n) -> asyncio::Coroutine<> {
+            for (;;) {
+                co_await asyncio::sleep(0s);
+                ++n;
+            }
+        };
+        Task<> ticker = asyncio::create_task(ticks(counter));
+        co_await asyncio::sleep(0s);
+        auto attempt = [&](std::string name, auto aw) -> asyncio::Coroutine<> {
+            const long before = counter;
+            std::string out;
+            try {
+                if constexpr (std::is_void_v<asyncio::await_result_t<decltype(aw)>>) {
+                    co_await asyncio::wait_for(std::move(aw), 0s);
+                    out = "returned None";
+                } else {
+                    out = "returned " + std::to_string(co_await asyncio::wait_for(std::move(aw), 0s));
+                }
+            } catch (const asyncio::TimeoutError&) {
+                out = "TimeoutError";
+            }
+            lines.push_back(name + ": " + out + "; the caller yielded: " + py(counter > before));
+        };
+        asyncio::Event set_event;
+        set_event.set();
+        co_await attempt("a) Event.wait() of a set event", set_event.wait());
+        asyncio::Event ev;
+        co_await attempt("b) Event.wait() of an unset event", ev.wait());
+        asyncio::Queue<int> q;
+        q.put_nowait(7);
+        co_await attempt("c) Queue.get() of a non-empty queue", q.get());
+        lines.push_back("   queue size after: " + std::to_string(q.qsize()));
+        asyncio::Future<int> fut = asyncio::get_running_loop().create_future<int>();
+        co_await attempt("d) pending future", fut);
+        lines.push_back("   the future: cancelled()=" + py(fut.cancelled()));
+        fut = asyncio::get_running_loop().create_future<int>();
+        fut.set_result(5);
+        co_await attempt("e) done future", fut);
+        ticker.cancel();
+    };
+    asyncio::run(main(), virtual_time());
+    EXPECT_EQ(lines, (std::vector<std::string>{
+                         "a) Event.wait() of a set event: TimeoutError; the caller yielded: True",
+                         "b) Event.wait() of an unset event: TimeoutError; the caller yielded: True",
+                         "c) Queue.get() of a non-empty queue: TimeoutError; the caller yielded: True",
+                         "   queue size after: 1",
+                         "d) pending future: TimeoutError; the caller yielded: True",
+                         "   the future: cancelled()=True",
+                         "e) done future: returned 5; the caller yielded: False",
+                     }));
+}
+
+// A Timeout entered past its deadline used to arm a due timer at the body's first suspension, which
+// ran after the body's own sleep(0) wake-up: a body that only yields returned its value. As
+// asyncio, the timeout is call_soon()ed on entry and the body times out at the sleep(0).
+TEST_F(LikeCPython, RegressionATimeoutEnteredPastItsDeadlineTimesOutABodyThatOnlyYields) {
+    auto main = []() -> asyncio::Coroutine<> {
+        asyncio::Timeout t = asyncio::timeout_at(asyncio::get_running_loop().time());
+        bool returned = false;
+        auto yields = [](bool& returned) -> asyncio::Coroutine<> {
+            co_await asyncio::sleep(0s);
+            returned = true;
+        };
+        EXPECT_THROW(co_await t.run(yields(returned)), asyncio::TimeoutError);
+        EXPECT_FALSE(returned);
+        EXPECT_TRUE(t.expired());
+        EXPECT_EQ(asyncio::current_task().cancelling(), 0);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+// wait_for(coro, 0) used to run the coroutine inline (a queue item was taken and returned); as
+// asyncio, nothing is waited for: the coroutine never runs, TimeoutError.
+TEST_F(LikeCPython, RegressionWaitForZeroNeverRunsACoroutine) {
+    auto main = []() -> asyncio::Coroutine<> {
+        asyncio::Queue<int> q;
+        q.put_nowait(7);
+        bool ran = false;
+        auto get = [](asyncio::Queue<int>& q, bool& ran) -> asyncio::Coroutine<int> {
+            ran = true;
+            co_return co_await q.get();
+        };
+        EXPECT_THROW((void)co_await asyncio::wait_for(get(q, ran), 0s), asyncio::TimeoutError);
+        EXPECT_THROW((void)co_await asyncio::wait_for(get(q, ran), -1ms), asyncio::TimeoutError);
+        EXPECT_FALSE(ran);
+        EXPECT_EQ(q.qsize(), 1u);
+        EXPECT_EQ(asyncio::current_task().cancelling(), 0);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+// wait_for(pending task, 0) cancels the task and waits for it; a cancellation of the caller meanwhile
+// raises CancelledError there and leaves the task to finish (asyncio's _cancel_and_wait).
+TEST_F(LikeCPython, WaitForZeroOfAPendingTaskWhoseCallerIsCancelledMeanwhile) {
+    auto main = []() -> asyncio::Coroutine<> {
+        auto slow_to_stop = []() -> asyncio::Coroutine<int> {
+            try {
+                co_await asyncio::sleep(1h);
+            } catch (const asyncio::CancelledError&) {
+            }
+            co_await asyncio::sleep(5ms);  // cleaning up
+            co_return 9;
+        };
+        Task<int> inner = asyncio::create_task(slow_to_stop());
+        co_await asyncio::sleep(0s);
+        auto caller = [](Task<int> inner) -> asyncio::Coroutine<int> {
+            co_return co_await asyncio::wait_for(inner, 0s);
+        };
+        Task<int> c = asyncio::create_task(caller(inner));
+        co_await asyncio::sleep(1ms);
+        EXPECT_FALSE(inner.done());
+        c.cancel();
+        EXPECT_THROW((void)co_await c, asyncio::CancelledError);
+        EXPECT_FALSE(inner.done()) << "the caller did not wait for it any longer";
+        EXPECT_EQ(co_await inner, 9);
+        // Uncancelled, the same call returns the value the task ends with.
+        inner = asyncio::create_task(slow_to_stop());
+        co_await asyncio::sleep(0s);
+        EXPECT_EQ(co_await asyncio::wait_for(inner, 0s), 9);
+    };
+    asyncio::run(main(), virtual_time());
+}
+
+}  // namespace

@@ -103,8 +103,8 @@ private:
     public:
         Park(Barrier& b, Party* party) noexcept : barrier_(b), party_(party) {}
         bool await_ready() const noexcept { return false; }
-        bool await_suspend(std::coroutine_handle<> h) {
-            return wait_in(barrier_.parked_, h, "Barrier::wait()", &on_cancel);
+        void await_suspend(std::coroutine_handle<> h) {
+            wait_in(barrier_.parked_, h, "Barrier::wait()", &on_cancel);
         }
         void await_resume() const { end_wait(); }
 

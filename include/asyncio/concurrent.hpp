@@ -164,7 +164,7 @@ public:
         bool await_suspend(std::coroutine_handle<> h) {
             // The delivery is the executor's: the completing thread posts it to the task's loop.
             d_ = std::make_shared<detail::ExecStateBase>();
-            if (!begin_wait(h, "awaiting a ConcurrentFuture", &on_cancel)) return false;
+            begin_wait(h, "awaiting a ConcurrentFuture", &on_cancel);
             d_->waiter = this;
             auto post = [d = d_, link = detail::t_running_loop->link()] { detail::post_to_loop(link, d); };
             {

@@ -12,10 +12,14 @@
 //   the lock, waits for notify(), re-acquires the lock, returns. It always returns or raises
 //   holding the lock: a wait cancelled at any point re-acquires the lock first and then raises
 //   CancelledError (as asyncio; further cancels while it re-acquires are folded into that one).
-//   A cancellation already pending when wait() is called raises at once, without releasing.
+//   A cancellation already pending when wait() is called is delivered there like any other: the
+//   lock is released, then re-acquired before CancelledError is raised (as asyncio).
 // - notify(n = 1) / notify_all(): RuntimeError("cannot notify on un-acquired lock") unless the
-//   lock is locked. Wakes the n longest-waiting tasks, in FIFO order; each then queues for the
-//   lock (behind the tasks already queued for it) and returns from wait() once it gets it.
+//   lock is locked. Wakes the n longest-waiting tasks, in FIFO order; each asks for the lock when
+//   its turn comes in the next iteration (as asyncio's wait(), which calls acquire() when the task
+//   runs again: a task that asks for the lock before then goes first), queues behind the tasks
+//   waiting for it, and returns from wait() once it gets it. A waiter cancelled while it waits for
+//   a notification asks for the lock in the same way before it raises.
 // - No lost wake-up: a task that was notified but ends its wait() with CancelledError passes the
 //   notification on to the next waiter (asyncio does this too; unlike asyncio, a task cancelled
 //   before it was notified does not wake anybody, so this causes no spurious wake-up).
@@ -62,14 +66,12 @@ public:
             if (!cond_.lock_->locked()) throw RuntimeError("cannot wait on un-acquired lock");
             return false;
         }
-        bool await_suspend(std::coroutine_handle<> h) {
-            // A pending cancellation: raise it, keeping the lock.
-            if (!wait_in(cond_.waiters_, h, "Condition::wait()", &on_cancel_waiting)) return false;
+        void await_suspend(std::coroutine_handle<> h) {
+            wait_in(cond_.waiters_, h, "Condition::wait()", &on_cancel_waiting);
             cond_.lock_->hand_off();  // release
-            return true;
         }
         void await_resume() {
-            // Cancelled at once (the lock kept), or the condition or its lock is gone.
+            // The condition or its lock is gone, or the loop is closing (no lock taken).
             if (wait_state() == detail::WaitState::kCancelled) detail::throw_cancelled(task());
             // Woken: the lock is ours again. Cancelled on the way, or after the wake-up: raise,
             // and do not swallow the notification.
@@ -86,16 +88,21 @@ public:
     private:
         friend class Condition;
 
-        /// Notified, or cancelled while waiting: take the lock if it is free, else queue for it.
-        /// The task stays suspended until it holds the lock.
-        void reacquire() {
-            CancelHook::fn = &on_cancel_reacquiring;
-            Lock& l = *cond_.lock_;
+        /// Notified, or cancelled while waiting: at the task's turn in the ready queue (where
+        /// asyncio's task would run and call acquire()), take the lock if it is free and run the
+        /// task, else queue for the lock. The task stays suspended until it holds the lock (a
+        /// cancel() before its turn is raised once it holds it: end_wait).
+        void reacquire() { wake_via(&reacquire_at_turn, this); }
+        static void reacquire_at_turn(void* ctx) {
+            auto* self = static_cast<WaitAwaiter*>(ctx);
+            Lock& l = *self->cond_.lock_;
             if (!l.locked_) {
                 l.locked_ = true;
-                wake();
+                detail::step_task(self->task());  // it is the task's turn: run it (self may go)
             } else {
-                l.waiters_.push_back(this);
+                self->CancelHook::fn = &on_cancel_reacquiring;
+                self->wait_again();
+                l.waiters_.push_back(self);  // Lock::hand_off wakes the task
             }
         }
         // Cancelled while waiting for a notification: stop waiting, re-acquire the lock, then

@@ -32,7 +32,7 @@ public:
     public:
         explicit Awaiter(Event& e) noexcept : event_(e) {}
         bool await_ready() const noexcept { return event_.value_; }
-        bool await_suspend(std::coroutine_handle<> h) { return wait_in(event_.waiters_, h, "Event::wait()"); }
+        void await_suspend(std::coroutine_handle<> h) { wait_in(event_.waiters_, h, "Event::wait()"); }
         void await_resume() const { end_wait(); }  // woken by set(), then cancelled: raises
 
     private:

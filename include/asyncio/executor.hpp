@@ -170,7 +170,7 @@ public:
             return st_->done;
         }
         bool await_suspend(std::coroutine_handle<> h) {
-            if (!begin_wait(h, "awaiting run_in_executor()", &on_cancel)) return false;
+            begin_wait(h, "awaiting run_in_executor()", &on_cancel);
             st_->waiter = this;
             return true;
         }

@@ -82,7 +82,7 @@ public:
             lock_.locked_ = true;
             return true;
         }
-        bool await_suspend(std::coroutine_handle<> h) { return wait_in(lock_.waiters_, h, "Lock::acquire()"); }
+        void await_suspend(std::coroutine_handle<> h) { wait_in(lock_.waiters_, h, "Lock::acquire()"); }
         void await_resume() {
             end_wait([this] { lock_.hand_off(); });  // handed the lock, then cancelled: pass it on
         }

@@ -256,13 +256,11 @@ public:
         AwaiterBase(AwaiterBase&& o) noexcept : queue_(o.queue_) { assert(o.phase_ == kFresh); }
         AwaiterBase(const AwaiterBase&) = delete;
         AwaiterBase& operator=(const AwaiterBase&) = delete;
-        bool await_suspend(std::coroutine_handle<> h) {
+        void await_suspend(std::coroutine_handle<> h) {
             std::construct_at(&node_, queue_);
             phase_ = kSuspended;
-            // A cancellation is pending: raise it at once.
-            if (!node_.begin_wait(h, kWhat[static_cast<int>(K)], &on_cancel<K>)) return false;
+            node_.begin_wait(h, kWhat[static_cast<int>(K)], &on_cancel<K>);
             queue_->list<K>().push_back(&node_);
-            return true;
         }
 
     protected:

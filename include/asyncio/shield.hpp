@@ -4,9 +4,10 @@
 //
 // aw is any awaitable (awaitable.hpp). If the awaiting task is cancelled, that await raises
 // CancelledError at once while the inner work (a task: anything but a Task is made one, as
-// ensure_future does) goes on running to its end, owned by the loop; its outcome is then dropped
-// (an exception it raises is not reported, as asyncio marks it retrieved). Cancelling the inner
-// task itself (Task::cancel on it) still cancels it, and the await raises.
+// ensure_future does) goes on running to its end, owned by the loop; its outcome is then dropped,
+// and an exception it ends with is reported as never retrieved unless a Task handle kept elsewhere
+// looks at it (as asyncio 3.11+). Cancelling the inner task itself (Task::cancel on it) still
+// cancels it, and the await raises.
 #pragma once
 
 #include <cassert>
@@ -37,7 +38,7 @@ public:
     bool await_ready() const noexcept { return inner_.done(); }
     bool await_suspend(std::coroutine_handle<> h) {
         self_ = current_task_or_throw("shield()");
-        if (!suspend_task(self_, h, this)) return false;
+        suspend_task(self_, h, this);
         DoneWaiter::fn = &on_done;
         DoneWaiter::next = inner_.base()->waiters_;
         inner_.base()->waiters_ = this;
@@ -51,8 +52,10 @@ public:
                 unregister_waiter(inner_.base(), this);
                 registered_ = false;
             }
-            // The inner task goes on; whatever it ends with is not reported.
-            inner_.base()->flags_ |= kRetrieved;
+            // The inner task goes on. As asyncio (whose inner done callback goes with the outer
+            // future), an exception it ends with later is reported as never retrieved unless
+            // someone looks at it; one it already ended with when we were cancelled counts as seen.
+            if (!cancelled_) inner_.base()->flags_ |= kRetrieved;
             throw_cancelled(self_);
         }
         return take_result(inner_.promise(), inner_.base()->refs_ == 1);

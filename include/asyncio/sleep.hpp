@@ -1,7 +1,8 @@
 // asyncio::sleep(delay): suspends the current task for at least `delay` of loop time.
 // sleep(0) (or any delay <= 0) yields once: the task goes to the back of the ready queue, so every
-// other ready callback runs first. Cancelling the task while it sleeps removes the timer and raises
-// CancelledError at the co_await.
+// other ready callback runs first. When the timer fires, the task is scheduled (it runs in the next
+// iteration, after the callbacks due with the timer, as in asyncio). Cancelling the task while it
+// sleeps, or after its timer fired but before it ran, raises CancelledError at the co_await.
 #pragma once
 
 #include <chrono>
@@ -20,12 +21,17 @@ struct [[nodiscard]] SleepAwaiter : Waiter {
     explicit SleepAwaiter(Duration d) noexcept : delay(d) {}
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) {
-        if (delay <= Duration::zero()) return yield_once(h, "sleep()");  // exactly one iteration
-        if (!begin_wait(h, "sleep()", &on_cancel)) return false;
+        if (delay <= Duration::zero()) {
+            yield_once(h, "sleep()");  // exactly one iteration
+            return true;
+        }
+        begin_wait(h, "sleep()", &on_cancel);
         try {
-            // Due timers already run from the ready queue: resume the task directly.
+            // The task runs in the next iteration, as asyncio's (the timer completes a future
+            // whose callback wakes the task): a cancel() or another callback due in this
+            // iteration comes first, and the cancellation then wins at the co_await.
             EventLoop& l = *t_running_loop;
-            timer = l.add_timer(deadline_after(l.time(), delay), [this] { wake_now(); });
+            timer = l.add_timer(deadline_after(l.time(), delay), [this] { wake(); });
         } catch (...) {
             abandon_wait();
             throw;

@@ -131,8 +131,12 @@ protected:
     /// Submits the op; true if the task must stay suspended.
     bool start(std::coroutine_handle<> h, const char* what, void (*on_complete)(void*) = &resume) {
         loop_ = t_running_loop;
-        // A cancellation already pending: raise it without doing anything.
-        if (!begin_wait(h, what, &on_cancel)) return false;
+        // A cancellation already pending: raise it without doing anything. (asyncio would do an
+        // operation that can complete at once and raise at the next real suspension. Not here:
+        // with the cooperative budget, a cancel() that reaches a completed operation while the
+        // task yields for the budget is delivered with its result and left pending, and a task
+        // reading a peer that is always ahead would never raise it.)
+        if (!begin_wait_unless_cancelled(h, what, &on_cancel)) return false;
         complete = on_complete;
         try {
             if (!io_submit(*loop_, *this)) return true;

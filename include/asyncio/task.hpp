@@ -8,9 +8,11 @@
 //
 // Ordering: create_task schedules the first step with call_soon semantics; a task awaiting another
 // is woken through the ready queue when that one finishes (one iteration later, as in asyncio).
-// Cancellation: cancel() raises CancelledError where the task is suspended (or at its next
-// suspension point if it is running or already scheduled); awaiting another task forwards the
-// cancellation to it. Task<> (Task<void>) can refer to a task of any result type.
+// Cancellation: cancel() raises CancelledError where the task is suspended (or where it resumes
+// if it is already scheduled; if it is running, at the await it suspends in next, which is
+// cancelled once the step is over, as asyncio's Task.__step does); awaiting another task forwards
+// the cancellation to it. A task that returns while a cancellation is pending finishes cancelled.
+// Task<> (Task<void>) can refer to a task of any result type.
 //
 // Handles are confined to the loop's thread.
 #pragma once

@@ -197,14 +197,8 @@ private:
             return g_.pending_ == 0;
         }
         bool await_suspend(std::coroutine_handle<> h) {
-            if (!detail::suspend_task(g_.parent_, h, this)) {
-                // A cancellation is pending: it belongs to this wait. Cancel the tasks and wait on.
-                g_.parent_->flags_ &= static_cast<std::uint16_t>(~detail::kMustCancel);
-                note_cancel();
-                if (g_.pending_ == 0) return false;
-                g_.parent_->resume_ = h;
-                g_.parent_->waiting_ = this;
-            }
+            // A cancellation already pending reaches on_cancel once the step is over.
+            detail::suspend_task(g_.parent_, h, this);
             CancelHook::fn = &on_cancel;
             g_.exit_waiter_ = g_.parent_;
             return true;

@@ -10,20 +10,26 @@
 // of the body, run() turns it into TimeoutError. A cancellation that came from elsewhere
 // (Task::cancel) stays a CancelledError. If the body finishes in the same iteration in which the
 // deadline fires, its result is returned and the timeout's cancellation is withdrawn: a result is
-// never dropped. reschedule() moves the deadline while the body runs (nullopt: no deadline).
+// never dropped. reschedule() moves the deadline while the body runs (nullopt: no deadline). A
+// deadline already passed when the timeout is entered (or rescheduled) is call_soon()ed, as
+// asyncio's: it comes ahead of whatever the body schedules.
 // Cancel-safety is the body's: whatever it was awaiting is cancelled as by Task::cancel().
 #pragma once
 
 #include <chrono>
 #include <optional>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "asyncio/awaitable.hpp"
 #include "asyncio/coroutine.hpp"
 #include "asyncio/detail/uncancel.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
+#include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/wait.hpp"
 
 namespace asyncio {
 
@@ -70,6 +76,11 @@ public:
         std::optional<Timeout> own;
         Timeout& t = external != nullptr ? *external : own.emplace(when);
         t.enter();
+        // A deadline already passed: as asyncio, the timeout is call_soon()ed now, ahead of
+        // whatever the body schedules (a body that yields with sleep(0) times out there). (Not
+        // looked at for wait_for, whose positive limit was added to the time just now: a clock
+        // read saved on the path of every wait_for.)
+        if (external != nullptr && t.when_ && *t.when_ <= t.loop_->time()) t.arm();
         std::exception_ptr error;
         bool cancelled = false;
         if constexpr (std::is_void_v<T>) {
@@ -136,8 +147,11 @@ private:
     void arm() {
         cancel_timer();
         if (!when_) return;
-        // A deadline already passed fires in the next iteration, like any due timer.
-        timer_ = loop_->call_at(*when_, [this] { on_timeout(); });
+        // A deadline already passed: as asyncio's reschedule(), call_soon rather than a due timer.
+        if (*when_ <= loop_->time())
+            timer_ = loop_->call_soon([this] { on_timeout(); });
+        else
+            timer_ = loop_->call_at(*when_, [this] { on_timeout(); });
         armed_ = true;
     }
 
@@ -188,17 +202,77 @@ inline Timeout timeout_at(TimePoint when) { return Timeout(when); }
 /// Python's asyncio.timeout_at(None).
 inline Timeout timeout_at(std::nullopt_t) noexcept { return Timeout(std::nullopt); }
 
+namespace detail {
+
+template <class A>
+inline constexpr bool is_future_v = false;
+template <class T>
+inline constexpr bool is_future_v<Future<T>> = true;
+
+[[noreturn]] inline void throw_timed_out() { throw TimeoutError("timed out"); }
+
+// wait_for with a limit <= 0, as asyncio's (`fut = ensure_future(aw)`, then `_cancel_and_wait`):
+// nothing is waited for. A task that is done gives its outcome at once; a pending one is
+// cancelled and waited for: its value if it catches the cancellation and returns, TimeoutError if
+// it ends cancelled (a cancellation of the caller meanwhile raises CancelledError and leaves the
+// task to finish).
+template <class T>
+Coroutine<T> wait_for_expired_task(Task<T> task) {
+    if (!task.done()) {
+        task.cancel();
+        std::vector<Task<T>> one;  // (not a braced list: GCC 12 rejects one in a coroutine)
+        one.push_back(task);
+        (void)co_await WaitAwaiter<T>(std::move(one), ReturnWhen::ALL_COMPLETED, std::nullopt);
+    }
+    if (task.cancelled()) throw_timed_out();
+    co_return take_result(task.promise(), task.base()->refs_ == 1);
+}
+// A pending future is cancelled (so done at once); the caller still yields once, as asyncio's
+// wait for the future's done callback.
+template <class T>
+Coroutine<T> wait_for_expired_future(Future<T> fut) {
+    if (!fut.done()) {
+        fut.cancel();
+        co_await asyncio::sleep(Duration::zero());
+    }
+    if (fut.cancelled()) throw_timed_out();
+    co_return take_result(fut.promise(), fut.base()->refs_ == 1);
+}
+// Any other awaitable becomes a task (ensure_future) that is cancelled before its first step: a
+// coroutine never runs, a q.get() takes no item. Made when the result is awaited, as asyncio's.
+template <class A>
+Coroutine<awaited_value_t<A>> wait_for_expired_awaitable(A aw) {
+    co_return co_await wait_for_expired_task(asyncio::create_task(std::move(aw)));
+}
+
+template <class A>
+auto wait_for_expired(A&& aw) {
+    using D = std::remove_cvref_t<A>;
+    if constexpr (is_task_v<D>)
+        return wait_for_expired_task(D(std::forward<A>(aw)));
+    else if constexpr (is_future_v<D>)
+        return wait_for_expired_future(D(std::forward<A>(aw)));
+    else
+        return wait_for_expired_awaitable<std::decay_t<A>>(std::forward<A>(aw));
+}
+
+}  // namespace detail
+
 /// Awaits aw (any awaitable: a Coroutine, a Task, ev.wait(), q.get(), sock_recv(...), ...) with a
 /// time limit: TimeoutError (and aw cancelled) if it takes longer than `limit`. A Task argument is
 /// cancelled on timeout too; any other awaitable is awaited inside the awaiting task, so its own
 /// cancellation does the cleaning (an Event wait leaves the waiters, a q.get() takes no item).
-/// limit <= 0 means: no waiting at all.
+/// limit <= 0: nothing is waited for, as asyncio's (a coroutine or any other awaitable never runs:
+/// TimeoutError; a done task or future gives its outcome; a pending one is cancelled, and a task
+/// waited for; see detail::wait_for_expired).
 template <class A, class Rep, class Period>
 auto wait_for(A&& aw, std::chrono::duration<Rep, Period> limit) {
     if constexpr (!detail::storable_awaitable<A>) {
         detail::require_storable_awaitable<A>();
         return detail::Refused{};
     } else {
+        if (saturating_duration(limit) <= Duration::zero())
+            return detail::wait_for_expired(std::forward<A>(aw));
         return Timeout::run_impl(nullptr, deadline_after(get_running_loop().time(), limit),
                                  detail::as_coroutine(std::forward<A>(aw)));
     }

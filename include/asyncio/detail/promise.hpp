@@ -51,7 +51,7 @@ enum PromiseFlags : std::uint16_t {
     kHasValue = 1u << 2,
     kHasException = 1u << 3,
     kCancelled = 1u << 4,    // finished by CancelledError
-    kMustCancel = 1u << 5,   // raise CancelledError at the next resumption
+    kMustCancel = 1u << 5,   // a cancellation is pending (see suspend_task in task_core.hpp)
     kRetrieved = 1u << 6,    // the exception was looked at
     kHasExtra = 1u << 7,     // a name or cancel message is stored aside
     kStarted = 1u << 8,      // coroutine mode: already awaited once
@@ -59,6 +59,7 @@ enum PromiseFlags : std::uint16_t {
     kInlineRun = 1u << 10,   // coroutine mode: being run from its awaiter's await_suspend
     kOrphaned = 1u << 11,    // its loop has been destroyed (see t_loop_gone); loop_ is null
     kFuture = 1u << 12,      // a Future's state: a frame that never runs, completed by set_result()
+    kCancelDelivered = 1u << 13,  // a cancel hook woke the task to raise: its message is decided
 };
 
 // Symmetric transfer (await_suspend returning the next handle) only avoids stack growth when the
@@ -151,6 +152,7 @@ void task_finished(PromiseBase* p) noexcept;  // root frame reached final_suspen
 void task_release(PromiseBase* p) noexcept;   // drops a reference; destroys the frame at zero
 bool task_cancel(PromiseBase* p, std::string msg);
 [[noreturn]] void throw_cancelled(PromiseBase* p);  // clears kMustCancel, throws CancelledError
+void set_cancelled(PromiseBase* p) noexcept;  // its outcome: CancelledError (the pending message)
 std::string task_name(const PromiseBase* p);
 void task_set_name(PromiseBase* p, std::string name);
 
@@ -185,6 +187,12 @@ struct FinalAwaiter {
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) const noexcept {
         PromiseBase& p = h.promise();
         if (p.has(kTaskMode)) {
+            // As Python's Task.__step: a task that returns while a cancellation is pending (it
+            // cancelled itself and returned without awaiting again) finishes cancelled.
+            if (p.has(kMustCancel) && p.has(kHasValue)) [[unlikely]] {
+                h.promise().drop_value();
+                set_cancelled(&p);
+            }
             task_finished(&p);  // may destroy the frame: touch nothing after
             return std::noop_coroutine();
         }
@@ -243,6 +251,10 @@ struct Promise : PromiseBase {
         task_rethrow(this);
         return *value_ptr();
     }
+    void drop_value() noexcept {
+        value_ptr()->~T();
+        flags_ &= static_cast<std::uint16_t>(~kHasValue);
+    }
 
 private:
     void* raw_value() noexcept {
@@ -274,6 +286,7 @@ struct Promise<T&> : PromiseBase {
         task_rethrow(this);
         return **std::launder(reinterpret_cast<T**>(inline_value_));
     }
+    void drop_value() noexcept { flags_ &= static_cast<std::uint16_t>(~kHasValue); }
 };
 
 template <>
@@ -290,6 +303,7 @@ struct Promise<void> : PromiseBase {
         set_exception(std::current_exception());
     }
     void value_ref() { task_rethrow(this); }
+    void drop_value() noexcept { flags_ &= static_cast<std::uint16_t>(~kHasValue); }
 };
 
 /// Takes the result out of a finished frame: moved when `move` (the only owner), else copied.

@@ -14,6 +14,12 @@ namespace asyncio {
 
 namespace detail {
 
+/// A task that suspended with a cancellation pending (see suspend_task): pinned, and its
+/// cancellation delivered once its step is over (deliver_cancel_after_step, src/task.cpp).
+extern ASYNCIO_TLS PromiseBase* t_cancel_after_step;
+void deliver_cancel_after_step();
+void cancel_after_step(PromiseBase* t) noexcept;
+
 /// Resumes a task where it stopped, with it as the current task. Runs from the ready queue.
 inline void step_task(void* ctx) {
     auto* t = static_cast<PromiseBase*>(ctx);
@@ -21,6 +27,8 @@ inline void step_task(void* ctx) {
     t_current_task = t;
     t->resume_.resume();  // the task may be freed once this returns
     t_current_task = prev;
+    if (t_cancel_after_step != nullptr) [[unlikely]]
+        deliver_cancel_after_step();
 }
 
 void cancel_unstarted(PromiseBase* t) noexcept;
@@ -41,13 +49,20 @@ inline void wake_task(PromiseBase* t) {
     t->loop_->schedule(&step_task, t);
 }
 
-/// Suspends the current task: records where to resume and what it waits on. Returns false
-/// (do not suspend) when a cancellation is pending, so that the awaiter raises it at once.
-inline bool suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook) noexcept {
-    if (t->has(kMustCancel)) return false;
+/// Suspends the current task: records where to resume and what it waits on (hook: what
+/// Task::cancel() tells; null for a plain yield). The awaiter suspends. A cancellation already
+/// pending (kMustCancel: the task cancelled itself, or it resumed with one from something that
+/// cannot be undone, as an I/O result or a user's awaiter) is delivered to the hook once the step
+/// is over, as Python's Task.__step cancels the future the task just yielded: the task raises one
+/// iteration later (after the callbacks already scheduled), and what it awaits is told (an
+/// awaited task or gather is cancelled with the message, a Condition wait re-acquires its lock).
+/// With no hook it stays pending and is raised where the task resumes. This is the one place
+/// where a pending cancellation meets a suspension.
+inline void suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook) noexcept {
     t->resume_ = h;
     t->waiting_ = hook;
-    return true;
+    if (t->has(kMustCancel) && hook != nullptr) [[unlikely]]
+        cancel_after_step(t);
 }
 
 /// Raises the pending cancellation of t, if any (at the end of every task suspension).
@@ -93,7 +108,7 @@ struct [[nodiscard]] TaskAwaiter : DoneWaiter, CancelHook {
         if (self == target) throw RuntimeError("Task cannot await on itself");
         if (target->loop_ != self->loop_) [[unlikely]]
             throw RuntimeError("Task got Future attached to a different loop");
-        if (!suspend_task(self, h, this)) return false;
+        suspend_task(self, h, this);
         DoneWaiter::fn = &on_done;
         DoneWaiter::next = target->waiters_;
         target->waiters_ = this;

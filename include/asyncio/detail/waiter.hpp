@@ -8,10 +8,14 @@
 // The protocol, as a Waiter sees it:
 //
 //   await_suspend:  begin_wait(h, what, hook) records the task (RuntimeError outside a task) and
-//                   arms the cancel hook; false when a cancellation is already pending (the
-//                   awaiter does not suspend, and end_wait() raises it at once). Then register
-//                   wherever the wake-up will come from. (yield_once(h, what): no wake-up to wait
-//                   for, just the back of the ready queue.)
+//                   arms the cancel hook; then register wherever the wake-up will come from, and
+//                   suspend. A cancellation already pending (the task cancelled itself, say)
+//                   reaches the hook once the task's step is over, as any other cancel() would
+//                   (suspend_task in task_core.hpp; Python's Task.__step): the task raises one
+//                   iteration later and nothing is left registered.
+//                   (begin_wait_unless_cancelled: the socket operations, which raise a pending
+//                   cancellation at once without starting. yield_once(h, what): no wake-up to
+//                   wait for, just the back of the ready queue.)
 //   the wake-up:    wake() (resume from the ready queue: asyncio's ordering), wake_via(fn, ctx)
 //                   (run fn from the ready queue instead, which resumes the task or calls
 //                   wait_again()), wake_now() (already running from the ready queue: a due timer,
@@ -28,7 +32,7 @@
 //   struct Awaiter : detail::ListWaiter {
 //       Thing& thing;
 //       bool await_ready() const noexcept { return thing.ready; }
-//       bool await_suspend(std::coroutine_handle<> h) { return wait_in(thing.waiters, h, "Thing::wait()"); }
+//       void await_suspend(std::coroutine_handle<> h) { wait_in(thing.waiters, h, "Thing::wait()"); }
 //       void await_resume() { end_wait(); }
 //   };
 //   ... thing.ready = true; thing.waiters.wake_all();     // or: if (auto* w = waiters.pop_front()) w->wake();
@@ -54,7 +58,7 @@ namespace asyncio::detail {
 enum class WaitState : std::uint8_t {
     kIdle,       // did not suspend (the awaited thing was ready at once)
     kSuspended,  // suspended: waiting (the cancel hook armed) or woken, not by a cancellation
-    kCancelled,  // woken by its cancel hook, or a cancellation was pending at begin_wait
+    kCancelled,  // woken by its cancel hook (or refused by begin_wait_unless_cancelled)
 };
 
 /// The loop of a waiting task woken while its loop is not the running one (between two runs of
@@ -79,31 +83,33 @@ public:
 
     // ---- await_suspend ----
 
-    /// Starts waiting: records the current task and arms `hook` as its cancel hook. True: suspend
-    /// (register the waiter now). False: a cancellation is pending; do not suspend (end_wait
-    /// raises it). RuntimeError naming `what` outside a task.
-    bool begin_wait(std::coroutine_handle<> h, const char* what, Hook hook) {
+    /// Starts waiting: records the current task and arms `hook` as its cancel hook; the awaiter
+    /// then registers the waiter and suspends. RuntimeError naming `what` outside a task. A
+    /// cancellation already pending is delivered to `hook` once the task's step is over (see
+    /// suspend_task), so the task raises one iteration later, as in asyncio.
+    void begin_wait(std::coroutine_handle<> h, const char* what, Hook hook) {
+        start_wait(current_task_or_throw(what), h, hook);
+    }
+    /// As begin_wait, for an operation that must not even start while a cancellation is pending
+    /// (the socket operations: docs/design.md, Differences from CPython). False then: do not
+    /// suspend; end_wait raises it.
+    bool begin_wait_unless_cancelled(std::coroutine_handle<> h, const char* what, Hook hook) {
         PromiseBase* const t = current_task_or_throw(what);
-        if (!suspend_task(t, h, this)) [[unlikely]] {
+        if (t->has(kMustCancel)) [[unlikely]] {
             bits_ = reinterpret_cast<std::uintptr_t>(t) | kCancelledBit;
             return false;
         }
-        CancelHook::fn = hook;
-        bits_ = reinterpret_cast<std::uintptr_t>(t);
+        start_wait(t, h, hook);
         return true;
     }
     /// Suspends until the loop's next iteration (asyncio's bare `yield`, sleep(0)): the task goes
-    /// to the back of the ready queue, with no cancel hook (a cancel() meanwhile is raised at
-    /// end_wait). False: a cancellation is pending (end_wait raises it).
-    bool yield_once(std::coroutine_handle<> h, const char* what) {
+    /// to the back of the ready queue, with no cancel hook (a cancel() meanwhile, or one already
+    /// pending, is raised at end_wait).
+    void yield_once(std::coroutine_handle<> h, const char* what) {
         PromiseBase* const t = current_task_or_throw(what);
-        if (!suspend_task(t, h, nullptr)) [[unlikely]] {
-            bits_ = reinterpret_cast<std::uintptr_t>(t) | kCancelledBit;
-            return false;
-        }
-        t->loop_->schedule(&step_task, t);  // (if it throws, the task did not suspend)
+        t->loop_->schedule(&step_task, t);  // first: if it throws, the task did not suspend
+        suspend_task(t, h, nullptr);
         bits_ = reinterpret_cast<std::uintptr_t>(t);
-        return true;
     }
     /// The registration that followed begin_wait failed (it threw): the task does not suspend.
     void abandon_wait() noexcept {
@@ -190,6 +196,12 @@ public:
     static Waiter* from_hook(CancelHook* h) noexcept { return static_cast<Waiter*>(h); }
 
 private:
+    void start_wait(PromiseBase* t, std::coroutine_handle<> h, Hook hook) noexcept {
+        CancelHook::fn = hook;
+        bits_ = reinterpret_cast<std::uintptr_t>(t);
+        suspend_task(t, h, this);
+    }
+
     // The state is the task pointer itself: null (kIdle), the task (kSuspended), or the task with
     // its low bit set (kCancelled; a promise is at least 8-aligned). So a Waiter is two words (the
     // hook and the task), and waking it stores nothing into it.
@@ -210,7 +222,7 @@ class WaitQueue;
 class ListWaiter : public WaiterNode, public Waiter {
 public:
     /// await_suspend: begin_wait, then queue at the back of q. `hook` defaults to withdraw().
-    inline bool wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook = &withdraw);
+    inline void wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook = &withdraw);
 
     /// The default cancel hook: leave the queue (if it still exists) and raise CancelledError.
     static bool withdraw(CancelHook* h) {
@@ -248,10 +260,9 @@ private:
     WaiterList list_;
 };
 
-inline bool ListWaiter::wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook) {
-    if (!begin_wait(h, what, hook)) return false;
+inline void ListWaiter::wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook) {
+    begin_wait(h, what, hook);
     q.push_back(this);
-    return true;
 }
 
 }  // namespace asyncio::detail
