@@ -16,8 +16,10 @@
 #include "asyncio/coroutine.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/run.hpp"
+#include "asyncio/shield.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/wait.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -309,6 +311,65 @@ TEST_F(AFuture, AwaitingAnEmptyFutureIsInvalidState) {
         co_return "no error";
     }(), virtual_time());
     EXPECT_EQ(text, "cannot await an empty Task or Future");
+}
+
+// As CPython 3.13: ensure_future(f) is f; wait() over
+// futures gives those futures; cancelling a gather cancels the futures it holds, at once; shield(f)
+// leaves f pending when the outer await is cancelled.
+TEST_F(AFuture, EnsureFutureWaitGatherAndShieldUseTheFutureItself) {
+    asyncio::run([]() -> Coroutine<> {
+        EventLoop& loop = asyncio::get_running_loop();
+        Future<int> f = loop.create_future<int>();
+        Future<int> same = asyncio::ensure_future(f);
+        EXPECT_TRUE(same == f);
+
+        Future<int> f1 = loop.create_future<int>();
+        Future<int> f2 = loop.create_future<int>();
+        loop.call_soon([f2]() mutable { f2.set_result(2); });
+        std::vector<Future<int>> both{f1, f2};
+        auto [done, pending] = co_await asyncio::wait(both, asyncio::FIRST_COMPLETED);
+        EXPECT_EQ(done.size(), 1u);
+        EXPECT_EQ(pending.size(), 1u);
+        EXPECT_TRUE(done.at(0) == f2);
+        EXPECT_TRUE(pending.at(0) == f1);
+
+        Future<int> other = loop.create_future<int>();
+        Task<> g = asyncio::create_task(asyncio::gather(f1, other));
+        co_await asyncio::sleep(0s);
+        g.cancel();
+        bool gather_cancelled = false;
+        try {
+            co_await g;
+        } catch (const CancelledError&) {
+            gather_cancelled = true;
+        }
+        EXPECT_TRUE(gather_cancelled);
+        EXPECT_TRUE(f1.cancelled());
+        EXPECT_TRUE(other.cancelled());
+
+        Future<int> f3 = loop.create_future<int>();
+        Task<int> outer = asyncio::create_task([](Future<int> inner) -> Coroutine<int> {
+            co_return co_await asyncio::shield(inner);
+        }(f3));
+        co_await asyncio::sleep(0s);
+        outer.cancel();
+        EXPECT_THROW(co_await outer, CancelledError);
+        EXPECT_FALSE(f3.done());
+        f3.set_result(3);
+        EXPECT_EQ(f3.result(), 3);
+
+        // as_completed over futures hands out the futures themselves, in the order they finish.
+        Future<int> a = loop.create_future<int>();
+        Future<int> b = loop.create_future<int>();
+        loop.call_soon([b]() mutable { b.set_result(20); });
+        loop.call_soon([a]() mutable { a.set_result(10); });
+        std::vector<Future<int>> ab{a, b};
+        auto it = asyncio::as_completed(ab);
+        Future<int> first = co_await it.next();
+        Future<int> second = co_await it.next();
+        EXPECT_TRUE(first == b);
+        EXPECT_TRUE(second == a);
+    }());
 }
 
 }  // namespace

@@ -227,7 +227,7 @@ private:
 };
 
 template <class T>
-gather_value_t<T> gather_take(Task<T>& t) {
+gather_value_t<T> gather_take(Future<T>& t) {
     if constexpr (std::is_void_v<T>) {
         t.result();
         return std::monostate{};
@@ -237,7 +237,7 @@ gather_value_t<T> gather_take(Task<T>& t) {
 }
 
 template <class T>
-gather_outcome_t<T> gather_take_outcome(Task<T>& t) {
+gather_outcome_t<T> gather_take_outcome(Future<T>& t) {
     if (t.base()->has(kHasException)) {
         t.base()->flags_ |= kRetrieved;
         return gather_outcome_t<T>(std::in_place_index<1>, t.base()->exception_);
@@ -278,14 +278,14 @@ private:
     std::size_t count() const noexcept override { return sizeof...(Ts); }
     PromiseBase* child(std::size_t i) const noexcept override { return children_[i]; }
 
-    std::tuple<Task<Ts>...> tasks_;
+    std::tuple<Future<Ts>...> tasks_;  // tasks, or the futures given
     std::array<PromiseBase*, sizeof...(Ts)> children_{};
 };
 
-template <bool ReturnExc, class T>
+template <bool ReturnExc, class T, class H>
 class GatherRange final : public GatherCore {
 public:
-    explicit GatherRange(std::vector<Task<T>> tasks)
+    explicit GatherRange(std::vector<H> tasks)
         : GatherCore(ReturnExc), tasks_(std::move(tasks)) {}
     GatherRange(GatherRange&& o) noexcept : GatherCore(std::move(o)), tasks_(std::move(o.tasks_)) {}
     ~GatherRange() { unregister_all(); }
@@ -302,7 +302,7 @@ public:
                 out.push_back(gather_take_outcome(t));
             else
                 out.push_back(gather_take(t));
-            t = Task<T>();  // frees the frame while it is in cache, not in a second pass
+            t = H();  // frees the frame while it is in cache, not in a second pass
         }
         return out;
     }
@@ -311,7 +311,7 @@ private:
     std::size_t count() const noexcept override { return tasks_.size(); }
     PromiseBase* child(std::size_t i) const noexcept override { return tasks_[i].base(); }
 
-    std::vector<Task<T>> tasks_;
+    std::vector<H> tasks_;  // Task<T>s, or the Future<T>s given
 };
 
 template <bool ReturnExc, class V>
@@ -322,7 +322,8 @@ auto gather_range(V&& v) {
     } else {
         using T = future_value_t<typename std::remove_cvref_t<V>::value_type>;
         static_assert(!std::is_reference_v<T>, "gather() does not collect reference results");
-        return GatherRange<ReturnExc, T>(as_tasks(std::forward<V>(v)));
+        return GatherRange<ReturnExc, T, future_handle_t<typename std::remove_cvref_t<V>::value_type>>(
+            as_tasks(std::forward<V>(v)));
     }
 }
 

@@ -24,7 +24,7 @@ namespace detail {
 template <class T>
 class [[nodiscard]] ShieldAwaiter : DoneWaiter, CancelHook {
 public:
-    explicit ShieldAwaiter(Task<T> inner) noexcept : inner_(std::move(inner)) {}
+    explicit ShieldAwaiter(Future<T> inner) noexcept : inner_(std::move(inner)) {}
     /// Movable until it is awaited (so that wait_for(shield(t), d) and the like can keep it).
     ShieldAwaiter(ShieldAwaiter&& o) noexcept
         : DoneWaiter(), CancelHook(), inner_(std::move(o.inner_)) {
@@ -76,7 +76,7 @@ private:
         return false;  // the awaiter raises CancelledError; the inner task is left alone
     }
 
-    Task<T> inner_;
+    Future<T> inner_;  // a task, or the future given
     PromiseBase* self_ = nullptr;
     bool registered_ = false;
     bool cancelled_ = false;

@@ -88,6 +88,10 @@ template <class A>
 inline constexpr bool is_task_v = false;
 template <class T>
 inline constexpr bool is_task_v<Task<T>> = true;
+template <class A>
+inline constexpr bool is_future_v = false;
+template <class T>
+inline constexpr bool is_future_v<Future<T>> = true;
 
 /// The result type of the task that ensure_future(a) gives for an A.
 template <class A, class D = std::remove_cvref_t<A>>
@@ -100,6 +104,18 @@ struct future_value<A, Task<T>> {
 };
 template <class A>
 using future_value_t = typename future_value<A>::type;
+
+/// What ensure_future(a) gives for an A: the same Future<T> for a future, else a Task<T>.
+template <class A, class D = std::remove_cvref_t<A>>
+struct future_handle {
+    using type = Task<future_value_t<A>>;
+};
+template <class A, class T>
+struct future_handle<A, Future<T>> {
+    using type = Future<T>;
+};
+template <class A>
+using future_handle_t = typename future_handle<A>::type;
 
 // How create_task(a, args...) reads its arguments (see create_task below).
 enum class TaskArgs { kAwaitable, kNamedAwaitable, kCallable, kInvalid };
@@ -283,12 +299,12 @@ auto create_task(A&& a, Args&&... args) {
     }
 }
 
-/// Python's asyncio.ensure_future(aw): a Task as it is (the same task), anything else awaitable
-/// as a new task of the running loop (create_task).
+/// Python's asyncio.ensure_future(aw): a Task or a Future as it is (the same one), anything else
+/// awaitable as a new task of the running loop (create_task).
 template <class A>
 auto ensure_future(A&& aw) {
     using D = std::remove_cvref_t<A>;
-    if constexpr (detail::is_task_v<D>) {
+    if constexpr (detail::is_task_v<D> || detail::is_future_v<D>) {
         return D(std::forward<A>(aw));
     } else if constexpr (!detail::storable_awaitable<A>) {
         detail::require_storable_awaitable<A>();
@@ -327,15 +343,15 @@ constexpr auto require_awaitable_vector() {  // auto: checked where it is named,
     }
 }
 
-/// Every awaitable of the vector as a task (ensure_future), in order.
+/// Every awaitable of the vector as ensure_future makes it (a task, or the future itself), in order.
 template <class V>
 auto as_tasks(V&& v) {
     using A = typename std::remove_cvref_t<V>::value_type;
-    using T = future_value_t<A>;
-    if constexpr (std::is_same_v<A, Task<T>>) {
-        return std::vector<Task<T>>(std::forward<V>(v));
+    using H = future_handle_t<A>;
+    if constexpr (std::is_same_v<A, H>) {
+        return std::vector<H>(std::forward<V>(v));
     } else {
-        std::vector<Task<T>> tasks;
+        std::vector<H> tasks;
         tasks.reserve(v.size());
         for (auto& a : v) {
             if constexpr (std::is_lvalue_reference_v<V>)

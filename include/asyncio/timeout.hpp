@@ -204,11 +204,6 @@ inline Timeout timeout_at(std::nullopt_t) noexcept { return Timeout(std::nullopt
 
 namespace detail {
 
-template <class A>
-inline constexpr bool is_future_v = false;
-template <class T>
-inline constexpr bool is_future_v<Future<T>> = true;
-
 [[noreturn]] inline void throw_timed_out() { throw TimeoutError("timed out"); }
 
 // wait_for with a limit <= 0, as asyncio's (`fut = ensure_future(aw)`, then `_cancel_and_wait`):

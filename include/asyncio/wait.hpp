@@ -1,6 +1,6 @@
 // asyncio::wait and asyncio::as_completed (asyncio 3.13 semantics, over a std::vector of
 // awaitables: Tasks, Coroutines, or anything awaitable, which become tasks as ensure_future makes
-// them).
+// them; a vector of Future<T> is watched as it is, and done/pending hold those futures).
 //
 //   auto [done, pending] = co_await asyncio::wait(tasks, asyncio::FIRST_COMPLETED, 1s);
 //   for (auto next : asyncio::as_completed(tasks)) { int r = co_await next; ... }  // results
@@ -36,20 +36,21 @@ inline constexpr ReturnWhen FIRST_COMPLETED = ReturnWhen::FIRST_COMPLETED;
 inline constexpr ReturnWhen FIRST_EXCEPTION = ReturnWhen::FIRST_EXCEPTION;
 inline constexpr ReturnWhen ALL_COMPLETED = ReturnWhen::ALL_COMPLETED;
 
-template <class T>
+/// What wait() gives: Tasks (or, for a vector of Future<T>, the futures themselves).
+template <class T, class H = Task<T>>
 struct WaitResult {
-    std::vector<Task<T>> done;
-    std::vector<Task<T>> pending;
+    std::vector<H> done;
+    std::vector<H> pending;
 };
 
 namespace detail {
 
 // Watches a set of tasks: one node per task (allocated once, registered from construction until
 // destruction), plus an optional timer; wakes the watching task when on_task_done says so.
-template <class T>
+template <class T, class H>
 class TaskWatcher : public CancelHook {
 public:
-    explicit TaskWatcher(std::vector<Task<T>> tasks) : tasks_(std::move(tasks)), nodes_(tasks_.size()) {
+    explicit TaskWatcher(std::vector<H> tasks) : tasks_(std::move(tasks)), nodes_(tasks_.size()) {
         for (std::size_t i = 0; i < tasks_.size(); ++i) {
             PromiseBase* p = tasks_[i].base();
             Node& n = nodes_[i];
@@ -114,7 +115,7 @@ protected:
 
     virtual void on_task_done(std::size_t index) = 0;
 
-    std::vector<Task<T>> tasks_;
+    std::vector<H> tasks_;
     std::vector<Node> nodes_;
     PromiseBase* self_ = nullptr;
     Handle timer_;
@@ -145,27 +146,27 @@ private:
     }
 };
 
-template <class T>
-class [[nodiscard]] WaitAwaiter final : public TaskWatcher<T> {
+template <class T, class H = Task<T>>
+class [[nodiscard]] WaitAwaiter final : public TaskWatcher<T, H> {
 public:
-    WaitAwaiter(std::vector<Task<T>> tasks, ReturnWhen when, std::optional<TimePoint> deadline)
-        : TaskWatcher<T>(std::move(tasks)), when_(when), deadline_(deadline) {
+    WaitAwaiter(std::vector<H> tasks, ReturnWhen when, std::optional<TimePoint> deadline)
+        : TaskWatcher<T, H>(std::move(tasks)), when_(when), deadline_(deadline) {
         for (const auto& t : this->tasks_)
             if (t.done()) count(t);
     }
 
     bool await_ready() const noexcept { return satisfied(); }
     bool await_suspend(std::coroutine_handle<> h) { return this->suspend(h, deadline_); }
-    WaitResult<T> await_resume() {
+    WaitResult<T, H> await_resume() {
         this->disarm();
         this->check_cancel();
-        WaitResult<T> r;
+        WaitResult<T, H> r;
         for (auto& t : this->tasks_) (t.done() ? r.done : r.pending).push_back(t);
         return r;
     }
 
 private:
-    void count(const Task<T>& t) noexcept {
+    void count(const H& t) noexcept {
         ++done_;
         if (!t.cancelled() && t.base()->has(kHasException)) {
             failed_ = true;
@@ -211,10 +212,12 @@ auto wait(V&& aws, ReturnWhen when = ALL_COMPLETED,
         detail::require_awaitable_vector<V>();
         return detail::Refused{};
     } else {
-        using T = detail::future_value_t<typename std::remove_cvref_t<V>::value_type>;
+        using A = typename std::remove_cvref_t<V>::value_type;
+        using T = detail::future_value_t<A>;
+        using H = detail::future_handle_t<A>;
         if (aws.empty()) throw ValueError("Set of Tasks/Futures is empty.");
         const std::optional<TimePoint> deadline = detail::wait_deadline(timeout);
-        return detail::WaitAwaiter<T>(detail::as_tasks(std::forward<V>(aws)), when, deadline);
+        return detail::WaitAwaiter<T, H>(detail::as_tasks(std::forward<V>(aws)), when, deadline);
     }
 }
 /// The same with a timeout in any unit (a huge one saturates instead of overflowing into Duration).
@@ -225,19 +228,21 @@ auto wait(V&& aws, ReturnWhen when, std::chrono::duration<Rep, Period> timeout) 
         detail::require_awaitable_vector<V>();
         return detail::Refused{};
     } else {
-        using T = detail::future_value_t<typename std::remove_cvref_t<V>::value_type>;
+        using A = typename std::remove_cvref_t<V>::value_type;
+        using T = detail::future_value_t<A>;
+        using H = detail::future_handle_t<A>;
         if (aws.empty()) throw ValueError("Set of Tasks/Futures is empty.");
         const TimePoint deadline = deadline_after(get_running_loop().time(), timeout);
-        return detail::WaitAwaiter<T>(detail::as_tasks(std::forward<V>(aws)), when, deadline);
+        return detail::WaitAwaiter<T, H>(detail::as_tasks(std::forward<V>(aws)), when, deadline);
     }
 }
 
 /// Yields tasks as they finish (see above).
-template <class T>
-class AsCompleted final : public detail::TaskWatcher<T> {
+template <class T, class H = Task<T>>
+class AsCompleted final : public detail::TaskWatcher<T, H> {
 public:
-    AsCompleted(std::vector<Task<T>> tasks, std::optional<TimePoint> deadline)
-        : detail::TaskWatcher<T>(std::move(tasks)), deadline_(deadline) {
+    AsCompleted(std::vector<H> tasks, std::optional<TimePoint> deadline)
+        : detail::TaskWatcher<T, H>(std::move(tasks)), deadline_(deadline) {
         for (std::size_t i = 0; i < this->tasks_.size(); ++i)
             if (this->tasks_[i].done()) finished_.push_back(i);
         remaining_ = this->tasks_.size();
@@ -251,7 +256,7 @@ public:
         AsCompleted& ac;
         bool await_ready() const { return ac.ready(); }
         bool await_suspend(std::coroutine_handle<> h) { return ac.suspend(h, ac.deadline_); }
-        Task<T> await_resume() { return ac.tasks_[ac.take_next()]; }
+        H await_resume() { return ac.tasks_[ac.take_next()]; }
     };
     /// The next task to finish (TimeoutError once the timeout has passed).
     Next next() noexcept { return Next{*this}; }
@@ -263,7 +268,7 @@ public:
         bool await_ready() const { return ac->ready(); }
         bool await_suspend(std::coroutine_handle<> h) { return ac->suspend(h, ac->deadline_); }
         decltype(auto) await_resume() {
-            Task<T>& t = ac->tasks_[ac->take_next()];
+            H& t = ac->tasks_[ac->take_next()];
             return detail::take_result(t.promise(), t.base()->refs_ == 1);
         }
     };
@@ -325,9 +330,11 @@ auto as_completed(V&& aws, std::optional<Duration> timeout = std::nullopt) {
         detail::require_awaitable_vector<V>();
         return detail::Refused{};
     } else {
-        using T = detail::future_value_t<typename std::remove_cvref_t<V>::value_type>;
+        using A = typename std::remove_cvref_t<V>::value_type;
+        using T = detail::future_value_t<A>;
+        using H = detail::future_handle_t<A>;
         const std::optional<TimePoint> deadline = detail::wait_deadline(timeout);
-        return AsCompleted<T>(detail::as_tasks(std::forward<V>(aws)), deadline);
+        return AsCompleted<T, H>(detail::as_tasks(std::forward<V>(aws)), deadline);
     }
 }
 template <class V, class Rep, class Period>
@@ -337,9 +344,11 @@ auto as_completed(V&& aws, std::chrono::duration<Rep, Period> timeout) {
         detail::require_awaitable_vector<V>();
         return detail::Refused{};
     } else {
-        using T = detail::future_value_t<typename std::remove_cvref_t<V>::value_type>;
+        using A = typename std::remove_cvref_t<V>::value_type;
+        using T = detail::future_value_t<A>;
+        using H = detail::future_handle_t<A>;
         const TimePoint deadline = deadline_after(get_running_loop().time(), timeout);
-        return AsCompleted<T>(detail::as_tasks(std::forward<V>(aws)), deadline);
+        return AsCompleted<T, H>(detail::as_tasks(std::forward<V>(aws)), deadline);
     }
 }
 
