@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -167,6 +168,13 @@ void check_loop_thread_slow(const PromiseBase* p, const char* what) {
     throw RuntimeError(std::string(what) +
                        ": Non-thread-safe operation invoked on an event loop other than the "
                        "current one");
+}
+
+void throw_bound_to_other_loop(const char* what) {
+    // "Lock::acquire()" -> "Lock is bound to a different event loop" (asyncio's text, which shows
+    // the object's repr where we show its class).
+    std::string_view w(what);
+    throw RuntimeError(std::string(w.substr(0, w.find("::"))) + " is bound to a different event loop");
 }
 
 void check_settable(PromiseBase* p, const char* what) {

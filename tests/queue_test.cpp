@@ -18,6 +18,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1187,6 +1188,47 @@ TEST_F(AQueue, RegressionAGetterOfAClosedLoopDoesNotSwallowALaterItem) {
     EXPECT_EQ(other.run_until_complete([](asyncio::Queue<int>& q) -> asyncio::Coroutine<int> { co_return co_await q.get(); }(q)), 42);
     EXPECT_FALSE(parked.done());
     parked = asyncio::Task<int>();
+}
+
+TEST_F(AQueue, PutNowaitFromAnotherThreadWhileAGetterWaitsIsARuntimeErrorAndAddsNothing) {
+    // Issue #8, item 1: waking the getter from a plain thread would race with its loop. Before
+    // anything changes: the item is not added (nothing lost, nothing half-done); likewise
+    // get_nowait() with a putter waiting.
+    std::string put_text;
+    std::string get_text;
+    asyncio::run([](std::string& put_out, std::string& get_out) -> Coroutine<> {
+        Queue<int> q;
+        Task<int> getter = asyncio::create_task([](Queue<int>& queue) -> Coroutine<int> { co_return co_await queue.get(); }(q));
+        co_await asyncio::sleep(0s);
+        std::thread([&] {
+            try {
+                q.put_nowait(1);
+            } catch (const asyncio::RuntimeError& e) {
+                put_out = e.what();
+            }
+        }).join();
+        EXPECT_EQ(q.qsize(), 0u);
+        q.put_nowait(2);
+        EXPECT_EQ(co_await getter, 2);
+
+        Queue<int> full(1);
+        full.put_nowait(7);
+        Task<> putter = asyncio::create_task([](Queue<int>& queue) -> Coroutine<> { co_await queue.put(8); }(full));
+        co_await asyncio::sleep(0s);
+        std::thread([&] {
+            try {
+                (void)full.get_nowait();
+            } catch (const asyncio::RuntimeError& e) {
+                get_out = e.what();
+            }
+        }).join();
+        EXPECT_EQ(full.qsize(), 1u);
+        EXPECT_EQ(full.get_nowait(), 7);
+        co_await putter;
+        EXPECT_EQ(full.get_nowait(), 8);
+    }(put_text, get_text));
+    EXPECT_EQ(put_text, "Queue::put_nowait(): Non-thread-safe operation invoked on an event loop other than the current one");
+    EXPECT_EQ(get_text, "Queue::get_nowait(): Non-thread-safe operation invoked on an event loop other than the current one");
 }
 
 }  // namespace

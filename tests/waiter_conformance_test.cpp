@@ -527,6 +527,49 @@ TYPED_TEST(WaiterConformance, RegressionDestroyedWhileWaitedOnLeavesItsWaitersCa
     }
 }
 
+// A waitable is bound to the loop of the tasks waiting on it (asyncio's _LoopBoundMixin binds at
+// the first wait): a task of another loop that would wait gets RuntimeError "<Type> is bound to a
+// different event loop" and nothing changes; the waiter already there is still served.
+TYPED_TEST(WaiterConformance, ATaskOfAnotherLoopCannotWaitWhileItIsBound) {
+    using A = TypeParam;
+    if constexpr (!A::kHasObject) {
+        GTEST_SKIP() << A::kName << " has no shared object";
+    } else {
+        auto p = A::make(2);
+        asyncio::EventLoop first(virtual_time());
+        first.run_until_complete(A::prepare(*p));
+        Waiters parked;
+        parked.start_on<A>(first, *p, 1);
+        first.run_until_complete(yields(3));
+        ASSERT_EQ(parked.outcome[0], Outcome::kPending);
+        std::string text;
+        {
+            asyncio::EventLoop second(virtual_time());
+            text = second.run_until_complete([](typename A::Prim& prim) -> Coroutine<std::string> {
+                try {
+                    (void)co_await A::wait(prim);
+                } catch (const asyncio::RuntimeError& e) {
+                    co_return e.what();
+                }
+                co_return "no error";
+            }(*p));
+            second.close();
+        }
+        const std::string suffix = " is bound to a different event loop";
+        ASSERT_GT(text.size(), suffix.size()) << text;
+        EXPECT_EQ(text.substr(text.size() - suffix.size()), suffix);
+        // The type's name (a BoundedSemaphore speaks as the Semaphore it is).
+        EXPECT_NE(std::string(A::kName).find(text.substr(0, text.size() - suffix.size()) + "::"), std::string::npos)
+            << text;
+        first.run_until_complete([](typename A::Prim& prim, Waiters& w) -> Coroutine<> {
+            co_await w.wake_until_done<A>(prim);
+        }(*p, parked));
+        EXPECT_EQ(parked.outcome[0], Outcome::kCompleted);
+        parked.tasks.clear();
+        first.close();
+    }
+}
+
 // The loop closes with the waiters parked: each is detached (as by a cancellation), nothing
 // leaks (LeakChecked), and the waitable serves the next loop's tasks as if they never waited.
 template <class A>

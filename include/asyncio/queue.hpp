@@ -209,6 +209,8 @@ public:
     }
     /// The first waiter not woken yet (precondition: has_waiting()).
     QueueWaiter* next() const noexcept { return static_cast<QueueWaiter*>(next_); }
+    /// The first waiter (woken or not; null if none): its loop is the queue's.
+    QueueWaiter* front() const noexcept { return static_cast<QueueWaiter*>(list_.front()); }
     /// Marks next() as woken; it stays linked.
     void advance() noexcept { next_ = next_->next; }
     void remove(QueueWaiter* w) noexcept {
@@ -257,6 +259,7 @@ public:
         AwaiterBase(const AwaiterBase&) = delete;
         AwaiterBase& operator=(const AwaiterBase&) = delete;
         void await_suspend(std::coroutine_handle<> h) {
+            check_wait_loop(queue_->list<K>().front(), kWhat[static_cast<int>(K)]);
             std::construct_at(&node_, queue_);
             phase_ = kSuspended;
             node_.begin_wait(h, kWhat[static_cast<int>(K)], &on_cancel<K>);
@@ -312,6 +315,15 @@ protected:
         joiners_.detach_all();
     }
 
+    /// Called before an item is added (K = kGet) or removed (kPut), so that nothing changes if it
+    /// throws: RuntimeError if the waiter to wake belongs to a loop running on another thread
+    /// (put_nowait from a plain thread: post it with call_soon_threadsafe).
+    template <WaitKind K>
+    void check_wake_thread(const char* what) const {
+        const WaitList& l = K == WaitKind::kGet ? getters_ : putters_;
+        if (l.has_waiting()) [[unlikely]]
+            check_waker_thread(l.next(), what);
+    }
     /// An item was added (put_nowait).
     void item_added() {
         ++size_;
@@ -447,6 +459,7 @@ public:
     T get_nowait() {
         if (size_ == 0) [[unlikely]]
             throw_empty();
+        check_wake_thread<Kind::kPut>("Queue::get_nowait()");
         T item = store_.pop();
         item_removed();
         return item;
@@ -487,6 +500,7 @@ public:
             auto& q = *static_cast<BasicQueue*>(queue_);
             if (q.shutdown_) return true;  // await_resume raises QueueShutDown
             if (q.full()) return false;
+            q.template check_wake_thread<Kind::kGet>("Queue::put()");
             q.store_.push(std::move(item_));
             q.item_added();
             this->phase_ = this->kDone;
@@ -516,6 +530,7 @@ private:
     void put_impl(U&& item) {
         if (shutdown_) throw QueueShutDown();
         if (full()) throw QueueFull();
+        check_wake_thread<Kind::kGet>("Queue::put_nowait()");
         store_.push(std::forward<U>(item));
         item_added();
     }

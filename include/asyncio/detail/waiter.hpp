@@ -233,6 +233,22 @@ public:
     static ListWaiter* from_hook(CancelHook* h) noexcept { return static_cast<ListWaiter*>(Waiter::from_hook(h)); }
 };
 
+/// RuntimeError (nothing changed) if w, a waiter about to be woken, waits on a loop that runs on
+/// another thread: waking it from here would race with that loop. One compare when all is well.
+inline void check_waker_thread(const Waiter* w, const char* what) {
+    if (w != nullptr && w->task()->loop_ != t_running_loop) [[unlikely]]
+        check_loop_thread_slow(w->task(), what);
+}
+/// A primitive is bound to the loop of the tasks waiting on it (as asyncio's _LoopBoundMixin,
+/// which binds at the first wait; see docs/design.md, Differences): a task of another loop that
+/// would wait on it gets RuntimeError "<Lock> is bound to a different event loop" and does not
+/// wait. `front` is any waiter already there; `what` is "Lock::acquire()" and the like.
+[[gnu::cold, noreturn]] void throw_bound_to_other_loop(const char* what);
+inline void check_wait_loop(const Waiter* front, const char* what) {
+    if (front != nullptr && front->task()->loop_ != t_running_loop) [[unlikely]]
+        throw_bound_to_other_loop(what);
+}
+
 /// A FIFO of ListWaiters.
 class WaitQueue {
 public:
@@ -246,10 +262,7 @@ public:
         return static_cast<ListWaiter*>(list_.pop_front());
     }
     /// The thread check of pop_front(), for a primitive that changes its own state first.
-    void check_thread(const char* what) const {
-        if (ListWaiter* w = front(); w != nullptr && w->task()->loop_ != t_running_loop) [[unlikely]]
-            check_loop_thread_slow(w->task(), what);
-    }
+    void check_thread(const char* what) const { check_waker_thread(front(), what); }
     void remove(ListWaiter* w) noexcept { list_.remove(w); }
     /// Wakes every waiter, first come first woken.
     void wake_all() {
@@ -261,6 +274,7 @@ private:
 };
 
 inline void ListWaiter::wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook) {
+    check_wait_loop(q.front(), what);
     begin_wait(h, what, hook);
     q.push_back(this);
 }
