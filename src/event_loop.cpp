@@ -47,8 +47,13 @@ EventLoop::EventLoop(std::unique_ptr<Clock> clock)
     link_->loop = this;
     // Python's PYTHONASYNCIODEBUG: any non-empty value turns debug mode on.
     const char* env = std::getenv("ASYNCIO_DEBUG");
-    debug_ = env != nullptr && *env != '\0';
+    if (env != nullptr && *env != '\0') set_debug(true);
     if (detail::t_thread_loop == nullptr) detail::t_thread_loop = this;
+}
+
+void EventLoop::set_debug(bool enabled) noexcept {
+    if (enabled != debug_) detail::g_debug_loops.fetch_add(enabled ? 1 : -1, std::memory_order_relaxed);
+    debug_ = enabled;
 }
 
 EventLoop::~EventLoop() {
@@ -60,6 +65,7 @@ EventLoop::~EventLoop() {
     // Frames that Task handles keep alive must not reach this loop when they are destroyed.
     detail::orphan_loop_tasks(*this);
     if (detail::t_thread_loop == this) detail::t_thread_loop = nullptr;
+    set_debug(false);  // its count of debug loops
 }
 
 Handle EventLoop::call_soon(detail::Callback cb) {

@@ -74,9 +74,9 @@ void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
             report(loop != nullptr ? loop : p->loop_,
                    {"Future exception was never retrieved", p->exception_, {}});
     } else if (p->has(kHasException) && !p->has(kRetrieved) && !p->has(kCancelled)) {
-        report(loop, {"Task exception was never retrieved", p->exception_, task_name(p)});
+        report(loop, {"Task exception was never retrieved" + creation_trace(p), p->exception_, task_name(p)});
     } else if (!p->has(kDone)) {
-        report(loop, {"Task was destroyed but it is pending!", nullptr, task_name(p)});
+        report(loop, {"Task was destroyed but it is pending!" + creation_trace(p), nullptr, task_name(p)});
     }
     if (p->has(kHasExtra)) t_extras.erase(p);
     if (p->loop_ != nullptr) unlink(p->loop_->task_list(), p);
@@ -134,6 +134,7 @@ void report_never_awaited(const PromiseBase* p) noexcept {
             msg += std::to_string(p->origin_line_);
             msg += ')';
         }
+        msg += creation_trace(p);
         report(nullptr, {std::move(msg), nullptr, {}});
     } catch (...) {
         // No memory for the message: the frame is freed all the same.

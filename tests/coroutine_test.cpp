@@ -9,7 +9,9 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "asyncio/event_loop.hpp"
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
@@ -249,6 +251,58 @@ TEST_F(ACoroutine, RegressionSynchronousAwaitsGrowTheStackWithoutTailCalls) {
     });
     ASSERT_TRUE(started);
     EXPECT_EQ(sum, 200'000);
+}
+
+// "coroutine 'NAME' was never awaited (defined at FILE:LINE)", through the loop's exception
+// handler, as Python's RuntimeWarning; in debug mode also where it was made (Python's "Coroutine
+// created at (most recent call last)"), outermost call first. `answer` is defined in this file.
+std::vector<std::string> never_awaited_reports(bool debug) {
+    asyncio::EventLoop loop(virtual_time());
+    asyncio_test::Reports reports;
+    reports.install(loop);
+    loop.set_debug(debug);
+    loop.run_until_complete([]() -> Coroutine<> {
+        { Coroutine<int> forgotten = answer(); }
+        co_return;
+    }());
+    loop.close();
+    std::vector<std::string> out;
+    for (const auto& e : reports.entries()) out.push_back(e.message);
+    return out;
+}
+
+TEST_F(ACoroutine, DroppedWithoutBeingAwaitedIsReportedWithItsNameAndDefinition) {
+    const std::vector<std::string> r = never_awaited_reports(false);
+    ASSERT_EQ(r.size(), 1u);
+    const std::string head = "coroutine 'answer' was never awaited (defined at ";
+    EXPECT_EQ(r[0].substr(0, head.size()), head) << r[0];
+    EXPECT_NE(r[0].find("coroutine_test.cpp:"), std::string::npos) << r[0];
+    EXPECT_EQ(r[0].find("Coroutine created at"), std::string::npos) << r[0];
+}
+
+TEST_F(ACoroutine, InDebugModeTheNeverAwaitedReportSaysWhereItWasCreated) {
+    const std::vector<std::string> r = never_awaited_reports(true);
+    ASSERT_EQ(r.size(), 1u);
+    const std::size_t at = r[0].find("\nCoroutine created at (most recent call last):\n  ");
+    ASSERT_NE(at, std::string::npos) << r[0];
+    // The frames are in this test binary (and libc's start-up code, outermost).
+    EXPECT_NE(r[0].find("coroutine_test(+0x", at), std::string::npos) << r[0];
+}
+
+TEST_F(ACoroutine, InDebugModeAPendingTaskDestroyedSaysWhereItsCoroutineWasCreated) {
+    asyncio::EventLoop loop(virtual_time());
+    asyncio_test::Reports reports;
+    reports.install(loop);
+    loop.set_debug(true);
+    loop.run_until_complete([]() -> Coroutine<> {
+        asyncio::create_task(holds_counted_local_across_sleep());
+        co_return;
+    }());
+    loop.close();  // the sleeping task is destroyed pending
+    ASSERT_EQ(reports.size(), 1u);
+    const std::string& m = reports.entries()[0].message;
+    EXPECT_EQ(m.substr(0, m.find('\n')), "Task was destroyed but it is pending!");
+    EXPECT_NE(m.find("\nCoroutine created at (most recent call last):\n  "), std::string::npos) << m;
 }
 
 }  // namespace

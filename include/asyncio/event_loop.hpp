@@ -174,8 +174,10 @@ public:
     // ---- debug mode (Python's loop.set_debug) ----
     /// Off unless the environment variable ASYNCIO_DEBUG is set to a non-empty value when the
     /// loop is made (as PYTHONASYNCIODEBUG). In debug mode close() reports, through the exception
-    /// handler, how many call_soon_threadsafe callbacks it dropped.
-    void set_debug(bool enabled) noexcept { debug_ = enabled; }
+    /// handler, how many call_soon_threadsafe callbacks it dropped, and a coroutine made on its
+    /// thread while it runs records the stack that made it, shown when it is reported as never
+    /// awaited or as a task destroyed while pending ("Coroutine created at ...").
+    void set_debug(bool enabled) noexcept;
     bool get_debug() const noexcept { return debug_; }
 
     // ---- watching file descriptors (src/sock_ops.cpp; sockets themselves: sock_ops.hpp) ----

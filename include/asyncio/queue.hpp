@@ -271,6 +271,12 @@ public:
         static constexpr const char* kWhat[] = {"Queue::get()", "Queue::put()", "Queue::join()"};
 
         explicit AwaiterBase(QueueCore& q) noexcept : queue_(&q) {}
+// GCC 12 at -O3 loses track of phase_ across the thread check in PutAwaiter::await_ready and
+// warns that node_ (constructed only once phase_ is kSuspended) may be read uninitialized here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
         ~AwaiterBase() {
             if (phase_ != kSuspended) return;
             // Unlinked already, unless the frame is destroyed while it waits (the loop closed).
@@ -279,6 +285,9 @@ public:
                 node_.queue->list<K>().remove(&node_);
             std::destroy_at(&node_);
         }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
         /// After a suspension: raises CancelledError if the wait was cancelled. A waiter that had
         /// been woken passes its wake-up on first, so that none is lost (asyncio's "wake up the
         /// next in line").

@@ -9,7 +9,9 @@
 // and defined in src/task.cpp.
 #pragma once
 
+#include <atomic>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -75,6 +77,18 @@ enum PromiseFlags : std::uint16_t {
 #define ASYNCIO_SYMMETRIC_TRANSFER 0
 #endif
 
+// Debug mode's "where it was created" (src/creation_trace.cpp): while some loop is in debug mode,
+// a coroutine made on that loop's thread records its caller's stack; the record goes with the
+// frame. Outside debug mode each costs one relaxed load of a global where a frame is made and one
+// where it is freed.
+extern std::atomic<int> g_debug_loops;                // loops in debug mode, on any thread
+extern std::atomic<std::size_t> g_creation_records;  // stacks recorded and not yet freed
+struct PromiseBase;
+[[gnu::cold]] void record_creation(const PromiseBase* p) noexcept;
+[[gnu::cold]] void forget_creation(const PromiseBase* p) noexcept;
+/// "\nCoroutine created at (most recent call last):\n  ..." for a frame made in debug mode, else "".
+std::string creation_trace(const PromiseBase* p);
+
 struct PromiseBase : FrameAllocated {
     std::coroutine_handle<> resume_{};  // coroutine mode: the awaiter; task mode: where to resume
     CancelHook* waiting_ = nullptr;     // task mode: what the suspended task awaits
@@ -108,6 +122,8 @@ struct PromiseBase : FrameAllocated {
     PromiseBase& operator=(const PromiseBase&) = delete;
     ~PromiseBase() {
         if (has(kHasException)) exception_.~exception_ptr();
+        if (g_creation_records.load(std::memory_order_relaxed) != 0) [[unlikely]]
+            forget_creation(this);
     }
 
     bool has(std::uint16_t f) const noexcept { return (flags_ & f) != 0; }
@@ -117,6 +133,8 @@ struct PromiseBase : FrameAllocated {
         origin_function_ = function;
         origin_file_ = file;
         origin_line_ = line;
+        if (g_debug_loops.load(std::memory_order_relaxed) != 0) [[unlikely]]
+            record_creation(this);
     }
 
     void set_exception(std::exception_ptr e) noexcept {
