@@ -21,6 +21,7 @@
 
 #include "asyncio/clock.hpp"
 #include "asyncio/detail/callback.hpp"
+#include "asyncio/detail/config.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
 #include "asyncio/detail/loop_executor.hpp"
 #include "asyncio/detail/mpsc_queue.hpp"
