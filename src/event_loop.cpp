@@ -9,7 +9,9 @@
 
 #include "asyncio/detail/promise.hpp"
 #include "asyncio/detail/type_name.hpp"
+#include "asyncio/thread_pool.hpp"
 #include "backend/backend.hpp"
+#include "loop_hooks.hpp"
 
 namespace asyncio {
 
@@ -18,8 +20,13 @@ ASYNCIO_TLS EventLoop* t_running_loop = nullptr;
 ASYNCIO_TLS EventLoop* t_thread_loop = nullptr;
 ASYNCIO_TLS PromiseBase* t_current_task = nullptr;
 ASYNCIO_TLS bool t_loop_gone = false;
-void release_loop_tasks(EventLoop& loop) noexcept;  // task.cpp
-void orphan_loop_tasks(EventLoop& loop) noexcept;   // task.cpp
+
+namespace {
+ReleaseTasksHook g_release_tasks = nullptr;  // set before main(); read-only afterwards
+}  // namespace
+
+void set_release_tasks_hook(ReleaseTasksHook hook) noexcept { g_release_tasks = hook; }
+
 }  // namespace detail
 
 using detail::t_running_loop;
@@ -63,9 +70,22 @@ EventLoop::~EventLoop() {
         // close() only throws while running, and a running loop is not destroyed.
     }
     // Frames that Task handles keep alive must not reach this loop when they are destroyed.
-    detail::orphan_loop_tasks(*this);
+    orphan_tasks();
     if (detail::t_thread_loop == this) detail::t_thread_loop = nullptr;
     set_debug(false);  // its count of debug loops
+}
+
+void EventLoop::orphan_tasks() noexcept {
+    // Tasks and futures stay listed until their state is freed (release_loop_tasks in task.cpp
+    // leaves the ones a handle keeps): tell each that its loop is gone.
+    for (detail::PromiseBase* p = tasks_; p != nullptr;) {
+        detail::PromiseBase* next = p->next_;
+        p->flags_ |= detail::kOrphaned;
+        p->loop_ = nullptr;
+        p->prev_ = p->next_ = nullptr;
+        p = next;
+    }
+    tasks_ = nullptr;
 }
 
 Handle EventLoop::call_soon(detail::Callback cb) {
@@ -250,8 +270,59 @@ void EventLoop::close() {
         }
     }
     ready_.clear();
-    detail::release_loop_tasks(*this);
+    if (tasks_ != nullptr && detail::g_release_tasks != nullptr) detail::g_release_tasks(*this);
     timers_.clear();
+}
+
+// ---- the executor part (detail::LoopExecutor, src/thread_pool.cpp) ----
+
+const std::shared_ptr<detail::LoopLink>& EventLoop::link() const noexcept { return link_; }
+
+ThreadPoolExecutor& EventLoop::default_executor() {
+    if (closed_) throw RuntimeError("Event loop is closed");
+    return default_executor_.get();
+}
+
+void EventLoop::set_default_executor(std::shared_ptr<ThreadPoolExecutor> executor) {
+    default_executor_.set(std::move(executor));
+}
+
+void EventLoop::shutdown_default_executor() noexcept { shutdown_default_executor_for(std::nullopt); }
+
+void EventLoop::shutdown_default_executor_for(std::optional<Duration> timeout) noexcept {
+    if (default_executor_.shutdown(timeout)) return;
+    // CPython 3.12+'s RuntimeWarning, word for word; the threads go on running detached.
+    try {
+        char text[160];
+        std::snprintf(text, sizeof text,
+                      "The executor did not finishing joining its threads within %g seconds.",
+                      std::chrono::duration<double>(*timeout).count());
+        call_exception_handler({text, std::make_exception_ptr(RuntimeWarning(text)), {}});
+    } catch (...) {
+        // No memory for the report: the threads are detached all the same.
+    }
+}
+
+// ---- the I/O part (the backend; operations: src/io_op.cpp) ----
+
+void EventLoop::add_reader(int fd, detail::Callback cb) {
+    if (closed_) throw RuntimeError("Event loop is closed");
+    backend_->set_watcher(fd, false, std::make_shared<detail::Callback>(std::move(cb)));
+}
+
+bool EventLoop::remove_reader(int fd) {
+    if (closed_) return false;
+    return backend_->set_watcher(fd, false, nullptr);
+}
+
+void EventLoop::add_writer(int fd, detail::Callback cb) {
+    if (closed_) throw RuntimeError("Event loop is closed");
+    backend_->set_watcher(fd, true, std::make_shared<detail::Callback>(std::move(cb)));
+}
+
+bool EventLoop::remove_writer(int fd) {
+    if (closed_) return false;
+    return backend_->set_watcher(fd, true, nullptr);
 }
 
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {

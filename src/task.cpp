@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "asyncio/detail/waiter.hpp"
+#include "loop_hooks.hpp"
 
 namespace asyncio::detail {
 
@@ -435,7 +436,7 @@ void unregister_waiter(PromiseBase* target, DoneWaiter* w) noexcept {
 
 void release_loop_tasks(EventLoop& loop) noexcept {
     // Tasks and futures stay in the loop's list until their state is freed (destroy_task unlinks
-    // them), so that the loop's destructor can tell the survivors it is gone (orphan_loop_tasks).
+    // them), so that the loop's destructor can tell the survivors it is gone (EventLoop::orphan_tasks).
     std::vector<PromiseBase*> pending;  // tasks that will never finish now
     std::vector<PromiseBase*> futures;  // pending futures with waiters or callbacks
     for (PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) {
@@ -499,16 +500,10 @@ void release_loop_tasks(EventLoop& loop) noexcept {
     for (PromiseBase* p : futures) task_release(p);
 }
 
-void orphan_loop_tasks(EventLoop& loop) noexcept {
-    for (PromiseBase* p = loop.task_list(); p != nullptr;) {
-        PromiseBase* next = p->next_;
-        p->flags_ |= kOrphaned;
-        p->loop_ = nullptr;
-        p->prev_ = p->next_ = nullptr;
-        p = next;
-    }
-    loop.task_list() = nullptr;
-}
+namespace {
+// The loop calls release_loop_tasks from close() through this hook (it never calls up).
+[[maybe_unused]] const bool g_hook_registered = (set_release_tasks_hook(&release_loop_tasks), true);
+}  // namespace
 
 }  // namespace asyncio::detail
 

@@ -32,14 +32,9 @@ class ABarrier : public asyncio_test::LeakChecked {};
 class ABrokenBarrier : public asyncio_test::LeakChecked {};
 class BarrierCancellation : public asyncio_test::LeakChecked {};
 
-template <class T>
-T run_virtual(Coroutine<T> main) {
-    return asyncio::run(std::move(main), virtual_time());
-}
+using asyncio_test::run_virtual;
 
-Coroutine<> yields(int n) {
-    for (int i = 0; i < n; ++i) co_await asyncio::sleep(0s);
-}
+using asyncio_test::yields;
 
 /// Waits on the barrier; records (name, index) once it passes.
 struct Passed {

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "asyncio/debug.hpp"
 #include "asyncio/event.hpp"
 #include "asyncio/future.hpp"
 #include "asyncio/run.hpp"
@@ -38,9 +39,9 @@ std::atomic<std::int64_t> g_thread_frames{0};
 template <class F>
 std::thread counted_thread(F fn) {
     return std::thread([fn = std::move(fn)]() mutable {
-        const std::int64_t before = asyncio::detail::live_frames();
+        const std::int64_t before = asyncio::debug::live_frames();
         fn();
-        g_thread_frames.fetch_add(asyncio::detail::live_frames() - before);
+        g_thread_frames.fetch_add(asyncio::debug::live_frames() - before);
     });
 }
 
@@ -48,11 +49,11 @@ class Bridges : public ::testing::Test {
 protected:
     void SetUp() override {
         g_thread_frames.store(0);
-        frames_ = asyncio::detail::live_frames();
+        frames_ = asyncio::debug::live_frames();
         fds_ = asyncio_test::open_fd_count();
     }
     void TearDown() override {
-        EXPECT_EQ(asyncio::detail::live_frames() - frames_ + g_thread_frames.load(), 0)
+        EXPECT_EQ(asyncio::debug::live_frames() - frames_ + g_thread_frames.load(), 0)
             << "coroutine frames leaked (all threads)";
         EXPECT_EQ(asyncio_test::open_fd_count(), fds_) << "file descriptors leaked";
     }

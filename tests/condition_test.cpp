@@ -36,14 +36,9 @@ using namespace std::chrono_literals;
 class ACondition : public asyncio_test::LeakChecked {};
 class ConditionCancellation : public asyncio_test::LeakChecked {};
 
-template <class T>
-T run_virtual(Coroutine<T> main) {
-    return asyncio::run(std::move(main), virtual_time());
-}
+using asyncio_test::run_virtual;
 
-Coroutine<> yields(int n) {
-    for (int i = 0; i < n; ++i) co_await asyncio::sleep(0s);
-}
+using asyncio_test::yields;
 
 /// Waits once on c (holding its lock through a guard); logs `id` once it returns.
 Coroutine<> waiter(Condition& c, std::vector<int>& log, int id, int hold = 0) {

@@ -38,10 +38,7 @@ Coroutine<int> fails(std::string what) {
     co_return 0;
 }
 
-Coroutine<> sets(bool& flag) {
-    flag = true;
-    co_return;
-}
+using asyncio_test::sets;
 
 int g_global = 7;
 Coroutine<int&> global_ref() { co_return g_global; }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
+#include "asyncio/debug.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/run.hpp"
@@ -31,7 +32,7 @@ using namespace std::chrono_literals;
 
 class ADatagramEndpoint : public asyncio_test::LeakChecked {};
 
-std::size_t registrations() { return asyncio::detail::io_registrations(asyncio::get_running_loop()); }
+std::size_t registrations() { return asyncio::debug::io_registrations(asyncio::get_running_loop()); }
 
 /// Answers each datagram with its upper-case copy, n times.
 Coroutine<> upper_echo(DatagramEndpoint& ep, int n) {

@@ -24,15 +24,7 @@ using asyncio::Coroutine;
 
 class Getaddrinfo : public asyncio_test::LeakChecked {};
 
-int thread_count() {
-    DIR* dir = ::opendir("/proc/self/task");
-    if (dir == nullptr) return -1;
-    int n = 0;
-    while (const dirent* e = ::readdir(dir))
-        if (e->d_name[0] != '.') ++n;
-    ::closedir(dir);
-    return n;
-}
+using asyncio_test::thread_count;
 
 std::vector<AddrInfo> resolve(std::string host, std::uint16_t port, int family = AF_UNSPEC,
                               int type = SOCK_STREAM) {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
+#include "asyncio/debug.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
@@ -908,7 +909,7 @@ TEST_F(AnEventLoop, CallSoonThreadsafeRunsACallbackPostedDuringTheDrainInTheNext
             if (left == 0) c->loop->stop();
         }
     };
-    static_assert(sizeof(Chain) <= asyncio::detail::Callback::kInline);  // moved, not boxed
+    static_assert(sizeof(Chain) <= asyncio::debug::kCallbackInlineBytes);  // moved, not boxed
     std::thread([&] { loop.call_soon_threadsafe(Chain(&ctx, 4)); }).join();
     loop.run_forever();
     ASSERT_EQ(ctx.ran_in.size(), 5u);

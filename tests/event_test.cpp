@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
+#include "asyncio/debug.hpp"
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
@@ -30,14 +31,9 @@ using namespace std::chrono_literals;
 class AnEvent : public asyncio_test::LeakChecked {};
 class EventCancellation : public asyncio_test::LeakChecked {};
 
-template <class T>
-T run_virtual(Coroutine<T> main) {
-    return asyncio::run(std::move(main), virtual_time());
-}
+using asyncio_test::run_virtual;
 
-Coroutine<> yields(int n) {
-    for (int i = 0; i < n; ++i) co_await asyncio::sleep(0s);
-}
+using asyncio_test::yields;
 
 Coroutine<> waiter(Event& e, std::vector<int>& log, int id) {
     co_await e.wait();
@@ -194,7 +190,7 @@ namespace {
 // cleanup cancels the task, and its cancellation must not touch the dead Event (ASan: no
 // heap-use-after-free).
 TEST(EventLifetime, RegressionCancellingAWaiterOfADestroyedEventIsSafe) {
-    const auto frames = asyncio::detail::live_frames();
+    const auto frames = asyncio::debug::live_frames();
     auto main_ = []() -> asyncio::Coroutine<> {
         auto ev = std::make_unique<asyncio::Event>();
         auto waiter = [](asyncio::Event& e) -> asyncio::Coroutine<> { co_await e.wait(); };
@@ -203,7 +199,7 @@ TEST(EventLifetime, RegressionCancellingAWaiterOfADestroyedEventIsSafe) {
         ev.reset();  // the waiter is still suspended on it
     };
     asyncio::run(main_(), std::make_unique<asyncio::MockClock>());
-    EXPECT_EQ(asyncio::detail::live_frames(), frames);
+    EXPECT_EQ(asyncio::debug::live_frames(), frames);
 }
 }  // namespace
 

@@ -36,16 +36,7 @@ using namespace std::chrono_literals;
 
 class AnExecutor : public asyncio_test::LeakChecked {};
 
-/// Threads of this process (entries of /proc/self/task).
-int thread_count() {
-    DIR* dir = ::opendir("/proc/self/task");
-    if (dir == nullptr) return -1;
-    int n = 0;
-    while (const dirent* e = ::readdir(dir))
-        if (e->d_name[0] != '.') ++n;
-    ::closedir(dir);
-    return n;
-}
+using asyncio_test::thread_count;
 
 /// A one-shot gate threads can wait on.
 class Gate {

@@ -35,10 +35,7 @@ using namespace std::chrono_literals;
 class Gather : public asyncio_test::LeakChecked {};
 class GatherCancellation : public asyncio_test::LeakChecked {};
 
-/// Loop time elapsed since the loop started (MockClock starts at 1h).
-asyncio::Duration elapsed() {
-    return asyncio::get_running_loop().time() - asyncio::TimePoint(std::chrono::hours(1));
-}
+using asyncio_test::elapsed;
 
 Coroutine<int> value_after(asyncio::Duration d, int v) {
     co_await asyncio::sleep(d);

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "asyncio/debug.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
 #include "asyncio/exceptions.hpp"
 
@@ -64,11 +65,11 @@ using asyncio::yield_from;
 class FrameLeakCheck : public ::testing::Test {
   protected:
     void TearDown() override {
-        EXPECT_EQ(asyncio::detail::live_frames(), frames_at_start_) << "a coroutine frame leaked";
+        EXPECT_EQ(asyncio::debug::live_frames(), frames_at_start_) << "a coroutine frame leaked";
     }
 
   private:
-    std::int64_t frames_at_start_ = asyncio::detail::live_frames();
+    std::int64_t frames_at_start_ = asyncio::debug::live_frames();
 };
 
 class AGenerator : public FrameLeakCheck {};
@@ -411,13 +412,13 @@ TEST_F(AGenerator, AllocatesNothingPerSend) {
 
 TEST_F(AGenerator, AllocatesItsFrameFromTheFrameAllocator) {
     static_assert(
-        std::is_base_of_v<asyncio::detail::FrameAllocated, Generator<int, int>::promise_type>);
-    const std::int64_t before = asyncio::detail::live_frames();
+        asyncio::debug::frame_pooled<Generator<int, int>::promise_type>);
+    const std::int64_t before = asyncio::debug::live_frames();
     {
         Generator<int, int> g = running_total();
-        EXPECT_EQ(asyncio::detail::live_frames(), before + 1);
+        EXPECT_EQ(asyncio::debug::live_frames(), before + 1);
     }
-    EXPECT_EQ(asyncio::detail::live_frames(), before);
+    EXPECT_EQ(asyncio::debug::live_frames(), before);
 }
 
 Generator<std::uintptr_t> stack_positions() {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
+#include "asyncio/debug.hpp"
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
@@ -34,20 +35,11 @@ class ALock : public asyncio_test::LeakChecked {};
 class LockCancellation : public asyncio_test::LeakChecked {};
 class ALockGuard : public asyncio_test::LeakChecked {};
 
-template <class T>
-T run_virtual(Coroutine<T> main) {
-    return asyncio::run(std::move(main), virtual_time());
-}
+using asyncio_test::run_virtual;
 
-/// Lets the loop run `n` iterations.
-Coroutine<> yields(int n) {
-    for (int i = 0; i < n; ++i) co_await asyncio::sleep(0s);
-}
+using asyncio_test::yields;
 
-Coroutine<> sets(bool& flag) {
-    flag = true;
-    co_return;
-}
+using asyncio_test::sets;
 
 /// Acquires, logs its id, holds for `hold` iterations, releases.
 Coroutine<> holder(Lock& lock, std::vector<int>& log, int id, int hold = 0) {
@@ -495,7 +487,7 @@ TEST_F(ALockGuard, AGuardWaitingForTheLockCanBeCancelled) {
 // A lock that outlives a loop closed while tasks wait on it: the waiters' frames are destroyed
 // with the loop and must leave the lock's queue (no dangling nodes for the next user).
 TEST(LockLifetime, RegressionWaitersDestroyedWithAClosedLoopLeaveTheQueue) {
-    const auto frames = asyncio::detail::live_frames();
+    const auto frames = asyncio::debug::live_frames();
     Lock lock;
     {
         asyncio::EventLoop loop(virtual_time());
@@ -517,7 +509,7 @@ TEST(LockLifetime, RegressionWaitersDestroyedWithAClosedLoopLeaveTheQueue) {
         loop.run_until_complete(main_());
         loop.close();  // destroys the holder and both queued waiters
     }
-    EXPECT_EQ(asyncio::detail::live_frames(), frames);
+    EXPECT_EQ(asyncio::debug::live_frames(), frames);
     // The queue is empty again: a fresh loop can use the lock (still held by the destroyed holder,
     // as asyncio's would be), release it and take it.
     EXPECT_TRUE(lock.locked());

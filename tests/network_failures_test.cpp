@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
+#include "asyncio/debug.hpp"
 #include "asyncio/event.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
@@ -248,7 +249,7 @@ TEST_F(NetworkFailure, AConnectThatNeverCompletesIsBoundedByWaitFor) {
         const auto took = std::chrono::steady_clock::now() - start;
         CO_ASSERT(took >= 200ms);
         CO_ASSERT(took < 5s);
-        CO_ASSERT(asyncio::detail::io_registrations(asyncio::get_running_loop()) == 0);
+        CO_ASSERT(asyncio::debug::io_registrations(asyncio::get_running_loop()) == 0);
     }());
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
+#include "asyncio/debug.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/run.hpp"
@@ -81,10 +82,7 @@ T run_virtual(Coroutine<T> main) {
     return asyncio::run(with_watchdog(std::move(main)), virtual_time());
 }
 
-/// Loop time elapsed since the loop started (MockClock starts at 1h).
-asyncio::Duration elapsed() {
-    return asyncio::get_running_loop().time() - asyncio::TimePoint(std::chrono::hours(1));
-}
+using asyncio_test::elapsed;
 
 /// Lets the loop run `n` iterations.
 Coroutine<> ticks(int n) {
@@ -941,7 +939,7 @@ TEST_F(QueueCancellation, AWaiterWhoseFrameIsDestroyedByLoopCloseLeavesTheQueueU
 }
 
 TEST_F(QueueCancellation, ReleasesEveryFrame) {
-    const std::int64_t frames = asyncio::detail::live_frames();
+    const std::int64_t frames = asyncio::debug::live_frames();
     auto main = []() -> Coroutine<> {
         Queue<Counted> q(1);
         std::vector<Task<>> tasks;
@@ -958,7 +956,7 @@ TEST_F(QueueCancellation, ReleasesEveryFrame) {
         co_await asyncio::gather(asyncio::return_exceptions, tasks);
     };
     run_virtual(main());
-    EXPECT_EQ(asyncio::detail::live_frames(), frames);
+    EXPECT_EQ(asyncio::debug::live_frames(), frames);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1140,11 +1138,11 @@ std::string run_schedule(std::uint32_t seed) {
 
 TEST_F(QueueRandomSchedules, KeepEveryItemExactlyOnceAndLoseNoWakeUp) {
     constexpr std::uint32_t kSchedules = 10'000;
-    const std::int64_t frames = asyncio::detail::live_frames();
+    const std::int64_t frames = asyncio::debug::live_frames();
     for (std::uint32_t seed = 1; seed <= kSchedules; ++seed) {
         const std::string error = run_schedule(seed);
         ASSERT_TRUE(error.empty()) << "seed " << seed << ": " << error;
-        ASSERT_EQ(asyncio::detail::live_frames(), frames) << "frames leaked, seed " << seed;
+        ASSERT_EQ(asyncio::debug::live_frames(), frames) << "frames leaked, seed " << seed;
     }
 }
 

@@ -30,10 +30,7 @@ using namespace std::chrono_literals;
 
 class Run : public asyncio_test::LeakChecked {};
 
-/// Loop time elapsed since the loop started (MockClock starts at 1h).
-asyncio::Duration elapsed() {
-    return asyncio::get_running_loop().time() - asyncio::TimePoint(std::chrono::hours(1));
-}
+using asyncio_test::elapsed;
 
 Coroutine<int> answer() { co_return 42; }
 

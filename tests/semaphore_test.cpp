@@ -36,19 +36,11 @@ class ABoundedSemaphore : public asyncio_test::LeakChecked {};
 class SemaphoreCancellation : public asyncio_test::LeakChecked {};
 class ASemaphoreGuard : public asyncio_test::LeakChecked {};
 
-template <class T>
-T run_virtual(Coroutine<T> main) {
-    return asyncio::run(std::move(main), virtual_time());
-}
+using asyncio_test::run_virtual;
 
-Coroutine<> yields(int n) {
-    for (int i = 0; i < n; ++i) co_await asyncio::sleep(0s);
-}
+using asyncio_test::yields;
 
-Coroutine<> sets(bool& flag) {
-    flag = true;
-    co_return;
-}
+using asyncio_test::sets;
 
 Coroutine<> holder(Semaphore& sem, std::vector<int>& log, int id, int hold = 0) {
     co_await sem.acquire();

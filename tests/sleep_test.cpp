@@ -26,10 +26,7 @@ using namespace std::chrono_literals;
 
 class Sleep : public asyncio_test::LeakChecked {};
 
-/// Loop time elapsed since the loop started (MockClock starts at 1h).
-asyncio::Duration elapsed() {
-    return asyncio::get_running_loop().time() - asyncio::TimePoint(std::chrono::hours(1));
-}
+using asyncio_test::elapsed;
 
 TEST_F(Sleep, ZeroYieldsExactlyOneIteration) {
     std::vector<std::string> order;

@@ -26,12 +26,14 @@
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
+#include "asyncio/debug.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/socket.hpp"
 #include "asyncio/task.hpp"
+#include "stream_test_support.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -41,32 +43,17 @@ using asyncio::Coroutine;
 using asyncio::EventLoop;
 using asyncio::Socket;
 using asyncio::Task;
+using asyncio_test::TempDir;
+using stream_test::first_difference;
+using stream_test::ipv6_loopback_available;
+using stream_test::pattern;
+using stream_test::until;
+using stream_test::yield_a_few;
 using namespace std::chrono_literals;
 
 class ASocket : public asyncio_test::LeakChecked {};
 
-std::size_t registrations(EventLoop& loop) { return asyncio::detail::io_registrations(loop); }
-
-/// len bytes of a pattern that does not repeat with any small period.
-std::string pattern(std::size_t len, std::uint32_t seed = 1) {
-    std::string s(len, '\0');
-    std::uint32_t x = seed * 2654435761u + 12345u;
-    for (std::size_t i = 0; i < len; ++i) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        s[i] = static_cast<char>(x & 0xff);
-    }
-    return s;
-}
-
-/// Index of the first differing byte, or -1 when equal.
-long first_difference(const std::string& a, const std::string& b) {
-    const std::size_t n = std::min(a.size(), b.size());
-    for (std::size_t i = 0; i < n; ++i)
-        if (a[i] != b[i]) return static_cast<long>(i);
-    return a.size() == b.size() ? -1 : static_cast<long>(n);
-}
+std::size_t registrations(EventLoop& loop) { return asyncio::debug::io_registrations(loop); }
 
 /// Echoes everything until EOF, then half-closes.
 Coroutine<> echo(Socket& s) {
@@ -139,52 +126,6 @@ Coroutine<std::pair<Socket, Socket>> connected_pair(Listener& l) {
     co_return std::pair<Socket, Socket>(std::move(client), std::move(server));
 }
 
-/// Runs the loop until pred() holds (at most `limit` iterations of sleep(0)).
-template <class Pred>
-Coroutine<bool> until(Pred pred, int limit = 10'000) {
-    for (int i = 0; i < limit; ++i) {
-        if (pred()) co_return true;
-        co_await asyncio::sleep(0s);
-    }
-    co_return pred();
-}
-
-/// Lets the other tasks run a few iterations.
-Coroutine<> yield_a_few(int n = 3) {
-    for (int i = 0; i < n; ++i) co_await asyncio::sleep(0s);
-}
-
-bool ipv6_loopback_available() {
-    try {
-        Socket s(AF_INET6, SOCK_STREAM);
-        s.bind(Address::parse("::1", 0));
-        return true;
-    } catch (const std::system_error&) {
-        return false;
-    }
-}
-
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/asyncio_socket_test.XXXXXX";
-        const char* p = ::mkdtemp(tmpl);
-        if (p == nullptr) throw std::system_error(errno, std::generic_category(), "mkdtemp");
-        path_ = p;
-    }
-    ~TempDir() {
-        for (const auto& f : files_) ::unlink(f.c_str());
-        ::rmdir(path_.c_str());
-    }
-    std::string file(const std::string& name) {
-        files_.push_back(path_ + "/" + name);
-        return files_.back();
-    }
-
-private:
-    std::string path_;
-    std::vector<std::string> files_;
-};
 
 }  // namespace
 
@@ -478,7 +419,7 @@ TEST_F(ASocket, CancelledRecvReleasesItsRegistrationAndLosesNoData) {
         co_await asyncio::sock_sendall(b, "after the cancel");
         CO_ASSERT(co_await asyncio::sock_recv(a, 100) == "after the cancel");
     }(loop));
-    EXPECT_EQ(asyncio::detail::io_registrations(loop), 0u);
+    EXPECT_EQ(asyncio::debug::io_registrations(loop), 0u);
 }
 
 TEST_F(ASocket, RecvThatCompletedBeforeTheCancelDeliversItsDataAndRaisesLater) {
@@ -730,9 +671,9 @@ TEST_F(ASocket, LoopClosedWithAPendingOperationLeavesNothingBehind) {
         loop.set_exception_handler([](EventLoop&, const asyncio::ExceptionContext&) {});
         (void)loop.create_task(recv10(a));  // fire and forget: the loop owns it
         loop.run_until_complete(yield_a_few());
-        EXPECT_EQ(asyncio::detail::io_registrations(loop), 1u);
+        EXPECT_EQ(asyncio::debug::io_registrations(loop), 1u);
         loop.close();  // destroys the pending task, whose operation is withdrawn
-        EXPECT_EQ(asyncio::detail::io_registrations(loop), 0u);
+        EXPECT_EQ(asyncio::debug::io_registrations(loop), 0u);
     }
     // A handle keeps the frame past the loop's end: destroying it later touches no dead loop.
     Task<std::string> survivor;
@@ -741,7 +682,7 @@ TEST_F(ASocket, LoopClosedWithAPendingOperationLeavesNothingBehind) {
         loop.set_exception_handler([](EventLoop&, const asyncio::ExceptionContext&) {});
         survivor = loop.create_task(recv10(a));
         loop.run_until_complete(yield_a_few());
-        EXPECT_EQ(asyncio::detail::io_registrations(loop), 1u);
+        EXPECT_EQ(asyncio::debug::io_registrations(loop), 1u);
     }
     survivor = Task<std::string>();
 }

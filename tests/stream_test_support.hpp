@@ -66,28 +66,7 @@ inline bool ipv6_loopback_available() {
     }
 }
 
-/// A temporary directory for Unix sockets, removed (with the files named through it) at the end.
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/asyncio_stream_test.XXXXXX";
-        const char* p = ::mkdtemp(tmpl);
-        if (p == nullptr) throw std::system_error(errno, std::generic_category(), "mkdtemp");
-        path_ = p;
-    }
-    ~TempDir() {
-        for (const auto& f : files_) ::unlink(f.c_str());
-        ::rmdir(path_.c_str());
-    }
-    std::string file(const std::string& name) {
-        files_.push_back(path_ + "/" + name);
-        return files_.back();
-    }
-
-private:
-    std::string path_;
-    std::vector<std::string> files_;
-};
+using asyncio_test::TempDir;
 
 /// CPU time (user + system) of this process, in seconds.
 inline double cpu_seconds() {

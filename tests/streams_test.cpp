@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
+#include "asyncio/debug.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/gather.hpp"
@@ -55,7 +56,7 @@ std::pair<Streams, Streams> stream_socketpair() {
     return {asyncio::open_connection(std::move(a)), asyncio::open_connection(std::move(b))};
 }
 
-std::size_t registrations() { return asyncio::detail::io_registrations(asyncio::get_running_loop()); }
+std::size_t registrations() { return asyncio::debug::io_registrations(asyncio::get_running_loop()); }
 
 /// A TCP connection through a listener on host: {client streams, accepted streams}.
 Coroutine<std::pair<Streams, Streams>> tcp_pair(const char* host, int family) {

@@ -37,15 +37,9 @@ class ATask : public asyncio_test::LeakChecked {};
 class AnUnretrievedTaskException : public asyncio_test::LeakChecked {};
 class TaskCancellation : public asyncio_test::LeakChecked {};
 
-/// Loop time elapsed since the loop started (MockClock starts at 1h).
-asyncio::Duration elapsed() {
-    return asyncio::get_running_loop().time() - asyncio::TimePoint(std::chrono::hours(1));
-}
+using asyncio_test::elapsed;
 
-Coroutine<> sets(bool& flag) {
-    flag = true;
-    co_return;
-}
+using asyncio_test::sets;
 
 Coroutine<int> value_after(asyncio::Duration d, int v) {
     co_await asyncio::sleep(d);

@@ -12,13 +12,22 @@
 //   run_on_small_stack runs a function on a thread with a small stack (constant-stack proofs)
 //   destroy_loop_then_task  parks a task, destroys its loop, and only then drops the task's last
 //                      handle (frames that outlive their loop must not touch it)
+//   run_virtual        asyncio::run on virtual time
+//   yields(n)          lets the loop run n iterations
+//   sets(flag)         a coroutine that sets a flag
+//   elapsed()          loop time since a virtual_time() loop started
+//   thread_count()     threads of this process
+//   TempDir            a temporary directory (for Unix sockets), removed with its files
 #pragma once
 
 #include <dirent.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <coroutine>
 #include <cstdint>
 #include <exception>
@@ -26,12 +35,14 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "asyncio/clock.hpp"
-#include "asyncio/detail/frame_allocator.hpp"
+#include "asyncio/debug.hpp"
 #include "asyncio/event.hpp"
 #include "asyncio/event_loop.hpp"
+#include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
 
@@ -95,13 +106,13 @@ inline int open_fd_count() {
 class LeakChecked : public ::testing::Test {
 protected:
     void SetUp() override {
-        frames_ = asyncio::detail::live_frames();
+        frames_ = asyncio::debug::live_frames();
         counted_ = Counted::live();
         double_ = Counted::double_destroyed();
         fds_ = open_fd_count();
     }
     void TearDown() override {
-        EXPECT_EQ(asyncio::detail::live_frames(), frames_) << "coroutine frames leaked";
+        EXPECT_EQ(asyncio::debug::live_frames(), frames_) << "coroutine frames leaked";
         EXPECT_EQ(Counted::live(), counted_) << "Counted instances leaked";
         EXPECT_EQ(Counted::double_destroyed(), double_) << "a Counted was destroyed twice";
         EXPECT_EQ(open_fd_count(), fds_) << "file descriptors leaked";
@@ -118,6 +129,63 @@ private:
 inline std::unique_ptr<asyncio::MockClock> virtual_time() {
     return std::make_unique<asyncio::MockClock>();
 }
+
+/// asyncio::run(main) on virtual time.
+template <class T>
+T run_virtual(asyncio::Coroutine<T> main) {
+    return asyncio::run(std::move(main), virtual_time());
+}
+
+/// Lets the loop run `n` iterations.
+inline asyncio::Coroutine<> yields(int n) {
+    for (int i = 0; i < n; ++i) co_await asyncio::sleep(asyncio::Duration::zero());
+}
+
+inline asyncio::Coroutine<> sets(bool& flag) {
+    flag = true;
+    co_return;
+}
+
+/// Loop time elapsed since the loop started (a MockClock starts at 1h).
+inline asyncio::Duration elapsed() {
+    return asyncio::get_running_loop().time() - asyncio::TimePoint(std::chrono::hours(1));
+}
+
+/// Threads of this process (entries of /proc/self/task).
+inline int thread_count() {
+    DIR* dir = ::opendir("/proc/self/task");
+    if (dir == nullptr) return -1;
+    int n = 0;
+    while (const dirent* e = ::readdir(dir))
+        if (e->d_name[0] != '.') ++n;
+    ::closedir(dir);
+    return n;
+}
+
+/// A temporary directory for Unix sockets, removed (with the files named through it) at the end.
+class TempDir {
+public:
+    TempDir() {
+        char tmpl[] = "/tmp/asyncio_test.XXXXXX";
+        const char* p = ::mkdtemp(tmpl);
+        if (p == nullptr) throw std::system_error(errno, std::generic_category(), "mkdtemp");
+        path_ = p;
+    }
+    ~TempDir() {
+        for (const auto& f : files_) ::unlink(f.c_str());
+        ::rmdir(path_.c_str());
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::string file(const std::string& name) {
+        files_.push_back(path_ + "/" + name);
+        return files_.back();
+    }
+
+private:
+    std::string path_;
+    std::vector<std::string> files_;
+};
 
 /// Collects every call of a loop's exception handler.
 class Reports {

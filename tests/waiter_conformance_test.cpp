@@ -52,9 +52,7 @@ using asyncio::Task;
 using asyncio_test::virtual_time;
 using namespace std::chrono_literals;
 
-Coroutine<> yields(int n) {
-    for (int i = 0; i < n; ++i) co_await asyncio::sleep(0s);
-}
+using asyncio_test::yields;
 
 // ---- the adapters ---------------------------------------------------------------------------
 //

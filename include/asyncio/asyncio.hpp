@@ -28,5 +28,6 @@
 #include "asyncio/streams.hpp"
 #include "asyncio/task.hpp"
 #include "asyncio/task_group.hpp"
+#include "asyncio/thread_pool.hpp"
 #include "asyncio/timeout.hpp"
 #include "asyncio/wait.hpp"

@@ -13,6 +13,7 @@
 #include <coroutine>
 #include <utility>
 
+#include "asyncio/detail/config.hpp"
 #include "asyncio/detail/promise.hpp"
 #include "asyncio/exceptions.hpp"
 

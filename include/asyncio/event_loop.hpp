@@ -21,7 +21,9 @@
 
 #include "asyncio/clock.hpp"
 #include "asyncio/detail/callback.hpp"
+#include "asyncio/detail/config.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
+#include "asyncio/detail/loop_executor.hpp"
 #include "asyncio/detail/mpsc_queue.hpp"
 #include "asyncio/detail/promise.hpp"
 #include "asyncio/detail/ready_queue.hpp"
@@ -41,7 +43,7 @@ template <class T>
 class Task;
 template <class T>
 class Future;
-class ThreadPoolExecutor;  // executor.hpp
+class ThreadPoolExecutor;  // thread_pool.hpp
 
 namespace detail {
 class Backend;
@@ -180,7 +182,7 @@ public:
     void set_debug(bool enabled) noexcept;
     bool get_debug() const noexcept { return debug_; }
 
-    // ---- watching file descriptors (src/sock_ops.cpp; sockets themselves: sock_ops.hpp) ----
+    // ---- watching file descriptors (the backend's watchers; sockets themselves: sock_ops.hpp) ----
     /// Runs cb (from the ready queue) in every iteration in which fd is readable, until
     /// remove_reader(fd); replaces a reader already installed for fd. Level-triggered, as Python's;
     /// cb must tolerate a spurious call (read non-blocking and handle EAGAIN). Remove the reader
@@ -278,7 +280,7 @@ private:
     void drain_threadsafe();
     void check_runnable() const;
     static void run_slot(void* packed);
-    void release_tasks() noexcept;
+    void orphan_tasks() noexcept;
     void shutdown_default_executor_for(std::optional<Duration> timeout) noexcept;
     TimerHandle schedule_timer(TimePoint when, detail::Callback&& cb);
 
@@ -311,7 +313,7 @@ private:
     [[maybe_unused]] unsigned char ts_pad_after_[64]{};
     detail::MpscQueue<detail::Callback> ts_queue_;
 
-    std::shared_ptr<ThreadPoolExecutor> default_executor_;  // executor.hpp; created on first use
+    detail::LoopExecutor default_executor_;  // the executor part (made on first use)
     std::shared_ptr<detail::LoopLink> link_;               // nulled by close()
 };
 

@@ -9,21 +9,7 @@
 #include <cstdint>
 #include <new>
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define ASYNCIO_FRAME_POOL 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define ASYNCIO_FRAME_POOL 0
-#endif
-#endif
-#ifndef ASYNCIO_FRAME_POOL
-#define ASYNCIO_FRAME_POOL 1
-#endif
-
-// The library's thread-locals are constant-initialized (constinit: no TLS wrapper call on access)
-// and use the initial-exec model (no __tls_get_addr call from position-independent code). They are
-// read on every task step.
-#define ASYNCIO_TLS constinit thread_local __attribute__((tls_model("initial-exec")))
+#include "asyncio/detail/config.hpp"
 
 namespace asyncio::detail {
 

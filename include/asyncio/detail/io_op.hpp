@@ -73,7 +73,7 @@ struct IoOp {
     IoOp* next = nullptr;
 };
 
-// The loop's side of an operation (src/sock_ops.cpp). Loop thread only.
+// The loop's side of an operation (src/io_op.cpp). Loop thread only.
 
 /// Starts op on loop's backend. Returns true when it completed at once (op.result is set and
 /// op.complete will not run); false when it is pending (op.complete(&op) runs once it completes).

@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "asyncio/detail/config.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
 #include "asyncio/exceptions.hpp"
 
@@ -64,18 +65,7 @@ enum PromiseFlags : std::uint16_t {
     kCancelDelivered = 1u << 13,  // a cancel hook woke the task to raise: its message is decided
 };
 
-// Symmetric transfer (await_suspend returning the next handle) only avoids stack growth when the
-// compiler makes the resume a tail call. Clang always does; GCC before 15 does only when it
-// optimizes sibling calls (not at -O0/-O1/-Og, not under ASan), so a loop of a million synchronous
-// co_awaits overflowed the stack in debug builds. With GCC, a Coroutine is therefore run from its
-// awaiter's await_suspend, and one that completes synchronously returns there (kInlineRun) so the
-// awaiter continues without suspending: no stack growth for awaits in a row, in every build
-// (nested synchronous awaits do use stack, one level per nesting).
-#if defined(__clang__)
-#define ASYNCIO_SYMMETRIC_TRANSFER 1
-#else
-#define ASYNCIO_SYMMETRIC_TRANSFER 0
-#endif
+// ASYNCIO_SYMMETRIC_TRANSFER (detail/config.hpp): how a Coroutine is started.
 
 // Debug mode's "where it was created" (src/creation_trace.cpp): while some loop is in debug mode,
 // a coroutine made on that loop's thread records its caller's stack; the record goes with the

@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "asyncio/detail/config.hpp"
 #include "asyncio/detail/promise.hpp"
 #include "asyncio/event_loop.hpp"
 

@@ -1,6 +1,6 @@
-// The loop's side of I/O operations and fd watchers: thin calls into the backend.
+// The loop's side of I/O operations (detail/io_op.hpp): thin calls into the loop's backend, its
+// I/O component.
 #include <cerrno>
-#include <memory>
 
 #include "asyncio/detail/io_op.hpp"
 #include "asyncio/event_loop.hpp"
@@ -37,25 +37,5 @@ void io_forget_fd(int fd, bool closing) noexcept {
 std::size_t io_registrations(EventLoop& loop) noexcept { return loop.backend().registrations(); }
 
 }  // namespace detail
-
-void EventLoop::add_reader(int fd, detail::Callback cb) {
-    if (closed_) throw RuntimeError("Event loop is closed");
-    backend_->set_watcher(fd, false, std::make_shared<detail::Callback>(std::move(cb)));
-}
-
-bool EventLoop::remove_reader(int fd) {
-    if (closed_) return false;
-    return backend_->set_watcher(fd, false, nullptr);
-}
-
-void EventLoop::add_writer(int fd, detail::Callback cb) {
-    if (closed_) throw RuntimeError("Event loop is closed");
-    backend_->set_watcher(fd, true, std::make_shared<detail::Callback>(std::move(cb)));
-}
-
-bool EventLoop::remove_writer(int fd) {
-    if (closed_) return false;
-    return backend_->set_watcher(fd, true, nullptr);
-}
 
 }  // namespace asyncio

@@ -1,0 +1,17 @@
+// Hooks through which a higher layer takes part in what the loop does, so that the loop's code never
+// calls up (layers: coroutine machinery -> loop -> primitives -> I/O). Private to src/.
+#pragma once
+
+namespace asyncio {
+class EventLoop;
+}
+
+namespace asyncio::detail {
+
+/// close()'s task part: detaches the loop's pending tasks from what they await and frees those no
+/// handle keeps (task.cpp). Registered by task.cpp when the library starts; any program that makes
+/// a task or a future links task.cpp, and without one the loop's task list stays empty.
+using ReleaseTasksHook = void (*)(EventLoop& loop) noexcept;
+void set_release_tasks_hook(ReleaseTasksHook hook) noexcept;
+
+}  // namespace asyncio::detail
