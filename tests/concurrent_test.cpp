@@ -203,25 +203,26 @@ TEST_F(Bridges, ResultOnTheLoopsOwnThreadIsARuntimeErrorNotADeadlock) {
 
 TEST_F(Bridges, ATaskOfOneLoopAwaitsACoroutineRunOnAnotherLoop) {
     LoopThread other;
-    int v = asyncio::run([](EventLoop& remote) -> Coroutine<int> {
-        // Meanwhile this loop keeps running: a ticker proves it is not blocked.
-        int ticks = 0;
-        Task<> ticker = asyncio::create_task([](int& n) -> Coroutine<> {
+    std::atomic<int> ticks{0};
+    int v = asyncio::run([](EventLoop& remote, std::atomic<int>& n) -> Coroutine<int> {
+        // Meanwhile this loop keeps running: a ticker proves it is not blocked, and the remote
+        // coroutine returns only once it has ticked three times (no timing involved).
+        Task<> ticker = asyncio::create_task([](std::atomic<int>& count) -> Coroutine<> {
             for (;;) {
-                ++n;
+                count.fetch_add(1);
                 co_await asyncio::sleep(1ms);
             }
-        }(ticks));
+        }(n));
         int r = co_await asyncio::run_coroutine_threadsafe(
-            []() -> Coroutine<int> {
-                co_await asyncio::sleep(30ms);
+            [](std::atomic<int>& count) -> Coroutine<int> {
+                while (count.load() < 3) co_await asyncio::sleep(1ms);
                 co_return 42;
-            }(),
+            }(n),
             remote);
         ticker.cancel();
-        EXPECT_GT(ticks, 1);
+        EXPECT_GE(n.load(), 3);
         co_return r;
-    }(other.loop()));
+    }(other.loop(), ticks));
     EXPECT_EQ(v, 42);
 }
 
@@ -350,22 +351,24 @@ TEST_F(Bridges, CallbacksRunOnTheCompletingThreadOrAtOnce) {
 }
 
 TEST_F(Bridges, WrapFutureOfAStdFutureDoesNotBlockTheLoop) {
+    // The producer completes the std::future only once the loop has gone round three times while
+    // waiting for it: no timing involved (a wall-clock version failed under load).
     std::promise<int> p;
     std::future<int> fut = p.get_future();
-    std::thread producer([&p] {
-        std::this_thread::sleep_for(10ms);
+    std::atomic<int> ticks{0};
+    std::thread producer([&p, &ticks] {
+        while (ticks.load() < 3) std::this_thread::yield();
         p.set_value(11);
     });
-    int v = asyncio::run([](std::future<int> f) -> Coroutine<int> {
+    int v = asyncio::run([](std::future<int> f, std::atomic<int>& n) -> Coroutine<int> {
         Task<int> t = asyncio::wrap_future(std::move(f));
-        int ticks = 0;
         while (!t.done()) {
-            ++ticks;
+            n.fetch_add(1);
             co_await asyncio::sleep(1ms);
         }
-        EXPECT_GT(ticks, 1);
+        EXPECT_GE(n.load(), 3);
         co_return t.result();
-    }(std::move(fut)));
+    }(std::move(fut), ticks));
     producer.join();
     EXPECT_EQ(v, 11);
 }
