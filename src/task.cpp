@@ -123,6 +123,11 @@ void complete(PromiseBase* p) noexcept {
 }
 }  // namespace
 
+void throw_bad_coroutine_await(bool empty) {
+    if (empty) throw RuntimeError("cannot await an empty Coroutine (moved from?)");
+    throw RuntimeError("cannot reuse already awaited coroutine");
+}
+
 void report_never_awaited(const PromiseBase* p) noexcept {
     try {
         std::string msg = "coroutine '";
@@ -342,9 +347,9 @@ void deliver_cancel_after_step() {
     deliver_queued(p);
 }
 
-EventLoop& loop_of_waiting_task(PromiseBase* t) {
+EventLoop& loop_of_waiting_task(PromiseBase* t, const char* what) {
     // The task's own loop; from a thread whose running loop is another while it runs: refused.
-    check_loop_thread_slow(t, "waking a task");
+    check_loop_thread_slow(t, what);
     if (t->loop_ == nullptr) throw RuntimeError("Event loop is closed");
     return *t->loop_;
 }

@@ -51,9 +51,9 @@ public:
     struct [[nodiscard]] Awaiter {
         std::coroutine_handle<promise_type> h;
         bool await_ready() const {
-            if (!h) throw RuntimeError("cannot await an empty Coroutine (moved from?)");
-            if (h.promise().has(detail::kStarted))
-                throw RuntimeError("cannot reuse already awaited coroutine");
+            // The throws are out of line so that this inlines into every co_await.
+            if (!h || h.promise().has(detail::kStarted)) [[unlikely]]
+                detail::throw_bad_coroutine_await(!h);
             return false;
         }
 #if ASYNCIO_SYMMETRIC_TRANSFER

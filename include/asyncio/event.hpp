@@ -21,9 +21,8 @@ public:
     /// Sets the flag and wakes all waiters.
     void set() {
         if (value_) return;
-        waiters_.check_thread("Event.set()");  // before anything changes
+        waiters_.wake_all("Event.set()");  // a refusal comes before anything changes
         value_ = true;
-        waiters_.wake_all();
     }
     /// Resets the flag; later wait() calls suspend until the next set().
     void clear() noexcept { value_ = false; }
@@ -32,7 +31,7 @@ public:
     public:
         explicit Awaiter(Event& e) noexcept : event_(e) {}
         bool await_ready() const noexcept { return event_.value_; }
-        void await_suspend(std::coroutine_handle<> h) { wait_in(event_.waiters_, h, "Event::wait()"); }
+        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<> h) { wait_in(event_.waiters_, h, "Event::wait()"); }
         void await_resume() const { end_wait(); }  // woken by set(), then cancelled: raises
 
     private:

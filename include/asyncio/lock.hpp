@@ -82,7 +82,7 @@ public:
             lock_.locked_ = true;
             return true;
         }
-        void await_suspend(std::coroutine_handle<> h) { wait_in(lock_.waiters_, h, "Lock::acquire()"); }
+        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<> h) { wait_in(lock_.waiters_, h, "Lock::acquire()"); }
         void await_resume() {
             end_wait([this] { lock_.hand_off(); });  // handed the lock, then cancelled: pass it on
         }
@@ -119,10 +119,7 @@ private:
 
     /// The lock is held: give it to the first waiter (it stays locked), or unlock it.
     void hand_off() {
-        if (detail::ListWaiter* w = waiters_.pop_front())
-            w->wake();
-        else
-            locked_ = false;
+        if (waiters_.wake_front("Lock.release()") == nullptr) locked_ = false;
     }
 
     bool locked_ = false;

@@ -85,7 +85,7 @@ public:
             --sem_.value_;
             return true;
         }
-        void await_suspend(std::coroutine_handle<> h) { wait_in(sem_.waiters_, h, "Semaphore::acquire()"); }
+        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<> h) { wait_in(sem_.waiters_, h, "Semaphore::acquire()"); }
         void await_resume() {
             if (wait_state() == detail::WaitState::kIdle) return;  // taken at once
             end_wait([this] {  // handed a permit, then cancelled: pass it on

@@ -151,6 +151,8 @@ struct OriginTag {
 /// A Coroutine destroyed before it was ever awaited or made a task: reported through the loop's
 /// exception handler as Python's "coroutine 'NAME' was never awaited". Defined in src/task.cpp.
 [[gnu::cold]] void report_never_awaited(const PromiseBase* p) noexcept;
+/// RuntimeError for a co_await of an empty (moved-from) Coroutine, or of one already awaited.
+[[gnu::cold, noreturn]] void throw_bad_coroutine_await(bool empty);
 
 // ---- task operations, defined in src/task.cpp ----
 /// RuntimeError unless p's loop is the running loop of this thread or runs nowhere (between runs):

@@ -64,7 +64,7 @@ enum class WaitState : std::uint8_t {
 /// The loop of a waiting task woken while its loop is not the running one (between two runs of
 /// it, or from another thread): its own loop; RuntimeError while that loop runs elsewhere (a
 /// non-thread-safe use) or once it is closed. Cold; defined in src/task.cpp.
-[[gnu::cold]] EventLoop& loop_of_waiting_task(PromiseBase* t);
+[[gnu::cold]] EventLoop& loop_of_waiting_task(PromiseBase* t, const char* what = "waking a task");
 
 class Waiter : public CancelHook {
 public:
@@ -124,15 +124,17 @@ public:
 
     /// Resumes the task from the ready queue of its loop (the running one). From then on a
     /// cancellation is raised at end_wait, after the hand-off is passed on.
-    void wake() { wake_via(&step_task, suspended_task()); }
+    /// `what` names the call in the RuntimeError of a wake-up from the wrong thread (raised
+    /// before anything changes).
+    void wake(const char* what = "waking a task") { wake_via(&step_task, suspended_task(), what); }
     /// As wake(), but runs fn(ctx) from the ready queue: fn resumes the task (step_task) or makes
     /// it wait again (wait_again). If scheduling throws, nothing changed.
-    void wake_via(void (*fn)(void*), void* ctx) {
+    void wake_via(void (*fn)(void*), void* ctx, const char* what = "waking a task") {
         // The task's loop is the running one, except between runs or from another thread (cold:
         // checked there, RuntimeError while that loop runs on another thread).
         EventLoop* loop = suspended_task()->loop_;
         if (loop != t_running_loop) [[unlikely]]
-            loop = &loop_of_waiting_task(suspended_task());
+            loop = &loop_of_waiting_task(suspended_task(), what);
         wake_via(*loop, fn, ctx);
     }
     /// The same, on a given loop (an awaiter that knows its loop).
@@ -264,16 +266,28 @@ public:
     /// The thread check of pop_front(), for a primitive that changes its own state first.
     void check_thread(const char* what) const { check_waker_thread(front(), what); }
     void remove(ListWaiter* w) noexcept { list_.remove(w); }
-    /// Wakes every waiter, first come first woken.
-    void wake_all() {
-        while (ListWaiter* w = pop_front()) w->wake();
+    /// Wakes the first waiter and unlinks it; null if there is none. The wake-up checks the thread
+    /// (RuntimeError naming `what`, nothing changed) before the waiter is unlinked, so a hand-off
+    /// costs one check.
+    ListWaiter* wake_front(const char* what) {
+        ListWaiter* const w = front();
+        if (w == nullptr) return nullptr;
+        w->wake(what);
+        list_.pop_front();
+        return w;
+    }
+    /// Wakes every waiter, first come first woken (they all belong to one loop: see
+    /// check_wait_loop, so a refusal can only come at the first).
+    void wake_all(const char* what = "waking a task") {
+        while (wake_front(what) != nullptr) {
+        }
     }
 
 private:
     WaiterList list_;
 };
 
-inline void ListWaiter::wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook) {
+[[gnu::always_inline]] inline void ListWaiter::wait_in(WaitQueue& q, std::coroutine_handle<> h, const char* what, Hook hook) {
     check_wait_loop(q.front(), what);
     begin_wait(h, what, hook);
     q.push_back(this);
