@@ -23,9 +23,10 @@
 namespace asyncio::detail {
 
 std::atomic<int> g_debug_loops{0};
-std::atomic<std::size_t> g_creation_records{0};
 
 namespace {
+
+std::atomic<std::size_t> g_creation_records{0};  // records in the table (creation_trace's fast out)
 
 constexpr int kDepth = 24;  // frames kept (after the library's own)
 constexpr int kSkip = 3;    // record_creation, set_origin, the promise's constructor
@@ -70,7 +71,7 @@ std::string describe(void* address) {
 
 }  // namespace
 
-void record_creation(const PromiseBase* p) noexcept {
+void record_creation(PromiseBase* p) noexcept {
     // Only for the loop in debug mode that runs on this thread (another thread's debug loop only
     // opened the gate).
     if (t_running_loop == nullptr || !t_running_loop->get_debug()) return;
@@ -82,6 +83,7 @@ void record_creation(const PromiseBase* p) noexcept {
         Table& t = table();
         std::lock_guard lock(t.mutex);
         if (t.records.insert_or_assign(p, r).second) g_creation_records.fetch_add(1, std::memory_order_relaxed);
+        p->flags_ |= kCreationRecorded;
     } catch (...) {
         // Out of memory: this coroutine goes without its record.
     }

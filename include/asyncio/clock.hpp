@@ -30,17 +30,24 @@ template <class Rep, class Period>
 constexpr Duration saturating_duration(std::chrono::duration<Rep, Period> d) noexcept {
     static_assert(std::is_arithmetic_v<Rep>, "a duration with an arithmetic representation");
     using R = std::ratio_divide<Period, Duration::period>;  // nanoseconds per tick
-    // long double decides the range (exact for any 64-bit count); the value is computed exactly
-    // when it is an integral count of a whole number of nanoseconds.
-    const long double ns = static_cast<long double>(d.count()) * R::num / R::den;
-    if (ns != ns) return Duration::zero();
-    constexpr long double kLimit = 0x1p62L;
-    if (ns >= kLimit) return Duration::max();
-    if (ns <= -kLimit) return Duration::min();
-    if constexpr (std::is_integral_v<Rep> && R::den == 1)
-        return Duration(static_cast<Duration::rep>(d.count()) * static_cast<Duration::rep>(R::num));
-    else
+    constexpr long double kLimit = 0x1p62L;  // 2^62 ns
+    if constexpr (std::is_integral_v<Rep> && R::den == 1) {
+        // Whole nanoseconds per tick (s, ms, us, ns): integer arithmetic, no x87 on the path of
+        // every wait_for and sleep. The same saturation as below: |value| >= 2^62 saturates.
+        constexpr Duration::rep kIntLimit = Duration::rep{1} << 62;
+        Duration::rep v;
+        if (__builtin_mul_overflow(d.count(), R::num, &v)) return d.count() > 0 ? Duration::max() : Duration::min();
+        if (v >= kIntLimit) return Duration::max();
+        if (v <= -kIntLimit) return Duration::min();
+        return Duration(v);
+    } else {
+        // long double decides the range (exact for any 64-bit count).
+        const long double ns = static_cast<long double>(d.count()) * R::num / R::den;
+        if (ns != ns) return Duration::zero();
+        if (ns >= kLimit) return Duration::max();
+        if (ns <= -kLimit) return Duration::min();
         return Duration(static_cast<Duration::rep>(std::ceil(ns)));
+    }
 }
 
 /// now + d, saturated at TimePoint::max()/min() (a deadline that is never reached / already past).

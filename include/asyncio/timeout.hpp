@@ -241,7 +241,7 @@ Coroutine<awaited_value_t<A>> wait_for_expired_awaitable(A aw) {
 }
 
 template <class A>
-auto wait_for_expired(A&& aw) {
+[[gnu::noinline]] auto wait_for_expired(A&& aw) {  // (cold: kept out of every wait_for)
     using D = std::remove_cvref_t<A>;
     if constexpr (is_task_v<D>)
         return wait_for_expired_task(D(std::forward<A>(aw)));
@@ -266,7 +266,7 @@ auto wait_for(A&& aw, std::chrono::duration<Rep, Period> limit) {
         detail::require_storable_awaitable<A>();
         return detail::Refused{};
     } else {
-        if (saturating_duration(limit) <= Duration::zero())
+        if (saturating_duration(limit) <= Duration::zero()) [[unlikely]]
             return detail::wait_for_expired(std::forward<A>(aw));
         return Timeout::run_impl(nullptr, deadline_after(get_running_loop().time(), limit),
                                  detail::as_coroutine(std::forward<A>(aw)));

@@ -63,18 +63,18 @@ enum PromiseFlags : std::uint16_t {
     kOrphaned = 1u << 11,    // its loop has been destroyed (see t_loop_gone); loop_ is null
     kFuture = 1u << 12,      // a Future's state: a frame that never runs, completed by set_result()
     kCancelDelivered = 1u << 13,  // a cancel hook woke the task to raise: its message is decided
+    kCreationRecorded = 1u << 14,  // debug mode: where it was made is in creation_trace.cpp's table
 };
 
 // ASYNCIO_SYMMETRIC_TRANSFER (detail/config.hpp): how a Coroutine is started.
 
 // Debug mode's "where it was created" (src/creation_trace.cpp): while some loop is in debug mode,
-// a coroutine made on that loop's thread records its caller's stack; the record goes with the
-// frame. Outside debug mode each costs one relaxed load of a global where a frame is made and one
-// where it is freed.
-extern std::atomic<int> g_debug_loops;                // loops in debug mode, on any thread
-extern std::atomic<std::size_t> g_creation_records;  // stacks recorded and not yet freed
+// a coroutine made on that loop's thread records its caller's stack (kCreationRecorded); the
+// record goes with the frame. Outside debug mode: one relaxed load of a global where a frame is
+// made, and one more flag bit tested where it is freed.
+extern std::atomic<int> g_debug_loops;  // loops in debug mode, on any thread
 struct PromiseBase;
-[[gnu::cold]] void record_creation(const PromiseBase* p) noexcept;
+[[gnu::cold]] void record_creation(PromiseBase* p) noexcept;
 [[gnu::cold]] void forget_creation(const PromiseBase* p) noexcept;
 /// "\nCoroutine created at (most recent call last):\n  ..." for a frame made in debug mode, else "".
 std::string creation_trace(const PromiseBase* p);
@@ -112,7 +112,7 @@ struct PromiseBase : FrameAllocated {
     PromiseBase& operator=(const PromiseBase&) = delete;
     ~PromiseBase() {
         if (has(kHasException)) exception_.~exception_ptr();
-        if (g_creation_records.load(std::memory_order_relaxed) != 0) [[unlikely]]
+        if (has(kCreationRecorded)) [[unlikely]]
             forget_creation(this);
     }
 
