@@ -11,6 +11,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -461,6 +462,31 @@ TEST_F(ASemaphoreGuard, MovesAndUnlocksEarlyAndNeverOverReleasesABoundedSemaphor
         EXPECT_EQ(co_await drain(sem), 1);
         sem.release();
     }());
+}
+
+TEST_F(ASemaphore, RegressionReleaseFromAPlainThreadMovedTheCountBeforeRefusing) {
+    // A release() from a plain thread, with a waiter of the running loop, raised RuntimeError only
+    // after it had counted the permit (the value went up, and the waiter was never woken). Now it
+    // refuses first: nothing changes, and a release on the loop's thread then serves the waiter.
+    std::string text;
+    asyncio::run([](std::string& out) -> Coroutine<> {
+        Semaphore sem(0);
+        Task<> waiter = asyncio::create_task([](Semaphore& s) -> Coroutine<> { co_await s.acquire(); }(sem));
+        co_await asyncio::sleep(0s);
+        std::thread other([&] {
+            try {
+                sem.release();
+            } catch (const asyncio::RuntimeError& e) {
+                out = e.what();
+            }
+        });
+        other.join();
+        EXPECT_TRUE(sem.locked());
+        sem.release();
+        co_await waiter;
+        EXPECT_TRUE(sem.locked());  // the permit went to the waiter, none is left over
+    }(text));
+    EXPECT_EQ(text, "Semaphore.release(): Non-thread-safe operation invoked on an event loop other than the current one");
 }
 
 }  // namespace

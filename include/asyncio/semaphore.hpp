@@ -122,6 +122,9 @@ public:
             throw ValueError(bound_ == kUnbounded ? "Semaphore value overflow"
                                                   : "BoundedSemaphore released too many times");
         }
+        // Before the count moves: a waiter of a loop running on another thread cannot be handed
+        // the permit from here.
+        waiters_.check_thread("Semaphore.release()");
         release_permit();
     }
 
