@@ -23,6 +23,15 @@ bool io_submit(EventLoop& loop, IoOp& op, bool coop) {
     return false;
 }
 
+bool io_try(EventLoop& loop, IoOp& op) {
+    if (loop.is_closed()) {
+        op.result = -EBADF;
+        op.state = IoState::done;
+        return true;
+    }
+    return loop.backend().try_now(op);
+}
+
 bool io_cancel(EventLoop& loop, IoOp& op) noexcept {
     if (op.state != IoState::pending) return false;
     return loop.backend().cancel(op);

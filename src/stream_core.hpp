@@ -1,15 +1,16 @@
-// The state of one stream connection, shared by its StreamReader and StreamWriter handles
-// (asyncio's transport + protocol + reader buffer in one object). Private to src/.
+// The state of one stream connection, shared by its StreamReader and StreamWriter handles:
+// asyncio's stream protocol and reader buffer, on a Transport (transport.hpp) that moves the
+// bytes (a socket today). Nothing here names a socket. Private to src/.
 //
 // Lifetime: `refs_` counts every reference (handles, coroutines of the stream API in flight, the
 // flusher task); `handles_` counts the StreamReader/StreamWriter handles only. When handles_ drops
 // to 0 the connection is closed as by close() (flush, then close the socket); when refs_ drops to 0
 // the object is deleted (and its socket closed if it still is open).
 //
-// Reading: the read buffer is filled by a FillAwaiter, an IoOp (recv into the buffer's free tail)
-// embedded in the reading coroutine's frame, so the loop owns it through that task. Writing: write()
-// sends at once when nothing is buffered; the rest goes to a list of chunks that a flusher task
-// (holding a reference) sends in order.
+// Reading: the read buffer is filled by a FillAwaiter, an IoOp (receive into the buffer's free
+// tail) started on the transport and embedded in the reading coroutine's frame, so the loop owns
+// it through that task. Writing: write() tries the transport once when nothing is buffered; the
+// rest goes to a list of chunks that a flusher task (holding a reference) sends in order.
 #pragma once
 
 #include <coroutine>
@@ -25,9 +26,9 @@
 
 #include "asyncio/detail/io_op.hpp"
 #include "asyncio/detail/waiter.hpp"
-#include "asyncio/socket.hpp"
 #include "asyncio/streams.hpp"
 #include "asyncio/task.hpp"
+#include "transport.hpp"
 
 namespace asyncio::detail {
 
@@ -121,8 +122,8 @@ class StreamCore {
 public:
     /// A reader without a connection.
     explicit StreamCore(std::size_t limit);
-    /// A connection.
-    StreamCore(Socket sock, std::size_t limit, Address peer);
+    /// A connection on transport t.
+    StreamCore(std::unique_ptr<Transport> t, std::size_t limit);
     StreamCore(const StreamCore&) = delete;
     StreamCore& operator=(const StreamCore&) = delete;
     ~StreamCore();
@@ -140,8 +141,6 @@ public:
     bool eof_ = false;             // EOF received (or the connection closed on our side)
     std::exception_ptr rerror_;    // a failed receive or set_exception()
     FillAwaiter* read_waiter_ = nullptr;
-    bool has_socket_ = false;      // a connection (not a fed reader)
-    bool stream_ = false;          // a SOCK_STREAM socket: short reads/writes mean "not ready"
 
     /// Raises the read error if any.
     void check_read_error() const {
@@ -180,13 +179,12 @@ public:
     void wake_drainers() noexcept;
 
     // ---- the connection ----
-    Socket sock_;
+    std::unique_ptr<Transport> transport_;  // null: a reader fed by feed_data() (no connection)
     bool closing_ = false;   // close()/abort() called, or lost
-    bool closed_ = false;    // the socket is closed
-    Address peer_;
-    std::optional<Address> sockname_;
-    /// Closes the socket now (pending operations fail with EBADF, seen as EOF by the reader).
-    void close_socket() noexcept;
+    bool closed_ = false;    // the transport is closed
+    bool connected() const noexcept { return transport_ != nullptr; }
+    /// Closes the transport now (pending operations fail with EBADF, seen as EOF by the reader).
+    void close_transport() noexcept;
 
     void start_flusher();
 
@@ -199,18 +197,46 @@ public:
     std::uint32_t handles_ = 0;
 
 private:
-    /// Sends what fits at once; returns the number of bytes sent. Throws std::system_error.
+    /// Sends what the transport takes at once; returns the number of bytes sent. Throws
+    /// std::system_error (and keeps the error for the next calls).
     std::size_t send_now(const char* p, std::size_t n);
 };
 
-/// A wait for more data in a reader: a recv into the buffer (connection) or a wake-up by
+/// A task awaiting one operation on a transport: started from await_suspend, withdrawn through
+/// the transport when the task is cancelled (detail/waiter.hpp's protocol, as IoAwaiter's on the
+/// backend: an operation that completed in the same iteration as the cancellation keeps its
+/// result and the cancellation is raised at the next suspension point).
+class TransportAwaiter : public Waiter, public IoOp {
+public:
+    explicit TransportAwaiter(Transport* t) noexcept : transport_(t) {}
+    TransportAwaiter(const TransportAwaiter&) = delete;
+    TransportAwaiter& operator=(const TransportAwaiter&) = delete;
+    ~TransportAwaiter() {
+        // A frame destroyed while suspended (its loop closed): leave nothing pointing into it.
+        if (state == IoState::pending) transport_->cancel(*loop_, *this);
+    }
+    bool await_ready() const noexcept { return false; }
+
+protected:
+    /// Starts the op (kind, buf, len set); true if the task must stay suspended. A cancellation
+    /// already pending is raised without starting (as IoAwaiter::start).
+    bool start(std::coroutine_handle<> h, const char* what, Hook hook = &on_cancel);
+    /// Withdraws the op through the transport; true if it was withdrawn (did nothing).
+    bool withdraw() noexcept { return transport_->cancel(*loop_, *this); }
+    static bool on_cancel(CancelHook* h);
+    static void on_complete(void* op);
+
+    Transport* transport_;
+    EventLoop* loop_ = nullptr;
+};
+
+/// A wait for more data in a reader: a receive into the buffer (connection) or a wake-up by
 /// feed_data/feed_eof/set_exception (fed reader). Errors and EOF are recorded in the core;
 /// await_resume raises only CancelledError.
-class FillAwaiter : public Waiter, public IoOp {
+class FillAwaiter : public TransportAwaiter {
 public:
-    FillAwaiter(StreamCore& core, std::size_t want) noexcept : core_(core), want_(want) {}
-    FillAwaiter(const FillAwaiter&) = delete;
-    FillAwaiter& operator=(const FillAwaiter&) = delete;
+    FillAwaiter(StreamCore& core, std::size_t want) noexcept
+        : TransportAwaiter(core.transport_.get()), core_(core), want_(want) {}
     ~FillAwaiter();
 
     bool await_ready() const noexcept { return false; }
@@ -223,17 +249,29 @@ public:
 private:
     static bool on_cancel_io(CancelHook* h);
     static bool on_cancel_fed(CancelHook* h);
-    static void on_complete(void* op);
 
     StreamCore& core_;
     std::size_t want_;
-    EventLoop* loop_ = nullptr;
     std::size_t offered_ = 0;
     bool io_ = false;        // a recv was submitted
     bool prepared_ = false;  // the buffer's tail is pinned for it
 };
 
-/// Makes a connected stream pair from a socket (TCP_NODELAY for TCP).
+/// One send of the flusher: the bytes the transport took (>= 1), or std::system_error.
+class FlushSendAwaiter : public TransportAwaiter {
+public:
+    FlushSendAwaiter(Transport& t, std::string_view data) noexcept : TransportAwaiter(&t) {
+        kind = IoKind::send;
+        buf = const_cast<char*>(data.data());
+        len = data.size();
+    }
+    bool await_suspend(std::coroutine_handle<> h) { return start(h, "StreamWriter (flushing)"); }
+    std::size_t await_resume();
+};
+
+/// Makes a connected stream pair on a transport.
+std::pair<StreamReader, StreamWriter> make_streams(std::unique_ptr<Transport> t, std::size_t limit);
+/// Makes a connected stream pair on a socket (a SocketTransport).
 std::pair<StreamReader, StreamWriter> make_streams(Socket sock, std::size_t limit, Address peer);
 
 }  // namespace asyncio::detail

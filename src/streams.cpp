@@ -1,8 +1,7 @@
 // StreamReader, StreamWriter and open_connection on a StreamCore (stream_core.hpp).
 #include "asyncio/streams.hpp"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -83,52 +82,74 @@ void ListWait::wake_all(WaitQueue& list) noexcept {
     }
 }
 
+// ---- TransportAwaiter ----
+
+bool TransportAwaiter::start(std::coroutine_handle<> h, const char* what, Hook hook) {
+    loop_ = t_running_loop;
+    // A cancellation already pending is raised without starting (see IoAwaiter::start in
+    // sock_ops.hpp for why I/O differs from asyncio here).
+    if (!begin_wait_unless_cancelled(h, what, hook)) return false;
+    complete = &on_complete;
+    bool done;
+    try {
+        done = transport_->start(*loop_, *this);
+    } catch (...) {
+        abandon_wait();
+        throw;
+    }
+    if (!done) return true;
+    ready_at_once();  // completed at once: go on without suspending
+    return false;
+}
+
+bool TransportAwaiter::on_cancel(CancelHook* h) {
+    auto* self = static_cast<TransportAwaiter*>(from_hook(h));
+    return self->cancel_io_wait(*self->loop_, self->withdraw());
+}
+
+void TransportAwaiter::on_complete(void* op) {
+    static_cast<TransportAwaiter*>(static_cast<IoOp*>(op))->wake_now();
+}
+
+std::size_t FlushSendAwaiter::await_resume() {
+    if (state == IoState::idle || state == IoState::cancelled) throw_cancelled(task());
+    if (result < 0) throw std::system_error(static_cast<int>(-result), std::generic_category(), "send");
+    return static_cast<std::size_t>(result);
+}
+
 // ---- FillAwaiter ----
 
 FillAwaiter::~FillAwaiter() {
-    if (state == IoState::pending) io_cancel(*loop_, *this);
+    if (state == IoState::pending) withdraw();  // before the buffer's tail is unpinned
     if (core_.read_waiter_ == this) core_.read_waiter_ = nullptr;
     if (prepared_) core_.rbuf_.unpin();
 }
 
 bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
-    const bool io = core_.has_socket_ && !core_.closed_;
-    std::pair<char*, std::size_t> room{};
-    if (io) {
-        room = core_.rbuf_.prepare(want_);  // may throw: nothing is registered yet
-        prepared_ = true;
-    }
-    loop_ = t_running_loop;
-    // A socket receive started while a cancellation is pending raises it without receiving (see
-    // IoAwaiter::start in sock_ops.hpp for why I/O differs from asyncio here); a wait for fed
-    // data is a wait like any other.
-    if (io) {
-        if (!begin_wait_unless_cancelled(h, "StreamReader", &on_cancel_io)) return false;
-    } else {
+    if (!core_.connected() || core_.closed_) {
+        // A wait for fed data is a wait like any other.
+        loop_ = t_running_loop;
         begin_wait(h, "StreamReader", &on_cancel_fed);
+        core_.read_waiter_ = this;
+        return true;
     }
-    core_.read_waiter_ = this;
-    if (!io) return true;
+    const std::pair<char*, std::size_t> room = core_.rbuf_.prepare(want_);  // may throw: nothing started
+    prepared_ = true;
     kind = IoKind::recv;
-    short_means_not_ready = core_.stream_;
-    fd = core_.sock_.fileno();
     buf = room.first;
     len = room.second;
     offered_ = room.second;
-    complete = &on_complete;
     io_ = true;
-    bool done;
+    core_.read_waiter_ = this;
+    bool suspended;
     try {
-        done = io_submit(*loop_, *this);
+        suspended = start(h, "StreamReader", &on_cancel_io);
     } catch (...) {
-        abandon_wait();
         core_.read_waiter_ = nullptr;
         throw;
     }
-    if (!done) return true;
-    ready_at_once();  // received (or failed) at once: go on without suspending
-    core_.read_waiter_ = nullptr;
-    return false;
+    if (!suspended) core_.read_waiter_ = nullptr;  // received (or failed, or cancelled) at once
+    return suspended;
 }
 
 void FillAwaiter::await_resume() {
@@ -162,7 +183,7 @@ void FillAwaiter::wake() noexcept {
     if (core_.read_waiter_ == this) core_.read_waiter_ = nullptr;
     if (io_) {
         // Withdraw the receive; if it already completed, its queued completion resumes the task.
-        if (state == IoState::pending && io_cancel(*loop_, *this)) {
+        if (state == IoState::pending && withdraw()) {
             try {
                 wake_via(*loop_, &step_task, task());
             } catch (...) {
@@ -179,13 +200,9 @@ void FillAwaiter::wake() noexcept {
 
 bool FillAwaiter::on_cancel_io(CancelHook* h) {
     auto* self = static_cast<FillAwaiter*>(from_hook(h));
-    if (io_cancel(*self->loop_, *self)) {
-        if (self->core_.read_waiter_ == self) self->core_.read_waiter_ = nullptr;
-        return self->cancel_wait(*self->loop_);  // withdrawn: nothing was received; CancelledError at the co_await
-    }
-    // Completed in this iteration, completion queued: keep the bytes, raise at the next suspension.
-    self->task()->flags_ |= kMustCancel;
-    return true;
+    const bool withdrawn = self->withdraw();
+    if (withdrawn && self->core_.read_waiter_ == self) self->core_.read_waiter_ = nullptr;
+    return self->cancel_io_wait(*self->loop_, withdrawn);
 }
 
 bool FillAwaiter::on_cancel_fed(CancelHook* h) {
@@ -194,21 +211,18 @@ bool FillAwaiter::on_cancel_fed(CancelHook* h) {
     return self->cancel_wait(*self->loop_);
 }
 
-void FillAwaiter::on_complete(void* op) { static_cast<FillAwaiter*>(static_cast<IoOp*>(op))->wake_now(); }
-
 // ---- StreamCore ----
 
 StreamCore::StreamCore(std::size_t limit) : limit_(limit) {}
 
-StreamCore::StreamCore(Socket sock, std::size_t limit, Address peer)
-    : limit_(limit), has_socket_(true), stream_(sock.type() == SOCK_STREAM), sock_(std::move(sock)), peer_(peer) {}
+StreamCore::StreamCore(std::unique_ptr<Transport> t, std::size_t limit) : limit_(limit), transport_(std::move(t)) {}
 
 StreamCore::~StreamCore() {
-    if (has_socket_ && !closed_) close_socket();
+    if (connected() && !closed_) close_transport();
 }
 
 void StreamCore::release(bool handle) noexcept {
-    if (handle && --handles_ == 0 && has_socket_ && !closing_) {
+    if (handle && --handles_ == 0 && connected() && !closing_) {
         ++refs_;  // alive through close()
         close();
         --refs_;
@@ -232,22 +246,14 @@ void StreamCore::check_single_reader(const char* what) const {
 std::size_t StreamCore::send_now(const char* p, std::size_t n) {
     EventLoop* loop = t_running_loop;
     if (loop == nullptr) throw RuntimeError("StreamWriter::write() needs a running event loop");
-    IoOp op;
-    op.kind = IoKind::send;
-    op.short_means_not_ready = stream_;
-    op.fd = sock_.fileno();
-    op.buf = const_cast<char*>(p);
-    op.len = n;
-    op.complete = [](void*) {};  // (a completion that raced with the cancel below: nothing to do)
-    // One attempt: an operation that would have to wait is withdrawn (it did nothing) and the
-    // bytes go to the buffer instead.
-    if (!io_submit(*loop, op, /*coop=*/false) && io_cancel(*loop, op)) return 0;
-    if (op.result < 0) {
-        const std::error_code ec(static_cast<int>(-op.result), std::generic_category());
+    // One attempt that never waits: what the transport does not take goes to the buffer.
+    const std::int64_t r = transport_->try_send(*loop, p, n);
+    if (r < 0) {
+        const std::error_code ec(static_cast<int>(-r), std::generic_category());
         set_write_error(ec);
         throw std::system_error(ec, "send");
     }
-    return static_cast<std::size_t>(op.result);
+    return static_cast<std::size_t>(r);
 }
 
 namespace {
@@ -255,7 +261,7 @@ constexpr std::size_t kCoalesce = 64 * 1024;  // small writes are appended to th
 }  // namespace
 
 void StreamCore::write(const void* data, std::size_t n) {
-    if (!has_socket_) throw RuntimeError("StreamWriter has no connection");
+    if (!connected()) throw RuntimeError("StreamWriter has no connection");
     if (eof_requested_) throw RuntimeError("Cannot call write() after write_eof()");
     if (closing_) throw RuntimeError("Cannot call write() after close()");
     if (werror_) throw std::system_error(werror_, "send");
@@ -288,9 +294,7 @@ Coroutine<> flush_buffer(StreamRef<false> ref) {
         while (s.wsize_ > 0 && !s.closed_) {
             const std::string& front = s.chunks_.front();
             const std::string_view rest(front.data() + s.front_sent_, front.size() - s.front_sent_);
-            auto send = sock_send(s.sock_, rest);
-            send.short_means_not_ready = s.stream_;
-            const std::size_t n = co_await send;
+            const std::size_t n = co_await FlushSendAwaiter(*s.transport_, rest);
             if (s.closed_) break;
             s.consume_written(n);
         }
@@ -299,7 +303,7 @@ Coroutine<> flush_buffer(StreamRef<false> ref) {
     } catch (const CancelledError&) {
         s.flusher_active_ = false;
         s.flusher_cancelled_ = true;
-        if (s.handles_ == 0 || s.closing_) s.close_socket();  // nobody will flush it any more
+        if (s.handles_ == 0 || s.closing_) s.close_transport();  // nobody will flush it any more
         throw;
     }
     s.flusher_active_ = false;
@@ -343,62 +347,62 @@ void StreamCore::set_write_error(std::error_code ec) noexcept {
 void StreamCore::after_flush() noexcept {
     if (closed_) return;
     if (werror_ || closing_ || handles_ == 0) {
-        close_socket();
+        close_transport();
         return;
     }
     if (eof_requested_ && !eof_sent_) {
         eof_sent_ = true;
-        ::shutdown(sock_.fileno(), SHUT_WR);  // an error here (peer gone) shows on the next read
+        transport_->write_eof();
     }
 }
 
 void StreamCore::wake_drainers() noexcept { ListWait::wake_all(drain_waiters_); }
 
 void StreamCore::write_eof() {
-    if (!has_socket_) throw RuntimeError("StreamWriter has no connection");
+    if (!connected()) throw RuntimeError("StreamWriter has no connection");
     if (eof_requested_ || closing_) return;
     eof_requested_ = true;
     if (wsize_ == 0 && !flusher_active_) {
         eof_sent_ = true;
-        ::shutdown(sock_.fileno(), SHUT_WR);
+        transport_->write_eof();
     }
 }
 
 void StreamCore::close() noexcept {
-    if (closing_ || !has_socket_) return;
+    if (closing_ || !connected()) return;
     closing_ = true;
     eof_ = true;  // nothing more is received
     wake_reader();
     if (wsize_ == 0 || werror_) {
-        close_socket();
+        close_transport();
     } else if (!flusher_active_) {
         // The flusher was cancelled (loop shutdown), or cannot start: drop the rest.
         if (flusher_cancelled_ || t_running_loop == nullptr) {
-            close_socket();
+            close_transport();
         } else {
             try {
                 start_flusher();
             } catch (...) {
-                close_socket();
+                close_transport();
             }
         }
     }
-    // else: the flusher closes the socket once the buffer is sent.
+    // else: the flusher closes the transport once the buffer is sent.
 }
 
 void StreamCore::abort() noexcept {
-    if (!has_socket_) return;
+    if (!connected()) return;
     closing_ = true;
-    close_socket();
+    close_transport();
 }
 
-void StreamCore::close_socket() noexcept {
+void StreamCore::close_transport() noexcept {
     if (closed_) return;
     closed_ = true;
     closing_ = true;
     eof_ = true;
     wake_reader();
-    sock_.close();  // first: a send still pending on the buffer fails with EBADF
+    transport_->close();  // first: a send still pending on the buffer fails with EBADF
     chunks_.clear();
     front_sent_ = 0;
     wsize_ = 0;
@@ -411,15 +415,15 @@ void StreamCore::close_socket() noexcept {
 void stream_retain(StreamCore* c, bool handle) noexcept { c->retain(handle); }
 void stream_release(StreamCore* c, bool handle) noexcept { c->release(handle); }
 
-std::pair<StreamReader, StreamWriter> make_streams(Socket sock, std::size_t limit, Address peer) {
-    if ((sock.family() == AF_INET || sock.family() == AF_INET6) && sock.type() == SOCK_STREAM) {
-        const int one = 1;
-        ::setsockopt(sock.fileno(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // as asyncio
-    }
-    auto* core = new StreamCore(std::move(sock), limit, peer);
+std::pair<StreamReader, StreamWriter> make_streams(std::unique_ptr<Transport> t, std::size_t limit) {
+    auto* core = new StreamCore(std::move(t), limit);
     StreamReader r(core, FromCore{});
     StreamWriter w(core, FromCore{});
     return {std::move(r), std::move(w)};
+}
+
+std::pair<StreamReader, StreamWriter> make_streams(Socket sock, std::size_t limit, Address peer) {
+    return make_streams(std::make_unique<SocketTransport>(std::move(sock), peer), limit);
 }
 
 namespace {
@@ -559,7 +563,7 @@ std::exception_ptr StreamReader::exception() const noexcept { return core_ ? cor
 
 void StreamReader::feed_data(std::string_view data) {
     detail::StreamCore& c = detail::need(core_, "feed_data()");
-    if (c.has_socket_) throw RuntimeError("feed_data() on the reader of a connection");
+    if (c.connected()) throw RuntimeError("feed_data() on the reader of a connection");
     if (c.eof_) throw RuntimeError("feed_data after feed_eof");
     if (data.empty()) return;
     c.rbuf_.append(data);
@@ -586,7 +590,7 @@ Coroutine<> StreamWriter::drain() {
     return detail::drain_impl(detail::StreamRef<false>(&detail::need(core_, "drain()")));
 }
 
-bool StreamWriter::can_write_eof() const noexcept { return core_ && core_->has_socket_; }
+bool StreamWriter::can_write_eof() const noexcept { return core_ && core_->connected() && core_->transport_->can_write_eof(); }
 void StreamWriter::write_eof() { detail::need(core_, "write_eof()").write_eof(); }
 void StreamWriter::close() {
     if (core_) core_->close();
@@ -601,25 +605,8 @@ Coroutine<> StreamWriter::wait_closed() {
 }
 
 std::any StreamWriter::get_extra_info(std::string_view name, std::any default_value) const {
-    if (!core_) return default_value;
-    detail::StreamCore& c = *core_;
-    if (name == "peername") {
-        if (c.peer_.family() == AF_UNSPEC) return default_value;
-        return c.peer_;
-    }
-    if (name == "sockname") {
-        if (!c.sockname_ && !c.closed_) {
-            try {
-                c.sockname_ = c.sock_.getsockname();
-            } catch (const std::system_error&) {
-                return default_value;
-            }
-        }
-        if (!c.sockname_) return default_value;
-        return *c.sockname_;
-    }
-    if (name == "socket") return c.sock_.fileno();
-    return default_value;
+    if (!core_ || !core_->connected()) return default_value;
+    return core_->transport_->get_extra_info(name, std::move(default_value));
 }
 
 std::size_t StreamWriter::get_write_buffer_size() const noexcept { return core_ ? core_->wsize_ : 0; }

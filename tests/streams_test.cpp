@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <any>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -536,6 +537,61 @@ TEST_F(AStreamWriter, DrainWaitsAboveHighWaterAndResumesAtLowWater) {
             const std::string got = co_await slow;
             CO_ASSERT(got.size() == 64 * chunk);
             for (int i = 0; i < 64; ++i) CO_ASSERT(got.compare(i * chunk, chunk, block) == 0);
+        }(),
+        asyncio_test::virtual_time());
+}
+
+TEST_F(AStreamWriter, AWriteTheSocketCannotTakeAtOnceLeavesOnlyTheFlushersSendRegistered) {
+    // write() with nothing buffered makes one attempt that never waits (the transport's
+    // try_send): what the socket does not take goes to the buffer, and nothing of that attempt
+    // stays registered with the loop; only the flusher's one send waits for room.
+    asyncio::run(
+        []() -> Coroutine<> {
+            auto [left, right] = stream_socketpair();
+            StreamWriter w = left.second;
+            const std::string big = pattern(4 << 20, 5);
+            w.write(big);
+            CO_ASSERT(w.get_write_buffer_size() > 0);            // the socket took only a part
+            CO_ASSERT(w.get_write_buffer_size() < big.size());  // but it took a part at once
+            CO_ASSERT(registrations() == 0);  // the flusher has not run yet; the attempt left nothing
+            co_await asyncio::sleep(0s);
+            CO_ASSERT(registrations() == 1);  // the flusher's send, waiting for room
+            w.write("tail");                  // buffered behind it: no attempt, nothing new registered
+            CO_ASSERT(registrations() == 1);
+            const std::string got = co_await right.first.readexactly(big.size() + 4);
+            CO_ASSERT(first_difference(got, big + "tail") == -1);
+            co_await w.drain();
+            CO_ASSERT(w.get_write_buffer_size() == 0);
+            CO_ASSERT(registrations() == 0);
+        }(),
+        asyncio_test::virtual_time());
+}
+
+TEST_F(AStream, KeepsMessageBoundariesOverASeqpacketSocket) {
+    // A seqpacket socket under a stream: a short message says nothing about the next one (the
+    // transport does not mark the socket drained), so every message is received.
+    asyncio::run(
+        []() -> Coroutine<> {
+            auto [a, b] = asyncio::socketpair(AF_UNIX, SOCK_SEQPACKET);
+            auto [ar, aw] = asyncio::open_connection(std::move(a));
+            auto [br, bw] = asyncio::open_connection(std::move(b));
+            (void)ar;
+            (void)bw;
+            for (int i = 0; i < 100; ++i) aw.write(std::string(static_cast<std::size_t>(i % 7 + 1), 'a' + i % 26));
+            aw.write_eof();
+            std::string all;
+            for (;;) {
+                std::string part = co_await br.read(65536);
+                if (part.empty()) break;
+                all += part;
+            }
+            std::string want;
+            for (int i = 0; i < 100; ++i) want += std::string(static_cast<std::size_t>(i % 7 + 1), 'a' + i % 26);
+            CO_ASSERT(all == want);
+            CO_ASSERT(std::any_cast<int>(aw.get_extra_info("socket")) >= 0);
+            CO_ASSERT(std::any_cast<Address>(aw.get_extra_info("peername")).family() == AF_UNIX);
+            CO_ASSERT(!aw.get_extra_info("no such key").has_value());
+            CO_ASSERT(registrations() == 0);
         }(),
         asyncio_test::virtual_time());
 }

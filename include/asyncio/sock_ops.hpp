@@ -163,14 +163,9 @@ protected:
 private:
     static bool on_cancel(CancelHook* h) {
         auto* self = static_cast<IoAwaiter*>(from_hook(h));
-        // Withdrawn: it did nothing. Woken through its own loop: cancel() may come while no loop
-        // runs (asyncio::run's shutdown cancels the tasks left before running the loop again).
-        if (io_cancel(*self->loop_, *self)) return self->cancel_wait(*self->loop_);
-        // It completed in this iteration and its completion is queued: deliver the result, and
-        // raise the cancellation at the task's next suspension point (an I/O operation cannot be
-        // undone, so this is where it differs from end_wait's pass-on).
-        self->task()->flags_ |= kMustCancel;
-        return true;
+        // Woken through its own loop: cancel() may come while no loop runs (asyncio::run's
+        // shutdown cancels the tasks left before running the loop again).
+        return self->cancel_io_wait(*self->loop_, io_cancel(*self->loop_, *self));
     }
 };
 

@@ -7,7 +7,8 @@
 // How each backend serves an operation (IoOp, asyncio/detail/io_op.hpp):
 //   epoll     tries the system call at once (non-blocking fds); only on EAGAIN queues the op on its
 //             fd and waits for readiness (edge-triggered, see epoll_backend.cpp), then retries.
-//   io_uring  (later) submit() = one SQE per op (IORING_OP_RECV, SEND, ACCEPT, CONNECT, RECVMSG,
+//   io_uring  (later) try_now() = the plain non-blocking system call (no SQE: nothing to
+//             cancel when it would block); submit() = one SQE per op (IORING_OP_RECV, SEND, ACCEPT, CONNECT, RECVMSG,
 //             SENDMSG, POLL_ADD for readable/writable; it may also try the call first, as epoll
 //             does, and skip the SQE when that succeeds); poll() = io_uring_enter + reap CQEs,
 //             each CQE's user_data is the IoOp; cancel() = a synchronous cancel of that op
@@ -57,6 +58,12 @@ public:
     /// appends {op.complete, &op} to the ready queue. Failing to register interest is a completion
     /// with that error, not an exception; only allocation failure throws.
     virtual bool submit(IoOp& op) = 0;
+    /// One attempt, never a wait: performs op now if it can complete without waiting and nothing
+    /// is queued ahead of it in its direction. True: done (op.state == done, op.result set, as a
+    /// submit() that completed at once). False: it would have to wait; it did nothing, registered
+    /// nothing, and op.state is still idle. (A stream's write() with an empty buffer: what the fd
+    /// does not take now goes to the stream's buffer instead.)
+    virtual bool try_now(IoOp& op) = 0;
     /// Withdraws a pending op: true if it was pending (it is now `cancelled` and did nothing: a
     /// cancelled receive consumed no bytes), false if it is not pending (already done, cancelled, or
     /// never submitted).

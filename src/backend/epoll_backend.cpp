@@ -305,6 +305,26 @@ public:
         return false;
     }
 
+    bool try_now(IoOp& op) override {
+        if (op.fd < 0) return finish_now(op, -EBADF);
+        FdState* known = fds_.find(op.fd);
+        if (!op.bound) {
+            op.bound = true;
+            op.epoch = known != nullptr ? known->epoch : 0;
+        } else if (op.epoch != (known != nullptr ? known->epoch : 0)) {
+            return finish_now(op, -EBADF);
+        }
+        if (known != nullptr) {
+            const bool reader = is_read_kind(op.kind);
+            if ((reader ? known->rhead : known->whead) != nullptr) return false;  // never overtake
+            if (known->registered != 0 && (reader ? known->rnot_ready : known->wnot_ready)) return false;
+        }
+        const std::int64_t r = attempt(op, false);
+        if (known != nullptr) note_attempt(*known, op, r);
+        if (r == -EAGAIN) return false;
+        return finish_now(op, r);
+    }
+
     bool cancel(IoOp& op) noexcept override {
         if (op.state != IoState::pending) return false;
         FdState& s = *fds_.find(op.fd);  // a pending op's fd has its state

@@ -85,6 +85,9 @@ struct IoOp {
 /// through the ready queue: the task yields once, with the result kept (Tokio's coop budget). A
 /// caller that cannot yield (a synchronous try) passes coop = false.
 bool io_submit(EventLoop& loop, IoOp& op, bool coop = true);
+/// One attempt that never waits (Backend::try_now): true when op completed now (op.result set);
+/// false when it would have to wait: it did nothing and stays idle. Not counted in the budget.
+bool io_try(EventLoop& loop, IoOp& op);
 /// Withdraws a pending op. True: it was withdrawn, did nothing, and will never complete. False: it
 /// had already completed (its completion may be queued: the result stands).
 bool io_cancel(EventLoop& loop, IoOp& op) noexcept;

@@ -172,6 +172,17 @@ public:
         return false;
     }
 
+    /// The end of an I/O wait's cancel hook, once it tried to withdraw its operation: withdrawn
+    /// (it did nothing) is cancel_wait(loop); not withdrawn means it completed in this iteration
+    /// and its completion is queued: the result is delivered, and the cancellation is raised at
+    /// the task's next suspension point instead (an I/O operation cannot be undone: no received
+    /// byte or accepted connection is lost).
+    bool cancel_io_wait(EventLoop& loop, bool withdrawn) {
+        if (withdrawn) return cancel_wait(loop);
+        suspended_task()->flags_ |= kMustCancel;
+        return true;
+    }
+
     // ---- await_resume ----
 
     /// Returns when the wait ended normally (or never suspended). Raises CancelledError when it

@@ -1,0 +1,68 @@
+// SocketTransport (transport.hpp): a connected socket under a stream, one backend operation per
+// transport operation.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <system_error>
+#include <utility>
+
+#include "transport.hpp"
+
+namespace asyncio::detail {
+
+SocketTransport::SocketTransport(Socket sock, Address peer)
+    : sock_(std::move(sock)), peer_(peer), stream_(sock_.type() == SOCK_STREAM) {
+    if ((sock_.family() == AF_INET || sock_.family() == AF_INET6) && sock_.type() == SOCK_STREAM) {
+        const int one = 1;
+        ::setsockopt(sock_.fileno(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // as asyncio
+    }
+}
+
+bool SocketTransport::start(EventLoop& loop, IoOp& op) {
+    op.fd = sock_.fileno();  // -1 once closed: the backend completes it with -EBADF
+    op.short_means_not_ready = stream_;
+    return io_submit(loop, op);
+}
+
+bool SocketTransport::cancel(EventLoop& loop, IoOp& op) noexcept { return io_cancel(loop, op); }
+
+std::int64_t SocketTransport::try_send(EventLoop& loop, const char* p, std::size_t n) {
+    IoOp op;
+    op.kind = IoKind::send;
+    op.fd = sock_.fileno();
+    op.short_means_not_ready = stream_;
+    op.buf = const_cast<char*>(p);
+    op.len = n;
+    if (!io_try(loop, op)) return 0;
+    return op.result;
+}
+
+void SocketTransport::write_eof() noexcept {
+    if (sock_) ::shutdown(sock_.fileno(), SHUT_WR);  // an error (peer gone) shows on the next receive
+}
+
+void SocketTransport::close() noexcept { sock_.close(); }  // pending operations fail with EBADF
+
+std::any SocketTransport::get_extra_info(std::string_view name, std::any default_value) {
+    if (name == "peername") {
+        if (peer_.family() == AF_UNSPEC) return default_value;
+        return peer_;
+    }
+    if (name == "sockname") {
+        if (!sockname_ && sock_) {
+            try {
+                sockname_ = sock_.getsockname();
+            } catch (const std::system_error&) {
+                return default_value;
+            }
+        }
+        if (!sockname_) return default_value;
+        return *sockname_;
+    }
+    if (name == "socket") return sock_.fileno();
+    return default_value;
+}
+
+}  // namespace asyncio::detail

@@ -1,0 +1,79 @@
+// What a stream connection runs on: a transport moves bytes, the stream protocol (StreamCore,
+// stream_core.hpp) decides when and how many. asyncio's split, without the callbacks: the
+// protocol starts receive and send operations on the transport and awaits them; it never
+// names a socket. A socket is the transport today; a TLS session (over another transport) and
+// pipes plug in underneath by implementing this interface. Private to src/.
+//
+// Operations are IoOps (detail/io_op.hpp) owned by the caller: it sets kind (recv or send),
+// buf, len and complete; the transport fills in the rest. The outcome comes back as from the
+// backend: `result` = bytes (0 = EOF for a receive) or -errno, and `complete(op)` runs from the
+// loop's ready queue when the operation did not complete at once. A transport that does more
+// than one system call per operation (TLS: read ciphertext, decrypt) completes the caller's op
+// itself, through the loop's ready queue, with the same states.
+#pragma once
+
+#include <any>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "asyncio/detail/io_op.hpp"
+#include "asyncio/socket.hpp"
+
+namespace asyncio::detail {
+
+class Transport {
+public:
+    Transport() = default;
+    Transport(const Transport&) = delete;
+    Transport& operator=(const Transport&) = delete;
+    virtual ~Transport() = default;
+
+    /// Starts op (op.kind is IoKind::recv or IoKind::send). True: it completed at once (op.result
+    /// set, op.complete not called). False: pending; op.complete(&op) runs once it completes.
+    /// A closed transport completes it at once with -EBADF. Throws only std::bad_alloc.
+    virtual bool start(EventLoop& loop, IoOp& op) = 0;
+    /// Withdraws a pending op. True: withdrawn; it did nothing (a withdrawn receive consumed no
+    /// byte) and will not complete. False: it had completed (its completion may be queued, and
+    /// its result stands).
+    virtual bool cancel(EventLoop& loop, IoOp& op) noexcept = 0;
+    /// One send that never waits, for a write() with nothing buffered ahead of it: the number of
+    /// bytes taken (0: it would have to wait), or -errno.
+    virtual std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) = 0;
+    /// Whether write_eof() half-closes (the peer reads EOF, we can still receive).
+    virtual bool can_write_eof() const noexcept = 0;
+    /// Half-close after what was sent so far. An error here (the peer is gone) shows on the next
+    /// receive.
+    virtual void write_eof() noexcept = 0;
+    /// Closes now: pending operations complete with -EBADF. Idempotent.
+    virtual void close() noexcept = 0;
+    /// asyncio's transport.get_extra_info(name): the keys this transport knows ("peername",
+    /// "sockname", "socket" for a socket), default_value for the others.
+    virtual std::any get_extra_info(std::string_view name, std::any default_value) = 0;
+};
+
+/// A connected socket as a transport (TCP or Unix, stream or seqpacket). Sets TCP_NODELAY on TCP,
+/// as asyncio does.
+class SocketTransport final : public Transport {
+public:
+    SocketTransport(Socket sock, Address peer);
+
+    bool start(EventLoop& loop, IoOp& op) override;
+    bool cancel(EventLoop& loop, IoOp& op) noexcept override;
+    std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) override;
+    bool can_write_eof() const noexcept override { return true; }
+    void write_eof() noexcept override;
+    void close() noexcept override;
+    std::any get_extra_info(std::string_view name, std::any default_value) override;
+
+private:
+    Socket sock_;
+    Address peer_;
+    std::optional<Address> sockname_;  // read once, on first use
+    // A stream socket: a short receive means it was drained, a short send that its buffer is
+    // full (IoOp::short_means_not_ready); a datagram's size says nothing about the next one.
+    bool stream_;
+};
+
+}  // namespace asyncio::detail
