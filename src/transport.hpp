@@ -76,4 +76,29 @@ private:
     bool stream_;
 };
 
+/// One end of a pipe, a FIFO, a tty or a socket used with read(2)/write(2): a reading or a
+/// writing transport (connect_read_pipe, connect_write_pipe, a subprocess's pipes). Owns the fd
+/// (non-blocking) and closes it. write_eof() closes the fd, as asyncio's write pipe transport:
+/// the reader sees EOF once it has read everything.
+class PipeTransport final : public Transport {
+public:
+    /// fd must already be non-blocking; `fifo`: a pipe or FIFO (a short read or write means it
+    /// is drained or full; not so for a tty, whose read returns one line at a time).
+    PipeTransport(int fd, bool writer, bool fifo) noexcept;
+    ~PipeTransport() override { close(); }
+
+    bool start(EventLoop& loop, IoOp& op) override;
+    bool cancel(EventLoop& loop, IoOp& op) noexcept override;
+    std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) override;
+    bool can_write_eof() const noexcept override { return writer_; }
+    void write_eof() noexcept override { close(); }
+    void close() noexcept override;
+    std::any get_extra_info(std::string_view name, std::any default_value) override;
+
+private:
+    int fd_;
+    bool writer_;
+    bool fifo_;
+};
+
 }  // namespace asyncio::detail

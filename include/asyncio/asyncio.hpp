@@ -17,6 +17,7 @@
 #include "asyncio/gather.hpp"
 #include "asyncio/generator.hpp"
 #include "asyncio/lock.hpp"
+#include "asyncio/pipes.hpp"
 #include "asyncio/queue.hpp"
 #include "asyncio/run.hpp"
 #include "asyncio/semaphore.hpp"

@@ -35,6 +35,8 @@
 #include "backend/epoll_backend.hpp"
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -42,7 +44,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <new>
 #include <system_error>
 #include <vector>
@@ -87,6 +91,30 @@ int poll_now(int fd, short events) noexcept {
     }
 }
 
+/// write(2) to a pipe whose reader is gone raises SIGPIPE, which kills a program that did not
+/// ignore it (send has MSG_NOSIGNAL; write has nothing alike). So SIGPIPE is blocked in this
+/// thread around the call, and one raised by it (thread-directed, so pending while blocked) is
+/// taken back before unblocking: the caller sees EPIPE only. Two cheap syscalls per pipe write.
+ssize_t write_without_sigpipe(int fd, const void* buf, std::size_t len) noexcept {
+    sigset_t pipe_only;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    sigset_t old;
+    const bool block = ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old) == 0 && !sigismember(&old, SIGPIPE);
+    const ssize_t r = ::write(fd, buf, len);
+    const int err = errno;
+    if (block) {
+        if (r < 0 && err == EPIPE) {
+            const timespec zero{};
+            while (::sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+            }
+        }
+        ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }
+    errno = err;
+    return r;
+}
+
 /// Performs op's system call once (EINTR retried). Returns the result, -EAGAIN if it would block,
 /// or -errno. `retry` is false for the first attempt (from submit) and true after readiness.
 std::int64_t attempt(IoOp& op, bool retry) noexcept {
@@ -106,6 +134,12 @@ std::int64_t attempt(IoOp& op, bool retry) noexcept {
                 break;
             case IoKind::send:
                 r = ::send(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
+                break;
+            case IoKind::read:
+                r = ::read(op.fd, op.buf, op.len);
+                break;
+            case IoKind::write:
+                r = write_without_sigpipe(op.fd, op.buf, op.len);
                 break;
             case IoKind::recvfrom: {
                 socklen_t len = op.addrlen;

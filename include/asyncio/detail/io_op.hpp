@@ -27,12 +27,14 @@ enum class IoKind : std::uint8_t {
     connect,   // connect(fd, addr, addrlen) -> 0 once connected
     recvfrom,  // recvfrom(fd, buf, len, flags, addr, &addrlen) -> bytes received
     sendto,    // sendto(fd, buf, len, flags | MSG_NOSIGNAL, addr, addrlen) -> bytes sent
+    read,      // read(fd, buf, len) -> bytes read, 0 at EOF (pipes, FIFOs, ttys)
+    write,     // write(fd, buf, len) -> bytes written; EPIPE is an error, never a SIGPIPE
 };
 
 /// True for the kinds that wait for the fd to be readable (the backend's reader queue).
 constexpr bool is_read_kind(IoKind k) noexcept {
     return k == IoKind::readable || k == IoKind::recv || k == IoKind::accept ||
-           k == IoKind::recvfrom;
+           k == IoKind::recvfrom || k == IoKind::read;
 }
 
 enum class IoState : std::uint8_t {
