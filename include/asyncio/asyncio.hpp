@@ -27,6 +27,7 @@
 #include "asyncio/sock_ops.hpp"
 #include "asyncio/socket.hpp"
 #include "asyncio/streams.hpp"
+#include "asyncio/subprocess.hpp"
 #include "asyncio/task.hpp"
 #include "asyncio/task_group.hpp"
 #include "asyncio/thread_pool.hpp"
