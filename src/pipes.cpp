@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <memory>
@@ -40,6 +41,35 @@ bool prepare_pipe(int fd, bool writer) {
 StreamReader connect_read_pipe(int fd, std::size_t limit) {
     if (limit == 0) throw ValueError("Limit cannot be <= 0");
     const bool fifo = prepare_pipe(fd, false);
+    return detail::make_streams(std::make_unique<detail::PipeTransport>(fd, false, fifo), limit).first;
+}
+
+StreamReader stdin_reader(std::size_t limit) {
+    if (limit == 0) throw ValueError("Limit cannot be <= 0");
+    struct stat st {};
+    if (::fstat(0, &st) < 0) throw std::system_error(errno, std::generic_category(), "stdin_reader");
+    const bool fifo = S_ISFIFO(st.st_mode);
+    int fd = -1;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
+        // Always readable (epoll refuses these): reads complete at once, at fd 0's offset.
+        fd = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0) throw std::system_error(errno, std::generic_category(), "stdin_reader: dup");
+    } else if (fifo || S_ISCHR(st.st_mode) || S_ISSOCK(st.st_mode)) {
+        // A description of our own: O_NONBLOCK on it does not reach whoever shares fd 0's.
+        fd = ::open("/proc/self/fd/0", O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {  // a socket (ENXIO), or no /proc: share the description
+            fd = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
+            if (fd < 0) throw std::system_error(errno, std::generic_category(), "stdin_reader: dup");
+            const int flags = ::fcntl(fd, F_GETFL);
+            if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+                const int e = errno;
+                ::close(fd);
+                throw std::system_error(e, std::generic_category(), "fcntl(O_NONBLOCK)");
+            }
+        }
+    } else {
+        throw ValueError("stdin is neither a pipe, a tty, a socket nor a file");
+    }
     return detail::make_streams(std::make_unique<detail::PipeTransport>(fd, false, fifo), limit).first;
 }
 

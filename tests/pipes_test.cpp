@@ -16,6 +16,7 @@
 #include <string>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "asyncio/coroutine.hpp"
 #include "asyncio/debug.hpp"
@@ -291,6 +292,63 @@ TEST_F(APipe, ClosingAWaitingReaderEndsItsReadWithEof) {
         CO_ASSERT(registrations() == 0);
         ::close(wfd);
     }());
+}
+
+/// Puts fd on fd 0 for the scope (the test binary's own stdin is put back after).
+class StdinSwap {
+public:
+    explicit StdinSwap(int fd) : saved_(::fcntl(0, F_DUPFD_CLOEXEC, 3)) { ::dup2(fd, 0); }
+    ~StdinSwap() {
+        ::dup2(saved_, 0);
+        ::close(saved_);
+    }
+    StdinSwap(const StdinSwap&) = delete;
+    StdinSwap& operator=(const StdinSwap&) = delete;
+
+private:
+    int saved_;
+};
+
+TEST_F(APipe, StdinReaderReadsAPipedStdinWithoutMakingFdZeroNonBlocking) {
+    auto [rfd, wfd] = make_pipe();
+    {
+        StdinSwap swap(rfd);
+        ::close(rfd);
+        asyncio::run([](int wfd) -> Coroutine<> {
+            StreamReader in = asyncio::stdin_reader();
+            StreamWriter w = asyncio::connect_write_pipe(wfd);
+            Task<std::string> first = asyncio::create_task(in.readline());
+            co_await asyncio::sleep(0s);
+            CO_ASSERT(!first.done());  // waits without blocking the loop
+            w.write("alpha\nbeta\n");
+            CO_ASSERT(co_await first == "alpha\n");
+            CO_ASSERT(co_await in.readline() == "beta\n");
+            w.close();
+            CO_ASSERT(co_await in.readline() == "");
+            CO_ASSERT((::fcntl(0, F_GETFL) & O_NONBLOCK) == 0);  // fd 0's description untouched
+        }(wfd));
+    }
+}
+
+TEST_F(APipe, StdinReaderReadsARedirectedFileFromItsOffset) {
+    asyncio_test::TempDir dir;
+    const std::string path = dir.file("input.txt");
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    const std::string text = "skip\none\ntwo\nlast line without newline";
+    ASSERT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+    ASSERT_EQ(::lseek(fd, 5, SEEK_SET), 5);  // as if "skip\n" had been read already
+    {
+        StdinSwap swap(fd);
+        ::close(fd);
+        asyncio::run([]() -> Coroutine<> {
+            StreamReader in = asyncio::stdin_reader();
+            std::vector<std::string> lines;
+            while (auto line = co_await in.anext()) lines.push_back(*line);
+            CO_ASSERT((lines == std::vector<std::string>{"one\n", "two\n", "last line without newline"}));
+            CO_ASSERT(registrations() == 0);
+        }());
+    }
 }
 
 }  // namespace

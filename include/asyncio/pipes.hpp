@@ -36,4 +36,18 @@ StreamReader connect_read_pipe(int fd, std::size_t limit = kDefaultStreamLimit);
 /// A StreamWriter over the write end of a pipe, a FIFO or a tty (fd is taken).
 StreamWriter connect_write_pipe(int fd);
 
+/// The program's own standard input as a StreamReader, whatever it is, without blocking the loop
+/// and without touching fd 0:
+///
+///   asyncio::StreamReader in = asyncio::stdin_reader();
+///   while (auto line = co_await in.anext()) handle(*line);
+///
+/// A pipe, FIFO or tty is opened anew through /proc/self/fd/0, so the non-blocking mode is this
+/// reader's alone (a terminal or pipe shared with the shell stays blocking for everyone else);
+/// a socket, which cannot be reopened, gets a dup with O_NONBLOCK set (shared, as Python's
+/// connect_read_pipe). A regular file (`prog < file`) is read through a dup, at its current
+/// offset; its reads complete at once (a file is always "ready"; a slow disk would block the
+/// loop for that read). std::system_error if fd 0 is closed; ValueError for a directory.
+StreamReader stdin_reader(std::size_t limit = kDefaultStreamLimit);
+
 }  // namespace asyncio
