@@ -14,6 +14,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
 #include <system_error>
 #include <utility>
 
@@ -48,7 +50,8 @@ int pidfd_send_signal(int pidfd, int sig) noexcept {
 /// (which keeps it alive until the child is reaped or the loop closes).
 class ProcessState {
 public:
-    ProcessState(EventLoop& loop, pid_t pid, int pidfd) noexcept : loop_(&loop), pid_(pid), pidfd_(pidfd) {}
+    ProcessState(EventLoop& loop, pid_t pid, int pidfd) noexcept
+        : loop_(&loop), link_(loop.link()), pid_(pid), pidfd_(pidfd) {}
     ProcessState(const ProcessState&) = delete;
     ProcessState& operator=(const ProcessState&) = delete;
     ~ProcessState() {
@@ -100,7 +103,23 @@ public:
             throw std::system_error(errno, std::generic_category(), "send_signal");
     }
 
+    /// RuntimeError unless the running loop is the one watching the child (only that loop can
+    /// notice the exit: a wait() anywhere else, or after that loop closed, would never end).
+    void check_loop(const char* what) const {
+        EventLoop& running = get_running_loop();
+        EventLoop* owner;
+        {
+            std::lock_guard lock(link_->mutex);
+            owner = link_->loop;
+        }
+        if (owner != &running) {
+            throw RuntimeError(std::string(what) + ": the Process belongs to " +
+                               (owner == nullptr ? "an event loop that is closed" : "a different event loop"));
+        }
+    }
+
     EventLoop* loop_;
+    std::shared_ptr<LoopLink> link_;  // its loop pointer is nulled when the loop closes
     pid_t pid_;
     int pidfd_;
     std::optional<int> returncode_;
@@ -285,6 +304,7 @@ Process spawn(const SpawnRequest& r) {
 }
 
 Coroutine<int> wait_impl(std::shared_ptr<ProcessState> s) {
+    if (!s->returncode_) s->check_loop("Process::wait()");
     while (!s->returncode_) co_await ListWait(s->exit_waiters_, "Process::wait()");
     co_return *s->returncode_;
 }

@@ -248,6 +248,15 @@ TEST_F(ASubprocess, AChildStillRunningWhenTheLoopClosesIsKilledAndReapedByItsHan
     siginfo_t si{};
     EXPECT_EQ(::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT), 0);
     EXPECT_EQ(si.si_pid, 0);  // still running (not even a zombie)
+    // Its loop is gone: nothing could notice the exit, so wait() says so instead of hanging.
+    asyncio::run([](Process& p) -> Coroutine<> {
+        try {
+            (void)co_await p.wait();
+            ADD_FAILURE() << "wait() on a Process whose loop is closed returned";
+        } catch (const asyncio::RuntimeError& e) {
+            EXPECT_EQ(std::string(e.what()), "Process::wait(): the Process belongs to an event loop that is closed");
+        }
+    }(*kept));
     kept.reset();  // kills and reaps (quick after SIGKILL)
     errno = 0;
     EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), -1);
