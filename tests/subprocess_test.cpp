@@ -15,6 +15,8 @@
 #include <chrono>
 #include <string>
 #include <system_error>
+#include <thread>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -277,6 +279,26 @@ TEST_F(ASubprocess, ACancelledWaitLeavesTheChildAlone) {
             CO_ASSERT(co_await p.wait() == 7);
         }(),
         asyncio_test::virtual_time());
+}
+
+TEST_F(ASubprocess, LoopsOnOtherThreadsRunChildrenToo) {
+    // pidfds, not SIGCHLD: any thread's loop notices its own children, two at once here.
+    int results[2] = {-1, -1};
+    auto body = [](int code, int& out) {
+        out = asyncio::run([](int code) -> Coroutine<int> {
+            Process p = co_await asyncio::create_subprocess_exec(
+                "sh", "-c", "read line; exit $line", Options{.stdin = PIPE});
+            auto got = co_await p.communicate(std::to_string(code) + "\n");
+            (void)got;
+            co_return *p.returncode();
+        }(code));
+    };
+    std::thread a(body, 11, std::ref(results[0]));
+    std::thread b(body, 22, std::ref(results[1]));
+    a.join();
+    b.join();
+    EXPECT_EQ(results[0], 11);
+    EXPECT_EQ(results[1], 22);
 }
 
 TEST_F(ASubprocess, ManyConcurrentChildren) {
