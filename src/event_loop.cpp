@@ -12,6 +12,7 @@
 #include "asyncio/thread_pool.hpp"
 #include "backend/backend.hpp"
 #include "loop_hooks.hpp"
+#include "signals_internal.hpp"
 
 namespace asyncio {
 
@@ -243,6 +244,10 @@ void EventLoop::run_once() {
 void EventLoop::close() {
     if (running_) throw RuntimeError("Cannot close a running event loop");
     if (closed_) return;
+    // The signals it caught go back to their previous dispositions first (Python removes its
+    // handlers in close() too), so that a Ctrl-C during a long join below acts as usual. After
+    // this no signal handler reaches the loop's queue.
+    detail::close_loop_signals(*this);
     // No thread may post into the loop once it is gone: join the default executor, then cut the
     // link through which other executors' threads reach it.
     shutdown_default_executor_for(kThreadJoinTimeout);

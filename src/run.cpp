@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "asyncio/gather.hpp"
+#include "signals_internal.hpp"
 
 namespace asyncio {
 
@@ -45,6 +46,47 @@ void shutdown_run_loop(EventLoop& loop) noexcept {
         loop.close();
     } catch (...) {
     }
+}
+
+SigintGuard::SigintGuard(EventLoop& loop, PromiseBase* main) : loop_(loop), main_(main) {
+    // Told when main finishes, with its count of cancellation requests then: the frame may be
+    // freed before run() looks at the outcome.
+    done_.self = this;
+    done_.fn = [](DoneWaiter* w, PromiseBase* p) {
+        SigintGuard* self = static_cast<Done*>(w)->self;
+        self->finished_ = true;
+        self->final_cancelling_ = p->cancelling_;
+    };
+    done_.next = main_->waiters_;
+    main_->waiters_ = &done_;
+    try {
+        installed_ = runner_sigint_begin(loop, [this] {
+            // The first Ctrl-C cancels the main task (a second one never gets here: it kills the
+            // process in signal context). Done already: run() raises KeyboardInterrupt.
+            if (!finished_ && !cancelled_) {
+                cancelled_ = true;
+                task_cancel(main_, {});
+            }
+        });
+    } catch (...) {
+        // Could not handle SIGINT (Python ignores signal.signal's ValueError here too).
+    }
+}
+
+SigintGuard::~SigintGuard() {
+    if (installed_) runner_sigint_end(loop_);
+    // Not finished: run_until_complete failed; the loop still owns the pending task.
+    if (!finished_) unregister_waiter(main_, &done_);
+}
+
+void SigintGuard::check_after_cancelled() const {
+    if (!installed_ || runner_sigint_hits() == 0) return;
+    // Not cancelled by us: the Ctrl-C came too late to be a cancellation, it interrupts.
+    if (!cancelled_ || final_cancelling_ <= 1) throw KeyboardInterrupt();
+}
+
+void SigintGuard::check_after_done() const {
+    if (installed_ && runner_sigint_hits() > 0 && !cancelled_) throw KeyboardInterrupt();
 }
 
 }  // namespace detail

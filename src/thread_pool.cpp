@@ -9,6 +9,7 @@
 #include "asyncio/detail/loop_executor.hpp"
 #include "asyncio/detail/type_name.hpp"
 #include "asyncio/exceptions.hpp"
+#include "signals_internal.hpp"
 
 namespace asyncio {
 
@@ -38,6 +39,9 @@ void ThreadPoolExecutor::submit(detail::Callback job) {
             threads_.reserve(threads_.size() + 1);
             auto exited = std::make_shared<bool>(false);
             // The thread's own references: it may outlive the executor (shutdown with a timeout).
+            // It starts with the asynchronous signals blocked (inherited from this thread's mask
+            // for the moment): a signal is never delivered to a worker (docs/design.md, Signals).
+            detail::AsyncSignalsBlocked blocked;
             std::thread t([s = s_, exited] { work(*s, *exited); });
             threads_.push_back(Worker{std::move(t), std::move(exited)});
         } catch (...) {

@@ -23,6 +23,7 @@
 #include "asyncio/semaphore.hpp"
 #include "asyncio/server.hpp"
 #include "asyncio/shield.hpp"
+#include "asyncio/signals.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/sock_ops.hpp"
 #include "asyncio/socket.hpp"

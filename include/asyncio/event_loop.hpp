@@ -48,6 +48,21 @@ class ThreadPoolExecutor;  // thread_pool.hpp
 namespace detail {
 class Backend;
 struct PromiseBase;
+struct LoopSignals;  // src/signals.cpp
+/// One wait for a signal on a loop (EventLoop::add_signal_listener; signals.hpp's wait_signal):
+/// an intrusive node, in the waiter's frame. Called once, on the loop, when `sig` is delivered,
+/// after it was unlinked.
+struct SignalListener {
+    void (*fn)(SignalListener* self, int sig) = nullptr;
+    int sig = 0;
+    bool linked = false;
+    SignalListener* prev = nullptr;
+    SignalListener* next = nullptr;
+};
+template <class R>
+inline constexpr bool returns_coroutine_v = false;
+template <class T>
+inline constexpr bool returns_coroutine_v<Coroutine<T>> = true;
 /// How threads reach a loop that may be gone: `loop` is nulled under `mutex` when the loop closes
 /// (executor.hpp posts results through it).
 struct LoopLink {
@@ -194,6 +209,36 @@ public:
     void add_writer(int fd, detail::Callback cb);
     bool remove_writer(int fd);
 
+    // ---- Unix signals (src/signals.cpp; the awaitable form, wait_signal: signals.hpp) ----
+    /// Python's loop.add_signal_handler(sig, callback): from now on, each delivery of sig makes
+    /// the loop call callback, from its ready queue (never in signal context); replaces a handler
+    /// already installed for sig. Deliveries that come before the handler runs are merged into
+    /// one call (as in Python), but none is lost: a delivery while the handler runs, or after its
+    /// last run, makes it run again. An exception escaping callback goes to the exception handler.
+    /// The signal's previous disposition comes back when the last handler (or wait_signal) for it
+    /// on every loop is removed, and when the loop closes. Works on a loop of any thread and
+    /// whatever other threads exist (the handler is process-wide, see docs/design.md, "Signals");
+    /// several loops may handle one signal: each is told of every delivery.
+    /// ValueError "invalid signal number N" (0, NSIG and up, glibc's reserved 32 and 33);
+    /// RuntimeError "sig N cannot be caught" (SIGKILL, SIGSTOP), "Event loop is closed", or from a
+    /// thread other than the loop's while it runs. A callable returning a Coroutine does not build
+    /// (Python: TypeError "coroutines cannot be used with add_signal_handler()").
+    template <class F>
+        requires std::is_invocable_v<std::decay_t<F>&>
+    void add_signal_handler(int sig, F&& callback) {
+        static_assert(!detail::returns_coroutine_v<std::invoke_result_t<std::decay_t<F>&>>,
+                      "asyncio: coroutines cannot be used with add_signal_handler()");
+        add_signal_handler_cb(sig, detail::Callback(std::forward<F>(callback)));
+    }
+    /// Removes the handler for sig: true if there was one. ValueError for an invalid number.
+    bool remove_signal_handler(int sig);
+    /// Internals of wait_signal (signals.hpp): l.fn is called once, on the loop, at the next
+    /// delivery of l.sig (l is unlinked first); the signal is caught while a listener waits. Errors
+    /// as add_signal_handler.
+    void add_signal_listener(detail::SignalListener& l);
+    /// Unlinks l if it is still linked (no-op otherwise, also once the loop is closed).
+    void remove_signal_listener(detail::SignalListener& l) noexcept;
+
     // ---- running blocking functions on threads (defined in executor.hpp) ----
     /// Python's loop.run_in_executor(None, fn, *args): calls fn(args...) on the default executor
     /// (a ThreadPoolExecutor created on first use, shut down and joined by close()). The returned
@@ -275,6 +320,8 @@ public:
 
 private:
     friend class Handle;
+    friend struct detail::LoopSignals;
+    void add_signal_handler_cb(int sig, detail::Callback cb);
     void run_once();
     void poll_backend(std::int64_t timeout_ns);
     void drain_threadsafe();
@@ -314,6 +361,7 @@ private:
     detail::MpscQueue<detail::Callback> ts_queue_;
 
     detail::LoopExecutor default_executor_;  // the executor part (made on first use)
+    detail::LoopSignals* signals_ = nullptr;   // the signals part (made on first use, src/signals.cpp)
     std::shared_ptr<detail::LoopLink> link_;               // nulled by close()
 };
 

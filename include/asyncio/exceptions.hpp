@@ -14,8 +14,8 @@
 namespace asyncio {
 
 /// The root of the exceptions that are requests to stop rather than errors (Python's
-/// BaseException without Exception): CancelledError and GeneratorExit (room for KeyboardInterrupt
-/// and SystemExit). They do not derive from std::exception, so that `catch (const
+/// BaseException without Exception): CancelledError, GeneratorExit and KeyboardInterrupt (room
+/// for SystemExit). They do not derive from std::exception, so that `catch (const
 /// std::exception&)` around an await never swallows a cancellation: Python moved CancelledError
 /// out of Exception in 3.8 for exactly this. Catch them by name, or with `catch (...)`.
 class BaseException {
@@ -96,6 +96,16 @@ private:
 class GeneratorExit : public BaseException {
 public:
     const char* what() const noexcept override { return "GeneratorExit"; }
+};
+
+/// Ctrl-C: raised by asyncio::run() and Runner::run() when the first SIGINT cancelled the main
+/// task and it ended by that cancellation (Python 3.11's asyncio.Runner; see run.hpp). A
+/// BaseException, not a std::exception, as in Python: `catch (const std::exception&)` does not
+/// swallow it. A program that lets it escape main() terminates (std::terminate, SIGABRT); catch
+/// it to exit with a status of your choice (130 is the shell's convention for Ctrl-C).
+class KeyboardInterrupt : public BaseException {
+public:
+    const char* what() const noexcept override { return "KeyboardInterrupt"; }
 };
 
 /// Several exceptions at once, as Python's (Base)ExceptionGroup: what a TaskGroup raises when its

@@ -16,10 +16,22 @@
 //   asyncio::Runner runner;
 //   runner.run(connect());
 //   runner.run(serve());
+//
+// Ctrl-C (as Python 3.11+). While run() runs, on the main thread, with SIGINT at its default
+// disposition (nobody installed a handler), the loop handles SIGINT: the first Ctrl-C cancels the
+// main task; if the main task then ends by that CancelledError (it did not swallow the
+// cancellation, and nobody else cancelled it), run() raises asyncio::KeyboardInterrupt (a
+// BaseException, exceptions.hpp) instead; if it came when the main task was already done, run()
+// raises KeyboardInterrupt too. A second Ctrl-C while the program is still unwinding kills the
+// process at once by SIGINT (Python raises KeyboardInterrupt at once, which ends the same way
+// unless caught). SIGINT's default disposition is back when run() returns. A program that installs
+// its own SIGINT handler (add_signal_handler) or waits for SIGINT (wait_signal) replaces this one
+// for the rest of the run(), as signal.signal(SIGINT, ...) does in Python.
 #pragma once
 
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "asyncio/clock.hpp"
@@ -40,6 +52,33 @@ struct RunOptions {
 namespace detail {
 void check_no_running_loop(const char* what);
 void shutdown_run_loop(EventLoop& loop) noexcept;  // cancels and finishes the tasks left, closes
+
+/// Runner::run()'s Ctrl-C handling (see the top of this file; Python's Runner._on_sigint), for the
+/// duration of one run(). Defined in src/run.cpp.
+class SigintGuard {
+public:
+    SigintGuard(EventLoop& loop, PromiseBase* main);
+    ~SigintGuard();
+    SigintGuard(const SigintGuard&) = delete;
+    SigintGuard& operator=(const SigintGuard&) = delete;
+    /// The main task ended by CancelledError: KeyboardInterrupt if a Ctrl-C caused it (Python:
+    /// interrupt count > 0 and task.uncancel() == 0).
+    void check_after_cancelled() const;
+    /// It ended otherwise: KeyboardInterrupt if a Ctrl-C came that could not cancel it.
+    void check_after_done() const;
+
+private:
+    struct Done : DoneWaiter {
+        SigintGuard* self = nullptr;
+    };
+    EventLoop& loop_;
+    PromiseBase* main_;
+    Done done_;
+    bool installed_ = false;
+    bool finished_ = false;     // main_ is done (its frame may be gone: not touched any more)
+    bool cancelled_ = false;    // a Ctrl-C cancelled main_
+    int final_cancelling_ = 0;  // main_'s cancellation requests when it finished
+};
 }  // namespace detail
 
 class Runner {
@@ -52,10 +91,26 @@ public:
 
     /// Runs main as a task of the runner's loop until it is done; its value or exception.
     /// RuntimeError from inside a running loop, or once the runner is closed.
+    /// Ctrl-C: see the top of this file (KeyboardInterrupt).
     template <class T>
     T run(Coroutine<T> main) {
         detail::check_no_running_loop("Runner.run()");
-        return get_loop().run_until_complete(std::move(main));
+        EventLoop& loop = get_loop();
+        Task<T> task = loop.create_task(std::move(main));
+        detail::SigintGuard sigint(loop, task.base());
+        try {
+            if constexpr (std::is_void_v<T>) {
+                loop.run_until_complete(std::move(task));
+                sigint.check_after_done();
+            } else {
+                T value = loop.run_until_complete(std::move(task));
+                sigint.check_after_done();
+                return value;
+            }
+        } catch (const CancelledError&) {
+            sigint.check_after_cancelled();
+            throw;
+        }
     }
     /// Cancels the tasks left and finishes them, shuts the default executor down and closes the
     /// loop. Idempotent; the runner cannot run again.

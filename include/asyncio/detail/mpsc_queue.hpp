@@ -37,8 +37,17 @@ public:
 
     /// Any thread. The exchange is seq_cst: EventLoop orders it against its polling_ flag (a
     /// producer either sees that the loop may block, or the loop sees this push).
-    void push(T&& value) {
-        Node* n = new Node(std::move(value));
+    void push(T&& value) { push_node(new Node(std::move(value))); }
+
+    struct Node;
+    /// A node made ahead of time, for push_node() where allocating is not allowed (a signal
+    /// handler: EventLoop's signal wake-up). Once pushed, the queue owns it; else delete_node().
+    static Node* new_node(T&& value) { return new Node(std::move(value)); }
+    static void delete_node(Node* n) noexcept { delete n; }
+    /// push() of a node from new_node(): two atomic operations, no allocation, so it is
+    /// async-signal-safe (also when the signal interrupts a push or a drain on the same thread:
+    /// either is only ever "between two steps", a state the queue already allows).
+    void push_node(Node* n) noexcept {
         Node* prev = tail_.exchange(n, std::memory_order_seq_cst);
         prev->next.store(n, std::memory_order_release);  // prev is alive until this link is read
     }
@@ -81,13 +90,14 @@ public:
         return n;
     }
 
-private:
     struct Node {
         Node() = default;
         explicit Node(T&& v) : value(std::move(v)) {}
         std::atomic<Node*> next{nullptr};
         T value{};
     };
+
+private:
     // tail_ is written by every producer, head_ only by the consumer: kept a cache line apart
     // (by padding, not alignas, so that the queue needs no over-aligned storage).
     std::atomic<Node*> tail_;
