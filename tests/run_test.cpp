@@ -3,12 +3,16 @@
 #include "asyncio/run.hpp"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
@@ -16,6 +20,8 @@
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
 #include "asyncio/event.hpp"
+#include "asyncio/exceptions.hpp"
+#include "asyncio/signals.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -344,3 +350,190 @@ TEST_F(Run, RegressionShutdownCancelsDeepAwaitChainsOnASmallStack) {
 }
 
 }  // namespace
+
+// ---- Ctrl-C (Python 3.11+'s Runner): tests/cpython_scenarios/s12_ctrl_c.py ----
+//
+// These run on the main thread (gtest's), where run() handles SIGINT; the signal goes to this
+// process only (kill(getpid())).
+
+namespace ctrl_c {
+
+void (*disposition(int sig))(int) {
+    struct sigaction sa {};
+    sigaction(sig, nullptr, &sa);
+    return sa.sa_handler;
+}
+
+void press() { ::kill(::getpid(), SIGINT); }
+
+/// Presses Ctrl-C from a callback 10 ms (real time) from now.
+void press_soon() { asyncio::get_running_loop().call_later(10ms, press); }
+
+}  // namespace ctrl_c
+
+class RunCtrlC : public asyncio_test::LeakChecked {
+protected:
+    void SetUp() override {
+        LeakChecked::SetUp();
+        ASSERT_EQ(ctrl_c::disposition(SIGINT), SIG_DFL);
+    }
+    void TearDown() override {
+        EXPECT_EQ(ctrl_c::disposition(SIGINT), SIG_DFL) << "SIGINT's disposition not restored";
+        LeakChecked::TearDown();
+    }
+};
+
+TEST_F(RunCtrlC, TheFirstCtrlCCancelsMainAndRunRaisesKeyboardInterrupt) {  // s12 b
+    bool cancelled = false;
+    EXPECT_THROW(asyncio::run([](bool& c) -> Coroutine<> {
+                     EXPECT_NE(ctrl_c::disposition(SIGINT), SIG_DFL);  // handled while run() runs
+                     ctrl_c::press_soon();
+                     try {
+                         co_await asyncio::sleep(10s);
+                     } catch (const CancelledError&) {
+                         c = true;
+                         throw;
+                     }
+                 }(cancelled)),
+                 asyncio::KeyboardInterrupt);
+    EXPECT_TRUE(cancelled);
+}
+
+TEST_F(RunCtrlC, KeyboardInterruptIsABaseExceptionNotAStdException) {
+    static_assert(std::is_base_of_v<asyncio::BaseException, asyncio::KeyboardInterrupt>);
+    static_assert(!std::is_base_of_v<std::exception, asyncio::KeyboardInterrupt>);
+    EXPECT_STREQ(asyncio::KeyboardInterrupt().what(), "KeyboardInterrupt");
+}
+
+TEST_F(RunCtrlC, AMainThatSwallowsTheCancellationReturnsItsValue) {  // s12 d
+    EXPECT_EQ(asyncio::run([]() -> Coroutine<int> {
+                  ctrl_c::press_soon();
+                  try {
+                      co_await asyncio::sleep(10s);
+                  } catch (const CancelledError&) {
+                      co_return 42;
+                  }
+                  co_return 0;
+              }()),
+              42);
+}
+
+TEST_F(RunCtrlC, ACtrlCWhenMainIsAlreadyFinishingRaisesKeyboardInterrupt) {
+    // Pressed in main's last step: too late to be delivered as a cancellation (in Python the
+    // cancellation lands on the finishing task, which ends cancelled): KeyboardInterrupt.
+    EXPECT_THROW(asyncio::run([]() -> Coroutine<int> {
+                     ctrl_c::press();
+                     co_return 7;
+                 }()),
+                 asyncio::KeyboardInterrupt);
+}
+
+TEST_F(RunCtrlC, CancelledAlsoByAnotherRequestStaysCancelledError) {
+    // Python: KeyboardInterrupt only if task.uncancel() == 0, i.e. the Ctrl-C was the only request.
+    EXPECT_THROW(asyncio::run([]() -> Coroutine<> {
+                     Task<> self = asyncio::current_task();
+                     asyncio::get_running_loop().call_later(5ms, [self]() mutable { self.cancel(); });
+                     ctrl_c::press_soon();
+                     try {
+                         co_await asyncio::sleep(10s);
+                     } catch (const CancelledError&) {
+                     }
+                     co_await asyncio::sleep(30ms);  // the other request is still pending: raised here
+                     co_await asyncio::sleep(10s);
+                 }()),
+                 CancelledError);
+}
+
+TEST_F(RunCtrlC, AMainWithItsOwnSigintHandlerReplacesRunsOne) {  // s12 e
+    std::string got = asyncio::run([]() -> Coroutine<std::string> {
+        asyncio::EventLoop& loop = asyncio::get_running_loop();
+        asyncio::Event ev;
+        loop.add_signal_handler(SIGINT, [&] { ev.set(); });
+        ctrl_c::press_soon();
+        co_await ev.wait();
+        // A second press goes to the handler too: no kill.
+        ev.clear();
+        ctrl_c::press_soon();
+        co_await ev.wait();
+        co_return "handler";
+    }());
+    EXPECT_EQ(got, "handler");
+}
+
+TEST_F(RunCtrlC, AMainThatWaitsForSigintGetsItInsteadOfBeingCancelled) {
+    EXPECT_EQ(asyncio::run([]() -> Coroutine<int> {
+                  ctrl_c::press_soon();
+                  const int sig = co_await asyncio::wait_signal(SIGINT, SIGTERM);
+                  co_await asyncio::sleep(1ms);  // not cancelled meanwhile
+                  co_return sig;
+              }()),
+              SIGINT);
+}
+
+TEST_F(RunCtrlC, WithSigintIgnoredRunLeavesItAlone) {  // s12 f
+    struct sigaction ign {}, before{};
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGINT, &ign, &before);
+    EXPECT_EQ(asyncio::run([]() -> Coroutine<std::string> {
+                  EXPECT_EQ(ctrl_c::disposition(SIGINT), SIG_IGN);
+                  ctrl_c::press();
+                  co_await asyncio::sleep(50ms);
+                  co_return "not interrupted";
+              }()),
+              "not interrupted");
+    EXPECT_EQ(ctrl_c::disposition(SIGINT), SIG_IGN);
+    sigaction(SIGINT, &before, nullptr);
+}
+
+TEST_F(RunCtrlC, OffTheMainThreadRunDoesNotTakeSigint) {
+    void (*during)(int) = nullptr;
+    std::thread t([&] {
+        asyncio::run([](void (*&d)(int)) -> Coroutine<> {
+            d = ctrl_c::disposition(SIGINT);
+            co_return;
+        }(during));
+    });
+    t.join();
+    EXPECT_EQ(during, SIG_DFL);
+}
+
+TEST_F(RunCtrlC, ARunnerHandlesCtrlCInEachRunAndNotBetween) {
+    asyncio::Runner runner;
+    EXPECT_THROW(runner.run([]() -> Coroutine<> {
+                     ctrl_c::press_soon();
+                     co_await asyncio::sleep(10s);
+                 }()),
+                 asyncio::KeyboardInterrupt);
+    EXPECT_EQ(ctrl_c::disposition(SIGINT), SIG_DFL);
+    EXPECT_EQ(runner.run([]() -> Coroutine<int> {
+                  EXPECT_NE(ctrl_c::disposition(SIGINT), SIG_DFL);
+                  co_await asyncio::sleep(1ms);
+                  co_return 5;
+              }()),
+              5);  // the count of presses starts again
+    runner.close();
+}
+
+TEST(RunCtrlCDeathTest, ASecondCtrlCWhileUnwindingKillsTheProcessBySigint) {  // s12 c
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            asyncio::run([]() -> Coroutine<> {
+                ctrl_c::press_soon();
+                try {
+                    co_await asyncio::sleep(10s);
+                } catch (const CancelledError&) {
+                    // Unwinding, and stuck (the loop does not run): the second press must not
+                    // wait for the loop.
+                    std::thread([] {
+                        std::this_thread::sleep_for(20ms);
+                        ctrl_c::press();
+                    }).detach();
+                    std::this_thread::sleep_for(10s);
+                }
+            }());
+            std::exit(0);
+        },
+        ::testing::KilledBySignal(SIGINT), "");
+}
