@@ -7,13 +7,16 @@
 // "* HOST:PORT joined" / "* HOST:PORT left", and every line as "HOST:PORT: the line".
 //
 // Usage: chat_server [HOST [PORT]]   (default 127.0.0.1 8888; port 0 picks a free port). Once it
-// listens it prints "serving on HOST:PORT" with the real port.
+// listens it prints "serving on HOST:PORT" with the real port. Ctrl-C or SIGTERM stops it in
+// order: it stops accepting, tells every client "* server shutting down", closes their connections
+// (flushed, then an orderly FIN) and exits with status 0.
 //
 // How it is built: one task per client (start_server's callback) reads lines with
 // `while (auto line = co_await reader.anext())`; the room is a list of the clients' StreamWriter
 // handles. Broadcasting only write()s (it never waits), so a client that stops reading cannot
 // hold up the others; one whose write buffer grows past 1 MiB is dropped instead.
 #include <asyncio/asyncio.hpp>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iterator>
@@ -80,12 +83,22 @@ asyncio::Coroutine<> handle_client(asyncio::StreamReader reader, asyncio::Stream
 
 asyncio::Coroutine<> main_(std::string host, std::uint16_t port) {
     asyncio::Server server = co_await asyncio::start_server(handle_client, host, port);
+    // Caught from here on: a signal sent as soon as "serving on" is out is not lost.
+    auto stop = asyncio::wait_signal(SIGINT, SIGTERM);
     for (const asyncio::Socket& sock : server.sockets()) {
         const asyncio::Address a = sock.getsockname();
         std::printf("serving on %s:%u\n", a.host().c_str(), static_cast<unsigned>(a.port()));
     }
     std::fflush(stdout);
-    co_await server.serve_forever();
+
+    const int sig = co_await stop;
+    server.close();  // stops accepting
+    std::printf("%s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    std::fflush(stdout);
+    broadcast("* server shutting down\n", nullptr);
+    server.close_clients();  // each flushed, then closed; their tasks see EOF and leave the room
+    co_await server.wait_closed();
+    std::printf("stopped\n");
 }
 
 }  // namespace

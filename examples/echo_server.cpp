@@ -18,18 +18,30 @@
 //       server = await asyncio.start_server(            Server server = co_await asyncio::start_server(
 //           handle_echo, '127.0.0.1', 8888)                 handle_echo, host, port);
 //       ...print(f'Serving on {addrs}')                 std::printf("serving on %s\n", ...);
-//       async with server:                              co_await server.serve_forever();
-//           await server.serve_forever()
+//       async with server:                              co_await stop;  // wait_signal(SIGINT, SIGTERM)
+//           await server.serve_forever()                ...then the orderly stop below
+//
+// Where Python's serve_forever() is ended by Ctrl-C with a KeyboardInterrupt traceback, this one
+// serves until Ctrl-C or SIGTERM and then stops in order: it stops accepting (the listening socket
+// is closed), lets each connection finish its exchange for up to kGrace, closes the ones still
+// open (flushed, then an orderly FIN), and exits with status 0.
 //
 // Usage: echo_server [HOST [PORT]]   (default 127.0.0.1 8888; port 0 picks a free port). Once it
 // listens it prints "serving on HOST:PORT" with the real port. Messages and addresses are printed
-// as Python's repr() prints them. Stop it with Ctrl-C.
+// as Python's repr() prints them.
 #include <asyncio/asyncio.hpp>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
 namespace {
+
+using namespace std::chrono_literals;
+
+/// How long a connection may go on after the signal before it is closed.
+constexpr auto kGrace = 1s;
 
 /// Python's repr() of bytes decoded as text: 'Hello World!', with \n, \t, \\ and \' escaped.
 std::string repr(const std::string& s) {
@@ -67,6 +79,7 @@ std::string repr(const asyncio::Address& a) {
 
 asyncio::Coroutine<> handle_echo(asyncio::StreamReader reader, asyncio::StreamWriter writer) {
     std::string data = co_await reader.read(100);
+    if (data.empty()) co_return;  // nothing came: closed by the peer, or at shutdown
     const std::string& message = data;
     const auto addr = std::any_cast<asyncio::Address>(writer.get_extra_info("peername"));
 
@@ -84,6 +97,8 @@ asyncio::Coroutine<> handle_echo(asyncio::StreamReader reader, asyncio::StreamWr
 
 asyncio::Coroutine<> main_(std::string host, std::uint16_t port) {
     asyncio::Server server = co_await asyncio::start_server(handle_echo, host, port);
+    // Caught from here on: a signal sent as soon as "serving on" is out is not lost.
+    auto stop = asyncio::wait_signal(SIGINT, SIGTERM);
 
     for (const asyncio::Socket& sock : server.sockets()) {
         const asyncio::Address a = sock.getsockname();
@@ -91,7 +106,21 @@ asyncio::Coroutine<> main_(std::string host, std::uint16_t port) {
     }
     std::fflush(stdout);
 
-    co_await server.serve_forever();
+    const int sig = co_await stop;
+    server.close();  // stops accepting
+    std::printf("%s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    std::fflush(stdout);
+    bool finished = true;
+    try {
+        co_await asyncio::wait_for(server.wait_closed(), kGrace);  // every connection finished
+    } catch (const asyncio::TimeoutError&) {
+        finished = false;
+    }
+    if (!finished) {
+        server.close_clients();  // the ones still open: flushed, then closed
+        co_await server.wait_closed();
+    }
+    std::printf("stopped\n");
 }
 
 }  // namespace

@@ -464,6 +464,27 @@ TEST_F(Signals, WaitSignalRaisesForBadSignalsAndDoesNotWait) {
         EXPECT_THROW(co_await asyncio::wait_signal(0), ValueError);
         EXPECT_THROW(co_await asyncio::wait_signal(SIGUSR1, SIGKILL), RuntimeError);
         EXPECT_EQ(disposition(SIGUSR1), SIG_DFL);  // the first one was let go again
+        co_return;
+    }());
+    EXPECT_THROW((void)asyncio::wait_signal(SIGUSR1), RuntimeError);  // no running loop
+    EXPECT_EQ(disposition(SIGUSR1), SIG_DFL);
+}
+
+TEST_F(Signals, WaitSignalCatchesFromTheCallSoADeliveryBeforeTheAwaitIsKept) {
+    asyncio::run([]() -> Coroutine<> {
+        auto stop = asyncio::wait_signal(SIGTERM, SIGHUP);
+        EXPECT_NE(disposition(SIGTERM), SIG_DFL);  // caught already
+        send(SIGHUP);                              // "ready": the signal comes before the co_await
+        co_await asyncio::sleep(10ms);             // delivered, dispatched, kept
+        EXPECT_EQ(disposition(SIGHUP), SIG_DFL);   // one-shot: let go once it came
+        EXPECT_EQ(disposition(SIGTERM), SIG_DFL);
+        EXPECT_EQ(co_await stop, SIGHUP);          // returns at once
+        EXPECT_EQ(co_await stop, SIGHUP);          // and again: the same
+        {
+            auto unawaited = asyncio::wait_signal(SIGUSR2);
+            EXPECT_NE(disposition(SIGUSR2), SIG_DFL);
+        }
+        EXPECT_EQ(disposition(SIGUSR2), SIG_DFL);  // withdrawn by its destruction
     }());
 }
 
