@@ -14,7 +14,9 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/ssl.hpp"
 #include "stream_core.hpp"
+#include "tls_transport.hpp"
 
 namespace asyncio {
 
@@ -169,6 +171,8 @@ void FillAwaiter::await_resume() {
         if (result > 0) return;  // committed above
         if (result == 0 || core_.closed_) {
             core_.eof_ = true;
+        } else if (std::exception_ptr e = transport_->error_for(result)) {
+            core_.rerror_ = std::move(e);  // (TLS: the SSLError)
         } else {
             core_.rerror_ = std::make_exception_ptr(
                 std::system_error(static_cast<int>(-result), std::generic_category(), "recv"));
@@ -654,6 +658,56 @@ namespace {
 }
 
 }  // namespace
+
+namespace {
+
+/// Connects to host:port (each address in turn); the socket and the address it connected to.
+Coroutine<std::pair<Socket, Address>> connect_to(std::string host, std::uint16_t port) {
+    const std::vector<AddrInfo> infos = co_await getaddrinfo(host, port, AF_UNSPEC, SOCK_STREAM);
+    if (infos.empty())
+        throw std::system_error(std::make_error_code(std::errc::address_not_available),
+                                "getaddrinfo() returned empty list");
+    std::vector<std::system_error> errors;
+    for (const AddrInfo& ai : infos) {
+        try {
+            Socket sock(ai.family, ai.type, ai.protocol);
+            co_await sock_connect(sock, ai.address);
+            co_return std::pair<Socket, Address>(std::move(sock), ai.address);
+        } catch (const std::system_error& e) {
+            errors.emplace_back(e.code(), "connect to " + ai.address.to_string());
+        }
+    }
+    raise_connect_errors(errors);
+}
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_tls_connection(std::string host, std::uint16_t port,
+                                                                     std::size_t limit, ssl::Context ctx,
+                                                                     std::string server_hostname,
+                                                                     std::chrono::duration<double> timeout) {
+    std::pair<Socket, Address> conn = co_await connect_to(std::move(host), port);
+    auto tls = std::make_unique<detail::TlsTransport>(
+        std::make_unique<detail::SocketTransport>(std::move(conn.first), conn.second), ctx, false, server_hostname);
+    co_await detail::tls_handshake(*tls, timeout);
+    co_return detail::make_streams(std::move(tls), limit);
+}
+
+}  // namespace
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, std::uint16_t port,
+                                                                 ConnectionOptions options) {
+    if (options.ssl == nullptr) {
+        if (options.server_hostname != nullptr) throw ValueError("server_hostname is only meaningful with ssl");
+        return open_connection(std::move(host), port, options.limit);
+    }
+    if (options.limit == 0) throw ValueError("Limit cannot be <= 0");
+    std::string server_hostname = options.server_hostname != nullptr ? std::string(options.server_hostname) : host;
+    if (options.ssl->check_hostname() && server_hostname.empty())
+        throw ValueError("check_hostname requires server_hostname");
+    if (options.ssl->protocol() != ssl::Protocol::TLS_CLIENT)
+        throw ValueError("Cannot create a client socket with a PROTOCOL_TLS_SERVER context");
+    return open_tls_connection(std::move(host), port, options.limit, *options.ssl, std::move(server_hostname),
+                               options.ssl_handshake_timeout);
+}
 
 Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, std::uint16_t port,
                                                                  std::size_t limit) {

@@ -15,6 +15,7 @@
 #include <any>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <optional>
 #include <string_view>
 
@@ -51,6 +52,12 @@ public:
     /// asyncio's transport.get_extra_info(name): the keys this transport knows ("peername",
     /// "sockname", "socket" for a socket), default_value for the others.
     virtual std::any get_extra_info(std::string_view name, std::any default_value) = 0;
+    /// The exception a failed operation's result (< 0) stands for when the transport has a richer
+    /// one than the errno (TLS: ssl::SSLError); null: std::system_error of the errno.
+    virtual std::exception_ptr error_for(std::int64_t result) const noexcept {
+        (void)result;
+        return nullptr;
+    }
 };
 
 /// A connected socket as a transport (TCP or Unix, stream or seqpacket). Sets TCP_NODELAY on TCP,
