@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include <cstdlib>
 #include <map>
@@ -356,6 +357,34 @@ TEST_F(Tls, CloseSendsCloseNotifyAfterTheDataAndThePeerReadsEof) {
         CO_ASSERT(r.at_eof());
         SSL* s = std::any_cast<SSL*>(w.get_extra_info("ssl_object"));
         CO_ASSERT((SSL_get_shutdown(s) & SSL_RECEIVED_SHUTDOWN) != 0);  // a close_notify, not a bare EOF
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, AnEofWithoutCloseNotifyReadsAsEofAsInPython313) {
+    // CPython 3.13's SSL protocol takes the transport's EOF as the end of the stream (read()
+    // returns b""), with or without close_notify.
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(
+            [](StreamReader, StreamWriter w) -> Coroutine<> {
+                w.write("partial");
+                co_await w.drain();
+                co_await asyncio::sleep(10ms);
+                // A FIN under the TLS session: no close_notify.
+                ::shutdown(std::any_cast<int>(w.get_extra_info("socket")), SHUT_RDWR);
+                w.close();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        CO_ASSERT(co_await r.read() == "partial");
+        CO_ASSERT(r.at_eof());
+        SSL* s = std::any_cast<SSL*>(w.get_extra_info("ssl_object"));
+        CO_ASSERT((SSL_get_shutdown(s) & SSL_RECEIVED_SHUTDOWN) == 0);
         w.close();
         co_await w.wait_closed();
         server.close();
