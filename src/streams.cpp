@@ -379,7 +379,10 @@ void StreamCore::close() noexcept {
     wake_reader();
     if (wsize_ == 0 || werror_) {
         close_transport();
-    } else if (!flusher_active_) {
+        return;
+    }
+    transport_->begin_close();
+    if (!flusher_active_) {
         // The flusher was cancelled (loop shutdown), or cannot start: drop the rest.
         if (flusher_cancelled_ || t_running_loop == nullptr) {
             close_transport();

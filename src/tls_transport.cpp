@@ -30,6 +30,9 @@ constexpr std::size_t kRxSize = 32 * 1024;     // a receive of ciphertext (two f
 constexpr std::size_t kTxSize = 64 * 1024;     // a send of ciphertext
 constexpr std::size_t kMaxWrite = 64 * 1024;   // plaintext taken per send / try_send
 constexpr std::size_t kHigh = 256 * 1024;      // ciphertext backlog above which sends wait
+// How long close() keeps flushing ciphertext (and close_notify) to a peer that does not read:
+// Python's default ssl_shutdown_timeout.
+constexpr std::chrono::seconds kShutdownTimeout{30};
 
 bool is_ip_address(const std::string& s) {
     unsigned char buf[16];
@@ -67,6 +70,8 @@ struct TlsTransport::Engine {
     std::unique_ptr<char[]> txbuf{new char[kTxSize]};
     std::size_t tx_len = 0;
     std::size_t tx_off = 0;
+    TimerHandle shutdown_timer;  // armed while close() is still flushing
+    bool timer_armed = false;
 
     Engine(std::unique_ptr<Transport> in, const ssl::Context& c) : inner(std::move(in)), ctx(c) {
         rx.eng = this;
@@ -268,8 +273,16 @@ struct TlsTransport::Engine {
         inner->close();
     }
 
+    void disarm() noexcept {
+        if (timer_armed) {
+            timer_armed = false;
+            shutdown_timer.cancel();
+        }
+    }
+
     void maybe_free() noexcept {
         if (owned || rx.inflight || tx.inflight) return;
+        disarm();
         close_inner();
         delete this;
     }
@@ -292,7 +305,10 @@ struct TlsTransport::Engine {
         e->flush();
         if (e->closed) {
             // Flushing what was written before close() (and the close_notify): close once sent.
-            if (!e->tx.inflight) e->close_inner();
+            if (!e->tx.inflight) {
+                e->disarm();
+                e->close_inner();
+            }
             e->maybe_free();
             return;
         }
@@ -333,7 +349,27 @@ struct TlsTransport::Engine {
             ERR_clear_error();
             flush();
         }
-        if (!tx.inflight) close_inner();
+        if (!tx.inflight) {
+            close_inner();
+            return;
+        }
+        arm_shutdown_timer();
+    }
+
+    /// A peer that never reads must not keep the socket open for ever: the flush that close()
+    /// starts (the stream's buffer, then ours and close_notify) gives up after the shutdown
+    /// timeout. Closing the inner transport fails tx with EBADF, which fails the stream's flush.
+    void arm_shutdown_timer() noexcept {
+        if (timer_armed || inner_closed || loop == nullptr || loop->is_closed()) return;
+        try {
+            shutdown_timer = loop->call_later(kShutdownTimeout, [this] {
+                timer_armed = false;
+                close_inner();
+            });
+            timer_armed = true;
+        } catch (...) {
+            close_inner();  // (out of memory: no flush)
+        }
     }
 };
 
@@ -435,6 +471,8 @@ std::int64_t TlsTransport::try_send(EventLoop& loop, const char* p, std::size_t 
 }
 
 void TlsTransport::close() noexcept { e_->close(); }
+
+void TlsTransport::begin_close() noexcept { e_->arm_shutdown_timer(); }
 
 std::exception_ptr TlsTransport::error_for(std::int64_t result) const noexcept {
     return result == -EPROTO ? e_->error : nullptr;

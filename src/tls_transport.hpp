@@ -51,6 +51,7 @@ public:
     bool can_write_eof() const noexcept override { return false; }  // as asyncio's SSL transport
     void write_eof() noexcept override {}
     void close() noexcept override;
+    void begin_close() noexcept override;
     std::any get_extra_info(std::string_view name, std::any default_value) override;
     std::exception_ptr error_for(std::int64_t result) const noexcept override;
 

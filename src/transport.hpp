@@ -49,6 +49,10 @@ public:
     virtual void write_eof() noexcept = 0;
     /// Closes now: pending operations complete with -EBADF. Idempotent.
     virtual void close() noexcept = 0;
+    /// The stream's close() was called with data still to flush (close() follows once it is
+    /// sent): a transport may bound how long that takes (TLS: Python's ssl_shutdown_timeout,
+    /// after which it closes and the flush fails).
+    virtual void begin_close() noexcept {}
     /// asyncio's transport.get_extra_info(name): the keys this transport knows ("peername",
     /// "sockname", "socket" for a socket), default_value for the others.
     virtual std::any get_extra_info(std::string_view name, std::any default_value) = 0;

@@ -12,6 +12,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
@@ -297,6 +298,64 @@ TEST_F(Tls, TheHandshakeTimesOutAgainstASilentServerAsInPython) {
         asyncio_test::virtual_time());
 }
 
+TEST_F(Tls, AClientStalledMidHandshakeCostsTheOthersNothingAndTimesOut) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0,
+                                                           {.ssl = &sctx, .ssl_handshake_timeout = 10s});
+            // The first 5 bytes of a ClientHello record, then nothing.
+            auto [sr, sw] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+            sw.write(std::string("\x16\x03\x01\x02\x00", 5));
+            ssl::Context cctx = client_context();
+            auto one = [](std::uint16_t port, ssl::Context* cctx, int i) -> Coroutine<bool> {
+                auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port, {.ssl = cctx});
+                const std::string msg = "client " + std::to_string(i);
+                w.write(msg);
+                const bool ok = co_await r.readexactly(msg.size()) == msg;
+                w.close();
+                co_await w.wait_closed();
+                co_return ok;
+            };
+            std::vector<asyncio::Task<bool>> clients;
+            for (int i = 0; i < 100; ++i) clients.push_back(asyncio::create_task(one(port_of(server), &cctx, i)));
+            int ok = 0;
+            for (auto& t : clients) ok += (co_await t) ? 1 : 0;
+            CO_ASSERT(ok == 100);
+            CO_ASSERT(asyncio_test::elapsed() < 1s);  // nobody waited for the stalled one
+            CO_ASSERT(co_await sr.read() == "");     // closed by its handshake timeout
+            CO_ASSERT(asyncio_test::elapsed() >= 10s);
+            sw.close();
+            server.close();
+            co_await server.wait_closed();
+        }(),
+        asyncio_test::virtual_time());
+}
+
+TEST_F(Tls, ACancelledHandshakeLeavesNothingBehind) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            Server silent = co_await asyncio::start_server(
+                [](StreamReader r, StreamWriter w) -> Coroutine<> {
+                    (void)co_await r.read();
+                    w.close();
+                },
+                "127.0.0.1", 0);
+            ssl::Context cctx = client_context();
+            bool timed_out = false;
+            try {
+                (void)co_await asyncio::wait_for(
+                    asyncio::open_connection("127.0.0.1", port_of(silent), {.ssl = &cctx}), 100ms);
+            } catch (const asyncio::TimeoutError&) {
+                timed_out = true;
+            }
+            CO_ASSERT(timed_out);
+            silent.close();
+            co_await silent.wait_closed();
+        }(),
+        asyncio_test::virtual_time());
+}
+
 /// Sends data one byte (one TLS record) every 5 ms, then closes.
 Coroutine<> trickle(StreamWriter w, std::string data) {
     for (char c : data) {
@@ -390,6 +449,41 @@ TEST_F(Tls, AnEofWithoutCloseNotifyReadsAsEofAsInPython313) {
         server.close();
         co_await server.wait_closed();
     }());
+}
+
+TEST_F(Tls, ClosingGivesUpFlushingToAPeerThatNeverReadsAfterTheShutdownTimeout) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            Server server = co_await asyncio::start_server(
+                [](StreamReader, StreamWriter w) -> Coroutine<> {
+                    w.write(pattern(8 << 20, 5));  // far more than the sockets hold
+                    w.close();
+                    co_return;
+                },
+                "127.0.0.1", 0, {.ssl = &sctx});
+            ssl::Context cctx = client_context();
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+            const int fds = asyncio_test::open_fd_count();
+            co_await asyncio::sleep(29s);
+            CO_ASSERT(asyncio_test::open_fd_count() == fds);  // still flushing (the client reads nothing)
+            co_await asyncio::sleep(2s);
+            CO_ASSERT(asyncio_test::open_fd_count() == fds - 1);  // the server's socket is closed
+            std::size_t got = 0;
+            try {
+                for (;;) {
+                    std::string data = co_await r.read(1 << 20);
+                    if (data.empty()) break;
+                    got += data.size();
+                }
+            } catch (const std::system_error&) {
+            }
+            CO_ASSERT(got < (8u << 20));
+            w.close();
+            server.close();
+            co_await server.wait_closed();
+        }(),
+        asyncio_test::virtual_time());
 }
 
 TEST_F(Tls, ContextSettingsAsPython) {
