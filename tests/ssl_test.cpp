@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <map>
@@ -21,6 +22,7 @@
 #include "asyncio/server.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/streams.hpp"
+#include "asyncio/subprocess.hpp"
 #include "asyncio/task.hpp"
 #include "asyncio/timeout.hpp"
 #include "stream_test_support.hpp"
@@ -484,6 +486,82 @@ TEST_F(Tls, ClosingGivesUpFlushingToAPeerThatNeverReadsAfterTheShutdownTimeout) 
             co_await server.wait_closed();
         }(),
         asyncio_test::virtual_time());
+}
+
+// ---- interop with CPython's ssl + asyncio (/usr/bin/python3), both ways ----
+
+const char* kPythonClient = R"(
+import asyncio, ssl, sys
+async def main():
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    r, w = await asyncio.open_connection("127.0.0.1", int(sys.argv[1]), ssl=ctx)
+    msg = bytes(range(256)) * 4000 + b"\n"
+    w.write(msg)
+    await w.drain()
+    data = await r.readexactly(len(msg))
+    print(data == msg, w.get_extra_info("cipher")[1])
+    w.close()
+    await w.wait_closed()
+asyncio.run(main())
+)";
+
+const char* kPythonServer = R"(
+import asyncio, ssl, sys
+async def main():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+    done = asyncio.get_running_loop().create_future()
+    async def handle(r, w):
+        n = 0
+        while data := await r.read(65536):
+            n += len(data)
+            w.write(data)
+            await w.drain()
+        w.close()
+        done.set_result(n)
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    print("echoed", await done, flush=True)
+asyncio.run(main())
+)";
+
+bool have_python() { return ::access("/usr/bin/python3", X_OK) == 0; }
+
+TEST_F(Tls, PythonsAsyncioClientTalksToOurServer) {
+    if (!have_python()) GTEST_SKIP() << "no /usr/bin/python3";
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        const std::string port = std::to_string(port_of(server));
+        asyncio::Process p = co_await asyncio::create_subprocess_exec(
+            "/usr/bin/python3", "-c", kPythonClient, port, Certs::get().ca,
+            asyncio::SubprocessOptions{.stdout = asyncio::subprocess::PIPE});
+        auto [out, err] = co_await p.communicate();
+        (void)err;
+        CO_ASSERT(out == "True TLSv1.3\n");
+        CO_ASSERT(p.returncode() == 0);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, OurClientTalksToPythonsAsyncioServer) {
+    if (!have_python()) GTEST_SKIP() << "no /usr/bin/python3";
+    asyncio::run([]() -> Coroutine<> {
+        asyncio::Process p = co_await asyncio::create_subprocess_exec(
+            "/usr/bin/python3", "-c", kPythonServer, Certs::get().server, Certs::get().server_key,
+            asyncio::SubprocessOptions{.stdout = asyncio::subprocess::PIPE});
+        const std::string port_line = co_await p.stdout->readline();
+        CO_ASSERT(!port_line.empty());
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection(
+            "127.0.0.1", static_cast<std::uint16_t>(std::stoi(port_line)), {.ssl = &cctx});
+        const std::string data = pattern(1 << 20, 11);
+        const std::string got = co_await send_all_then_eof_read(r, w, data);  // close(): close_notify
+        CO_ASSERT(got == data);
+        CO_ASSERT(co_await p.stdout->readline() == "echoed 1048576\n");  // it saw our EOF
+        CO_ASSERT(co_await p.wait() == 0);
+    }());
 }
 
 TEST_F(Tls, ContextSettingsAsPython) {
