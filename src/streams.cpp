@@ -683,15 +683,34 @@ Coroutine<std::pair<Socket, Address>> connect_to(std::string host, std::uint16_t
     raise_connect_errors(errors);
 }
 
+/// The client side of TLS on a connected socket: the handshake, then the streams.
+Coroutine<std::pair<StreamReader, StreamWriter>> tls_client(Socket sock, Address peer, std::size_t limit,
+                                                            ssl::Context ctx, std::string server_hostname,
+                                                            std::chrono::duration<double> timeout) {
+    auto tls = std::make_unique<detail::TlsTransport>(
+        std::make_unique<detail::SocketTransport>(std::move(sock), peer), ctx, false, server_hostname);
+    co_await detail::tls_handshake(*tls, timeout);
+    co_return detail::make_streams(std::move(tls), limit);
+}
+
 Coroutine<std::pair<StreamReader, StreamWriter>> open_tls_connection(std::string host, std::uint16_t port,
                                                                      std::size_t limit, ssl::Context ctx,
                                                                      std::string server_hostname,
                                                                      std::chrono::duration<double> timeout) {
     std::pair<Socket, Address> conn = co_await connect_to(std::move(host), port);
-    auto tls = std::make_unique<detail::TlsTransport>(
-        std::make_unique<detail::SocketTransport>(std::move(conn.first), conn.second), ctx, false, server_hostname);
-    co_await detail::tls_handshake(*tls, timeout);
-    co_return detail::make_streams(std::move(tls), limit);
+    co_return co_await tls_client(std::move(conn.first), conn.second, limit, std::move(ctx),
+                                  std::move(server_hostname), timeout);
+}
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_tls_unix_connection(std::string path, std::size_t limit,
+                                                                          ssl::Context ctx,
+                                                                          std::string server_hostname,
+                                                                          std::chrono::duration<double> timeout) {
+    const Address address = Address::unix_path(path);
+    Socket sock(AF_UNIX, SOCK_STREAM);
+    co_await sock_connect(sock, address);
+    co_return co_await tls_client(std::move(sock), address, limit, std::move(ctx), std::move(server_hostname),
+                                  timeout);
 }
 
 }  // namespace
@@ -730,6 +749,22 @@ Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string hos
         }
     }
     raise_connect_errors(errors);
+}
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path, ConnectionOptions options) {
+    if (options.ssl == nullptr) {
+        if (options.server_hostname != nullptr) throw ValueError("server_hostname is only meaningful with ssl");
+        return open_unix_connection(std::move(path), options.limit);
+    }
+    if (options.limit == 0) throw ValueError("Limit cannot be <= 0");
+    if (options.server_hostname == nullptr) throw ValueError("you have to pass server_hostname when using ssl");
+    std::string server_hostname = options.server_hostname;
+    if (options.ssl->check_hostname() && server_hostname.empty())
+        throw ValueError("check_hostname requires server_hostname");
+    if (options.ssl->protocol() != ssl::Protocol::TLS_CLIENT)
+        throw ValueError("Cannot create a client socket with a PROTOCOL_TLS_SERVER context");
+    return open_tls_unix_connection(std::move(path), options.limit, *options.ssl, std::move(server_hostname),
+                                    options.ssl_handshake_timeout);
 }
 
 Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path, std::size_t limit) {

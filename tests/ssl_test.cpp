@@ -488,6 +488,30 @@ TEST_F(Tls, ClosingGivesUpFlushingToAPeerThatNeverReadsAfterTheShutdownTimeout) 
         asyncio_test::virtual_time());
 }
 
+TEST_F(Tls, UnixSocketsCarryTlsToo) {
+    asyncio_test::TempDir dir;
+    const std::string path = dir.file("tls.sock");
+    asyncio::run([](const std::string& path) -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_unix_server(echo, path, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        bool refused = false;
+        try {
+            (void)co_await asyncio::open_unix_connection(path, {.ssl = &cctx});
+        } catch (const asyncio::ValueError& e) {
+            refused = std::string(e.what()) == "you have to pass server_hostname when using ssl";
+        }
+        CO_ASSERT(refused);
+        auto [r, w] = co_await asyncio::open_unix_connection(path, {.ssl = &cctx, .server_hostname = "localhost"});
+        w.write("over unix\n");
+        CO_ASSERT(co_await r.readline() == "over unix\n");
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }(path));
+}
+
 // ---- interop with CPython's ssl + asyncio (/usr/bin/python3), both ways ----
 
 const char* kPythonClient = R"(

@@ -264,6 +264,9 @@ Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string hos
 /// Python's open_unix_connection(path).
 Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
                                                                       std::size_t limit = kDefaultStreamLimit);
+/// The same with options; with .ssl, server_hostname is required (there is no host name to take
+/// it from: ValueError "you have to pass server_hostname when using ssl", as Python).
+Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path, ConnectionOptions options);
 /// Streams over a socket that is already connected (Python's open_connection(sock=...)).
 std::pair<StreamReader, StreamWriter> open_connection(Socket sock, std::size_t limit = kDefaultStreamLimit);
 
