@@ -643,6 +643,63 @@ void StreamWriter::set_write_buffer_limits(std::optional<std::size_t> high, std:
     }
 }
 
+// ---- start_tls ----
+
+namespace detail {
+namespace {
+
+Coroutine<> start_tls_impl(StreamRef<false> ref, ssl::Context ctx, std::string server_hostname, bool server,
+                           std::chrono::duration<double> timeout) {
+    StreamCore& s = *ref;
+    // Everything written before goes out in plaintext first: wait until the buffer is empty
+    // (the drain waiters are woken at low-water; 0 for this wait).
+    while ((s.wsize_ > 0 || s.flusher_active_) && !s.closed_ && !s.werror_) {
+        const std::size_t low = s.low_;
+        s.low_ = 0;
+        s.paused_ = true;
+        try {
+            co_await ListWait(s.drain_waiters_, "StreamWriter::start_tls()");
+        } catch (...) {
+            s.low_ = low;
+            s.paused_ = s.wsize_ > s.high_;
+            throw;
+        }
+        s.low_ = low;
+        s.paused_ = s.wsize_ > s.high_;
+    }
+    if (s.werror_) throw std::system_error(s.werror_, "send");
+    if (s.closing_) throw RuntimeError("start_tls() after close()");
+    if (s.read_waiter_ != nullptr) throw RuntimeError("start_tls() while a read is waiting for data");
+    auto tls = std::make_unique<TlsTransport>(std::move(s.transport_), ctx, server, server_hostname);
+    TlsTransport& t = *tls;
+    s.transport_ = std::move(tls);
+    try {
+        co_await tls_handshake(t, timeout);
+    } catch (...) {
+        if (!s.closed_) s.close_transport();  // as asyncio: a failed upgrade closes the connection
+        throw;
+    }
+}
+
+}  // namespace
+}  // namespace detail
+
+Coroutine<> StreamWriter::start_tls(const ssl::Context& sslcontext, const char* server_hostname,
+                                    std::chrono::duration<double> ssl_handshake_timeout) {
+    detail::StreamCore& c = detail::need(core_, "start_tls()");
+    if (!c.connected()) throw RuntimeError("StreamWriter has no connection");
+    if (c.closing_) throw RuntimeError("start_tls() after close()");
+    const bool server = c.server_ != nullptr;
+    if (server != (sslcontext.protocol() == ssl::Protocol::TLS_SERVER))
+        throw ValueError(server ? "Cannot create a server socket with a PROTOCOL_TLS_CLIENT context"
+                                : "Cannot create a client socket with a PROTOCOL_TLS_SERVER context");
+    std::string hostname = server_hostname != nullptr ? server_hostname : "";
+    if (!server && sslcontext.check_hostname() && hostname.empty())
+        throw ValueError("check_hostname requires server_hostname");
+    return detail::start_tls_impl(detail::StreamRef<false>(&c), sslcontext, std::move(hostname), server,
+                                  ssl_handshake_timeout);
+}
+
 // ---- open_connection ----
 
 namespace {

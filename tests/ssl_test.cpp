@@ -512,6 +512,39 @@ TEST_F(Tls, UnixSocketsCarryTlsToo) {
     }(path));
 }
 
+TEST_F(Tls, StartTlsUpgradesAPlainConnectionInPlace) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(
+            [&sctx](StreamReader r, StreamWriter w) -> Coroutine<> {
+                if (co_await r.readline() != "STARTTLS\n") co_return;
+                w.write("GO AHEAD\n");  // plaintext, sent before the handshake
+                co_await w.start_tls(sctx);
+                co_await echo(r, w);
+            },
+            "127.0.0.1", 0);
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+        bool refused = false;
+        try {
+            co_await w.start_tls(cctx);  // no server_hostname with check_hostname
+        } catch (const asyncio::ValueError& e) {
+            refused = std::string(e.what()) == "check_hostname requires server_hostname";
+        }
+        CO_ASSERT(refused);
+        w.write("STARTTLS\n");
+        CO_ASSERT(co_await r.readline() == "GO AHEAD\n");
+        co_await w.start_tls(cctx, "localhost");
+        CO_ASSERT(!w.can_write_eof());
+        auto cert = std::any_cast<std::map<std::string, std::string>>(w.get_extra_info("peercert"));
+        CO_ASSERT(cert["subject"] == "commonName=localhost");
+        const std::string data = pattern(300'000, 3);
+        CO_ASSERT(co_await send_all_then_eof_read(r, w, data) == data);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
 // ---- interop with CPython's ssl + asyncio (/usr/bin/python3), both ways ----
 
 const char* kPythonClient = R"(

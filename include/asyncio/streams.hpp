@@ -66,6 +66,10 @@
 
 namespace asyncio {
 
+namespace ssl {
+class Context;
+}
+
 /// The default limit of a StreamReader's readline()/readuntil() (Python's 2**16).
 inline constexpr std::size_t kDefaultStreamLimit = 64 * 1024;
 
@@ -193,6 +197,17 @@ public:
     /// error the connection was lost with, if any (as asyncio).
     Coroutine<> wait_closed();
 
+    /// Python's StreamWriter.start_tls(sslcontext, server_hostname=, ssl_handshake_timeout=)
+    /// (3.11): upgrades the connection to TLS in place (STARTTLS). Waits until the write buffer
+    /// is sent, then runs the handshake (the server side for a connection of start_server); the
+    /// reader and writer then carry plaintext over TLS. Bytes already in the reader's buffer stay
+    /// there (as asyncio). server_hostname: null = none (ValueError "check_hostname requires
+    /// server_hostname" for a client context that checks hostnames). RuntimeError while a read is
+    /// waiting or after close(); on a failed handshake the connection is closed and the error
+    /// raised (as open_connection's). The context is copied when start_tls is called.
+    Coroutine<> start_tls(const ssl::Context& sslcontext, const char* server_hostname = nullptr,
+                          std::chrono::duration<double> ssl_handshake_timeout = std::chrono::seconds(60));
+
     /// Python's transport.get_extra_info(name, default):
     ///   "peername", "sockname"  -> asyncio::Address (the peer's address is known from the start
     ///                              and stays available after close)
@@ -218,10 +233,6 @@ public:
 private:
     detail::StreamRef<true> core_;
 };
-
-namespace ssl {
-class Context;
-}
 
 /// open_connection's keyword arguments (Python's limit=, ssl=, server_hostname=,
 /// ssl_handshake_timeout=). Trivially copyable on purpose (docs/design.md, "GCC 12 and braced
