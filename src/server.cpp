@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <exception>
+#include <optional>
 #include <system_error>
 #include <utility>
 
@@ -19,7 +20,9 @@
 #include "asyncio/sleep.hpp"
 #include "asyncio/sock_ops.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/ssl.hpp"
 #include "stream_core.hpp"
+#include "tls_transport.hpp"
 
 namespace asyncio {
 
@@ -28,13 +31,17 @@ namespace detail {
 class ServerState : public std::enable_shared_from_this<ServerState> {
 public:
     ServerState(ClientConnectedCallback cb, std::vector<Socket> socks, ServerOptions opts)
-        : cb_(std::move(cb)), opts_(opts), sockets_(std::move(socks)) {}
+        : cb_(std::move(cb)), opts_(opts), sockets_(std::move(socks)) {
+        if (opts.ssl != nullptr) tls_.emplace(*opts.ssl);
+        opts_.ssl = nullptr;  // (the caller's; ours is tls_)
+    }
     ServerState(const ServerState&) = delete;
     ServerState& operator=(const ServerState&) = delete;
     ~ServerState() { close(); }
 
     ClientConnectedCallback cb_;
     ServerOptions opts_;
+    std::optional<ssl::Context> tls_;  // TLS server context
     std::vector<Socket> sockets_;
     std::vector<Task<>> accept_tasks_;
     bool listening_ = false;
@@ -53,8 +60,13 @@ public:
     void start_serving();
     void close() noexcept;
     void on_connection(Socket sock, const Address& peer);
+    /// Registers a connection and starts its callback task.
+    void attach(StreamReader reader, StreamWriter writer);
     void detach(StreamCore& c) noexcept;
-    bool fully_closed() const noexcept { return closed_ && active_ == 0; }
+    /// TLS connections still in their handshake (counted as connections by wait_closed(), as
+    /// asyncio attaches the transport before its handshake).
+    std::size_t handshaking_ = 0;
+    bool fully_closed() const noexcept { return closed_ && active_ == 0 && handshaking_ == 0; }
 };
 
 namespace {
@@ -159,9 +171,61 @@ void ServerState::close() noexcept {
     if (fully_closed()) ListWait::wake_all(closed_waiters_);
 }
 
+namespace {
+
+/// The TLS handshake of one accepted connection, then the callback (ServerState::attach).
+Coroutine<> tls_accept(std::shared_ptr<ServerState> st, Socket sock, Address peer) {
+    struct Handshaking {
+        ServerState& st;
+        explicit Handshaking(ServerState& s) : st(s) { ++st.handshaking_; }
+        ~Handshaking() {
+            if (--st.handshaking_ == 0 && st.fully_closed()) ListWait::wake_all(st.closed_waiters_);
+        }
+    };
+    std::optional<Handshaking> counted(std::in_place, *st);
+    std::unique_ptr<TlsTransport> tls;
+    std::exception_ptr error;
+    bool verify = false;
+    try {
+        tls = std::make_unique<TlsTransport>(std::make_unique<SocketTransport>(std::move(sock), peer), *st->tls_,
+                                             true, std::string());
+        co_await tls_handshake(*tls, st->opts_.ssl_handshake_timeout);
+    } catch (const CancelledError&) {
+        throw;
+    } catch (const ssl::SSLCertVerificationError&) {
+        error = std::current_exception();
+        verify = true;
+    } catch (...) {
+        error = std::current_exception();
+    }
+    if (error) {
+        // As asyncio 3.13's SSLProtocol._fatal_error: an OSError (every handshake failure) is
+        // only logged in debug mode.
+        EventLoop& loop = get_running_loop();
+        if (loop.get_debug())
+            loop.call_exception_handler({verify ? "SSL handshake failed on verifying the certificate"
+                                                : "SSL handshake failed",
+                                         error, {}});
+        co_return;  // tls (and the socket) closed here
+    }
+    auto [reader, writer] = make_streams(std::move(tls), st->opts_.limit);
+    st->attach(std::move(reader), std::move(writer));  // (counted in active_ first)
+    counted.reset();
+}
+
+}  // namespace
+
 void ServerState::on_connection(Socket sock, const Address& peer) {
-    EventLoop& loop = get_running_loop();
+    if (tls_) {
+        (void)get_running_loop().create_task(tls_accept(shared_from_this(), std::move(sock), peer));
+        return;
+    }
     auto [reader, writer] = make_streams(std::move(sock), opts_.limit, peer);
+    attach(std::move(reader), std::move(writer));
+}
+
+void ServerState::attach(StreamReader reader, StreamWriter writer) {
+    EventLoop& loop = get_running_loop();
     StreamCore* c = reader.core();
     c->server_ = shared_from_this();
     c->srv_next_ = conns_;

@@ -14,7 +14,9 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/ssl.hpp"
 #include "stream_core.hpp"
+#include "tls_transport.hpp"
 
 namespace asyncio {
 
@@ -169,6 +171,8 @@ void FillAwaiter::await_resume() {
         if (result > 0) return;  // committed above
         if (result == 0 || core_.closed_) {
             core_.eof_ = true;
+        } else if (std::exception_ptr e = transport_->error_for(result)) {
+            core_.rerror_ = std::move(e);  // (TLS: the SSLError)
         } else {
             core_.rerror_ = std::make_exception_ptr(
                 std::system_error(static_cast<int>(-result), std::generic_category(), "recv"));
@@ -375,7 +379,10 @@ void StreamCore::close() noexcept {
     wake_reader();
     if (wsize_ == 0 || werror_) {
         close_transport();
-    } else if (!flusher_active_) {
+        return;
+    }
+    transport_->begin_close();
+    if (!flusher_active_) {
         // The flusher was cancelled (loop shutdown), or cannot start: drop the rest.
         if (flusher_cancelled_ || t_running_loop == nullptr) {
             close_transport();
@@ -636,6 +643,63 @@ void StreamWriter::set_write_buffer_limits(std::optional<std::size_t> high, std:
     }
 }
 
+// ---- start_tls ----
+
+namespace detail {
+namespace {
+
+Coroutine<> start_tls_impl(StreamRef<false> ref, ssl::Context ctx, std::string server_hostname, bool server,
+                           std::chrono::duration<double> timeout) {
+    StreamCore& s = *ref;
+    // Everything written before goes out in plaintext first: wait until the buffer is empty
+    // (the drain waiters are woken at low-water; 0 for this wait).
+    while ((s.wsize_ > 0 || s.flusher_active_) && !s.closed_ && !s.werror_) {
+        const std::size_t low = s.low_;
+        s.low_ = 0;
+        s.paused_ = true;
+        try {
+            co_await ListWait(s.drain_waiters_, "StreamWriter::start_tls()");
+        } catch (...) {
+            s.low_ = low;
+            s.paused_ = s.wsize_ > s.high_;
+            throw;
+        }
+        s.low_ = low;
+        s.paused_ = s.wsize_ > s.high_;
+    }
+    if (s.werror_) throw std::system_error(s.werror_, "send");
+    if (s.closing_) throw RuntimeError("start_tls() after close()");
+    if (s.read_waiter_ != nullptr) throw RuntimeError("start_tls() while a read is waiting for data");
+    auto tls = std::make_unique<TlsTransport>(std::move(s.transport_), ctx, server, server_hostname);
+    TlsTransport& t = *tls;
+    s.transport_ = std::move(tls);
+    try {
+        co_await tls_handshake(t, timeout);
+    } catch (...) {
+        if (!s.closed_) s.close_transport();  // as asyncio: a failed upgrade closes the connection
+        throw;
+    }
+}
+
+}  // namespace
+}  // namespace detail
+
+Coroutine<> StreamWriter::start_tls(const ssl::Context& sslcontext, const char* server_hostname,
+                                    std::chrono::duration<double> ssl_handshake_timeout) {
+    detail::StreamCore& c = detail::need(core_, "start_tls()");
+    if (!c.connected()) throw RuntimeError("StreamWriter has no connection");
+    if (c.closing_) throw RuntimeError("start_tls() after close()");
+    const bool server = c.server_ != nullptr;
+    if (server != (sslcontext.protocol() == ssl::Protocol::TLS_SERVER))
+        throw ValueError(server ? "Cannot create a server socket with a PROTOCOL_TLS_CLIENT context"
+                                : "Cannot create a client socket with a PROTOCOL_TLS_SERVER context");
+    std::string hostname = server_hostname != nullptr ? server_hostname : "";
+    if (!server && sslcontext.check_hostname() && hostname.empty())
+        throw ValueError("check_hostname requires server_hostname");
+    return detail::start_tls_impl(detail::StreamRef<false>(&c), sslcontext, std::move(hostname), server,
+                                  ssl_handshake_timeout);
+}
+
 // ---- open_connection ----
 
 namespace {
@@ -655,6 +719,75 @@ namespace {
 
 }  // namespace
 
+namespace {
+
+/// Connects to host:port (each address in turn); the socket and the address it connected to.
+Coroutine<std::pair<Socket, Address>> connect_to(std::string host, std::uint16_t port) {
+    const std::vector<AddrInfo> infos = co_await getaddrinfo(host, port, AF_UNSPEC, SOCK_STREAM);
+    if (infos.empty())
+        throw std::system_error(std::make_error_code(std::errc::address_not_available),
+                                "getaddrinfo() returned empty list");
+    std::vector<std::system_error> errors;
+    for (const AddrInfo& ai : infos) {
+        try {
+            Socket sock(ai.family, ai.type, ai.protocol);
+            co_await sock_connect(sock, ai.address);
+            co_return std::pair<Socket, Address>(std::move(sock), ai.address);
+        } catch (const std::system_error& e) {
+            errors.emplace_back(e.code(), "connect to " + ai.address.to_string());
+        }
+    }
+    raise_connect_errors(errors);
+}
+
+/// The client side of TLS on a connected socket: the handshake, then the streams.
+Coroutine<std::pair<StreamReader, StreamWriter>> tls_client(Socket sock, Address peer, std::size_t limit,
+                                                            ssl::Context ctx, std::string server_hostname,
+                                                            std::chrono::duration<double> timeout) {
+    auto tls = std::make_unique<detail::TlsTransport>(
+        std::make_unique<detail::SocketTransport>(std::move(sock), peer), ctx, false, server_hostname);
+    co_await detail::tls_handshake(*tls, timeout);
+    co_return detail::make_streams(std::move(tls), limit);
+}
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_tls_connection(std::string host, std::uint16_t port,
+                                                                     std::size_t limit, ssl::Context ctx,
+                                                                     std::string server_hostname,
+                                                                     std::chrono::duration<double> timeout) {
+    std::pair<Socket, Address> conn = co_await connect_to(std::move(host), port);
+    co_return co_await tls_client(std::move(conn.first), conn.second, limit, std::move(ctx),
+                                  std::move(server_hostname), timeout);
+}
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_tls_unix_connection(std::string path, std::size_t limit,
+                                                                          ssl::Context ctx,
+                                                                          std::string server_hostname,
+                                                                          std::chrono::duration<double> timeout) {
+    const Address address = Address::unix_path(path);
+    Socket sock(AF_UNIX, SOCK_STREAM);
+    co_await sock_connect(sock, address);
+    co_return co_await tls_client(std::move(sock), address, limit, std::move(ctx), std::move(server_hostname),
+                                  timeout);
+}
+
+}  // namespace
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, std::uint16_t port,
+                                                                 ConnectionOptions options) {
+    if (options.ssl == nullptr) {
+        if (options.server_hostname != nullptr) throw ValueError("server_hostname is only meaningful with ssl");
+        return open_connection(std::move(host), port, options.limit);
+    }
+    if (options.limit == 0) throw ValueError("Limit cannot be <= 0");
+    std::string server_hostname = options.server_hostname != nullptr ? std::string(options.server_hostname) : host;
+    if (options.ssl->check_hostname() && server_hostname.empty())
+        throw ValueError("check_hostname requires server_hostname");
+    if (options.ssl->protocol() != ssl::Protocol::TLS_CLIENT)
+        throw ValueError("Cannot create a client socket with a PROTOCOL_TLS_SERVER context");
+    return open_tls_connection(std::move(host), port, options.limit, *options.ssl, std::move(server_hostname),
+                               options.ssl_handshake_timeout);
+}
+
 Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, std::uint16_t port,
                                                                  std::size_t limit) {
     if (limit == 0) throw ValueError("Limit cannot be <= 0");
@@ -673,6 +806,22 @@ Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string hos
         }
     }
     raise_connect_errors(errors);
+}
+
+Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path, ConnectionOptions options) {
+    if (options.ssl == nullptr) {
+        if (options.server_hostname != nullptr) throw ValueError("server_hostname is only meaningful with ssl");
+        return open_unix_connection(std::move(path), options.limit);
+    }
+    if (options.limit == 0) throw ValueError("Limit cannot be <= 0");
+    if (options.server_hostname == nullptr) throw ValueError("you have to pass server_hostname when using ssl");
+    std::string server_hostname = options.server_hostname;
+    if (options.ssl->check_hostname() && server_hostname.empty())
+        throw ValueError("check_hostname requires server_hostname");
+    if (options.ssl->protocol() != ssl::Protocol::TLS_CLIENT)
+        throw ValueError("Cannot create a client socket with a PROTOCOL_TLS_SERVER context");
+    return open_tls_unix_connection(std::move(path), options.limit, *options.ssl, std::move(server_hostname),
+                                    options.ssl_handshake_timeout);
 }
 
 Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path, std::size_t limit) {

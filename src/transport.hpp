@@ -15,6 +15,7 @@
 #include <any>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <optional>
 #include <string_view>
 
@@ -48,9 +49,19 @@ public:
     virtual void write_eof() noexcept = 0;
     /// Closes now: pending operations complete with -EBADF. Idempotent.
     virtual void close() noexcept = 0;
+    /// The stream's close() was called with data still to flush (close() follows once it is
+    /// sent): a transport may bound how long that takes (TLS: Python's ssl_shutdown_timeout,
+    /// after which it closes and the flush fails).
+    virtual void begin_close() noexcept {}
     /// asyncio's transport.get_extra_info(name): the keys this transport knows ("peername",
     /// "sockname", "socket" for a socket), default_value for the others.
     virtual std::any get_extra_info(std::string_view name, std::any default_value) = 0;
+    /// The exception a failed operation's result (< 0) stands for when the transport has a richer
+    /// one than the errno (TLS: ssl::SSLError); null: std::system_error of the errno.
+    virtual std::exception_ptr error_for(std::int64_t result) const noexcept {
+        (void)result;
+        return nullptr;
+    }
 };
 
 /// A connected socket as a transport (TCP or Unix, stream or seqpacket). Sets TCP_NODELAY on TCP,

@@ -27,6 +27,7 @@
 #include "asyncio/sleep.hpp"
 #include "asyncio/sock_ops.hpp"
 #include "asyncio/socket.hpp"
+#include "asyncio/ssl.hpp"
 #include "asyncio/streams.hpp"
 #include "asyncio/subprocess.hpp"
 #include "asyncio/task.hpp"

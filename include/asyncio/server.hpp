@@ -38,6 +38,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "asyncio/coroutine.hpp"
@@ -64,7 +65,17 @@ struct ServerOptions {
     bool start_serving = true;
     /// How long accepting pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM (Python waits 1 s).
     std::chrono::milliseconds accept_retry_delay{100};
+    /// TLS with this server context (ssl.hpp; copied by start_server): each connection's
+    /// handshake runs before client_connected_cb is called. A connection whose handshake fails
+    /// (not TLS, certificate refused, ssl_handshake_timeout passed) is closed and the callback is
+    /// never called; the server goes on. As asyncio 3.13 the failure is not reported, except in
+    /// the loop's debug mode (set_debug(true)): then "SSL handshake failed" (or "... on verifying
+    /// the certificate") goes to the loop's exception handler.
+    const ssl::Context* ssl = nullptr;
+    /// The handshake's time limit (Python's default 60 s).
+    std::chrono::duration<double> ssl_handshake_timeout{60.0};
 };
+static_assert(std::is_trivially_copyable_v<ServerOptions>, "docs/design.md: GCC 12 and braced arguments");
 
 namespace detail {
 class ServerState;

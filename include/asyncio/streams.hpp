@@ -50,12 +50,14 @@
 #pragma once
 
 #include <any>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include "asyncio/coroutine.hpp"
@@ -63,6 +65,10 @@
 #include "asyncio/socket.hpp"
 
 namespace asyncio {
+
+namespace ssl {
+class Context;
+}
 
 /// The default limit of a StreamReader's readline()/readuntil() (Python's 2**16).
 inline constexpr std::size_t kDefaultStreamLimit = 64 * 1024;
@@ -191,6 +197,17 @@ public:
     /// error the connection was lost with, if any (as asyncio).
     Coroutine<> wait_closed();
 
+    /// Python's StreamWriter.start_tls(sslcontext, server_hostname=, ssl_handshake_timeout=)
+    /// (3.11): upgrades the connection to TLS in place (STARTTLS). Waits until the write buffer
+    /// is sent, then runs the handshake (the server side for a connection of start_server); the
+    /// reader and writer then carry plaintext over TLS. Bytes already in the reader's buffer stay
+    /// there (as asyncio). server_hostname: null = none (ValueError "check_hostname requires
+    /// server_hostname" for a client context that checks hostnames). RuntimeError while a read is
+    /// waiting or after close(); on a failed handshake the connection is closed and the error
+    /// raised (as open_connection's). The context is copied when start_tls is called.
+    Coroutine<> start_tls(const ssl::Context& sslcontext, const char* server_hostname = nullptr,
+                          std::chrono::duration<double> ssl_handshake_timeout = std::chrono::seconds(60));
+
     /// Python's transport.get_extra_info(name, default):
     ///   "peername", "sockname"  -> asyncio::Address (the peer's address is known from the start
     ///                              and stays available after close)
@@ -217,15 +234,50 @@ private:
     detail::StreamRef<true> core_;
 };
 
+/// open_connection's keyword arguments (Python's limit=, ssl=, server_hostname=,
+/// ssl_handshake_timeout=). Trivially copyable on purpose (docs/design.md, "GCC 12 and braced
+/// arguments"): the context and the hostname are pointers, read (and copied) when
+/// open_connection is called, so they only need to live through that call.
+///   co_await asyncio::open_connection("example.com", 443, {.ssl = &ctx});
+struct ConnectionOptions {
+    std::size_t limit = kDefaultStreamLimit;
+    /// TLS with this context (ssl.hpp); null: plain TCP.
+    const ssl::Context* ssl = nullptr;
+    /// The name sent (SNI) and checked against the certificate; null: host. "" : neither (and
+    /// ValueError "check_hostname requires server_hostname" if the context checks hostnames).
+    /// ValueError "server_hostname is only meaningful with ssl" without ssl.
+    const char* server_hostname = nullptr;
+    /// The handshake's time limit (Python's default 60 s): std::system_error ECONNABORTED "SSL
+    /// handshake is taking longer than 60.0 seconds: aborting the connection".
+    std::chrono::duration<double> ssl_handshake_timeout{60.0};
+};
+static_assert(std::is_trivially_copyable_v<ConnectionOptions>, "docs/design.md: GCC 12 and braced arguments");
+
 /// Python's asyncio.open_connection(host, port, limit=...): resolves host (getaddrinfo; numeric
 /// hosts at once, names on the executor), then connects to each address in turn until one accepts.
 /// If all fail: the error (std::system_error: ECONNREFUSED, ...), or, when they differ, one
 /// std::system_error listing them all. TCP sockets get TCP_NODELAY, as in asyncio.
 Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, std::uint16_t port,
                                                                  std::size_t limit = kDefaultStreamLimit);
+/// The same with options; with .ssl: the TLS handshake runs before the streams are returned, and
+/// fails with ssl::SSLCertVerificationError (certificate not trusted, hostname mismatch),
+/// ssl::SSLError (any other TLS failure), std::system_error ECONNRESET (the peer closed during the
+/// handshake) or ECONNABORTED (ssl_handshake_timeout passed). The streams then carry plaintext;
+/// can_write_eof() is false (as asyncio's SSL transport); close() sends close_notify after the
+/// buffered data; a peer that closes without close_notify reads as EOF (as asyncio 3.13).
+/// get_extra_info: "peercert" (std::map<std::string, std::string>: subject, issuer, version,
+/// serialNumber, notBefore, notAfter, subjectAltName; empty if the certificate was not verified),
+/// "cipher" (std::tuple<std::string, std::string, int>: name, protocol, secret bits),
+/// "ssl_object" (SSL*), "sslcontext" (ssl::Context), "selected_alpn_protocol" (std::string), and
+/// the socket's keys.
+Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, std::uint16_t port,
+                                                                 ConnectionOptions options);
 /// Python's open_unix_connection(path).
 Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
                                                                       std::size_t limit = kDefaultStreamLimit);
+/// The same with options; with .ssl, server_hostname is required (there is no host name to take
+/// it from: ValueError "you have to pass server_hostname when using ssl", as Python).
+Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path, ConnectionOptions options);
 /// Streams over a socket that is already connected (Python's open_connection(sock=...)).
 std::pair<StreamReader, StreamWriter> open_connection(Socket sock, std::size_t limit = kDefaultStreamLimit);
 

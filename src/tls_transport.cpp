@@ -1,0 +1,625 @@
+// TlsTransport (tls_transport.hpp): an OpenSSL session on two memory BIOs over an inner transport.
+//
+// The engine owns two operations on the inner transport: `rx` receives ciphertext into its own
+// buffer (then into the read BIO), `tx` sends what OpenSSL wrote into the write BIO (staged in
+// its own buffer). The protocol's operations (a plaintext receive, a send, the handshake) are
+// driven from them and completed here. The engine outlives the TlsTransport that owns it while
+// an inner operation is in flight (a completion may be queued) or ciphertext is still being
+// flushed after close(): it frees itself when the last one completes.
+#include "tls_transport.hpp"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <arpa/inet.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <map>
+#include <tuple>
+
+#include "asyncio/event_loop.hpp"
+#include "asyncio/exceptions.hpp"
+#include "asyncio/timeout.hpp"
+#include "stream_core.hpp"
+
+namespace asyncio::detail {
+
+namespace {
+constexpr std::size_t kRxSize = 32 * 1024;     // a receive of ciphertext (two full records)
+constexpr std::size_t kTxSize = 64 * 1024;     // a send of ciphertext
+constexpr std::size_t kMaxWrite = 64 * 1024;   // plaintext taken per send / try_send
+constexpr std::size_t kHigh = 256 * 1024;      // ciphertext backlog above which sends wait
+// How long close() keeps flushing ciphertext (and close_notify) to a peer that does not read:
+// Python's default ssl_shutdown_timeout.
+constexpr std::chrono::seconds kShutdownTimeout{30};
+
+bool is_ip_address(const std::string& s) {
+    unsigned char buf[16];
+    return ::inet_pton(AF_INET, s.c_str(), buf) == 1 || ::inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+}  // namespace
+
+struct TlsTransport::Engine {
+    struct Op : IoOp {
+        Engine* eng = nullptr;
+        bool inflight = false;
+    };
+
+    EventLoop* loop = nullptr;
+    std::unique_ptr<Transport> inner;
+    ssl::Context ctx;
+    SSL* ssl = nullptr;
+    BIO* rbio = nullptr;  // ciphertext in (we write, OpenSSL reads)
+    BIO* wbio = nullptr;  // ciphertext out (OpenSSL writes, we read)
+    std::string hostname;
+    bool owned = true;
+    bool closed = false;
+    bool inner_closed = false;
+    bool handshake_done = false;
+    bool peer_eof = false;
+    int inner_err = 0;
+    int send_err = 0;
+    std::exception_ptr error;  // the SSL error behind a -EPROTO result
+    IoOp* read_op = nullptr;
+    IoOp* send_op = nullptr;
+    IoOp* hs_op = nullptr;
+    Op rx;
+    Op tx;
+    std::unique_ptr<char[]> rxbuf{new char[kRxSize]};
+    std::unique_ptr<char[]> txbuf{new char[kTxSize]};
+    std::size_t tx_len = 0;
+    std::size_t tx_off = 0;
+    TimerHandle shutdown_timer;  // armed while close() is still flushing
+    bool timer_armed = false;
+
+    Engine(std::unique_ptr<Transport> in, const ssl::Context& c) : inner(std::move(in)), ctx(c) {
+        rx.eng = this;
+        tx.eng = this;
+        rx.kind = IoKind::recv;
+        tx.kind = IoKind::send;
+        rx.complete = &on_rx;
+        tx.complete = &on_tx;
+    }
+    ~Engine() {
+        SSL_free(ssl);  // frees both BIOs
+    }
+
+    std::size_t backlog() const noexcept { return BIO_ctrl_pending(wbio) + (tx_len - tx_off); }
+
+    void finish(IoOp*& slot, std::int64_t result, bool sync) {
+        IoOp* op = slot;
+        slot = nullptr;
+        op->result = result;
+        op->state = IoState::done;
+        if (!sync) loop->schedule(op->complete, op);
+    }
+
+    /// Sends staged/BIO ciphertext until the inner transport would wait (tx in flight).
+    void flush() {
+        while (!tx.inflight && !inner_closed && send_err == 0) {
+            if (tx_off == tx_len) {
+                const int n = BIO_read(wbio, txbuf.get(), static_cast<int>(kTxSize));
+                tx_off = tx_len = 0;
+                if (n <= 0) break;
+                tx_len = static_cast<std::size_t>(n);
+            }
+            tx.buf = txbuf.get() + tx_off;
+            tx.len = tx_len - tx_off;
+            tx.state = IoState::idle;
+            if (!inner->start(*loop, tx)) {
+                tx.inflight = true;
+                break;
+            }
+            tx_sent();
+        }
+    }
+
+    void tx_sent() {
+        if (tx.result < 0) {
+            send_err = static_cast<int>(-tx.result);
+            tx_off = tx_len = 0;
+            (void)BIO_reset(wbio);
+        } else {
+            tx_off += static_cast<std::size_t>(tx.result);
+        }
+    }
+
+    /// Starts a ciphertext receive unless one is in flight. True: data (or EOF, an error) came
+    /// at once: retry the SSL call. False: wait for on_rx.
+    bool pull() {
+        if (rx.inflight) return false;
+        if (peer_eof || inner_err != 0 || inner_closed) return true;
+        rx.buf = rxbuf.get();
+        rx.len = kRxSize;
+        rx.state = IoState::idle;
+        if (!inner->start(*loop, rx)) {
+            rx.inflight = true;
+            return false;
+        }
+        rx_received();
+        return true;
+    }
+
+    void rx_received() {
+        if (rx.result > 0)
+            BIO_write(rbio, rxbuf.get(), static_cast<int>(rx.result));
+        else if (rx.result == 0)
+            peer_eof = true;
+        else
+            inner_err = static_cast<int>(-rx.result);
+    }
+
+    /// The exception for a failed handshake (or a failed SSL_read/SSL_write).
+    std::exception_ptr ssl_failure(int err) {
+        if (err == SSL_ERROR_SSL) {
+            const unsigned long code = ERR_peek_error();
+            if (ERR_GET_LIB(code) == ERR_LIB_SSL && ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+                ERR_clear_error();
+                const long vr = SSL_get_verify_result(ssl);
+                std::string msg;
+                if (vr == X509_V_ERR_HOSTNAME_MISMATCH)
+                    msg = "Hostname mismatch, certificate is not valid for '" + hostname + "'.";
+                else if (vr == X509_V_ERR_IP_ADDRESS_MISMATCH)
+                    msg = "IP address mismatch, certificate is not valid for '" + hostname + "'.";
+                else
+                    msg = X509_verify_cert_error_string(vr);
+                return std::make_exception_ptr(ssl::SSLCertVerificationError(vr, std::move(msg)));
+            }
+            return std::make_exception_ptr(ssl::detail::error_from_queue("SSL error"));
+        }
+        ERR_clear_error();
+        // SSL_ERROR_SYSCALL with memory BIOs: the peer's EOF in the middle of a record or handshake
+        // (Python: "EOF occurred in violation of protocol").
+        return std::make_exception_ptr(ssl::SSLError(SSL_ERROR_EOF_HINT, "SSL", "UNEXPECTED_EOF_WHILE_READING",
+                                                     "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in "
+                                                     "violation of protocol"));
+    }
+    static constexpr int SSL_ERROR_EOF_HINT = 8;  // Python's SSL_ERROR_EOF
+
+    /// The handshake: true when it finished (hs_op completed).
+    bool step_handshake(bool sync) {
+        for (;;) {
+            ERR_clear_error();
+            const int r = SSL_do_handshake(ssl);
+            const int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
+            flush();
+            if (r == 1) {
+                handshake_done = true;
+                finish(hs_op, 0, sync);
+                return true;
+            }
+            if (err == SSL_ERROR_WANT_READ) {
+                if (peer_eof || inner_err != 0) {
+                    // Python: ConnectionResetError for an EOF during the handshake.
+                    finish(hs_op, -(inner_err != 0 ? inner_err : ECONNRESET), sync);
+                    return true;
+                }
+                if (pull()) continue;
+                return false;
+            }
+            error = ssl_failure(err);
+            finish(hs_op, -EPROTO, sync);
+            return true;
+        }
+    }
+
+    bool step_read(bool sync) {
+        for (;;) {
+            ERR_clear_error();
+            std::size_t n = 0;
+            const int r = SSL_read_ex(ssl, read_op->buf, read_op->len, &n);
+            const int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
+            flush();  // (a key update or an alert may have been written)
+            if (r == 1) {
+                finish(read_op, static_cast<std::int64_t>(n), sync);
+                return true;
+            }
+            if (err == SSL_ERROR_ZERO_RETURN) {  // close_notify
+                finish(read_op, 0, sync);
+                return true;
+            }
+            if (err == SSL_ERROR_WANT_READ) {
+                if (inner_err != 0) {
+                    finish(read_op, -inner_err, sync);
+                    return true;
+                }
+                if (peer_eof) {
+                    // EOF without close_notify: EOF, as asyncio 3.13 (its SSL protocol treats the
+                    // transport's eof_received as the end of the stream).
+                    finish(read_op, 0, sync);
+                    return true;
+                }
+                if (pull()) continue;
+                return false;
+            }
+            if (err == SSL_ERROR_SYSCALL && peer_eof) {  // EOF in the middle of a record
+                ERR_clear_error();
+                finish(read_op, 0, sync);
+                return true;
+            }
+            error = ssl_failure(err);
+            finish(read_op, -EPROTO, sync);
+            return true;
+        }
+    }
+
+    /// Encrypts up to kMaxWrite bytes into the write BIO; the count, or -errno.
+    std::int64_t encrypt(const char* p, std::size_t n) {
+        if (n > kMaxWrite) n = kMaxWrite;
+        ERR_clear_error();
+        std::size_t w = 0;
+        if (SSL_write_ex(ssl, p, n, &w) != 1) {
+            error = ssl_failure(SSL_get_error(ssl, 0));
+            return -EPROTO;
+        }
+        flush();
+        return static_cast<std::int64_t>(w);
+    }
+
+    bool step_send(bool sync) {
+        if (send_err != 0) {
+            finish(send_op, -send_err, sync);
+            return true;
+        }
+        if (backlog() > kHigh) return false;  // parked until the ciphertext drains
+        finish(send_op, encrypt(static_cast<const char*>(send_op->buf), send_op->len), sync);
+        return true;
+    }
+
+    void close_inner() noexcept {
+        if (inner_closed) return;
+        inner_closed = true;
+        inner->close();
+    }
+
+    void disarm() noexcept {
+        if (timer_armed) {
+            timer_armed = false;
+            shutdown_timer.cancel();
+        }
+    }
+
+    void maybe_free() noexcept {
+        if (owned || rx.inflight || tx.inflight) return;
+        disarm();
+        close_inner();
+        delete this;
+    }
+
+    static void on_rx(void* p) {
+        Engine* e = static_cast<Op*>(static_cast<IoOp*>(p))->eng;
+        e->rx.inflight = false;
+        e->rx_received();
+        if (e->closed) {
+            e->maybe_free();
+            return;
+        }
+        e->progress();
+    }
+
+    static void on_tx(void* p) {
+        Engine* e = static_cast<Op*>(static_cast<IoOp*>(p))->eng;
+        e->tx.inflight = false;
+        e->tx_sent();
+        e->flush();
+        if (e->closed) {
+            // Flushing what was written before close() (and the close_notify): close once sent.
+            if (!e->tx.inflight) {
+                e->disarm();
+                e->close_inner();
+            }
+            e->maybe_free();
+            return;
+        }
+        e->progress();
+    }
+
+    void progress() {
+        try {
+            if (hs_op != nullptr) step_handshake(false);
+            if (read_op != nullptr) step_read(false);
+            if (send_op != nullptr) step_send(false);
+        } catch (...) {
+            // Out of memory making an exception: fail what waits.
+            if (hs_op != nullptr) finish(hs_op, -ENOMEM, false);
+            if (read_op != nullptr) finish(read_op, -ENOMEM, false);
+            if (send_op != nullptr) finish(send_op, -ENOMEM, false);
+        }
+    }
+
+    void close() noexcept {
+        if (closed) return;
+        closed = true;
+        try {
+            if (hs_op != nullptr) finish(hs_op, -EBADF, false);
+            if (read_op != nullptr) finish(read_op, -EBADF, false);
+            if (send_op != nullptr) finish(send_op, -EBADF, false);
+        } catch (...) {
+        }
+        if (rx.inflight && rx.state == IoState::pending && inner->cancel(*loop, rx)) rx.inflight = false;
+        if (loop == nullptr || loop->is_closed()) {
+            close_inner();
+            return;
+        }
+        if (handshake_done && !inner_closed && send_err == 0) {
+            // close_notify, best effort: queued behind what is still to be sent.
+            ERR_clear_error();
+            SSL_shutdown(ssl);
+            ERR_clear_error();
+            flush();
+        }
+        if (!tx.inflight) {
+            close_inner();
+            return;
+        }
+        arm_shutdown_timer();
+    }
+
+    /// A peer that never reads must not keep the socket open for ever: the flush that close()
+    /// starts (the stream's buffer, then ours and close_notify) gives up after the shutdown
+    /// timeout. Closing the inner transport fails tx with EBADF, which fails the stream's flush.
+    void arm_shutdown_timer() noexcept {
+        if (timer_armed || inner_closed || loop == nullptr || loop->is_closed()) return;
+        try {
+            shutdown_timer = loop->call_later(kShutdownTimeout, [this] {
+                timer_armed = false;
+                close_inner();
+            });
+            timer_armed = true;
+        } catch (...) {
+            close_inner();  // (out of memory: no flush)
+        }
+    }
+};
+
+TlsTransport::TlsTransport(std::unique_ptr<Transport> inner, const ssl::Context& ctx, bool server,
+                           const std::string& server_hostname)
+    : e_(new Engine(std::move(inner), ctx)) {
+    Engine& e = *e_;
+    e.hostname = server_hostname;
+    e.ssl = SSL_new(static_cast<SSL_CTX*>(ctx.native_handle()));
+    e.rbio = BIO_new(BIO_s_mem());
+    e.wbio = BIO_new(BIO_s_mem());
+    if (e.ssl == nullptr || e.rbio == nullptr || e.wbio == nullptr) {
+        BIO_free(e.rbio);
+        BIO_free(e.wbio);
+        delete e_;
+        throw ssl::detail::error_from_queue("SSL_new failed");
+    }
+    BIO_set_mem_eof_return(e.rbio, -1);  // empty: "retry", not EOF
+    SSL_set_bio(e.ssl, e.rbio, e.wbio);
+    if (server) {
+        SSL_set_accept_state(e.ssl);
+    } else {
+        SSL_set_connect_state(e.ssl);
+        if (!server_hostname.empty()) {
+            const bool ip = is_ip_address(server_hostname);
+            if (!ip) SSL_set_tlsext_host_name(e.ssl, server_hostname.c_str());  // SNI (never for an IP)
+            if (ctx.check_hostname()) {
+                X509_VERIFY_PARAM* param = SSL_get0_param(e.ssl);
+                X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+                const int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(param, server_hostname.c_str())
+                                  : X509_VERIFY_PARAM_set1_host(param, server_hostname.c_str(), 0);
+                if (ok != 1) {
+                    delete e_;
+                    throw ssl::detail::error_from_queue("invalid server_hostname");
+                }
+            }
+        }
+    }
+}
+
+TlsTransport::~TlsTransport() {
+    e_->owned = false;
+    e_->close();
+    // Operations that will never complete: their loop is gone or closed.
+    for (Engine::Op* op : {&e_->rx, &e_->tx}) {
+        if (!op->inflight) continue;
+        if (op->state == IoState::detached || e_->loop == nullptr || e_->loop->is_closed()) {
+            if (op->state == IoState::pending && e_->loop != nullptr) e_->inner->cancel(*e_->loop, *op);
+            op->inflight = false;
+        }
+    }
+    e_->maybe_free();
+}
+
+bool TlsTransport::start(EventLoop& loop, IoOp& op) {
+    Engine& e = *e_;
+    e.loop = &loop;
+    if (e.closed) {
+        op.result = -EBADF;
+        op.state = IoState::done;
+        return true;
+    }
+    op.state = IoState::pending;
+    switch (op.kind) {
+        case IoKind::connect:
+            e.hs_op = &op;
+            return e.step_handshake(true);
+        case IoKind::send:
+            e.send_op = &op;
+            return e.step_send(true);
+        default:
+            e.read_op = &op;
+            return e.step_read(true);
+    }
+}
+
+bool TlsTransport::cancel(EventLoop& loop, IoOp& op) noexcept {
+    Engine& e = *e_;
+    (void)loop;
+    IoOp** slot = &op == e.read_op ? &e.read_op : &op == e.send_op ? &e.send_op : &op == e.hs_op ? &e.hs_op : nullptr;
+    if (slot == nullptr) return false;  // completed (its completion may be queued)
+    *slot = nullptr;
+    op.state = IoState::cancelled;
+    // Withdraw the ciphertext receive nobody waits for any more (flow control); what it already
+    // received stays in the read BIO for the next read.
+    if (e.read_op == nullptr && e.hs_op == nullptr && e.rx.inflight && e.rx.state == IoState::pending &&
+        e.inner->cancel(*e.loop, e.rx))
+        e.rx.inflight = false;
+    return true;
+}
+
+std::int64_t TlsTransport::try_send(EventLoop& loop, const char* p, std::size_t n) {
+    Engine& e = *e_;
+    e.loop = &loop;
+    if (e.closed) return -EBADF;
+    if (e.send_err != 0) return -e.send_err;
+    if (e.backlog() > kHigh) return 0;
+    return e.encrypt(p, n);
+}
+
+void TlsTransport::close() noexcept { e_->close(); }
+
+void TlsTransport::begin_close() noexcept { e_->arm_shutdown_timer(); }
+
+std::exception_ptr TlsTransport::error_for(std::int64_t result) const noexcept {
+    return result == -EPROTO ? e_->error : nullptr;
+}
+
+namespace {
+
+std::string name_to_string(X509_NAME* name) {
+    // Python's tuples of (key, value) pairs, flattened: "commonName=localhost, organizationName=..."
+    std::string out;
+    for (int i = 0; i < X509_NAME_entry_count(name); ++i) {
+        X509_NAME_ENTRY* entry = X509_NAME_get_entry(name, i);
+        const int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(entry));
+        unsigned char* utf8 = nullptr;
+        const int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(entry));
+        if (len < 0) continue;
+        if (!out.empty()) out += ", ";
+        out += nid != NID_undef ? OBJ_nid2ln(nid) : "?";
+        out += '=';
+        out.append(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(len));
+        OPENSSL_free(utf8);
+    }
+    return out;
+}
+
+std::string asn1_time(const ASN1_TIME* t) {
+    BIO* b = BIO_new(BIO_s_mem());
+    if (b == nullptr) return {};
+    ASN1_TIME_print(b, t);  // "Nov 30 14:48:06 2026 GMT", as Python's
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(b, &data);
+    std::string s(data, static_cast<std::size_t>(n > 0 ? n : 0));
+    BIO_free(b);
+    return s;
+}
+
+std::map<std::string, std::string> peer_cert(SSL* ssl) {
+    std::map<std::string, std::string> out;
+    X509* cert = SSL_get1_peer_certificate(ssl);
+    if (cert == nullptr) return out;
+    if (SSL_get_verify_result(ssl) == X509_V_OK && SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE) {
+        out["subject"] = name_to_string(X509_get_subject_name(cert));
+        out["issuer"] = name_to_string(X509_get_issuer_name(cert));
+        out["version"] = std::to_string(X509_get_version(cert) + 1);
+        if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)) {
+            if (char* hex = BN_bn2hex(bn)) {
+                out["serialNumber"] = hex;
+                OPENSSL_free(hex);
+            }
+            BN_free(bn);
+        }
+        out["notBefore"] = asn1_time(X509_get0_notBefore(cert));
+        out["notAfter"] = asn1_time(X509_get0_notAfter(cert));
+        if (auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr))) {
+            std::string san;
+            for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+                const GENERAL_NAME* g = sk_GENERAL_NAME_value(names, i);
+                std::string item;
+                if (g->type == GEN_DNS) {
+                    item = "DNS:" + std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(g->d.dNSName)),
+                                                static_cast<std::size_t>(ASN1_STRING_length(g->d.dNSName)));
+                } else if (g->type == GEN_IPADD) {
+                    const int len = ASN1_STRING_length(g->d.iPAddress);
+                    char buf[INET6_ADDRSTRLEN] = {};
+                    if (::inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.iPAddress), buf, sizeof buf))
+                        item = std::string("IP Address:") + buf;
+                }
+                if (item.empty()) continue;
+                if (!san.empty()) san += ", ";
+                san += item;
+            }
+            GENERAL_NAMES_free(names);
+            if (!san.empty()) out["subjectAltName"] = san;
+        }
+    }
+    X509_free(cert);
+    return out;
+}
+
+}  // namespace
+
+std::any TlsTransport::get_extra_info(std::string_view name, std::any default_value) {
+    Engine& e = *e_;
+    if (name == "sslcontext") return e.ctx;
+    if (name == "ssl_object") return e.ssl;
+    if (name == "peercert") {
+        if (!e.handshake_done) return default_value;
+        return peer_cert(e.ssl);
+    }
+    if (name == "cipher") {
+        const SSL_CIPHER* c = SSL_get_current_cipher(e.ssl);
+        if (c == nullptr) return default_value;
+        return std::tuple<std::string, std::string, int>(SSL_CIPHER_get_name(c), SSL_get_version(e.ssl),
+                                                          SSL_CIPHER_get_bits(c, nullptr));
+    }
+    if (name == "selected_alpn_protocol") {
+        const unsigned char* p = nullptr;
+        unsigned len = 0;
+        SSL_get0_alpn_selected(e.ssl, &p, &len);
+        if (len == 0) return default_value;
+        return std::string(reinterpret_cast<const char*>(p), len);
+    }
+    if (name == "compression") return default_value;
+    return e.inner->get_extra_info(name, std::move(default_value));
+}
+
+// ---- the handshake ----
+
+namespace {
+
+class HandshakeAwaiter : public TransportAwaiter {
+public:
+    explicit HandshakeAwaiter(TlsTransport& t) noexcept : TransportAwaiter(&t) { kind = IoKind::connect; }
+    bool await_suspend(std::coroutine_handle<> h) { return start(h, "SSL handshake"); }
+    void await_resume() {
+        if (state == IoState::idle || state == IoState::cancelled) throw_cancelled(task());
+        if (result < 0) {
+            if (std::exception_ptr e = transport_->error_for(result)) std::rethrow_exception(e);
+            throw std::system_error(static_cast<int>(-result), std::generic_category(), "SSL handshake");
+        }
+    }
+};
+
+Coroutine<> handshake_step(TlsTransport* t) { co_await HandshakeAwaiter(*t); }
+
+/// Python's repr of a float number of seconds ("60.0", "0.3").
+std::string seconds_repr(double s) {
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, s);
+    std::string out(buf, r.ptr);
+    if (out.find_first_of(".e") == std::string::npos) out += ".0";
+    return out;
+}
+
+}  // namespace
+
+Coroutine<> tls_handshake(TlsTransport& t, std::chrono::duration<double> timeout) {
+    bool timed_out = false;
+    try {
+        co_await wait_for(handshake_step(&t), timeout);
+    } catch (const TimeoutError&) {
+        timed_out = true;
+    }
+    if (timed_out)
+        throw std::system_error(ECONNABORTED, std::generic_category(),
+                                "SSL handshake is taking longer than " + seconds_repr(timeout.count()) +
+                                    " seconds: aborting the connection");
+}
+
+}  // namespace asyncio::detail

@@ -1,0 +1,697 @@
+// TLS streams and servers (ssl.hpp, open_connection/start_server with .ssl): real sockets on
+// 127.0.0.1, certificates made at test time with the openssl command (a CA, a certificate for
+// localhost/127.0.0.1, one for another host, one from an unknown CA). Messages as CPython 3.13's
+// ssl module gives them (without its "(_ssl.c:NNNN)" suffix).
+#include "asyncio/ssl.hpp"
+
+#include <gtest/gtest.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "asyncio/event_loop.hpp"
+#include "asyncio/exceptions.hpp"
+#include "asyncio/gather.hpp"
+#include "asyncio/run.hpp"
+#include "asyncio/server.hpp"
+#include "asyncio/sleep.hpp"
+#include "asyncio/streams.hpp"
+#include "asyncio/subprocess.hpp"
+#include "asyncio/task.hpp"
+#include "asyncio/timeout.hpp"
+#include "stream_test_support.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using asyncio::Coroutine;
+using asyncio::Server;
+using asyncio::StreamReader;
+using asyncio::StreamWriter;
+namespace ssl = asyncio::ssl;
+using namespace std::chrono_literals;
+using stream_test::pattern;
+
+/// The certificates, made once per test binary.
+struct Certs {
+    std::string dir;
+    std::string ca, ca_key, server, server_key, other, other_key, rogue_ca, rogue, rogue_key;
+
+    static Certs& get() {
+        static Certs c;
+        return c;
+    }
+
+private:
+    Certs() {
+        char tmpl[] = "/tmp/asyncio_ssl_test.XXXXXX";
+        dir = ::mkdtemp(tmpl);
+        auto f = [this](const char* name) { return dir + "/" + name; };
+        ca = f("ca.pem");
+        ca_key = f("ca.key");
+        server = f("server.pem");
+        server_key = f("server.key");
+        other = f("other.pem");
+        other_key = f("other.key");
+        rogue_ca = f("rogue_ca.pem");
+        rogue = f("rogue.pem");
+        rogue_key = f("rogue.key");
+        const std::string d = dir;
+        const std::string key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        const std::string ca_ext =
+            " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign";
+        std::string script = "set -e; cd " + d + "\n";
+        script += "openssl req -x509" + key + " -keyout ca.key -out ca.pem -days 2 -subj '/CN=asyncio test CA'" + ca_ext + "\n";
+        script += "openssl req -x509" + key + " -keyout rogue_ca.key -out rogue_ca.pem -days 2 -subj '/CN=rogue CA'" + ca_ext + "\n";
+        auto leaf = [&](const std::string& name, const std::string& cn, const std::string& san, const std::string& issuer) {
+            script += "printf 'subjectAltName=" + san +
+                      "\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n"
+                      "authorityKeyIdentifier=keyid\\n' > " + name + ".ext\n";
+            script += "openssl req" + key + " -keyout " + name + ".key -out " + name + ".csr -subj '/CN=" + cn + "'\n";
+            script += "openssl x509 -req -in " + name + ".csr -CA " + issuer + ".pem -CAkey " + issuer +
+                      ".key -set_serial 7 -days 2 -out " + name + ".pem -extfile " + name + ".ext\n";
+        };
+        leaf("server", "localhost", "DNS:localhost,IP:127.0.0.1", "ca");
+        leaf("other", "other.example", "DNS:other.example", "ca");
+        leaf("rogue", "localhost", "DNS:localhost,IP:127.0.0.1", "rogue_ca");
+        const std::string cmd = "(" + script + ") >/dev/null 2>&1";
+        if (std::system(cmd.c_str()) != 0) throw std::runtime_error("openssl failed to make the test certificates");
+    }
+    ~Certs() {
+        const std::string cmd = "rm -rf " + dir;
+        (void)std::system(cmd.c_str());
+    }
+};
+
+ssl::Context server_context(const std::string& cert, const std::string& key) {
+    ssl::Context ctx(ssl::Protocol::TLS_SERVER);
+    ctx.load_cert_chain(cert, key);
+    return ctx;
+}
+
+ssl::Context client_context() { return ssl::create_default_context(ssl::Purpose::SERVER_AUTH, Certs::get().ca); }
+
+std::uint16_t port_of(const Server& s) { return s.sockets().at(0).getsockname().port(); }
+
+/// Echoes everything until EOF, then closes.
+Coroutine<> echo(StreamReader r, StreamWriter w) {
+    for (;;) {
+        std::string data = co_await r.read(64 * 1024);
+        if (data.empty()) break;
+        w.write(data);
+        co_await w.drain();
+    }
+    w.close();
+    co_await w.wait_closed();
+}
+
+class Tls : public asyncio_test::LeakChecked {
+protected:
+    void SetUp() override {
+        (void)Certs::get();  // (made before the leak baseline)
+        LeakChecked::SetUp();
+    }
+};
+
+Coroutine<std::string> send_all_then_eof_read(StreamReader r, StreamWriter w, std::string data) {
+    // TLS cannot half-close: write everything, read back as many bytes, then close.
+    auto writer = [](StreamWriter w, const std::string& data) -> Coroutine<> {
+        for (std::size_t off = 0; off < data.size(); off += 100'000) {
+            w.write(std::string_view(data).substr(off, 100'000));
+            co_await w.drain();
+        }
+    };
+    Coroutine<std::string> reading = r.readexactly(data.size());
+    auto [done, got] = co_await asyncio::gather(writer(w, data), std::move(reading));
+    (void)done;
+    w.close();
+    co_await w.wait_closed();
+    co_return got;
+}
+
+TEST_F(Tls, EchoesSmallAndLargeMessagesWithFlowControl) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        for (std::size_t size : {std::size_t{1024}, std::size_t{8} << 20}) {
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+            CO_ASSERT(!w.can_write_eof());
+            const std::string data = pattern(size, static_cast<std::uint32_t>(size));
+            const std::string got = co_await send_all_then_eof_read(r, w, data);
+            CO_ASSERT(got.size() == data.size());
+            CO_ASSERT(stream_test::first_difference(got, data) == -1);
+        }
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, ExtraInfoDescribesTheSession) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("localhost", port_of(server),
+                                                         {.ssl = &cctx, .server_hostname = "localhost"});
+        (void)r;
+        auto cert = std::any_cast<std::map<std::string, std::string>>(w.get_extra_info("peercert"));
+        CO_ASSERT(cert["subject"] == "commonName=localhost");
+        CO_ASSERT(cert["issuer"] == "commonName=asyncio test CA");
+        CO_ASSERT(cert["subjectAltName"] == "DNS:localhost, IP Address:127.0.0.1");
+        CO_ASSERT(cert["version"] == "3");
+        CO_ASSERT(cert["serialNumber"] == "07");
+        CO_ASSERT(cert["notAfter"].size() == std::string("Dec  2 14:48:06 2026 GMT").size());
+        auto cipher = std::any_cast<std::tuple<std::string, std::string, int>>(w.get_extra_info("cipher"));
+        CO_ASSERT(std::get<1>(cipher) == "TLSv1.3");
+        CO_ASSERT(std::get<2>(cipher) >= 128);
+        CO_ASSERT(std::any_cast<SSL*>(w.get_extra_info("ssl_object")) != nullptr);
+        CO_ASSERT(std::any_cast<ssl::Context>(w.get_extra_info("sslcontext")).native_handle() == cctx.native_handle());
+        CO_ASSERT(w.get_extra_info("peername").has_value());  // the socket's keys still answer
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();  // (the server's side saw close_notify: its echo ended)
+    }());
+}
+
+TEST_F(Tls, HostnameMismatchIsACertVerificationErrorWithPythonsMessage) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        bool raised = false;
+        try {
+            (void)co_await asyncio::open_connection("127.0.0.1", port_of(server),
+                                                    {.ssl = &cctx, .server_hostname = "example.com"});
+        } catch (const ssl::SSLCertVerificationError& e) {
+            raised = true;
+            CO_ASSERT(std::string(e.what()) ==
+                      "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, "
+                      "certificate is not valid for 'example.com'.");
+            CO_ASSERT(e.verify_code() == 62);
+            CO_ASSERT(e.reason() == "CERTIFICATE_VERIFY_FAILED");
+            CO_ASSERT(e.library() == "SSL");
+            CO_ASSERT(e.code().value() == 1);
+        }
+        CO_ASSERT(raised);
+        // The server goes on (its side of the failed handshake is not reported: not debug mode).
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        w.write("again");
+        CO_ASSERT(co_await r.readexactly(5) == "again");
+        w.close();
+        co_await w.wait_closed();
+    }());
+}
+
+TEST_F(Tls, AnUnknownCaOrAnotherHostsCertificateIsRefused) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context rogue = server_context(Certs::get().rogue, Certs::get().rogue_key);
+        ssl::Context other = server_context(Certs::get().other, Certs::get().other_key);
+        Server s1 = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &rogue});
+        Server s2 = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &other});
+        ssl::Context cctx = client_context();
+        std::string m1, m2;
+        try {
+            (void)co_await asyncio::open_connection("127.0.0.1", port_of(s1), {.ssl = &cctx});
+        } catch (const ssl::SSLCertVerificationError& e) {
+            m1 = e.what();
+            CO_ASSERT(e.verify_code() == 20);
+        }
+        try {
+            (void)co_await asyncio::open_connection("127.0.0.1", port_of(s2), {.ssl = &cctx, .server_hostname = "localhost"});
+        } catch (const ssl::SSLError& e) {  // (the base catches it too)
+            m2 = e.what();
+        }
+        CO_ASSERT(m1 == "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate");
+        CO_ASSERT(m2 == "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, certificate "
+                        "is not valid for 'localhost'.");
+    }());
+}
+
+TEST_F(Tls, APlainClientFailsItsHandshakeAndTheServerGoesOn) {
+    asyncio_test::Reports reports;
+    asyncio::run([](asyncio_test::Reports& reports) -> Coroutine<> {
+        asyncio::get_running_loop().set_debug(true);  // (asyncio reports handshake failures in debug mode only)
+        reports.install(asyncio::get_running_loop());
+        int called = 0;
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(
+            [&called](StreamReader r, StreamWriter w) -> Coroutine<> {
+                ++called;
+                return echo(std::move(r), std::move(w));
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+        w.write("GET / HTTP/1.0\r\n\r\n");
+        (void)co_await r.read();  // whatever alert came, then EOF: the server closed it
+        CO_ASSERT(called == 0);
+        CO_ASSERT(reports.count("SSL handshake failed") == 1);
+        ssl::Context cctx = client_context();
+        auto [r2, w2] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        w2.write("ok");
+        CO_ASSERT(co_await r2.readexactly(2) == "ok");
+        CO_ASSERT(called == 1);
+        w2.close();
+        co_await w2.wait_closed();
+        w.close();
+    }(reports));
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_EQ(reports.what(0), "[SSL: HTTP_REQUEST] http request");
+}
+
+TEST_F(Tls, TheHandshakeTimesOutAgainstASilentServerAsInPython) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            Server silent = co_await asyncio::start_server(
+                [](StreamReader r, StreamWriter w) -> Coroutine<> {
+                    (void)co_await r.read();  // never answers; EOF once the client gives up
+                    w.close();
+                },
+                "127.0.0.1", 0);
+            ssl::Context cctx = client_context();
+            std::string msg;
+            int code = 0;
+            try {
+                (void)co_await asyncio::open_connection("127.0.0.1", port_of(silent),
+                                                        {.ssl = &cctx, .ssl_handshake_timeout = 0.5s});
+            } catch (const std::system_error& e) {
+                msg = e.what();
+                code = e.code().value();
+            }
+            CO_ASSERT(code == ECONNABORTED);
+            CO_ASSERT(msg.rfind("SSL handshake is taking longer than 0.5 seconds: aborting the connection", 0) == 0);
+            CO_ASSERT(asyncio_test::elapsed() >= 500ms);
+            // A server's handshake times out the same way against a client that says nothing.
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0,
+                                                           {.ssl = &sctx, .ssl_handshake_timeout = 2s});
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+            CO_ASSERT(co_await r.read() == "");  // closed by the server after 2 s
+            CO_ASSERT(asyncio_test::elapsed() >= 2500ms);
+            w.close();
+        }(),
+        asyncio_test::virtual_time());
+}
+
+TEST_F(Tls, AClientStalledMidHandshakeCostsTheOthersNothingAndTimesOut) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0,
+                                                           {.ssl = &sctx, .ssl_handshake_timeout = 10s});
+            // The first 5 bytes of a ClientHello record, then nothing.
+            auto [sr, sw] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+            sw.write(std::string("\x16\x03\x01\x02\x00", 5));
+            ssl::Context cctx = client_context();
+            auto one = [](std::uint16_t port, ssl::Context* cctx, int i) -> Coroutine<bool> {
+                auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port, {.ssl = cctx});
+                const std::string msg = "client " + std::to_string(i);
+                w.write(msg);
+                const bool ok = co_await r.readexactly(msg.size()) == msg;
+                w.close();
+                co_await w.wait_closed();
+                co_return ok;
+            };
+            std::vector<asyncio::Task<bool>> clients;
+            for (int i = 0; i < 100; ++i) clients.push_back(asyncio::create_task(one(port_of(server), &cctx, i)));
+            int ok = 0;
+            for (auto& t : clients) ok += (co_await t) ? 1 : 0;
+            CO_ASSERT(ok == 100);
+            CO_ASSERT(asyncio_test::elapsed() < 1s);  // nobody waited for the stalled one
+            CO_ASSERT(co_await sr.read() == "");     // closed by its handshake timeout
+            CO_ASSERT(asyncio_test::elapsed() >= 10s);
+            sw.close();
+            server.close();
+            co_await server.wait_closed();
+        }(),
+        asyncio_test::virtual_time());
+}
+
+TEST_F(Tls, ACancelledHandshakeLeavesNothingBehind) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            Server silent = co_await asyncio::start_server(
+                [](StreamReader r, StreamWriter w) -> Coroutine<> {
+                    (void)co_await r.read();
+                    w.close();
+                },
+                "127.0.0.1", 0);
+            ssl::Context cctx = client_context();
+            bool timed_out = false;
+            try {
+                (void)co_await asyncio::wait_for(
+                    asyncio::open_connection("127.0.0.1", port_of(silent), {.ssl = &cctx}), 100ms);
+            } catch (const asyncio::TimeoutError&) {
+                timed_out = true;
+            }
+            CO_ASSERT(timed_out);
+            silent.close();
+            co_await silent.wait_closed();
+        }(),
+        asyncio_test::virtual_time());
+}
+
+/// Sends data one byte (one TLS record) every 5 ms, then closes.
+Coroutine<> trickle(StreamWriter w, std::string data) {
+    for (char c : data) {
+        w.write(std::string_view(&c, 1));
+        co_await w.drain();
+        co_await asyncio::sleep(5ms);
+    }
+    w.close();
+    co_await w.wait_closed();
+}
+
+TEST_F(Tls, TimedOutReadsLoseNoBytes) {
+    std::string got;
+    int timeouts = 0;
+    const std::string sent = "first line\nsecond\n\nend";
+    asyncio::run(
+        [](const std::string& sent, std::string& got, int& timeouts) -> Coroutine<> {
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            Server server = co_await asyncio::start_server(
+                [&sent](StreamReader, StreamWriter w) -> Coroutine<> { return trickle(std::move(w), sent); },
+                "127.0.0.1", 0, {.ssl = &sctx});
+            ssl::Context cctx = client_context();
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+            for (;;) {
+                try {
+                    std::string line = co_await asyncio::wait_for(r.readline(), 1ms);
+                    if (line.empty()) break;
+                    got += line;
+                } catch (const asyncio::TimeoutError&) {
+                    ++timeouts;
+                }
+            }
+            w.close();
+            co_await w.wait_closed();
+        }(sent, got, timeouts),
+        asyncio_test::virtual_time());
+    EXPECT_EQ(got, sent);
+    EXPECT_GT(timeouts, static_cast<int>(sent.size()));
+}
+
+TEST_F(Tls, CloseSendsCloseNotifyAfterTheDataAndThePeerReadsEof) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        const std::string big = pattern(3 << 20, 9);
+        Server server = co_await asyncio::start_server(
+            [&big](StreamReader, StreamWriter w) -> Coroutine<> {
+                w.write(big);  // more than the socket takes at once: still flushing when closed
+                w.close();
+                co_return;
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        co_await asyncio::sleep(50ms);  // the server has closed its stream by now
+        const std::string got = co_await r.read();
+        CO_ASSERT(got.size() == big.size());
+        CO_ASSERT(got == big);
+        CO_ASSERT(r.at_eof());
+        SSL* s = std::any_cast<SSL*>(w.get_extra_info("ssl_object"));
+        CO_ASSERT((SSL_get_shutdown(s) & SSL_RECEIVED_SHUTDOWN) != 0);  // a close_notify, not a bare EOF
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, AnEofWithoutCloseNotifyReadsAsEofAsInPython313) {
+    // CPython 3.13's SSL protocol takes the transport's EOF as the end of the stream (read()
+    // returns b""), with or without close_notify.
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(
+            [](StreamReader, StreamWriter w) -> Coroutine<> {
+                w.write("partial");
+                co_await w.drain();
+                co_await asyncio::sleep(10ms);
+                // A FIN under the TLS session: no close_notify.
+                ::shutdown(std::any_cast<int>(w.get_extra_info("socket")), SHUT_RDWR);
+                w.close();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        CO_ASSERT(co_await r.read() == "partial");
+        CO_ASSERT(r.at_eof());
+        SSL* s = std::any_cast<SSL*>(w.get_extra_info("ssl_object"));
+        CO_ASSERT((SSL_get_shutdown(s) & SSL_RECEIVED_SHUTDOWN) == 0);
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, ClosingGivesUpFlushingToAPeerThatNeverReadsAfterTheShutdownTimeout) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            Server server = co_await asyncio::start_server(
+                [](StreamReader, StreamWriter w) -> Coroutine<> {
+                    w.write(pattern(8 << 20, 5));  // far more than the sockets hold
+                    w.close();
+                    co_return;
+                },
+                "127.0.0.1", 0, {.ssl = &sctx});
+            ssl::Context cctx = client_context();
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+            const int fds = asyncio_test::open_fd_count();
+            co_await asyncio::sleep(29s);
+            CO_ASSERT(asyncio_test::open_fd_count() == fds);  // still flushing (the client reads nothing)
+            co_await asyncio::sleep(2s);
+            CO_ASSERT(asyncio_test::open_fd_count() == fds - 1);  // the server's socket is closed
+            std::size_t got = 0;
+            try {
+                for (;;) {
+                    std::string data = co_await r.read(1 << 20);
+                    if (data.empty()) break;
+                    got += data.size();
+                }
+            } catch (const std::system_error&) {
+            }
+            CO_ASSERT(got < (8u << 20));
+            w.close();
+            server.close();
+            co_await server.wait_closed();
+        }(),
+        asyncio_test::virtual_time());
+}
+
+TEST_F(Tls, UnixSocketsCarryTlsToo) {
+    asyncio_test::TempDir dir;
+    const std::string path = dir.file("tls.sock");
+    asyncio::run([](const std::string& path) -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_unix_server(echo, path, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        bool refused = false;
+        try {
+            (void)co_await asyncio::open_unix_connection(path, {.ssl = &cctx});
+        } catch (const asyncio::ValueError& e) {
+            refused = std::string(e.what()) == "you have to pass server_hostname when using ssl";
+        }
+        CO_ASSERT(refused);
+        auto [r, w] = co_await asyncio::open_unix_connection(path, {.ssl = &cctx, .server_hostname = "localhost"});
+        w.write("over unix\n");
+        CO_ASSERT(co_await r.readline() == "over unix\n");
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }(path));
+}
+
+TEST_F(Tls, StartTlsUpgradesAPlainConnectionInPlace) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(
+            [&sctx](StreamReader r, StreamWriter w) -> Coroutine<> {
+                if (co_await r.readline() != "STARTTLS\n") co_return;
+                w.write("GO AHEAD\n");  // plaintext, sent before the handshake
+                co_await w.start_tls(sctx);
+                co_await echo(r, w);
+            },
+            "127.0.0.1", 0);
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+        bool refused = false;
+        try {
+            co_await w.start_tls(cctx);  // no server_hostname with check_hostname
+        } catch (const asyncio::ValueError& e) {
+            refused = std::string(e.what()) == "check_hostname requires server_hostname";
+        }
+        CO_ASSERT(refused);
+        w.write("STARTTLS\n");
+        CO_ASSERT(co_await r.readline() == "GO AHEAD\n");
+        co_await w.start_tls(cctx, "localhost");
+        CO_ASSERT(!w.can_write_eof());
+        auto cert = std::any_cast<std::map<std::string, std::string>>(w.get_extra_info("peercert"));
+        CO_ASSERT(cert["subject"] == "commonName=localhost");
+        const std::string data = pattern(300'000, 3);
+        CO_ASSERT(co_await send_all_then_eof_read(r, w, data) == data);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+// ---- interop with CPython's ssl + asyncio (/usr/bin/python3), both ways ----
+
+const char* kPythonClient = R"(
+import asyncio, ssl, sys
+async def main():
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    r, w = await asyncio.open_connection("127.0.0.1", int(sys.argv[1]), ssl=ctx)
+    msg = bytes(range(256)) * 4000 + b"\n"
+    w.write(msg)
+    await w.drain()
+    data = await r.readexactly(len(msg))
+    print(data == msg, w.get_extra_info("cipher")[1])
+    w.close()
+    await w.wait_closed()
+asyncio.run(main())
+)";
+
+const char* kPythonServer = R"(
+import asyncio, ssl, sys
+async def main():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+    done = asyncio.get_running_loop().create_future()
+    async def handle(r, w):
+        n = 0
+        while data := await r.read(65536):
+            n += len(data)
+            w.write(data)
+            await w.drain()
+        w.close()
+        done.set_result(n)
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    print("echoed", await done, flush=True)
+asyncio.run(main())
+)";
+
+bool have_python() { return ::access("/usr/bin/python3", X_OK) == 0; }
+
+TEST_F(Tls, PythonsAsyncioClientTalksToOurServer) {
+    if (!have_python()) GTEST_SKIP() << "no /usr/bin/python3";
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        const std::string port = std::to_string(port_of(server));
+        asyncio::Process p = co_await asyncio::create_subprocess_exec(
+            "/usr/bin/python3", "-c", kPythonClient, port, Certs::get().ca,
+            asyncio::SubprocessOptions{.stdout = asyncio::subprocess::PIPE});
+        auto [out, err] = co_await p.communicate();
+        (void)err;
+        CO_ASSERT(out == "True TLSv1.3\n");
+        CO_ASSERT(p.returncode() == 0);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, OurClientTalksToPythonsAsyncioServer) {
+    if (!have_python()) GTEST_SKIP() << "no /usr/bin/python3";
+    asyncio::run([]() -> Coroutine<> {
+        asyncio::Process p = co_await asyncio::create_subprocess_exec(
+            "/usr/bin/python3", "-c", kPythonServer, Certs::get().server, Certs::get().server_key,
+            asyncio::SubprocessOptions{.stdout = asyncio::subprocess::PIPE});
+        const std::string port_line = co_await p.stdout->readline();
+        CO_ASSERT(!port_line.empty());
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection(
+            "127.0.0.1", static_cast<std::uint16_t>(std::stoi(port_line)), {.ssl = &cctx});
+        const std::string data = pattern(1 << 20, 11);
+        const std::string got = co_await send_all_then_eof_read(r, w, data);  // close(): close_notify
+        CO_ASSERT(got == data);
+        CO_ASSERT(co_await p.stdout->readline() == "echoed 1048576\n");  // it saw our EOF
+        CO_ASSERT(co_await p.wait() == 0);
+    }());
+}
+
+TEST_F(Tls, ContextSettingsAsPython) {
+    ssl::Context c = ssl::create_default_context();
+    EXPECT_EQ(c.protocol(), ssl::Protocol::TLS_CLIENT);
+    EXPECT_EQ(c.verify_mode(), ssl::CERT_REQUIRED);
+    EXPECT_TRUE(c.check_hostname());
+    EXPECT_EQ(c.minimum_version(), ssl::TLSVersion::TLSv1_2);
+    try {
+        c.set_verify_mode(ssl::CERT_NONE);
+        ADD_FAILURE() << "no ValueError";
+    } catch (const asyncio::ValueError& e) {
+        EXPECT_STREQ(e.what(), "Cannot set verify_mode to CERT_NONE when check_hostname is enabled.");
+    }
+    c.set_check_hostname(false);
+    c.set_verify_mode(ssl::CERT_NONE);
+    c.set_check_hostname(true);
+    EXPECT_EQ(c.verify_mode(), ssl::CERT_REQUIRED);
+    c.set_minimum_version(ssl::TLSVersion::TLSv1_3);
+    EXPECT_EQ(c.minimum_version(), ssl::TLSVersion::TLSv1_3);
+    try {
+        c.set_ciphers("NO-SUCH-CIPHER");
+        ADD_FAILURE() << "no SSLError";
+    } catch (const ssl::SSLError& e) {
+        EXPECT_STREQ(e.what(), "No cipher can be selected.");
+    }
+    ssl::Context s(ssl::Protocol::TLS_SERVER);
+    EXPECT_EQ(s.verify_mode(), ssl::CERT_NONE);
+    EXPECT_FALSE(s.check_hostname());
+    try {
+        s.load_cert_chain("/nonexistent/cert.pem");
+        ADD_FAILURE() << "no error";
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code().value(), ENOENT);
+    }
+    // A key that does not belong to the certificate.
+    EXPECT_THROW(s.load_cert_chain(Certs::get().server, Certs::get().other_key), ssl::SSLError);
+    EXPECT_THROW(ssl::Context(ssl::Protocol::TLS_CLIENT).load_verify_locations(), asyncio::ValueError);
+}
+
+TEST_F(Tls, AlpnIsNegotiated) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        sctx.set_alpn_protocols({"h2", "http/1.1"});
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        cctx.set_alpn_protocols({"http/1.1"});
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        (void)r;
+        CO_ASSERT(std::any_cast<std::string>(w.get_extra_info("selected_alpn_protocol")) == "http/1.1");
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, OptionsMisuseRaisesPythonsValueErrors) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context cctx = client_context();
+        bool a = false, b = false;
+        try {
+            (void)co_await asyncio::open_connection("127.0.0.1", 1, {.server_hostname = "x"});
+        } catch (const asyncio::ValueError& e) {
+            a = std::string(e.what()) == "server_hostname is only meaningful with ssl";
+        }
+        try {
+            (void)co_await asyncio::open_connection("127.0.0.1", 1, {.ssl = &cctx, .server_hostname = ""});
+        } catch (const asyncio::ValueError& e) {
+            b = std::string(e.what()) == "check_hostname requires server_hostname";
+        }
+        CO_ASSERT(a && b);
+    }());
+}
+
+}  // namespace
