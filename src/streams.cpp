@@ -791,21 +791,8 @@ Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string hos
 Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, std::uint16_t port,
                                                                  std::size_t limit) {
     if (limit == 0) throw ValueError("Limit cannot be <= 0");
-    const std::vector<AddrInfo> infos = co_await getaddrinfo(host, port, AF_UNSPEC, SOCK_STREAM);
-    if (infos.empty())
-        throw std::system_error(std::make_error_code(std::errc::address_not_available),
-                                "getaddrinfo() returned empty list");
-    std::vector<std::system_error> errors;
-    for (const AddrInfo& ai : infos) {
-        try {
-            Socket sock(ai.family, ai.type, ai.protocol);
-            co_await sock_connect(sock, ai.address);
-            co_return detail::make_streams(std::move(sock), limit, ai.address);
-        } catch (const std::system_error& e) {
-            errors.emplace_back(e.code(), "connect to " + ai.address.to_string());
-        }
-    }
-    raise_connect_errors(errors);
+    std::pair<Socket, Address> conn = co_await connect_to(std::move(host), port);
+    co_return detail::make_streams(std::move(conn.first), limit, conn.second);
 }
 
 Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path, ConnectionOptions options) {
