@@ -7,6 +7,8 @@
 //   spawn_bench --impl ours --case cat --bytes B
 //       B bytes written to `cat` and read back at once through our pipes (write/drain in one
 //       task, read in another).
+//   spawn_bench --impl ours --case communicate --bytes B
+//       the same with Process::communicate(B bytes) (the input and the output in memory).
 #include <asyncio/asyncio.hpp>
 
 #include <spawn.h>
@@ -87,6 +89,13 @@ asyncio::Coroutine<> ours_cat(std::size_t bytes) {
     if (got != bytes || co_await p.wait() != 0) std::abort();
 }
 
+asyncio::Coroutine<> ours_communicate(std::size_t bytes) {
+    using asyncio::subprocess::PIPE;
+    asyncio::Process p = co_await asyncio::create_subprocess_exec("cat", asyncio::SubprocessOptions{.stdin = PIPE, .stdout = PIPE});
+    auto [out, err] = co_await p.communicate(std::string(bytes, 'x'));
+    if (out.size() != bytes || !err.empty() || p.returncode() != 0) std::abort();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -116,10 +125,10 @@ int main(int argc, char** argv) {
             asyncio::run(ours_spawn(program, n, parallel));
         const double s = seconds_since(t0);
         std::printf("case=spawn impl=%s parallel=%d n=%d seconds=%.3f per_s=%.1f\n", impl.c_str(), parallel, n, s, n / s);
-    } else if (kase == "cat") {
-        asyncio::run(ours_cat(bytes));
+    } else if (kase == "cat" || kase == "communicate") {
+        asyncio::run(kase == "cat" ? ours_cat(bytes) : ours_communicate(bytes));
         const double s = seconds_since(t0);
-        std::printf("case=cat impl=%s bytes=%zu seconds=%.3f mib_per_s=%.1f\n", impl.c_str(), bytes, s,
+        std::printf("case=%s impl=%s bytes=%zu seconds=%.3f mib_per_s=%.1f\n", kase.c_str(), impl.c_str(), bytes, s,
                     static_cast<double>(bytes) / (1 << 20) / s);
     } else {
         std::fprintf(stderr, "unknown case %s\n", kase.c_str());
