@@ -100,7 +100,8 @@ public:
 private:
     static constexpr std::size_t kKeepCapacity = 1024;
 
-    void grow() {
+    // Out of line: push() stays small enough to inline into the awaiters (a hand-off's hot path).
+    [[gnu::noinline]] void grow() {
         const std::size_t n = tail_ - head_;
         const std::size_t ncap = cap_ == 0 ? 8 : cap_ * 2;
         std::allocator<T> alloc;
@@ -258,7 +259,7 @@ public:
         AwaiterBase(AwaiterBase&& o) noexcept : queue_(o.queue_) { assert(o.phase_ == kFresh); }
         AwaiterBase(const AwaiterBase&) = delete;
         AwaiterBase& operator=(const AwaiterBase&) = delete;
-        void await_suspend(std::coroutine_handle<> h) {
+        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<> h) {
             check_wait_loop(queue_->list<K>().front(), kWhat[static_cast<int>(K)]);
             std::construct_at(&node_, queue_);
             phase_ = kSuspended;

@@ -87,7 +87,7 @@ public:
     /// then registers the waiter and suspends. RuntimeError naming `what` outside a task. A
     /// cancellation already pending is delivered to `hook` once the task's step is over (see
     /// suspend_task), so the task raises one iteration later, as in asyncio.
-    void begin_wait(std::coroutine_handle<> h, const char* what, Hook hook) {
+    [[gnu::always_inline]] void begin_wait(std::coroutine_handle<> h, const char* what, Hook hook) {
         start_wait(current_task_or_throw(what), h, hook);
     }
     /// As begin_wait, for an operation that must not even start while a cancellation is pending
