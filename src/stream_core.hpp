@@ -167,6 +167,8 @@ public:
     WaitQueue close_waiters_;
 
     void write(const void* data, std::size_t n);
+    /// write() of a string it may keep (moved into the buffer instead of copied when large).
+    void write(std::string&& data);
     void write_eof();
     void close() noexcept;
     void abort() noexcept;
@@ -197,6 +199,8 @@ public:
     std::uint32_t handles_ = 0;
 
 private:
+    /// RuntimeError / std::system_error when write() is not allowed now.
+    void check_writable() const;
     /// Sends what the transport takes at once; returns the number of bytes sent. Throws
     /// std::system_error (and keeps the error for the next calls).
     std::size_t send_now(const char* p, std::size_t n);

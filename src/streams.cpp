@@ -264,11 +264,15 @@ namespace {
 constexpr std::size_t kCoalesce = 64 * 1024;  // small writes are appended to the last chunk up to this
 }  // namespace
 
-void StreamCore::write(const void* data, std::size_t n) {
+void StreamCore::check_writable() const {
     if (!connected()) throw RuntimeError("StreamWriter has no connection");
     if (eof_requested_) throw RuntimeError("Cannot call write() after write_eof()");
     if (closing_) throw RuntimeError("Cannot call write() after close()");
     if (werror_) throw std::system_error(werror_, "send");
+}
+
+void StreamCore::write(const void* data, std::size_t n) {
+    check_writable();
     if (n == 0) return;
     const char* p = static_cast<const char*>(data);
     if (wsize_ == 0) {
@@ -285,6 +289,26 @@ void StreamCore::write(const void* data, std::size_t n) {
         chunks_.emplace_back(p, n);
     }
     wsize_ += n;
+    if (wsize_ > high_) paused_ = true;
+    if (!flusher_active_) start_flusher();
+}
+
+void StreamCore::write(std::string&& data) {
+    // Small: coalesced into the last chunk as any write (a chunk per small string would cost more).
+    if (data.size() < kCoalesce) {
+        write(data.data(), data.size());
+        return;
+    }
+    check_writable();
+    const std::size_t n = data.size();
+    std::size_t sent = 0;
+    if (wsize_ == 0) {  // nothing buffered: chunks_ is empty, so the string becomes the front chunk
+        sent = send_now(data.data(), n);
+        if (sent == n) return;
+    }
+    chunks_.push_back(std::move(data));
+    if (sent > 0) front_sent_ = sent;
+    wsize_ += n - sent;
     if (wsize_ > high_) paused_ = true;
     if (!flusher_active_) start_flusher();
 }
@@ -592,6 +616,7 @@ void StreamReader::set_exception(std::exception_ptr e) {
 // ---- StreamWriter ----
 
 void StreamWriter::write(ConstBuffer data) { detail::need(core_, "write()").write(data.data, data.size); }
+void StreamWriter::write_owned(std::string&& data) { detail::need(core_, "write()").write(std::move(data)); }
 
 Coroutine<> StreamWriter::drain() {
     return detail::drain_impl(detail::StreamRef<false>(&detail::need(core_, "drain()")));

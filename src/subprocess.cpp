@@ -311,7 +311,7 @@ Coroutine<int> wait_impl(std::shared_ptr<ProcessState> s) {
 
 Coroutine<> feed_stdin(StreamWriter w, std::optional<std::string> input) {
     try {
-        if (input) w.write(*input);
+        if (input) w.write(std::move(*input));  // moved, not copied: it may be large
         co_await w.drain();
     } catch (const std::system_error& e) {
         // Python's communicate() ignores BrokenPipeError and ConnectionResetError: the child

@@ -662,6 +662,49 @@ TEST_F(AStreamWriter, WritelinesWritesEachInOrder) {
     }());
 }
 
+TEST_F(AStreamWriter, MovedLargeStringsInterleaveWithCopiedWritesInOrder) {
+    // write(std::string&&) keeps a large string by moving it into the buffer: as the first write
+    // (partly sent at once, the rest kept from where the send stopped), behind buffered bytes, and
+    // between small copied writes; the reader gets every byte once, in write order.
+    asyncio::run([]() -> Coroutine<> {
+        auto pairs = stream_socketpair();
+        StreamWriter& w = pairs.first.second;
+        StreamReader& r = pairs.second.first;
+        std::string expected;
+        for (int i = 0; i < 4; ++i) {
+            std::string big = pattern((3 << 20) + 1000 * i, 20 + i);  // more than a socket takes
+            expected += big;
+            const char* const block = big.data();
+            w.write(std::move(big));
+            CO_ASSERT(w.get_write_buffer_size() > 0);
+            EXPECT_TRUE(big.empty() || big.data() != block);  // moved from
+            const std::string small = pattern(100 + i, 40 + i);
+            expected += small;
+            w.write(small);
+        }
+        w.write(std::string("tail"));  // small rvalue: copied as any write
+        expected += "tail";
+        w.write_eof();
+        const std::string got = co_await r.read();
+        EXPECT_EQ(got.size(), expected.size());
+        EXPECT_EQ(first_difference(got, expected), -1);
+        co_await w.drain();
+        EXPECT_EQ(w.get_write_buffer_size(), 0u);
+    }());
+}
+
+TEST_F(AStreamWriter, AMovedStringAfterTheStreamFailedRaisesAndIsNotKept) {
+    asyncio::run([]() -> Coroutine<> {
+        auto pairs = stream_socketpair();
+        StreamWriter& w = pairs.first.second;
+        w.close();
+        std::string big = pattern(1 << 20, 3);
+        EXPECT_THROW(w.write(std::move(big)), asyncio::RuntimeError);
+        EXPECT_EQ(w.get_write_buffer_size(), 0u);
+        co_await w.wait_closed();
+    }());
+}
+
 // ---- half-close, close, abort ----
 
 TEST_F(AStream, HalfCloseThenTenMegabyteReplyArrivesComplete) {

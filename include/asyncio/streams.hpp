@@ -51,6 +51,7 @@
 
 #include <any>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -171,6 +172,14 @@ public:
     /// Sends data or buffers it (see the top of the file). Never waits. RuntimeError after
     /// write_eof() or close(); std::system_error if an earlier send failed or this one fails at once.
     void write(ConstBuffer data);
+    /// The same for a std::string given by value (an rvalue): what is not sent at once is kept by
+    /// moving the string into the write buffer instead of copying it (a large payload is then
+    /// never copied in user space).
+    template <class S>
+        requires std::same_as<S, std::string>
+    void write(S&& data) {
+        write_owned(std::move(data));
+    }
     /// write() of each element of a range of byte strings.
     template <class Range>
     void writelines(const Range& lines) {
@@ -231,6 +240,7 @@ public:
     detail::StreamCore* core() const noexcept { return core_.get(); }
 
 private:
+    void write_owned(std::string&& data);
     detail::StreamRef<true> core_;
 };
 
