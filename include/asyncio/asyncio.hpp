@@ -13,6 +13,7 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/executor.hpp"
+#include "asyncio/files.hpp"
 #include "asyncio/future.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/generator.hpp"

@@ -65,6 +65,13 @@ public:
     using std::logic_error::logic_error;
 };
 
+/// Python's io.UnsupportedOperation: reading a file opened for writing only, or the reverse
+/// ("not readable", "not writable"). A ValueError, as in Python.
+class UnsupportedOperation : public ValueError {
+public:
+    using ValueError::ValueError;
+};
+
 /// Python's RuntimeError: no running event loop, a generator that ignored GeneratorExit, ...
 class RuntimeError : public std::runtime_error {
 public:
