@@ -362,13 +362,20 @@ Coroutine<Process> spawn_process(std::unique_ptr<SpawnRequest> request) { co_ret
 
 Process::Process(std::shared_ptr<detail::ProcessState> state) noexcept : state_(std::move(state)) {}
 
+Process::Process(Process&& o) noexcept
+    : stdin(std::exchange(o.stdin, std::nullopt)),
+      stdout(std::exchange(o.stdout, std::nullopt)),
+      stderr(std::exchange(o.stderr, std::nullopt)),
+      state_(std::move(o.state_)) {}
+
 Process& Process::operator=(Process&& o) noexcept {
     if (this != &o) {
         release();
         state_ = std::move(o.state_);
-        stdin = std::move(o.stdin);
-        stdout = std::move(o.stdout);
-        stderr = std::move(o.stderr);
+        // exchange, not move: a moved-from optional stays engaged (holding an empty stream).
+        stdin = std::exchange(o.stdin, std::nullopt);
+        stdout = std::exchange(o.stdout, std::nullopt);
+        stderr = std::exchange(o.stderr, std::nullopt);
     }
     return *this;
 }

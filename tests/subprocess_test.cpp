@@ -75,6 +75,27 @@ TEST_F(ASubprocess, ReadsStdoutAndStderrAndTheExitCode) {
     }());
 }
 
+TEST_F(ASubprocess, RegressionAMovedFromProcessIsEmptyWithNoPipes) {
+    // Its optionals were moved, not reset: a moved-from Process still had stdin/stdout "set"
+    // (holding empty streams whose every call raised).
+    asyncio::run([]() -> Coroutine<> {
+        Process p = co_await asyncio::create_subprocess_exec("cat", Options{.stdin = PIPE, .stdout = PIPE});
+        Process q = std::move(p);
+        EXPECT_EQ(p.pid(), -1);  // NOLINT(bugprone-use-after-move): the point of the test
+        EXPECT_FALSE(p.stdin.has_value());
+        EXPECT_FALSE(p.stdout.has_value());
+        EXPECT_FALSE(p.stderr.has_value());
+        Process r = co_await asyncio::create_subprocess_exec("true");
+        r = std::move(q);  // r's own child is released (killed if running, reaped by the watcher)
+        EXPECT_FALSE(q.stdin.has_value());  // NOLINT(bugprone-use-after-move)
+        EXPECT_FALSE(q.stdout.has_value());
+        CO_ASSERT(r.stdin.has_value() && r.stdout.has_value());
+        auto [out, err] = co_await r.communicate(std::string("moved\n"));
+        EXPECT_EQ(out, "moved\n");
+        EXPECT_EQ(co_await r.wait(), 0);
+    }());
+}
+
 TEST_F(ASubprocess, CommunicateMovesLargeDataThroughCatBothWaysWithoutDeadlock) {
     // Input and output far larger than a pipe, at once: communicate feeds and reads together.
     const std::size_t size = stream_test::kSanitized ? (16u << 20) : (100u << 20);

@@ -114,7 +114,8 @@ Coroutine<Process> spawn_process(std::unique_ptr<SpawnRequest> request);
 
 class Process {
 public:
-    Process(Process&& o) noexcept = default;
+    /// A moved-from Process is empty: no child, no pipes (pid() -1).
+    Process(Process&& o) noexcept;
     Process& operator=(Process&& o) noexcept;
     Process(const Process&) = delete;
     Process& operator=(const Process&) = delete;
