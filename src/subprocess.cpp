@@ -199,6 +199,18 @@ Process spawn(const SpawnRequest& r) {
     // The child's end of each pipe, closed in the parent once the child has it; ours, handed to
     // a stream.
     OwnedFd child_in, our_in, our_out, child_out, our_err, child_err;
+    // The dup2s run in order 0, 1, 2 in the child: a source among 0..2 other than its own target
+    // would be overwritten by an earlier one (stdout=2 with stderr=1 gave both the same pipe; a
+    // pipe end that got a low number because the parent's stdin was closed, likewise). Such a
+    // source is first copied above 2 (Python's _posixsubprocess does the same).
+    OwnedFd high_copies[3];
+    auto source = [&](int fd, int target) {
+        if (fd > 2 || fd == target) return fd;
+        OwnedFd& copy = high_copies[target];
+        copy.fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (copy.fd < 0) throw std::system_error(errno, std::generic_category(), "subprocess stdio fd");
+        return copy.fd;
+    };
     auto stdio = [&](std::optional<int> spec, int target, OwnedFd& child_end, OwnedFd& our_end) {
         if (!spec) return;  // inherit
         const int v = *spec;
@@ -207,7 +219,8 @@ Process spawn(const SpawnRequest& r) {
                 make_pipe(child_end, our_end);
             else
                 make_pipe(our_end, child_end);
-            check(::posix_spawn_file_actions_adddup2(&s.actions, child_end.fd, target), "posix_spawn_file_actions_adddup2");
+            check(::posix_spawn_file_actions_adddup2(&s.actions, source(child_end.fd, target), target),
+                  "posix_spawn_file_actions_adddup2");
         } else if (v == subprocess::DEVNULL) {
             check(::posix_spawn_file_actions_addopen(&s.actions, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0),
                   "posix_spawn_file_actions_addopen");
@@ -215,7 +228,8 @@ Process spawn(const SpawnRequest& r) {
             check(::posix_spawn_file_actions_adddup2(&s.actions, 1, target), "posix_spawn_file_actions_adddup2");
         } else if (v >= 0) {
             if (::fcntl(v, F_GETFD) < 0) throw std::system_error(errno, std::generic_category(), "subprocess stdio fd");
-            check(::posix_spawn_file_actions_adddup2(&s.actions, v, target), "posix_spawn_file_actions_adddup2");
+            check(::posix_spawn_file_actions_adddup2(&s.actions, source(v, target), target),
+                  "posix_spawn_file_actions_adddup2");
         } else {
             throw ValueError("invalid stdio value " + std::to_string(v));
         }

@@ -220,6 +220,47 @@ TEST_F(ASubprocess, ShellWithEnvironmentCwdDevnullAndStderrToStdout) {
     }());
 }
 
+TEST_F(ASubprocess, RegressionStdioFdsAmongZeroToTwoAreNotOverwrittenByEachOther) {
+    // stdout=2 with stderr=1 (a swap): the child's dup2(2, 1) ran before dup2(1, 2), so both its
+    // stdout and stderr went to the parent's fd 2. Here the parent's fds 1 and 2 are two pipes
+    // for the duration of the spawn.
+    int a[2], b[2];
+    ASSERT_EQ(::pipe2(a, O_CLOEXEC), 0);
+    ASSERT_EQ(::pipe2(b, O_CLOEXEC), 0);
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const int saved1 = ::fcntl(1, F_DUPFD_CLOEXEC, 3);
+    const int saved2 = ::fcntl(2, F_DUPFD_CLOEXEC, 3);
+    ASSERT_GE(saved1, 0);
+    ASSERT_GE(saved2, 0);
+    ::dup2(a[1], 1);
+    ::dup2(b[1], 2);
+    int code = -1;
+    asyncio::run([](int& code) -> Coroutine<> {
+        Process p = co_await asyncio::create_subprocess_shell("echo out; echo err >&2",
+                                                              {.stdout = 2, .stderr = 1});
+        code = co_await p.wait();
+    }(code));
+    ::dup2(saved1, 1);
+    ::dup2(saved2, 2);
+    ::close(saved1);
+    ::close(saved2);
+    ::close(a[1]);
+    ::close(b[1]);
+    auto drain = [](int fd) {
+        std::string s;
+        char buf[256];
+        for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) s.append(buf, static_cast<std::size_t>(n));
+        ::close(fd);
+        return s;
+    };
+    const std::string on1 = drain(a[0]);
+    const std::string on2 = drain(b[0]);
+    EXPECT_EQ(code, 0);
+    EXPECT_EQ(on1, "err\n");  // the child's stderr is the parent's fd 1
+    EXPECT_EQ(on2, "out\n");  // the child's stdout is the parent's fd 2
+}
+
 TEST_F(ASubprocess, OnlyPassFdsAndTheStandardStreamsReachTheChild) {
     int keep[2];
     ASSERT_EQ(::pipe2(keep, O_CLOEXEC), 0);
