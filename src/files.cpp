@@ -4,6 +4,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/executor.hpp"
 #include "asyncio/lock.hpp"
+#include "stream_core.hpp"
 
 namespace asyncio {
 
@@ -573,9 +576,172 @@ Coroutine<AsyncFile> open_impl(std::string path, std::string mode) {
     co_return AsyncFile(std::move(s));
 }
 
+// ---- sendfile ----
+
+constexpr std::size_t kSendfileMax = 0x7ffff000;  // the most one sendfile(2) sends on Linux
+
+/// The file's bytes [offset, offset + count) to out_fd with sendfile(2), waiting while out_fd is
+/// full; `total` counts what was sent (also if it throws). `unavailable`: sendfile(2) refused
+/// these fds before sending anything.
+Coroutine<> sendfile_native(int out_fd, int in_fd, std::uint64_t offset, std::optional<std::size_t> count,
+                            std::size_t& total, bool& unavailable) {
+    for (;;) {
+        std::size_t want = kSendfileMax;
+        if (count) {
+            if (total >= *count) break;
+            want = std::min(want, *count - total);
+        }
+        auto off = static_cast<off_t>(offset + total);
+        const ssize_t n = ::sendfile(out_fd, in_fd, &off, want);
+        if (n > 0) {
+            total += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n == 0) break;  // the end of the file
+        const int e = errno;
+        if (e == EINTR) continue;
+        if (e == EAGAIN) {
+            co_await wait_writable(out_fd);
+            continue;
+        }
+        if (total == 0 && (e == EINVAL || e == ENOSYS || e == EOPNOTSUPP)) {
+            unavailable = true;
+            co_return;
+        }
+        throw_os_error(e, "sendfile");
+    }
+}
+
+/// The same by reading blocks (on the executor) and giving each to send(std::string).
+template <class Send>
+Coroutine<> sendfile_fallback(FileState& f, std::uint64_t offset, std::optional<std::size_t> count,
+                              std::size_t& total, Send& send) {
+    for (;;) {
+        std::size_t want = kBlock;
+        if (count) {
+            if (total >= *count) break;
+            want = std::min(want, *count - total);
+        }
+        const int fd = f.fd;
+        const std::uint64_t at = offset + total;
+        auto call = blocking([fd, want, at] { return pread_some(fd, want, at); }, "sendfile()");
+        ReadResult r = co_await call;
+        if (r.err != 0) throw_os_error(r.err, "read " + quoted(f.path));
+        if (r.data.empty()) break;
+        const std::size_t n = r.data.size();
+        co_await send(std::move(r.data));
+        total += n;
+    }
+}
+
+/// The common part (the file's turn held, its writes flushed): out_fd < 0 means fallback only.
+/// Afterwards, and on an error, the file's position is offset + the bytes sent (Python's).
+template <class Send>
+Coroutine<std::size_t> send_file_locked(FileState& f, int out_fd, std::uint64_t offset,
+                                        std::optional<std::size_t> count, bool fallback, Send& send) {
+    std::size_t total = 0;
+    auto settle = [&] {
+        if (total == 0) return;
+        f.rbuf.clear();
+        f.rstart = 0;
+        f.off = offset + total;
+    };
+    try {
+        bool unavailable = out_fd < 0;
+        if (!unavailable) co_await sendfile_native(out_fd, f.fd, offset, count, total, unavailable);
+        if (unavailable) {
+            if (!fallback)
+                throw SendfileNotAvailableError("fallback is disabled and native sendfile is not supported here");
+            co_await sendfile_fallback(f, offset, count, total, send);
+        }
+    } catch (...) {
+        settle();
+        throw;
+    }
+    settle();
+    co_return total;
+}
+
+void check_count(const std::optional<std::size_t>& count) {
+    if (count && *count == 0) throw ValueError("count must be a positive integer (got 0)");
+}
+
+struct SocketSend {
+    Socket& sock;
+    Coroutine<> operator()(std::string data) { co_await sock_sendall(sock, data); }
+};
+
+Coroutine<std::size_t> sock_sendfile_impl(Socket& sock, StateRef ref, std::uint64_t offset,
+                                          std::optional<std::size_t> count, bool fallback) {
+    check_count(count);
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(sock.fileno(), SOL_SOCKET, SO_TYPE, &type, &len) != 0) throw_os_error(errno, "sock_sendfile");
+    if (type != SOCK_STREAM) throw ValueError("only SOCK_STREAM type sockets are supported");
+    FileState& f = need(ref);
+    LockGuard g = co_await turn(f, &FileState::check_readable);
+    co_await flush_locked(f);  // the kernel reads the file: what is buffered must be in it
+    SocketSend send{sock};
+    co_return co_await send_file_locked(f, sock.fileno(), offset, count, fallback, send);
+}
+
+struct StreamSend {
+    StreamWriter& w;
+    Coroutine<> operator()(std::string data) {
+        StreamCore& c = *w.core();
+        c.sendfile_active_ = false;  // this write is sendfile's own
+        try {
+            c.write(std::move(data));
+        } catch (...) {
+            c.sendfile_active_ = true;
+            throw;
+        }
+        c.sendfile_active_ = true;
+        co_await w.drain();
+    }
+};
+
+Coroutine<std::size_t> stream_sendfile_impl(StreamWriter w, StateRef ref, std::uint64_t offset,
+                                            std::optional<std::size_t> count, bool fallback) {
+    check_count(count);
+    StreamCore* c = w.core();
+    if (c == nullptr || !c->connected()) throw RuntimeError("StreamWriter has no connection");
+    if (c->closing_) throw RuntimeError("Transport is closing");
+    if (c->sendfile_active_) throw RuntimeError("sendfile() is already in progress on this stream");
+    FileState& f = need(ref);
+    LockGuard g = co_await turn(f, &FileState::check_readable);
+    co_await flush_locked(f);
+    // From here write() refuses (its bytes would land inside the file's); what was written before
+    // is sent first.
+    c->sendfile_active_ = true;
+    struct Reset {
+        StreamCore* c;
+        ~Reset() { c->sendfile_active_ = false; }
+    } reset{c};
+    co_await wait_flushed(StreamRef<false>(c), "sendfile()");
+    if (c->werror_) throw std::system_error(c->werror_, "send");
+    if (c->closed_) throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
+    StreamSend send{w};
+    co_return co_await send_file_locked(f, c->transport_->sendfile_fd(), offset, count, fallback, send);
+}
+
 }  // namespace
 
+struct FileAccess {
+    static const StateRef& state(const AsyncFile& f) noexcept { return f.state_; }
+};
+
 }  // namespace detail
+
+Coroutine<std::size_t> sock_sendfile(Socket& sock, AsyncFile& file, std::uint64_t offset,
+                                     std::optional<std::size_t> count, bool fallback) {
+    return detail::sock_sendfile_impl(sock, detail::FileAccess::state(file), offset, count, fallback);
+}
+
+Coroutine<std::size_t> sendfile(StreamWriter& writer, AsyncFile& file, std::uint64_t offset,
+                                std::optional<std::size_t> count, bool fallback) {
+    return detail::stream_sendfile_impl(writer, detail::FileAccess::state(file), offset, count, fallback);
+}
 
 // ---- AsyncFile ----
 

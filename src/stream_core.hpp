@@ -100,6 +100,11 @@ class StreamCore;
 /// Called when a connection of a server closes its socket (server.cpp).
 void server_connection_closed(StreamCore& c) noexcept;
 
+/// Returns once everything written so far has been sent (the write buffer is empty and the
+/// flusher idle), or the stream failed or closed (the caller looks at werror_ / closed_).
+/// Cancel-safe: the water marks are restored. (start_tls, sendfile.)
+Coroutine<> wait_flushed(StreamRef<false> ref, const char* what);
+
 /// A task waiting on a list (drain(), wait_closed(), serve_forever()): woken by wake_all(),
 /// unlinked if cancelled. Raises CancelledError if cancelled (also after a wake-up).
 class ListWait : public ListWaiter {
@@ -164,6 +169,7 @@ public:
     bool eof_sent_ = false;           // shutdown(SHUT_WR) done
     std::error_code werror_;          // a failed send
     WaitQueue drain_waiters_;
+    bool sendfile_active_ = false;  // asyncio::sendfile() writes to the fd directly: write() refuses
     WaitQueue close_waiters_;
 
     void write(const void* data, std::size_t n);

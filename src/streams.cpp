@@ -269,6 +269,7 @@ void StreamCore::check_writable() const {
     if (eof_requested_) throw RuntimeError("Cannot call write() after write_eof()");
     if (closing_) throw RuntimeError("Cannot call write() after close()");
     if (werror_) throw std::system_error(werror_, "send");
+    if (sendfile_active_) throw RuntimeError("Cannot call write() while sendfile() is in progress");
 }
 
 void StreamCore::write(const void* data, std::size_t n) {
@@ -671,19 +672,16 @@ void StreamWriter::set_write_buffer_limits(std::optional<std::size_t> high, std:
 // ---- start_tls ----
 
 namespace detail {
-namespace {
 
-Coroutine<> start_tls_impl(StreamRef<false> ref, ssl::Context ctx, std::string server_hostname, bool server,
-                           std::chrono::duration<double> timeout) {
+Coroutine<> wait_flushed(StreamRef<false> ref, const char* what) {
     StreamCore& s = *ref;
-    // Everything written before goes out in plaintext first: wait until the buffer is empty
-    // (the drain waiters are woken at low-water; 0 for this wait).
+    // The drain waiters are woken at low-water: 0 for this wait.
     while ((s.wsize_ > 0 || s.flusher_active_) && !s.closed_ && !s.werror_) {
         const std::size_t low = s.low_;
         s.low_ = 0;
         s.paused_ = true;
         try {
-            co_await ListWait(s.drain_waiters_, "StreamWriter::start_tls()");
+            co_await ListWait(s.drain_waiters_, what);
         } catch (...) {
             s.low_ = low;
             s.paused_ = s.wsize_ > s.high_;
@@ -692,6 +690,15 @@ Coroutine<> start_tls_impl(StreamRef<false> ref, ssl::Context ctx, std::string s
         s.low_ = low;
         s.paused_ = s.wsize_ > s.high_;
     }
+}
+
+namespace {
+
+Coroutine<> start_tls_impl(StreamRef<false> ref, ssl::Context ctx, std::string server_hostname, bool server,
+                           std::chrono::duration<double> timeout) {
+    StreamCore& s = *ref;
+    // Everything written before goes out in plaintext first.
+    co_await wait_flushed(ref, "StreamWriter::start_tls()");
     if (s.werror_) throw std::system_error(s.werror_, "send");
     if (s.closing_) throw RuntimeError("start_tls() after close()");
     if (s.read_waiter_ != nullptr) throw RuntimeError("start_tls() while a read is waiting for data");

@@ -62,6 +62,9 @@ public:
         (void)result;
         return nullptr;
     }
+    /// The fd that sendfile(2) may write to directly (the bytes then bypass the transport), or
+    /// -1: the transport transforms what it sends (TLS) or cannot take it (datagrams, closed).
+    virtual int sendfile_fd() const noexcept { return -1; }
 };
 
 /// A connected socket as a transport (TCP or Unix, stream or seqpacket). Sets TCP_NODELAY on TCP,
@@ -77,6 +80,7 @@ public:
     void write_eof() noexcept override;
     void close() noexcept override;
     std::any get_extra_info(std::string_view name, std::any default_value) override;
+    int sendfile_fd() const noexcept override { return stream_ ? sock_.fileno() : -1; }
 
 private:
     Socket sock_;
@@ -105,6 +109,7 @@ public:
     void write_eof() noexcept override { close(); }
     void close() noexcept override;
     std::any get_extra_info(std::string_view name, std::any default_value) override;
+    int sendfile_fd() const noexcept override { return writer_ ? fd_ : -1; }
 
 private:
     int fd_;

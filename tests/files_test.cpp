@@ -14,6 +14,8 @@
 #include "asyncio/gather.hpp"
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
+#include "asyncio/socket.hpp"
+#include "asyncio/streams.hpp"
 #include "asyncio/task.hpp"
 #include "gtest/gtest.h"
 #include "test_support.hpp"
@@ -421,6 +423,137 @@ TEST_F(AFile, ACancellationPendingBeforeTheCallStartsRunsNothing) {
         }
         EXPECT_EQ(f.tell(), 0u);
         EXPECT_EQ(co_await f.read(), "abc");
+        co_await f.close();
+    }(path));
+}
+
+// ---- sendfile ----
+
+/// Reads from r until EOF.
+Coroutine<std::string> read_all(asyncio::Socket& r) {
+    std::string got;
+    for (;;) {
+        std::string chunk = co_await asyncio::sock_recv(r, 1 << 16);
+        if (chunk.empty()) break;
+        got += chunk;
+    }
+    co_return got;
+}
+
+TEST_F(AFile, SockSendfileSendsASliceWithTheKernelAndMovesThePosition) {
+    TempDir dir;
+    const std::string path = dir.file("send.bin");
+    const std::string data = pattern(3 * 1024 * 1024);  // more than a socket buffer: it waits
+    put(path, data);
+    asyncio::run([](std::string path, const std::string& data) -> Coroutine<> {
+        auto pair = asyncio::socketpair();
+        AsyncFile f = co_await asyncio::open_file(path, "rb");
+        asyncio::Task<std::string> reader = asyncio::create_task(read_all(pair.second));
+        const std::size_t sent = co_await asyncio::sock_sendfile(pair.first, f, 100, 2'000'000);
+        EXPECT_EQ(sent, 2'000'000u);
+        EXPECT_EQ(f.tell(), 2'000'100u);  // Python: offset + sent
+        // To the end of the file, from the default offset 0.
+        EXPECT_EQ(co_await asyncio::sock_sendfile(pair.first, f), data.size());
+        EXPECT_EQ(f.tell(), data.size());
+        pair.first.shutdown(SHUT_WR);
+        const std::string got = co_await reader;
+        EXPECT_EQ(got.size(), 2'000'000 + data.size());
+        EXPECT_TRUE(got == data.substr(100, 2'000'000) + data);
+        co_await f.close();
+    }(path, data));
+}
+
+TEST_F(AFile, SendfileOnAStreamSendsWhatWasWrittenFirstAndRefusesWritesMeanwhile) {
+    TempDir dir;
+    const std::string path = dir.file("stream.bin");
+    const std::string data = pattern(4 * 1024 * 1024);
+    put(path, data);
+    asyncio::run([](std::string path, const std::string& data) -> Coroutine<> {
+        auto [a, b] = asyncio::socketpair();
+        auto [r, w] = asyncio::open_connection(std::move(b));
+        (void)r;
+        asyncio::StreamWriter writer = w;
+        AsyncFile f = co_await asyncio::open_file(path);
+        writer.write("header:");
+        asyncio::Task<std::size_t> t = asyncio::create_task(asyncio::sendfile(writer, f));
+        co_await asyncio::sleep(0s);  // nobody reads yet: it waits for the socket
+        CO_ASSERT(!t.done());
+        std::string msg;
+        try {
+            writer.write("in the middle");
+        } catch (const asyncio::RuntimeError& e) {
+            msg = e.what();
+        }
+        EXPECT_EQ(msg, "Cannot call write() while sendfile() is in progress");
+        asyncio::Task<std::string> reader = asyncio::create_task(read_all(a));
+        EXPECT_EQ(co_await t, data.size());
+        writer.write(":trailer");  // allowed again
+        writer.close();
+        co_await writer.wait_closed();
+        const std::string got = co_await reader;
+        EXPECT_EQ(got.size(), data.size() + 15);
+        EXPECT_TRUE(got == "header:" + data + ":trailer");
+        co_await f.close();
+    }(path, data));
+}
+
+TEST_F(AFile, SendfileFallsBackToReadingBlocksWhereTheKernelRefusesAndRaisesWithoutFallback) {
+    // sendfile(2) from /proc/self/status is EINVAL (a seq_file without splice): Python's fallback
+    // reads the file and sends it.
+    asyncio::run([]() -> Coroutine<> {
+        auto pair = asyncio::socketpair();
+        AsyncFile f = co_await asyncio::open_file("/proc/self/status");
+        try {
+            (void)co_await asyncio::sock_sendfile(pair.first, f, 0, std::nullopt, false);
+            ADD_FAILURE() << "no error";
+        } catch (const asyncio::SendfileNotAvailableError&) {
+        }
+        EXPECT_EQ(f.tell(), 0u);
+        asyncio::Task<std::string> reader = asyncio::create_task(read_all(pair.second));
+        const std::size_t sent = co_await asyncio::sock_sendfile(pair.first, f);
+        pair.first.shutdown(SHUT_WR);
+        const std::string got = co_await reader;
+        EXPECT_GT(sent, 0u);
+        EXPECT_EQ(got.size(), sent);
+        EXPECT_EQ(got.substr(0, 5), "Name:");
+        EXPECT_EQ(f.tell(), sent);
+        co_await f.close();
+    }());
+}
+
+TEST_F(AFile, SendfileRejectsBadArgumentsWithPythonsTexts) {
+    TempDir dir;
+    const std::string path = dir.file("args.bin");
+    put(path, "abc");
+    asyncio::run([](std::string path) -> Coroutine<> {
+        AsyncFile f = co_await asyncio::open_file(path);
+        auto pair = asyncio::socketpair();
+        std::string msg;
+        try {
+            (void)co_await asyncio::sock_sendfile(pair.first, f, 0, 0);
+        } catch (const asyncio::ValueError& e) {
+            msg = e.what();
+        }
+        EXPECT_EQ(msg, "count must be a positive integer (got 0)");
+        asyncio::Socket udp(AF_INET, SOCK_DGRAM);
+        msg.clear();
+        try {
+            (void)co_await asyncio::sock_sendfile(udp, f);
+        } catch (const asyncio::ValueError& e) {
+            msg = e.what();
+        }
+        EXPECT_EQ(msg, "only SOCK_STREAM type sockets are supported");
+        auto [r, w] = asyncio::open_connection(std::move(pair.first));
+        (void)r;
+        w.close();
+        msg.clear();
+        try {
+            (void)co_await asyncio::sendfile(w, f);
+        } catch (const asyncio::RuntimeError& e) {
+            msg = e.what();
+        }
+        EXPECT_EQ(msg, "Transport is closing");
+        co_await w.wait_closed();
         co_await f.close();
     }(path));
 }

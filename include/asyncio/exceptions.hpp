@@ -78,6 +78,13 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+/// Python's asyncio.SendfileNotAvailableError: sendfile(fallback = false) where the OS call cannot
+/// be used (a TLS stream, a file or socket sendfile(2) refuses). A RuntimeError, as in Python.
+class SendfileNotAvailableError : public RuntimeError {
+public:
+    using RuntimeError::RuntimeError;
+};
+
 /// Python's RuntimeWarning. Never thrown by the library: it is the exception of a warning given to
 /// the loop's exception handler (the default executor not joined within its timeout).
 class RuntimeWarning : public std::runtime_error {

@@ -50,11 +50,14 @@
 #include "asyncio/coroutine.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/sock_ops.hpp"
+#include "asyncio/socket.hpp"
+#include "asyncio/streams.hpp"
 
 namespace asyncio {
 
 namespace detail {
 struct FileState;
+struct FileAccess;
 }
 
 /// An open file (see the top of this header). Move-only; the destructor writes out what is still
@@ -122,6 +125,7 @@ public:
     bool writable() const noexcept;
 
 private:
+    friend struct detail::FileAccess;
     Coroutine<std::size_t> write_owned(std::string data);
     Coroutine<std::size_t> pwrite_owned(std::string data, std::uint64_t offset);
 
@@ -131,6 +135,25 @@ private:
 /// Opens path with Python's open() mode (see the top of this header). Files are created with
 /// permissions 0666 & ~umask, and O_CLOEXEC.
 Coroutine<AsyncFile> open_file(std::string path, std::string mode = "r");
+
+/// Python's loop.sock_sendfile(sock, file, offset, count): sends count bytes of file (default:
+/// to its end) from offset over a connected SOCK_STREAM socket, with sendfile(2) (the bytes never
+/// enter user space), waiting whenever the socket is full; returns the number of bytes sent. The
+/// file's buffered writes are flushed first; afterwards its position is offset + bytes sent (as
+/// Python). With fallback (the default), a file or socket sendfile(2) refuses is read in blocks
+/// and sent with sock_sendall. ValueError "only SOCK_STREAM type sockets are supported", "count
+/// must be a positive integer (got 0)" (Python's texts); std::system_error for the OS's errors.
+/// Cancel-safe in the sense of I/O operations: what was sent was sent (the position says so).
+Coroutine<std::size_t> sock_sendfile(Socket& sock, AsyncFile& file, std::uint64_t offset = 0,
+                                     std::optional<std::size_t> count = std::nullopt, bool fallback = true);
+
+/// Python's loop.sendfile(transport, file, offset, count): the same over a stream. What was
+/// written before is sent first; a plain socket or pipe gets sendfile(2), a TLS stream the
+/// fallback (blocks encrypted and written, with drain()). While it runs, write() on the stream
+/// raises RuntimeError (the bytes would land in the middle of the file's). RuntimeError
+/// "Transport is closing" after close().
+Coroutine<std::size_t> sendfile(StreamWriter& writer, AsyncFile& file, std::uint64_t offset = 0,
+                                std::optional<std::size_t> count = std::nullopt, bool fallback = true);
 
 /// Python's os module functions on paths, each run on the default executor.
 namespace os {
