@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -171,7 +172,7 @@ TEST_F(Tls, ExtraInfoDescribesTheSession) {
         auto cipher = std::any_cast<std::tuple<std::string, std::string, int>>(w.get_extra_info("cipher"));
         CO_ASSERT(std::get<1>(cipher) == "TLSv1.3");
         CO_ASSERT(std::get<2>(cipher) >= 128);
-        CO_ASSERT(std::any_cast<SSL*>(w.get_extra_info("ssl_object")) != nullptr);
+        CO_ASSERT(std::any_cast<ssl::SSLObject>(w.get_extra_info("ssl_object")).native_handle() != nullptr);
         CO_ASSERT(std::any_cast<ssl::Context>(w.get_extra_info("sslcontext")).native_handle() == cctx.native_handle());
         CO_ASSERT(w.get_extra_info("peername").has_value());  // the socket's keys still answer
         w.close();
@@ -416,7 +417,7 @@ TEST_F(Tls, CloseSendsCloseNotifyAfterTheDataAndThePeerReadsEof) {
         CO_ASSERT(got.size() == big.size());
         CO_ASSERT(got == big);
         CO_ASSERT(r.at_eof());
-        SSL* s = std::any_cast<SSL*>(w.get_extra_info("ssl_object"));
+        SSL* s = static_cast<SSL*>(w.ssl_object().native_handle());
         CO_ASSERT((SSL_get_shutdown(s) & SSL_RECEIVED_SHUTDOWN) != 0);  // a close_notify, not a bare EOF
         w.close();
         co_await w.wait_closed();
@@ -444,7 +445,7 @@ TEST_F(Tls, AnEofWithoutCloseNotifyReadsAsEofAsInPython313) {
         auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
         CO_ASSERT(co_await r.read() == "partial");
         CO_ASSERT(r.at_eof());
-        SSL* s = std::any_cast<SSL*>(w.get_extra_info("ssl_object"));
+        SSL* s = static_cast<SSL*>(w.ssl_object().native_handle());
         CO_ASSERT((SSL_get_shutdown(s) & SSL_RECEIVED_SHUTDOWN) == 0);
         w.close();
         co_await w.wait_closed();
@@ -484,6 +485,176 @@ TEST_F(Tls, ClosingGivesUpFlushingToAPeerThatNeverReadsAfterTheShutdownTimeout) 
             w.close();
             server.close();
             co_await server.wait_closed();
+        }(),
+        asyncio_test::virtual_time());
+}
+
+TEST_F(Tls, TypedAccessorsDescribeTheSession) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        sctx.set_alpn_protocols({"h2", "http/1.1"});
+        std::optional<ssl::SSLObject> server_side;
+        Server server = co_await asyncio::start_server(
+            [&server_side](StreamReader r, StreamWriter w) -> Coroutine<> {
+                server_side = w.ssl_object();
+                CO_ASSERT(!w.peercert());  // no client certificate asked for
+                co_await echo(std::move(r), std::move(w));
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        cctx.set_alpn_protocols({"http/1.1"});
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server),
+                                                         {.ssl = &cctx, .server_hostname = "localhost"});
+        const std::optional<ssl::Certificate> cert = w.peercert();
+        CO_ASSERT(cert.has_value());
+        CO_ASSERT((cert->subject == ssl::Certificate::Name{{"commonName", "localhost"}}));
+        CO_ASSERT((cert->issuer == ssl::Certificate::Name{{"commonName", "asyncio test CA"}}));
+        CO_ASSERT((cert->subject_alt_name ==
+                   std::vector<std::pair<std::string, std::string>>{{"DNS", "localhost"}, {"IP Address", "127.0.0.1"}}));
+        CO_ASSERT(cert->version == 3);
+        CO_ASSERT(cert->serial_number == "07");
+        CO_ASSERT(cert->not_before.size() == std::string("Nov 30 14:48:06 2026 GMT").size());
+        CO_ASSERT(cert->not_after.substr(cert->not_after.size() - 4) == " GMT");
+        const std::optional<ssl::Cipher> cipher = w.cipher();
+        CO_ASSERT(cipher && cipher->protocol == "TLSv1.3" && cipher->secret_bits >= 128);
+        CO_ASSERT(cipher->name.rfind("TLS_", 0) == 0);
+        const ssl::SSLObject obj = w.ssl_object();
+        CO_ASSERT(obj && !obj.server_side());
+        CO_ASSERT(obj.version() == "TLSv1.3");
+        CO_ASSERT(obj.selected_alpn_protocol() == "http/1.1");
+        CO_ASSERT(obj.server_hostname() == "localhost");
+        CO_ASSERT(obj.context().native_handle() == cctx.native_handle());
+        CO_ASSERT(!obj.getpeercert_der().empty());
+        w.write("ping\n");
+        CO_ASSERT(co_await r.readline() == "ping\n");
+        CO_ASSERT(server_side && *server_side && server_side->server_side());
+        CO_ASSERT(server_side->server_hostname() == "localhost");  // the SNI the client sent
+        CO_ASSERT(server_side->selected_alpn_protocol() == "http/1.1");
+        w.close();
+        co_await w.wait_closed();
+        // The session stays readable after the connection is gone.
+        CO_ASSERT(obj.cipher()->protocol == "TLSv1.3");
+        server.close();
+        co_await server.wait_closed();
+        // A plain connection has none.
+        Server plain = co_await asyncio::start_server(echo, "127.0.0.1", 0);
+        auto [pr, pw] = co_await asyncio::open_connection("127.0.0.1", port_of(plain));
+        (void)pr;
+        CO_ASSERT(!pw.ssl_object() && !pw.peercert() && !pw.cipher());
+        pw.close();
+        co_await pw.wait_closed();
+        plain.close();
+        co_await plain.wait_closed();
+    }());
+}
+
+TEST_F(Tls, AnSniCallbackChoosesTheCertificateOrRefusesTheName) {
+    asyncio_test::Reports reports;
+    asyncio::EventLoop loop;
+    reports.install(loop);
+    loop.run_until_complete([](asyncio_test::Reports& reports) -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        ssl::Context other = server_context(Certs::get().other, Certs::get().other_key);
+        std::vector<std::string> seen;
+        bool args_ok = true;
+        sctx.set_sni_callback([&](ssl::SSLObject& obj, const std::string& name,
+                                  const ssl::Context& self) -> std::optional<ssl::AlertDescription> {
+            args_ok = args_ok && obj.server_side() && self.native_handle() == sctx.native_handle();
+            seen.push_back(name);
+            if (name == "other.example") obj.set_context(other);
+            if (name == "refuse.example") return ssl::AlertDescription::UNRECOGNIZED_NAME;
+            if (name == "boom.example") throw std::runtime_error("boom");
+            return std::nullopt;
+        });
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        {
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server),
+                                                             {.ssl = &cctx, .server_hostname = "localhost"});
+            (void)r;
+            CO_ASSERT(w.peercert()->subject[0].second == "localhost");
+            w.close();
+            co_await w.wait_closed();
+        }
+        {
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server),
+                                                             {.ssl = &cctx, .server_hostname = "other.example"});
+            (void)r;
+            CO_ASSERT(w.peercert()->subject[0].second == "other.example");
+            w.close();
+            co_await w.wait_closed();
+        }
+        for (const char* name : {"refuse.example", "boom.example"}) {
+            std::string error;
+            try {
+                (void)co_await asyncio::open_connection("127.0.0.1", port_of(server),
+                                                        {.ssl = &cctx, .server_hostname = name});
+            } catch (const ssl::SSLError& e) {
+                error = e.what();
+            }
+            // (Python's server drops the connection without its alert; ours sends it.)
+            CO_ASSERT(error == (name[0] == 'r' ? "[SSL: TLSV1_UNRECOGNIZED_NAME] tlsv1 unrecognized name"
+                                               : "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure"));
+        }
+        CO_ASSERT(args_ok);
+        CO_ASSERT((seen == std::vector<std::string>{"localhost", "other.example", "refuse.example", "boom.example"}));
+        CO_ASSERT(reports.size() == 1);
+        CO_ASSERT(reports.what(0) == "boom");
+        bool refused = false;
+        try {
+            client_context().set_sni_callback({});
+        } catch (const asyncio::ValueError& e) {
+            refused = std::string(e.what()) == "sni_callback cannot be set on TLS_CLIENT context";
+        }
+        CO_ASSERT(refused);
+        sctx.set_sni_callback({});  // (drops the lambda's references)
+        server.close();
+        co_await server.wait_closed();
+    }(reports));
+    loop.close();
+}
+
+TEST_F(Tls, TheShutdownTimeoutIsConfigurableAndRaisesTimeoutErrorAsPython313) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            std::string closed_with;
+            double waited = 0;
+            Server server = co_await asyncio::start_server(
+                [&](StreamReader r, StreamWriter w) -> Coroutine<> {
+                    w.write(pattern(8 << 20, 5));  // far more than the sockets hold
+                    w.close();
+                    const asyncio::TimePoint t0 = asyncio::get_running_loop().time();
+                    try {
+                        co_await w.wait_closed();
+                        closed_with = "ok";
+                    } catch (const asyncio::TimeoutError& e) {
+                        closed_with = std::string("TimeoutError: ") + e.what();
+                    }
+                    waited = std::chrono::duration<double>(asyncio::get_running_loop().time() - t0).count();
+                    (void)r;
+                },
+                "127.0.0.1", 0, {.ssl = &sctx, .ssl_shutdown_timeout = 1.5s});
+            ssl::Context cctx = client_context();
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+            co_await asyncio::sleep(5s);  // reading nothing
+            CO_ASSERT(closed_with == "TimeoutError: SSL shutdown timed out");
+            CO_ASSERT(waited >= 1.5 && waited < 2.5);
+            w.close();
+            server.close();
+            co_await server.wait_closed();
+            bool a = false, b = false;
+            try {
+                (void)co_await asyncio::open_connection("127.0.0.1", 1, {.ssl = &cctx, .ssl_shutdown_timeout = 0s});
+            } catch (const asyncio::ValueError& e) {
+                a = std::string(e.what()) == "ssl_shutdown_timeout should be a positive number, got 0.0";
+            }
+            try {
+                (void)co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx, .ssl_handshake_timeout = -1s});
+            } catch (const asyncio::ValueError& e) {
+                b = std::string(e.what()) == "ssl_handshake_timeout should be a positive number, got -1.0";
+            }
+            CO_ASSERT(a && b);
         }(),
         asyncio_test::virtual_time());
 }
