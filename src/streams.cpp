@@ -258,7 +258,8 @@ std::size_t StreamCore::send_now(const char* p, std::size_t n) {
     if (r < 0) {
         const std::error_code ec(static_cast<int>(-r), std::generic_category());
         set_write_error(ec);
-        throw std::system_error(ec, "send");
+        wexc_ = transport_->error_for(r);  // (TLS: the SSLError)
+        throw_write_error();
     }
     return static_cast<std::size_t>(r);
 }
@@ -670,7 +671,10 @@ std::optional<ssl::Certificate> StreamWriter::peercert() const { return ssl_obje
 
 std::optional<ssl::Cipher> StreamWriter::cipher() const { return ssl_object().cipher(); }
 
-std::size_t StreamWriter::get_write_buffer_size() const noexcept { return core_ ? core_->wsize_ : 0; }
+std::size_t StreamWriter::get_write_buffer_size() const noexcept {
+    if (!core_) return 0;
+    return core_->wsize_ + (core_->connected() && !core_->closed_ ? core_->transport_->write_buffer_size() : 0);
+}
 
 std::pair<std::size_t, std::size_t> StreamWriter::get_write_buffer_limits() const noexcept {
     if (!core_) return {0, 0};

@@ -497,6 +497,8 @@ void TlsTransport::close() noexcept { e_->close(); }
 
 void TlsTransport::begin_close() noexcept { e_->arm_shutdown_timer(); }
 
+std::size_t TlsTransport::write_buffer_size() const noexcept { return e_->closed ? 0 : e_->backlog(); }
+
 std::exception_ptr TlsTransport::error_for(std::int64_t result) const noexcept {
     return result == -EPROTO ? e_->error : nullptr;
 }

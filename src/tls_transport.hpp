@@ -77,6 +77,7 @@ public:
     void begin_close() noexcept override;
     std::any get_extra_info(std::string_view name, std::any default_value) override;
     std::exception_ptr error_for(std::int64_t result) const noexcept override;
+    std::size_t write_buffer_size() const noexcept override;
 
     struct Engine;
 

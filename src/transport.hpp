@@ -62,6 +62,10 @@ public:
         (void)result;
         return nullptr;
     }
+    /// Bytes the transport itself holds that are not sent yet (TLS: ciphertext waiting for the
+    /// socket). The stream's get_write_buffer_size() adds them, as asyncio's SSL transport counts
+    /// its outgoing BIO.
+    virtual std::size_t write_buffer_size() const noexcept { return 0; }
 };
 
 /// A connected socket as a transport (TCP or Unix, stream or seqpacket). Sets TCP_NODELAY on TCP,

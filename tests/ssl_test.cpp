@@ -5,10 +5,15 @@
 #include "asyncio/ssl.hpp"
 
 #include <gtest/gtest.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <optional>
@@ -42,7 +47,7 @@ using stream_test::pattern;
 /// The certificates, made once per test binary.
 struct Certs {
     std::string dir;
-    std::string ca, ca_key, server, server_key, other, other_key, rogue_ca, rogue, rogue_key;
+    std::string ca, ca_key, server, server_key, other, other_key, rogue_ca, rogue, rogue_key, expired, expired_key;
 
     static Certs& get() {
         static Certs c;
@@ -63,6 +68,8 @@ private:
         rogue_ca = f("rogue_ca.pem");
         rogue = f("rogue.pem");
         rogue_key = f("rogue.key");
+        expired = f("expired.pem");
+        expired_key = f("expired.key");
         const std::string d = dir;
         const std::string key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
         const std::string ca_ext =
@@ -70,17 +77,19 @@ private:
         std::string script = "set -e; cd " + d + "\n";
         script += "openssl req -x509" + key + " -keyout ca.key -out ca.pem -days 2 -subj '/CN=asyncio test CA'" + ca_ext + "\n";
         script += "openssl req -x509" + key + " -keyout rogue_ca.key -out rogue_ca.pem -days 2 -subj '/CN=rogue CA'" + ca_ext + "\n";
-        auto leaf = [&](const std::string& name, const std::string& cn, const std::string& san, const std::string& issuer) {
+        auto leaf = [&](const std::string& name, const std::string& cn, const std::string& san, const std::string& issuer,
+                        const char* days = "2") {
             script += "printf 'subjectAltName=" + san +
                       "\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n"
                       "authorityKeyIdentifier=keyid\\n' > " + name + ".ext\n";
             script += "openssl req" + key + " -keyout " + name + ".key -out " + name + ".csr -subj '/CN=" + cn + "'\n";
             script += "openssl x509 -req -in " + name + ".csr -CA " + issuer + ".pem -CAkey " + issuer +
-                      ".key -set_serial 7 -days 2 -out " + name + ".pem -extfile " + name + ".ext\n";
+                      ".key -set_serial 7 -days " + days + " -out " + name + ".pem -extfile " + name + ".ext\n";
         };
         leaf("server", "localhost", "DNS:localhost,IP:127.0.0.1", "ca");
         leaf("other", "other.example", "DNS:other.example", "ca");
         leaf("rogue", "localhost", "DNS:localhost,IP:127.0.0.1", "rogue_ca");
+        leaf("expired", "localhost", "DNS:localhost,IP:127.0.0.1", "ca", "-1");  // notAfter: a day ago
         const std::string cmd = "(" + script + ") >/dev/null 2>&1";
         if (std::system(cmd.c_str()) != 0) throw std::runtime_error("openssl failed to make the test certificates");
     }
@@ -711,6 +720,362 @@ TEST_F(Tls, StartTlsUpgradesAPlainConnectionInPlace) {
         CO_ASSERT(cert["subject"] == "commonName=localhost");
         const std::string data = pattern(300'000, 3);
         CO_ASSERT(co_await send_all_then_eof_read(r, w, data) == data);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+// ---- faults and bad input ----
+
+TEST_F(Tls, AnExpiredCertificateIsRefusedWithPythonsMessage) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().expired, Certs::get().expired_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        std::string message;
+        long code = 0;
+        try {
+            (void)co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        } catch (const ssl::SSLCertVerificationError& e) {
+            message = e.what();
+            code = e.verify_code();
+        }
+        CO_ASSERT(message == "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired");
+        CO_ASSERT(code == X509_V_ERR_CERT_HAS_EXPIRED);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, GarbageInsteadOfAClientHelloFailsThatHandshakeOnly) {
+    asyncio_test::Reports reports;
+    asyncio::run([](asyncio_test::Reports& reports) -> Coroutine<> {
+        asyncio::get_running_loop().set_debug(true);
+        reports.install(asyncio::get_running_loop());
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        std::string garbage;
+        for (int i = 0; i < 64; ++i) garbage += static_cast<char>(i);  // Python's bytes(range(64))
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+        w.write(garbage);
+        (void)co_await r.read();  // (an alert) then EOF: the server dropped it
+        CO_ASSERT(r.at_eof());
+        w.close();
+        co_await w.wait_closed();
+        ssl::Context cctx = client_context();
+        auto [r2, w2] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        w2.write("still serving");
+        CO_ASSERT(co_await r2.readexactly(13) == "still serving");
+        w2.close();
+        co_await w2.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }(reports));
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_EQ(reports.entries()[0].message, "SSL handshake failed");
+    EXPECT_EQ(reports.what(0), "[SSL: WRONG_VERSION_NUMBER] wrong version number");  // as CPython 3.13
+}
+
+TEST_F(Tls, AResetInTheMiddleOfARecordIsAConnectionResetError) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(
+            [](StreamReader r, StreamWriter w) -> Coroutine<> {
+                w.write("whole record");
+                co_await w.drain();
+                (void)co_await r.readexactly(2);  // "go"
+                // Under the session: the header of a 16 KiB application-data record and 100
+                // bytes of it, then a reset (SO_LINGER 0).
+                const int fd = std::any_cast<int>(w.get_extra_info("socket"));
+                std::string part("\x17\x03\x03\x40\x00", 5);
+                part += std::string(100, 'x');
+                CO_ASSERT(::send(fd, part.data(), part.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(part.size()));
+                const ::linger lg{1, 0};
+                ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                w.abort();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        CO_ASSERT(co_await r.readexactly(12) == "whole record");
+        w.write("go");
+        int error = 0;
+        try {
+            (void)co_await r.read(100);
+        } catch (const std::system_error& e) {
+            error = e.code().value();
+        }
+        CO_ASSERT(error == ECONNRESET);  // Python: ConnectionResetError
+        w.close();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+namespace big {
+constexpr std::size_t kChunk = 64 * 1024;
+constexpr std::size_t kTotal = 100u << 20;  // 100 MiB each way
+
+const std::vector<std::string>& chunks() {
+    static const std::vector<std::string> c = [] {
+        std::vector<std::string> v;
+        for (int i = 0; i < 16; ++i) v.push_back(pattern(kChunk, i + 1));
+        return v;
+    }();
+    return c;
+}
+
+/// Writes kTotal bytes with drain(); the largest write buffer (stream + TLS ciphertext) seen.
+Coroutine<std::size_t> send(StreamWriter w) {
+    std::size_t most = 0;
+    for (std::size_t k = 0; k < kTotal / kChunk; ++k) {
+        w.write(chunks()[k % 16]);
+        most = std::max(most, w.get_write_buffer_size());
+        co_await w.drain();
+    }
+    co_return most;
+}
+
+/// Reads kTotal bytes slowly (a pause every MiB) and checks them; the count of good chunks.
+Coroutine<std::size_t> receive_slowly(StreamReader r) {
+    std::size_t good = 0;
+    for (std::size_t k = 0; k < kTotal / kChunk; ++k) {
+        if (co_await r.readexactly(kChunk) == chunks()[k % 16]) ++good;
+        if (k % 16 == 15) co_await asyncio::sleep(1ms);
+    }
+    co_return good;
+}
+}  // namespace big
+
+TEST_F(Tls, AHundredMegabytesEachWayWithASlowReaderInBoundedMemory) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        std::size_t server_most = 0, server_good = 0;
+        Server server = co_await asyncio::start_server(
+            [&](StreamReader r, StreamWriter w) -> Coroutine<> {
+                auto [most, good] = co_await asyncio::gather(big::send(w), big::receive_slowly(r));
+                server_most = most;
+                server_good = good;
+                w.close();
+                co_await w.wait_closed();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        auto [most, good] = co_await asyncio::gather(big::send(w), big::receive_slowly(r));
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+        constexpr std::size_t n = big::kTotal / big::kChunk;
+        CO_ASSERT(good == n && server_good == n);
+        // Flow control holds: the stream's buffer stays near its high-water mark (64 KiB) and the
+        // engine's ciphertext under its 256 KiB limit plus one encrypted write.
+        CO_ASSERT(most > 0 && most < (1u << 20));
+        CO_ASSERT(server_most > 0 && server_most < (1u << 20));
+    }());
+}
+
+TEST_F(Tls, AThousandConcurrentHandshakes) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.backlog = 1024, .ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto one = [](std::uint16_t port, ssl::Context* cctx, int i) -> Coroutine<bool> {
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port, {.ssl = cctx});
+            const std::string msg = std::to_string(i) + "\n";
+            w.write(msg);
+            const bool ok = co_await r.readline() == msg;
+            w.close();
+            co_await w.wait_closed();
+            co_return ok;
+        };
+        std::vector<asyncio::Task<bool>> clients;
+        for (int i = 0; i < 1000; ++i) clients.push_back(asyncio::create_task(one(port_of(server), &cctx, i)));
+        int ok = 0;
+        for (auto& t : clients) ok += (co_await t) ? 1 : 0;
+        CO_ASSERT(ok == 1000);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, OurClientDoesNotRenegotiate) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        cctx.set_maximum_version(ssl::TLSVersion::TLSv1_2);  // (TLS 1.3 has no renegotiation)
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        CO_ASSERT(w.ssl_object().version() == "TLSv1.2");
+        // Python's contexts set SSL_OP_NO_RENEGOTIATION: OpenSSL will not start one.
+        CO_ASSERT(SSL_renegotiate(static_cast<SSL*>(w.ssl_object().native_handle())) == 0);
+        ERR_clear_error();
+        w.write("still fine\n");
+        CO_ASSERT(co_await r.readline() == "still fine\n");
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, StartTlsKeepsPlaintextAlreadyBuffered) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(
+            [&sctx](StreamReader r, StreamWriter w) -> Coroutine<> {
+                if (co_await r.readline() != "STARTTLS\n") co_return;
+                w.write("GO AHEAD\nplain after\n");  // one segment: the client reads both at once
+                co_await w.start_tls(sctx);
+                co_await echo(r, w);
+            },
+            "127.0.0.1", 0);
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+        w.write("STARTTLS\n");
+        CO_ASSERT(co_await r.readline() == "GO AHEAD\n");  // (the buffer holds "plain after\n" too)
+        co_await w.start_tls(cctx, "localhost");
+        w.write("secret\n");
+        CO_ASSERT(co_await r.readline() == "plain after\n");  // the plaintext first, as asyncio
+        CO_ASSERT(co_await r.readline() == "secret\n");         // then what came over TLS
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+// ---- interop with the openssl command (s_server / s_client), both ways ----
+
+bool have_openssl() { return std::system("openssl version >/dev/null 2>&1") == 0; }
+
+/// A port nobody listens on right now (for a server that cannot report the one it got).
+std::uint16_t free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+TEST_F(Tls, OurClientTalksToOpensslSServer) {
+    if (!have_openssl()) GTEST_SKIP() << "no openssl command";
+    asyncio::run([]() -> Coroutine<> {
+        const std::uint16_t port = free_port();
+        // -rev: each line comes back reversed.
+        asyncio::Process p = co_await asyncio::create_subprocess_exec(
+            "openssl", "s_server", "-accept", std::to_string(port), "-cert", Certs::get().server, "-key",
+            Certs::get().server_key, "-rev", "-naccept", "1", "-quiet",
+            asyncio::SubprocessOptions{.stdin = asyncio::subprocess::DEVNULL, .stdout = asyncio::subprocess::DEVNULL,
+                                       .stderr = asyncio::subprocess::DEVNULL});
+        ssl::Context cctx = client_context();
+        std::optional<std::pair<StreamReader, StreamWriter>> conn;
+        for (int attempt = 0; attempt < 500 && !conn; ++attempt) {  // until it listens
+            try {
+                conn = co_await asyncio::open_connection("127.0.0.1", port, {.ssl = &cctx});
+            } catch (const std::system_error& e) {
+                if (e.code().value() != ECONNREFUSED) throw;
+            }
+            if (!conn) co_await asyncio::sleep(20ms);
+        }
+        CO_ASSERT(conn.has_value());
+        auto& [r, w] = *conn;
+        CO_ASSERT(w.cipher()->protocol == "TLSv1.3");
+        w.write("hello openssl\n");
+        CO_ASSERT(co_await r.readline() == "lssnepo olleh\n");
+        w.close();
+        co_await w.wait_closed();
+        p.kill();
+        (void)co_await p.wait();
+    }());
+}
+
+TEST_F(Tls, RenegotiationRequestedByOpensslSClientIsRefused) {
+    if (!have_openssl()) GTEST_SKIP() << "no openssl command";
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        int lines = 0;
+        Server server = co_await asyncio::start_server(
+            [&lines](StreamReader r, StreamWriter w) -> Coroutine<> {
+                try {
+                    for (;;) {
+                        std::string line = co_await r.readline();
+                        if (line.empty()) break;
+                        ++lines;
+                        w.write(line);
+                    }
+                } catch (const std::exception&) {
+                }
+                w.close();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        const std::string target = "127.0.0.1:" + std::to_string(port_of(server));
+        // Without -quiet s_client takes "R" on a line of its own as "renegotiate".
+        asyncio::Process p = co_await asyncio::create_subprocess_exec(
+            "openssl", "s_client", "-connect", target, "-CAfile", Certs::get().ca, "-servername", "localhost",
+            "-tls1_2",
+            asyncio::SubprocessOptions{.stdin = asyncio::subprocess::PIPE, .stdout = asyncio::subprocess::PIPE,
+                                       .stderr = asyncio::subprocess::STDOUT});
+        p.stdin->write("hello\n");
+        std::string out;
+        for (;;) {
+            std::string line = co_await asyncio::wait_for(p.stdout->readline(), 20s);
+            out += line;
+            if (line.empty() || line == "hello\n") break;
+        }
+        CO_ASSERT(lines == 1);
+        p.stdin->write("R\n");
+        out += co_await asyncio::wait_for(p.stdout->read(), 20s);  // s_client gives up and exits
+        p.stdin->close();
+        const int status = co_await p.wait();
+        CO_ASSERT(status != 0);
+        CO_ASSERT(out.find("RENEGOTIATING") != std::string::npos);
+        CO_ASSERT(out.find("no renegotiation") != std::string::npos);
+        CO_ASSERT(lines == 1);
+        // The server goes on.
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        w.write("ok\n");
+        CO_ASSERT(co_await r.readline() == "ok\n");
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, OpensslSClientTalksToOurServer) {
+    if (!have_openssl()) GTEST_SKIP() << "no openssl command";
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        std::string peer_protocol;
+        Server server = co_await asyncio::start_server(
+            [&peer_protocol](StreamReader r, StreamWriter w) -> Coroutine<> {
+                peer_protocol = w.cipher()->protocol;
+                std::string line = co_await r.readline();
+                w.write("echo: " + line);
+                w.close();  // close_notify: s_client then ends (-ign_eof: not before)
+                co_await w.wait_closed();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        for (const char* version : {"-tls1_3", "-tls1_2"}) {
+            const std::string target = "127.0.0.1:" + std::to_string(port_of(server));
+            asyncio::Process p = co_await asyncio::create_subprocess_exec(
+                "openssl", "s_client", "-connect", target, "-CAfile", Certs::get().ca, "-verify_return_error",
+                "-verify_hostname", "localhost", "-servername", "localhost", version, "-quiet", "-ign_eof",
+                asyncio::SubprocessOptions{.stdin = asyncio::subprocess::PIPE, .stdout = asyncio::subprocess::PIPE,
+                                           .stderr = asyncio::subprocess::DEVNULL});
+            auto [out, err] = co_await p.communicate("from s_client\n");
+            (void)err;
+            CO_ASSERT(out == "echo: from s_client\n");
+            CO_ASSERT(co_await p.wait() == 0);
+            CO_ASSERT(peer_protocol == (version[6] == '3' ? "TLSv1.3" : "TLSv1.2"));
+        }
         server.close();
         co_await server.wait_closed();
     }());

@@ -239,7 +239,8 @@ public:
     /// default_value for any other name or when unavailable.
     std::any get_extra_info(std::string_view name, std::any default_value = {}) const;
 
-    /// Bytes in the write buffer (Python's transport.get_write_buffer_size()).
+    /// Bytes in the write buffer (Python's transport.get_write_buffer_size(); TLS: with the
+    /// ciphertext not yet sent, as asyncio's SSL transport counts it).
     std::size_t get_write_buffer_size() const noexcept;
     /// The {low, high} water marks (Python's transport.get_write_buffer_limits()).
     std::pair<std::size_t, std::size_t> get_write_buffer_limits() const noexcept;
