@@ -132,7 +132,8 @@ public:
     /// context (ssl_object.set_context(other): its certificate is the one sent), and returns
     /// nullopt to go on or an alert to refuse the handshake with. An exception out of it refuses
     /// with HANDSHAKE_FAILURE and goes to the loop's exception handler (Python: the unraisable
-    /// hook). An empty function removes it.
+    /// hook). An empty function removes it. The context keeps the function: one that holds a
+    /// copy of this same Context keeps both alive for ever (capture a reference instead).
     using SniCallback = std::function<std::optional<AlertDescription>(SSLObject& ssl_object,
                                                                       const std::string& server_name,
                                                                       const Context& ssl_context)>;
