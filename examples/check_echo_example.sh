@@ -3,13 +3,19 @@
 # its "serving on HOST:PORT" line, runs echo_client against it, checks both transcripts (printing
 # them), and stops the server.
 #
-# usage: check_echo_example.sh ECHO_SERVER ECHO_CLIENT
+# With --tls: the server makes a self-signed certificate (echo_server --tls, which prints
+# "certificate: PATH") and the client trusts only it (echo_client --cafile PATH).
+#
+# usage: check_echo_example.sh ECHO_SERVER ECHO_CLIENT [--tls]
 set -u -o pipefail
 server_bin=$1
 client_bin=$2
+tls=${3:-}
+server_args=()
+[ "$tls" = --tls ] && server_args=(--tls)
 
 out=$(mktemp)
-"$server_bin" 127.0.0.1 0 >"$out" 2>&1 &
+"$server_bin" "${server_args[@]}" 127.0.0.1 0 >"$out" 2>&1 &
 pid=$!
 cleanup() {
   kill "$pid" 2>/dev/null
@@ -36,10 +42,20 @@ host=${hostport%:*}
 port=${hostport##*:}
 [[ $port =~ ^[0-9]+$ ]] && [ "$port" -ne 0 ] || fail "bad port in '$line'"
 
-echo "\$ echo_server 127.0.0.1 0"
+client_args=()
+if [ "$tls" = --tls ]; then
+  cert=$(grep -m1 '^certificate: ' "$out") || fail "echo_server --tls did not print 'certificate: PATH'"
+  cert=${cert#certificate: }
+  [ -f "$cert" ] || fail "no certificate at $cert"
+  client_args=(--cafile "$cert")
+  echo "\$ echo_server --tls 127.0.0.1 0"
+  echo "certificate: $cert"
+else
+  echo "\$ echo_server 127.0.0.1 0"
+fi
 echo "$line"
-echo "\$ echo_client $host $port"
-client_out=$("$client_bin" "$host" "$port") || fail "echo_client failed"
+echo "\$ echo_client ${client_args[*]} $host $port"
+client_out=$("$client_bin" "${client_args[@]}" "$host" "$port") || fail "echo_client failed"
 echo "$client_out"
 expected_client="Send: 'Hello World!'
 Received: 'Hello World!'
@@ -52,7 +68,7 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 echo "--- echo_server printed:"
-tail -n +2 "$out"
+grep -v '^certificate: \|^serving on ' "$out"
 grep -Eq "^Received 'Hello World!' from \('127\.0\.0\.1', [0-9]+\)$" "$out" || fail "no 'Received' line"
 grep -q "^Send: 'Hello World!'$" "$out" || fail "no 'Send' line"
 grep -q '^Close the connection$' "$out" || fail "no 'Close the connection' line"

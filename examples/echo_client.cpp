@@ -16,11 +16,16 @@
 //
 //   asyncio.run(tcp_echo_client('Hello World!'))    asyncio::run(tcp_echo_client("Hello World!", ...));
 //
-// Usage: echo_client [HOST [PORT]]   (default 127.0.0.1 8888), e.g. against echo_server.
+// Usage: echo_client [--tls [--cafile FILE]] [HOST [PORT]]   (default 127.0.0.1 8888), e.g.
+// against echo_server. --tls: open_connection(..., ssl=create_default_context(cafile=FILE)), the
+// host name checked against the certificate (FILE: trust only that CA or self-signed certificate,
+// e.g. the one echo_server --tls printed; default: the system trust store).
 #include <asyncio/asyncio.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -38,8 +43,9 @@ std::string repr(const std::string& s) {
     return out + "'";
 }
 
-asyncio::Coroutine<> tcp_echo_client(std::string message, std::string host, std::uint16_t port) {
-    auto [reader, writer] = co_await asyncio::open_connection(host, port);
+asyncio::Coroutine<> tcp_echo_client(std::string message, std::string host, std::uint16_t port,
+                                     const asyncio::ssl::Context* tls) {
+    auto [reader, writer] = co_await asyncio::open_connection(host, port, {.ssl = tls});
 
     std::printf("Send: %s\n", repr(message).c_str());
     writer.write(message);
@@ -56,14 +62,30 @@ asyncio::Coroutine<> tcp_echo_client(std::string message, std::string host, std:
 }  // namespace
 
 int main(int argc, char** argv) {
-    const std::string host = argc > 1 ? argv[1] : "127.0.0.1";
-    const long port = argc > 2 ? std::strtol(argv[2], nullptr, 10) : 8888;
-    if (port <= 0 || port > 65535) {
-        std::fprintf(stderr, "usage: %s [HOST [PORT]]\n", argv[0]);
+    bool tls = false;
+    std::string cafile;
+    std::vector<std::string> args;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--tls") {
+            tls = true;
+        } else if (a == "--cafile" && i + 1 < argc) {
+            cafile = argv[++i];
+            tls = true;
+        } else {
+            args.push_back(a);
+        }
+    }
+    const std::string host = !args.empty() ? args[0] : "127.0.0.1";
+    const long port = args.size() > 1 ? std::strtol(args[1].c_str(), nullptr, 10) : 8888;
+    if (port <= 0 || port > 65535 || args.size() > 2) {
+        std::fprintf(stderr, "usage: %s [--tls [--cafile FILE]] [HOST [PORT]]\n", argv[0]);
         return 2;
     }
     try {
-        asyncio::run(tcp_echo_client("Hello World!", host, static_cast<std::uint16_t>(port)));
+        std::optional<asyncio::ssl::Context> ctx;
+        if (tls) ctx = asyncio::ssl::create_default_context(asyncio::ssl::Purpose::SERVER_AUTH, cafile);
+        asyncio::run(tcp_echo_client("Hello World!", host, static_cast<std::uint16_t>(port), ctx ? &*ctx : nullptr));
     } catch (const std::exception& e) {
         std::fprintf(stderr, "echo_client: %s\n", e.what());
         return 1;

@@ -26,15 +26,24 @@
 // is closed), lets each connection finish its exchange for up to kGrace, closes the ones still
 // open (flushed, then an orderly FIN), and exits with status 0.
 //
-// Usage: echo_server [HOST [PORT]]   (default 127.0.0.1 8888; port 0 picks a free port). Once it
-// listens it prints "serving on HOST:PORT" with the real port. Messages and addresses are printed
-// as Python's repr() prints them.
+// Usage: echo_server [--tls | --cert FILE --key FILE] [HOST [PORT]]   (default 127.0.0.1 8888;
+// port 0 picks a free port). Once it listens it prints "serving on HOST:PORT" with the real port.
+// Messages and addresses are printed as Python's repr() prints them.
+//
+// TLS (Python: start_server(..., ssl=ctx)): --cert/--key serve with that certificate chain and
+// key (PEM); --tls alone makes a self-signed certificate for localhost/127.0.0.1/::1 at start
+// (with the openssl command, in a temporary directory removed at exit) and prints
+// "certificate: PATH" before "serving on", for the client's --cafile.
 #include <asyncio/asyncio.hpp>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <vector>
+#include <unistd.h>
 
 namespace {
 
@@ -95,8 +104,35 @@ asyncio::Coroutine<> handle_echo(asyncio::StreamReader reader, asyncio::StreamWr
     co_await writer.wait_closed();
 }
 
-asyncio::Coroutine<> main_(std::string host, std::uint16_t port) {
-    asyncio::Server server = co_await asyncio::start_server(handle_echo, host, port);
+/// A self-signed certificate made at start (--tls): its directory, removed at exit.
+struct TempCertificate {
+    std::string dir, cert, key;
+    TempCertificate() {
+        char tmpl[] = "/tmp/echo_server_tls.XXXXXX";
+        if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+        dir = tmpl;
+        cert = dir + "/cert.pem";
+        key = dir + "/key.pem";
+        const std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
+                                " -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"
+                                " -keyout " + key + " -out " + cert + " >/dev/null 2>&1";
+        if (std::system(cmd.c_str()) != 0) {
+            remove();
+            throw std::runtime_error("could not make a certificate (is the openssl command installed?)");
+        }
+    }
+    ~TempCertificate() { remove(); }
+    TempCertificate(const TempCertificate&) = delete;
+    TempCertificate& operator=(const TempCertificate&) = delete;
+    void remove() noexcept {
+        std::remove(cert.c_str());
+        std::remove(key.c_str());
+        ::rmdir(dir.c_str());
+    }
+};
+
+asyncio::Coroutine<> main_(std::string host, std::uint16_t port, const asyncio::ssl::Context* tls) {
+    asyncio::Server server = co_await asyncio::start_server(handle_echo, host, port, {.ssl = tls});
     // Caught from here on: a signal sent as soon as "serving on" is out is not lost.
     auto stop = asyncio::wait_signal(SIGINT, SIGTERM);
 
@@ -126,14 +162,40 @@ asyncio::Coroutine<> main_(std::string host, std::uint16_t port) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const std::string host = argc > 1 ? argv[1] : "127.0.0.1";
-    const long port = argc > 2 ? std::strtol(argv[2], nullptr, 10) : 8888;
-    if (port < 0 || port > 65535) {
-        std::fprintf(stderr, "usage: %s [HOST [PORT]]\n", argv[0]);
+    bool tls = false;
+    std::string cert, key;
+    std::vector<std::string> args;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--tls") {
+            tls = true;
+        } else if ((a == "--cert" || a == "--key") && i + 1 < argc) {
+            (a == "--cert" ? cert : key) = argv[++i];
+            tls = true;
+        } else {
+            args.push_back(a);
+        }
+    }
+    const std::string host = !args.empty() ? args[0] : "127.0.0.1";
+    const long port = args.size() > 1 ? std::strtol(args[1].c_str(), nullptr, 10) : 8888;
+    if (port < 0 || port > 65535 || args.size() > 2 || cert.empty() != key.empty()) {
+        std::fprintf(stderr, "usage: %s [--tls | --cert FILE --key FILE] [HOST [PORT]]\n", argv[0]);
         return 2;
     }
     try {
-        asyncio::run(main_(host, static_cast<std::uint16_t>(port)));
+        std::optional<TempCertificate> made;
+        std::optional<asyncio::ssl::Context> ctx;
+        if (tls) {
+            if (cert.empty()) {
+                made.emplace();
+                cert = made->cert;
+                key = made->key;
+                std::printf("certificate: %s\n", cert.c_str());
+            }
+            ctx = asyncio::ssl::create_default_context(asyncio::ssl::Purpose::CLIENT_AUTH);
+            ctx->load_cert_chain(cert, key);
+        }
+        asyncio::run(main_(host, static_cast<std::uint16_t>(port), ctx ? &*ctx : nullptr));
     } catch (const std::exception& e) {
         std::fprintf(stderr, "echo_server: %s\n", e.what());
         return 1;

@@ -719,7 +719,7 @@ Coroutine<std::size_t> stream_sendfile_impl(StreamWriter w, StateRef ref, std::u
         ~Reset() { c->sendfile_active_ = false; }
     } reset{c};
     co_await wait_flushed(StreamRef<false>(c), "sendfile()");
-    if (c->werror_) throw std::system_error(c->werror_, "send");
+    if (c->werror_) c->throw_write_error();
     if (c->closed_) throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
     StreamSend send{w};
     co_return co_await send_file_locked(f, c->transport_->sendfile_fd(), offset, count, fallback, send);

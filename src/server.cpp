@@ -32,7 +32,10 @@ class ServerState : public std::enable_shared_from_this<ServerState> {
 public:
     ServerState(ClientConnectedCallback cb, std::vector<Socket> socks, ServerOptions opts)
         : cb_(std::move(cb)), opts_(opts), sockets_(std::move(socks)) {
-        if (opts.ssl != nullptr) tls_.emplace(*opts.ssl);
+        if (opts.ssl != nullptr) {
+            check_tls_timeouts(opts.ssl_handshake_timeout, opts.ssl_shutdown_timeout);
+            tls_.emplace(*opts.ssl);
+        }
         opts_.ssl = nullptr;  // (the caller's; ours is tls_)
     }
     ServerState(const ServerState&) = delete;
@@ -188,7 +191,7 @@ Coroutine<> tls_accept(std::shared_ptr<ServerState> st, Socket sock, Address pee
     bool verify = false;
     try {
         tls = std::make_unique<TlsTransport>(std::make_unique<SocketTransport>(std::move(sock), peer), *st->tls_,
-                                             true, std::string());
+                                             true, std::string(), st->opts_.ssl_shutdown_timeout);
         co_await tls_handshake(*tls, st->opts_.ssl_handshake_timeout);
     } catch (const CancelledError&) {
         throw;

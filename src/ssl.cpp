@@ -271,6 +271,19 @@ void Context::set_alpn_protocols(const std::vector<std::string>& protocols) {
     }
 }
 
+void Context::set_sni_callback(SniCallback callback) {
+    if (impl_->protocol != Protocol::TLS_SERVER)
+        throw ValueError("sni_callback cannot be set on TLS_CLIENT context");  // Python's text
+    impl_->sni = std::move(callback);
+    if (impl_->sni) {
+        SSL_CTX_set_tlsext_servername_callback(impl_->ctx, &detail::sni_trampoline);
+        SSL_CTX_set_tlsext_servername_arg(impl_->ctx, impl_.get());
+    } else {
+        SSL_CTX_set_tlsext_servername_callback(impl_->ctx, nullptr);
+        SSL_CTX_set_tlsext_servername_arg(impl_->ctx, nullptr);
+    }
+}
+
 void* Context::native_handle() const noexcept { return impl_->ctx; }
 
 Context create_default_context(Purpose purpose, const std::string& cafile) {

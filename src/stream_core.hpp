@@ -168,6 +168,11 @@ public:
     bool eof_requested_ = false;      // write_eof() called
     bool eof_sent_ = false;           // shutdown(SHUT_WR) done
     std::error_code werror_;          // a failed send
+    std::exception_ptr wexc_;         // its exception when the transport gave one (TLS)
+
+    /// Raises the write error: the transport's exception (an SSLError, TimeoutError "SSL
+    /// shutdown timed out") if it gave one, else std::system_error(werror_, "send").
+    [[noreturn]] void throw_write_error() const;
     WaitQueue drain_waiters_;
     bool sendfile_active_ = false;  // asyncio::sendfile() writes to the fd directly: write() refuses
     WaitQueue close_waiters_;

@@ -115,7 +115,10 @@ void TransportAwaiter::on_complete(void* op) {
 
 std::size_t FlushSendAwaiter::await_resume() {
     if (state == IoState::idle || state == IoState::cancelled) throw_cancelled(task());
-    if (result < 0) throw std::system_error(static_cast<int>(-result), std::generic_category(), "send");
+    if (result < 0) {
+        if (std::exception_ptr e = transport_->error_for(result)) std::rethrow_exception(e);
+        throw std::system_error(static_cast<int>(-result), std::generic_category(), "send");
+    }
     return static_cast<std::size_t>(result);
 }
 
@@ -255,7 +258,8 @@ std::size_t StreamCore::send_now(const char* p, std::size_t n) {
     if (r < 0) {
         const std::error_code ec(static_cast<int>(-r), std::generic_category());
         set_write_error(ec);
-        throw std::system_error(ec, "send");
+        wexc_ = transport_->error_for(r);  // (TLS: the SSLError)
+        throw_write_error();
     }
     return static_cast<std::size_t>(r);
 }
@@ -268,7 +272,7 @@ void StreamCore::check_writable() const {
     if (!connected()) throw RuntimeError("StreamWriter has no connection");
     if (eof_requested_) throw RuntimeError("Cannot call write() after write_eof()");
     if (closing_) throw RuntimeError("Cannot call write() after close()");
-    if (werror_) throw std::system_error(werror_, "send");
+    if (werror_) throw_write_error();
     if (sendfile_active_) throw RuntimeError("Cannot call write() while sendfile() is in progress");
 }
 
@@ -328,7 +332,18 @@ Coroutine<> flush_buffer(StreamRef<false> ref) {
             s.consume_written(n);
         }
     } catch (const std::system_error& e) {
-        if (!s.closed_) s.set_write_error(e.code());
+        if (!s.closed_) {
+            s.set_write_error(e.code());
+            if (e.code().category() != std::generic_category()) s.wexc_ = std::current_exception();  // (SSLError)
+        }
+    } catch (const std::exception&) {
+        // The transport's own error (TLS: TimeoutError "SSL shutdown timed out"). As asyncio's
+        // connection_lost(exc): wait_closed() and the reader raise it.
+        if (!s.closed_) {
+            s.set_write_error(std::make_error_code(std::errc::timed_out));
+            s.wexc_ = std::current_exception();
+            if (!s.rerror_) s.rerror_ = s.wexc_;
+        }
     } catch (const CancelledError&) {
         s.flusher_active_ = false;
         s.flusher_cancelled_ = true;
@@ -362,6 +377,11 @@ void StreamCore::consume_written(std::size_t n) noexcept {
         paused_ = false;
         wake_drainers();
     }
+}
+
+void StreamCore::throw_write_error() const {
+    if (wexc_) std::rethrow_exception(wexc_);
+    throw std::system_error(werror_, "send");
 }
 
 void StreamCore::set_write_error(std::error_code ec) noexcept {
@@ -539,17 +559,17 @@ Coroutine<std::optional<std::string>> anext_impl(StreamRef<false> ref) {
 Coroutine<> drain_impl(StreamRef<false> ref) {
     StreamCore& s = *ref;
     s.check_read_error();  // as asyncio: the reader's exception first
-    if (s.werror_) throw std::system_error(s.werror_, "send");
+    if (s.werror_) s.throw_write_error();
     if (s.closed_) throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
     while (s.paused_ && !s.closed_ && !s.werror_) co_await ListWait(s.drain_waiters_, "StreamWriter::drain()");
-    if (s.werror_) throw std::system_error(s.werror_, "send");
+    if (s.werror_) s.throw_write_error();
     // Closed while waiting: return (as asyncio's drain waiters on connection_lost(None)).
 }
 
 Coroutine<> wait_closed_impl(StreamRef<false> ref) {
     StreamCore& s = *ref;
     while (!s.closed_) co_await ListWait(s.close_waiters_, "StreamWriter::wait_closed()");
-    if (s.werror_) throw std::system_error(s.werror_, "send");
+    if (s.werror_) s.throw_write_error();
     s.check_read_error();
 }
 
@@ -642,7 +662,20 @@ std::any StreamWriter::get_extra_info(std::string_view name, std::any default_va
     return core_->transport_->get_extra_info(name, std::move(default_value));
 }
 
-std::size_t StreamWriter::get_write_buffer_size() const noexcept { return core_ ? core_->wsize_ : 0; }
+ssl::SSLObject StreamWriter::ssl_object() const {
+    std::any obj = get_extra_info("ssl_object");
+    if (const auto* o = std::any_cast<ssl::SSLObject>(&obj)) return *o;
+    return {};
+}
+
+std::optional<ssl::Certificate> StreamWriter::peercert() const { return ssl_object().getpeercert(); }
+
+std::optional<ssl::Cipher> StreamWriter::cipher() const { return ssl_object().cipher(); }
+
+std::size_t StreamWriter::get_write_buffer_size() const noexcept {
+    if (!core_) return 0;
+    return core_->wsize_ + (core_->connected() && !core_->closed_ ? core_->transport_->write_buffer_size() : 0);
+}
 
 std::pair<std::size_t, std::size_t> StreamWriter::get_write_buffer_limits() const noexcept {
     if (!core_) return {0, 0};
@@ -695,14 +728,14 @@ Coroutine<> wait_flushed(StreamRef<false> ref, const char* what) {
 namespace {
 
 Coroutine<> start_tls_impl(StreamRef<false> ref, ssl::Context ctx, std::string server_hostname, bool server,
-                           std::chrono::duration<double> timeout) {
+                           std::chrono::duration<double> timeout, std::chrono::duration<double> shutdown_timeout) {
     StreamCore& s = *ref;
     // Everything written before goes out in plaintext first.
     co_await wait_flushed(ref, "StreamWriter::start_tls()");
-    if (s.werror_) throw std::system_error(s.werror_, "send");
+    if (s.werror_) s.throw_write_error();
     if (s.closing_) throw RuntimeError("start_tls() after close()");
     if (s.read_waiter_ != nullptr) throw RuntimeError("start_tls() while a read is waiting for data");
-    auto tls = std::make_unique<TlsTransport>(std::move(s.transport_), ctx, server, server_hostname);
+    auto tls = std::make_unique<TlsTransport>(std::move(s.transport_), ctx, server, server_hostname, shutdown_timeout);
     TlsTransport& t = *tls;
     s.transport_ = std::move(tls);
     try {
@@ -717,8 +750,10 @@ Coroutine<> start_tls_impl(StreamRef<false> ref, ssl::Context ctx, std::string s
 }  // namespace detail
 
 Coroutine<> StreamWriter::start_tls(const ssl::Context& sslcontext, const char* server_hostname,
-                                    std::chrono::duration<double> ssl_handshake_timeout) {
+                                    std::chrono::duration<double> ssl_handshake_timeout,
+                                    std::chrono::duration<double> ssl_shutdown_timeout) {
     detail::StreamCore& c = detail::need(core_, "start_tls()");
+    detail::check_tls_timeouts(ssl_handshake_timeout, ssl_shutdown_timeout);
     if (!c.connected()) throw RuntimeError("StreamWriter has no connection");
     if (c.closing_) throw RuntimeError("start_tls() after close()");
     const bool server = c.server_ != nullptr;
@@ -729,7 +764,7 @@ Coroutine<> StreamWriter::start_tls(const ssl::Context& sslcontext, const char* 
     if (!server && sslcontext.check_hostname() && hostname.empty())
         throw ValueError("check_hostname requires server_hostname");
     return detail::start_tls_impl(detail::StreamRef<false>(&c), sslcontext, std::move(hostname), server,
-                                  ssl_handshake_timeout);
+                                  ssl_handshake_timeout, ssl_shutdown_timeout);
 }
 
 // ---- open_connection ----
@@ -775,9 +810,11 @@ Coroutine<std::pair<Socket, Address>> connect_to(std::string host, std::uint16_t
 /// The client side of TLS on a connected socket: the handshake, then the streams.
 Coroutine<std::pair<StreamReader, StreamWriter>> tls_client(Socket sock, Address peer, std::size_t limit,
                                                             ssl::Context ctx, std::string server_hostname,
-                                                            std::chrono::duration<double> timeout) {
+                                                            std::chrono::duration<double> timeout,
+                                                            std::chrono::duration<double> shutdown_timeout) {
     auto tls = std::make_unique<detail::TlsTransport>(
-        std::make_unique<detail::SocketTransport>(std::move(sock), peer), ctx, false, server_hostname);
+        std::make_unique<detail::SocketTransport>(std::move(sock), peer), ctx, false, server_hostname,
+        shutdown_timeout);
     co_await detail::tls_handshake(*tls, timeout);
     co_return detail::make_streams(std::move(tls), limit);
 }
@@ -785,21 +822,23 @@ Coroutine<std::pair<StreamReader, StreamWriter>> tls_client(Socket sock, Address
 Coroutine<std::pair<StreamReader, StreamWriter>> open_tls_connection(std::string host, std::uint16_t port,
                                                                      std::size_t limit, ssl::Context ctx,
                                                                      std::string server_hostname,
-                                                                     std::chrono::duration<double> timeout) {
+                                                                     std::chrono::duration<double> timeout,
+                                                                     std::chrono::duration<double> shutdown_timeout) {
     std::pair<Socket, Address> conn = co_await connect_to(std::move(host), port);
     co_return co_await tls_client(std::move(conn.first), conn.second, limit, std::move(ctx),
-                                  std::move(server_hostname), timeout);
+                                  std::move(server_hostname), timeout, shutdown_timeout);
 }
 
 Coroutine<std::pair<StreamReader, StreamWriter>> open_tls_unix_connection(std::string path, std::size_t limit,
                                                                           ssl::Context ctx,
                                                                           std::string server_hostname,
-                                                                          std::chrono::duration<double> timeout) {
+                                                                          std::chrono::duration<double> timeout,
+                                                                          std::chrono::duration<double> shutdown_timeout) {
     const Address address = Address::unix_path(path);
     Socket sock(AF_UNIX, SOCK_STREAM);
     co_await sock_connect(sock, address);
     co_return co_await tls_client(std::move(sock), address, limit, std::move(ctx), std::move(server_hostname),
-                                  timeout);
+                                  timeout, shutdown_timeout);
 }
 
 }  // namespace
@@ -811,13 +850,14 @@ Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string hos
         return open_connection(std::move(host), port, options.limit);
     }
     if (options.limit == 0) throw ValueError("Limit cannot be <= 0");
+    detail::check_tls_timeouts(options.ssl_handshake_timeout, options.ssl_shutdown_timeout);
     std::string server_hostname = options.server_hostname != nullptr ? std::string(options.server_hostname) : host;
     if (options.ssl->check_hostname() && server_hostname.empty())
         throw ValueError("check_hostname requires server_hostname");
     if (options.ssl->protocol() != ssl::Protocol::TLS_CLIENT)
         throw ValueError("Cannot create a client socket with a PROTOCOL_TLS_SERVER context");
     return open_tls_connection(std::move(host), port, options.limit, *options.ssl, std::move(server_hostname),
-                               options.ssl_handshake_timeout);
+                               options.ssl_handshake_timeout, options.ssl_shutdown_timeout);
 }
 
 Coroutine<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, std::uint16_t port,
@@ -833,6 +873,7 @@ Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::strin
         return open_unix_connection(std::move(path), options.limit);
     }
     if (options.limit == 0) throw ValueError("Limit cannot be <= 0");
+    detail::check_tls_timeouts(options.ssl_handshake_timeout, options.ssl_shutdown_timeout);
     if (options.server_hostname == nullptr) throw ValueError("you have to pass server_hostname when using ssl");
     std::string server_hostname = options.server_hostname;
     if (options.ssl->check_hostname() && server_hostname.empty())
@@ -840,7 +881,7 @@ Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::strin
     if (options.ssl->protocol() != ssl::Protocol::TLS_CLIENT)
         throw ValueError("Cannot create a client socket with a PROTOCOL_TLS_SERVER context");
     return open_tls_unix_connection(std::move(path), options.limit, *options.ssl, std::move(server_hostname),
-                                    options.ssl_handshake_timeout);
+                                    options.ssl_handshake_timeout, options.ssl_shutdown_timeout);
 }
 
 Coroutine<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path, std::size_t limit) {

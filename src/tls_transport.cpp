@@ -30,9 +30,6 @@ constexpr std::size_t kRxSize = 32 * 1024;     // a receive of ciphertext (two f
 constexpr std::size_t kTxSize = 64 * 1024;     // a send of ciphertext
 constexpr std::size_t kMaxWrite = 64 * 1024;   // plaintext taken per send / try_send
 constexpr std::size_t kHigh = 256 * 1024;      // ciphertext backlog above which sends wait
-// How long close() keeps flushing ciphertext (and close_notify) to a peer that does not read:
-// Python's default ssl_shutdown_timeout.
-constexpr std::chrono::seconds kShutdownTimeout{30};
 
 bool is_ip_address(const std::string& s) {
     unsigned char buf[16];
@@ -48,11 +45,12 @@ struct TlsTransport::Engine {
 
     EventLoop* loop = nullptr;
     std::unique_ptr<Transport> inner;
-    ssl::Context ctx;
+    std::shared_ptr<ssl::detail::Session> session;  // owns the SSL
     SSL* ssl = nullptr;
     BIO* rbio = nullptr;  // ciphertext in (we write, OpenSSL reads)
     BIO* wbio = nullptr;  // ciphertext out (OpenSSL writes, we read)
-    std::string hostname;
+    std::chrono::duration<double> shutdown_timeout;
+    bool shutdown_timed_out = false;
     bool owned = true;
     bool closed = false;
     bool inner_closed = false;
@@ -73,16 +71,14 @@ struct TlsTransport::Engine {
     TimerHandle shutdown_timer;  // armed while close() is still flushing
     bool timer_armed = false;
 
-    Engine(std::unique_ptr<Transport> in, const ssl::Context& c) : inner(std::move(in)), ctx(c) {
+    Engine(std::unique_ptr<Transport> in, const ssl::Context& c, std::chrono::duration<double> shutdown)
+        : inner(std::move(in)), session(std::make_shared<ssl::detail::Session>(c)), shutdown_timeout(shutdown) {
         rx.eng = this;
         tx.eng = this;
         rx.kind = IoKind::recv;
         tx.kind = IoKind::send;
         rx.complete = &on_rx;
         tx.complete = &on_tx;
-    }
-    ~Engine() {
-        SSL_free(ssl);  // frees both BIOs
     }
 
     std::size_t backlog() const noexcept { return BIO_ctrl_pending(wbio) + (tx_len - tx_off); }
@@ -159,9 +155,9 @@ struct TlsTransport::Engine {
                 const long vr = SSL_get_verify_result(ssl);
                 std::string msg;
                 if (vr == X509_V_ERR_HOSTNAME_MISMATCH)
-                    msg = "Hostname mismatch, certificate is not valid for '" + hostname + "'.";
+                    msg = "Hostname mismatch, certificate is not valid for '" + session->hostname + "'.";
                 else if (vr == X509_V_ERR_IP_ADDRESS_MISMATCH)
-                    msg = "IP address mismatch, certificate is not valid for '" + hostname + "'.";
+                    msg = "IP address mismatch, certificate is not valid for '" + session->hostname + "'.";
                 else
                     msg = X509_verify_cert_error_string(vr);
                 return std::make_exception_ptr(ssl::SSLCertVerificationError(vr, std::move(msg)));
@@ -186,9 +182,11 @@ struct TlsTransport::Engine {
             flush();
             if (r == 1) {
                 handshake_done = true;
+                session->handshake_done = true;
                 finish(hs_op, 0, sync);
                 return true;
             }
+            report_callback_error();
             if (err == SSL_ERROR_WANT_READ) {
                 if (peer_eof || inner_err != 0) {
                     // Python: ConnectionResetError for an EOF during the handshake.
@@ -257,9 +255,31 @@ struct TlsTransport::Engine {
         return static_cast<std::int64_t>(w);
     }
 
+    /// An exception out of the SNI callback goes to the loop's exception handler (Python: the
+    /// unraisable hook); the handshake fails with the alert it caused.
+    void report_callback_error() noexcept {
+        if (!session->callback_error || loop == nullptr) return;
+        std::exception_ptr e = std::move(session->callback_error);
+        session->callback_error = nullptr;
+        try {
+            loop->call_exception_handler({"Exception in the SNI callback (ssl::Context::set_sni_callback)", e, {}});
+        } catch (...) {
+        }
+    }
+
+    /// The result of a send after the ciphertext send failed: after the shutdown timeout,
+    /// Python's TimeoutError("SSL shutdown timed out") (as the stream's error); else the errno.
+    std::int64_t send_failure() {
+        if (shutdown_timed_out) {
+            error = std::make_exception_ptr(TimeoutError("SSL shutdown timed out"));
+            return -EPROTO;
+        }
+        return -send_err;
+    }
+
     bool step_send(bool sync) {
         if (send_err != 0) {
-            finish(send_op, -send_err, sync);
+            finish(send_op, send_failure(), sync);
             return true;
         }
         if (backlog() > kHigh) return false;  // parked until the ciphertext drains
@@ -362,8 +382,9 @@ struct TlsTransport::Engine {
     void arm_shutdown_timer() noexcept {
         if (timer_armed || inner_closed || loop == nullptr || loop->is_closed()) return;
         try {
-            shutdown_timer = loop->call_later(kShutdownTimeout, [this] {
+            shutdown_timer = loop->call_later(shutdown_timeout, [this] {
                 timer_armed = false;
+                shutdown_timed_out = true;
                 close_inner();
             });
             timer_armed = true;
@@ -374,11 +395,12 @@ struct TlsTransport::Engine {
 };
 
 TlsTransport::TlsTransport(std::unique_ptr<Transport> inner, const ssl::Context& ctx, bool server,
-                           const std::string& server_hostname)
-    : e_(new Engine(std::move(inner), ctx)) {
+                           const std::string& server_hostname, std::chrono::duration<double> shutdown_timeout)
+    : e_(new Engine(std::move(inner), ctx, shutdown_timeout)) {
     Engine& e = *e_;
-    e.hostname = server_hostname;
-    e.ssl = SSL_new(static_cast<SSL_CTX*>(ctx.native_handle()));
+    e.session->hostname = server_hostname;
+    e.session->server = server;
+    e.ssl = e.session->ssl = SSL_new(static_cast<SSL_CTX*>(ctx.native_handle()));
     e.rbio = BIO_new(BIO_s_mem());
     e.wbio = BIO_new(BIO_s_mem());
     if (e.ssl == nullptr || e.rbio == nullptr || e.wbio == nullptr) {
@@ -389,6 +411,7 @@ TlsTransport::TlsTransport(std::unique_ptr<Transport> inner, const ssl::Context&
     }
     BIO_set_mem_eof_return(e.rbio, -1);  // empty: "retry", not EOF
     SSL_set_bio(e.ssl, e.rbio, e.wbio);
+    SSL_set_app_data(e.ssl, e.session.get());
     if (server) {
         SSL_set_accept_state(e.ssl);
     } else {
@@ -465,7 +488,7 @@ std::int64_t TlsTransport::try_send(EventLoop& loop, const char* p, std::size_t 
     Engine& e = *e_;
     e.loop = &loop;
     if (e.closed) return -EBADF;
-    if (e.send_err != 0) return -e.send_err;
+    if (e.send_err != 0) return e.send_failure();
     if (e.backlog() > kHigh) return 0;
     return e.encrypt(p, n);
 }
@@ -474,25 +497,24 @@ void TlsTransport::close() noexcept { e_->close(); }
 
 void TlsTransport::begin_close() noexcept { e_->arm_shutdown_timer(); }
 
+std::size_t TlsTransport::write_buffer_size() const noexcept { return e_->closed ? 0 : e_->backlog(); }
+
 std::exception_ptr TlsTransport::error_for(std::int64_t result) const noexcept {
     return result == -EPROTO ? e_->error : nullptr;
 }
 
 namespace {
 
-std::string name_to_string(X509_NAME* name) {
-    // Python's tuples of (key, value) pairs, flattened: "commonName=localhost, organizationName=..."
-    std::string out;
+ssl::Certificate::Name name_of(X509_NAME* name) {
+    ssl::Certificate::Name out;
     for (int i = 0; i < X509_NAME_entry_count(name); ++i) {
         X509_NAME_ENTRY* entry = X509_NAME_get_entry(name, i);
         const int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(entry));
         unsigned char* utf8 = nullptr;
         const int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(entry));
         if (len < 0) continue;
-        if (!out.empty()) out += ", ";
-        out += nid != NID_undef ? OBJ_nid2ln(nid) : "?";
-        out += '=';
-        out.append(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(len));
+        out.emplace_back(nid != NID_undef ? OBJ_nid2ln(nid) : "?",
+                         std::string(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(len)));
         OPENSSL_free(utf8);
     }
     return out;
@@ -509,46 +531,58 @@ std::string asn1_time(const ASN1_TIME* t) {
     return s;
 }
 
-std::map<std::string, std::string> peer_cert(SSL* ssl) {
-    std::map<std::string, std::string> out;
-    X509* cert = SSL_get1_peer_certificate(ssl);
-    if (cert == nullptr) return out;
-    if (SSL_get_verify_result(ssl) == X509_V_OK && SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE) {
-        out["subject"] = name_to_string(X509_get_subject_name(cert));
-        out["issuer"] = name_to_string(X509_get_issuer_name(cert));
-        out["version"] = std::to_string(X509_get_version(cert) + 1);
-        if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)) {
-            if (char* hex = BN_bn2hex(bn)) {
-                out["serialNumber"] = hex;
-                OPENSSL_free(hex);
-            }
-            BN_free(bn);
+ssl::Certificate certificate_of(X509* cert) {
+    ssl::Certificate out;
+    out.subject = name_of(X509_get_subject_name(cert));
+    out.issuer = name_of(X509_get_issuer_name(cert));
+    out.version = static_cast<int>(X509_get_version(cert) + 1);
+    if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)) {
+        if (char* hex = BN_bn2hex(bn)) {
+            out.serial_number = hex;
+            OPENSSL_free(hex);
         }
-        out["notBefore"] = asn1_time(X509_get0_notBefore(cert));
-        out["notAfter"] = asn1_time(X509_get0_notAfter(cert));
-        if (auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr))) {
-            std::string san;
-            for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
-                const GENERAL_NAME* g = sk_GENERAL_NAME_value(names, i);
-                std::string item;
-                if (g->type == GEN_DNS) {
-                    item = "DNS:" + std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(g->d.dNSName)),
-                                                static_cast<std::size_t>(ASN1_STRING_length(g->d.dNSName)));
-                } else if (g->type == GEN_IPADD) {
-                    const int len = ASN1_STRING_length(g->d.iPAddress);
-                    char buf[INET6_ADDRSTRLEN] = {};
-                    if (::inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.iPAddress), buf, sizeof buf))
-                        item = std::string("IP Address:") + buf;
-                }
-                if (item.empty()) continue;
-                if (!san.empty()) san += ", ";
-                san += item;
-            }
-            GENERAL_NAMES_free(names);
-            if (!san.empty()) out["subjectAltName"] = san;
-        }
+        BN_free(bn);
     }
-    X509_free(cert);
+    out.not_before = asn1_time(X509_get0_notBefore(cert));
+    out.not_after = asn1_time(X509_get0_notAfter(cert));
+    if (auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr))) {
+        for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+            const GENERAL_NAME* g = sk_GENERAL_NAME_value(names, i);
+            if (g->type == GEN_DNS) {
+                out.subject_alt_name.emplace_back(
+                    "DNS", std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(g->d.dNSName)),
+                                       static_cast<std::size_t>(ASN1_STRING_length(g->d.dNSName))));
+            } else if (g->type == GEN_IPADD) {
+                const int len = ASN1_STRING_length(g->d.iPAddress);
+                char buf[INET6_ADDRSTRLEN] = {};
+                if (::inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.iPAddress), buf, sizeof buf))
+                    out.subject_alt_name.emplace_back("IP Address", buf);
+            }
+        }
+        GENERAL_NAMES_free(names);
+    }
+    return out;
+}
+
+std::string join_name(const ssl::Certificate::Name& name, const char* sep) {
+    std::string s;
+    for (const auto& [k, v] : name) {
+        if (!s.empty()) s += ", ";
+        s.append(k).append(sep).append(v);
+    }
+    return s;
+}
+
+/// get_extra_info("peercert")'s flattened form (docs/design.md, Differences).
+std::map<std::string, std::string> peer_cert_map(const ssl::Certificate& c) {
+    std::map<std::string, std::string> out;
+    out["subject"] = join_name(c.subject, "=");
+    out["issuer"] = join_name(c.issuer, "=");
+    out["version"] = std::to_string(c.version);
+    out["serialNumber"] = c.serial_number;
+    out["notBefore"] = c.not_before;
+    out["notAfter"] = c.not_after;
+    if (!c.subject_alt_name.empty()) out["subjectAltName"] = join_name(c.subject_alt_name, ":");
     return out;
 }
 
@@ -556,28 +590,133 @@ std::map<std::string, std::string> peer_cert(SSL* ssl) {
 
 std::any TlsTransport::get_extra_info(std::string_view name, std::any default_value) {
     Engine& e = *e_;
-    if (name == "sslcontext") return e.ctx;
-    if (name == "ssl_object") return e.ssl;
+    const ssl::SSLObject obj(e.session);
+    if (name == "sslcontext") return e.session->ctx;
+    if (name == "ssl_object") return obj;
     if (name == "peercert") {
         if (!e.handshake_done) return default_value;
-        return peer_cert(e.ssl);
+        std::optional<ssl::Certificate> c = obj.getpeercert();
+        return c ? peer_cert_map(*c) : std::map<std::string, std::string>();
     }
     if (name == "cipher") {
-        const SSL_CIPHER* c = SSL_get_current_cipher(e.ssl);
-        if (c == nullptr) return default_value;
-        return std::tuple<std::string, std::string, int>(SSL_CIPHER_get_name(c), SSL_get_version(e.ssl),
-                                                          SSL_CIPHER_get_bits(c, nullptr));
+        std::optional<ssl::Cipher> c = obj.cipher();
+        if (!c) return default_value;
+        return std::tuple<std::string, std::string, int>(c->name, c->protocol, c->secret_bits);
     }
     if (name == "selected_alpn_protocol") {
-        const unsigned char* p = nullptr;
-        unsigned len = 0;
-        SSL_get0_alpn_selected(e.ssl, &p, &len);
-        if (len == 0) return default_value;
-        return std::string(reinterpret_cast<const char*>(p), len);
+        std::optional<std::string> p = obj.selected_alpn_protocol();
+        if (!p) return default_value;
+        return *p;
     }
     if (name == "compression") return default_value;
     return e.inner->get_extra_info(name, std::move(default_value));
 }
+
+}  // namespace asyncio::detail
+
+// ---- SSLObject and the SNI callback ----
+
+namespace asyncio::ssl {
+
+std::optional<Certificate> SSLObject::getpeercert() const {
+    if (!session_ || !session_->handshake_done) return std::nullopt;
+    SSL* s = session_->ssl;
+    X509* cert = SSL_get0_peer_certificate(s);
+    if (cert == nullptr) return std::nullopt;
+    // As Python: the details only of a certificate that was verified.
+    if (SSL_get_verify_result(s) != X509_V_OK || SSL_get_verify_mode(s) == SSL_VERIFY_NONE) return std::nullopt;
+    return asyncio::detail::certificate_of(cert);
+}
+
+std::string SSLObject::getpeercert_der() const {
+    if (!session_ || !session_->handshake_done) return {};
+    X509* cert = SSL_get0_peer_certificate(session_->ssl);
+    if (cert == nullptr) return {};
+    unsigned char* der = nullptr;
+    const int n = i2d_X509(cert, &der);
+    if (n < 0) return {};
+    std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(n));
+    OPENSSL_free(der);
+    return out;
+}
+
+std::optional<Cipher> SSLObject::cipher() const {
+    if (!session_) return std::nullopt;
+    const SSL_CIPHER* c = SSL_get_current_cipher(session_->ssl);
+    if (c == nullptr) return std::nullopt;
+    return Cipher{SSL_CIPHER_get_name(c), SSL_get_version(session_->ssl), SSL_CIPHER_get_bits(c, nullptr)};
+}
+
+std::optional<std::string> SSLObject::selected_alpn_protocol() const {
+    if (!session_) return std::nullopt;
+    const unsigned char* p = nullptr;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(session_->ssl, &p, &len);
+    if (len == 0) return std::nullopt;
+    return std::string(reinterpret_cast<const char*>(p), len);
+}
+
+std::optional<std::string> SSLObject::version() const {
+    if (!session_ || !session_->handshake_done) return std::nullopt;
+    return std::string(SSL_get_version(session_->ssl));
+}
+
+std::optional<std::string> SSLObject::server_hostname() const {
+    if (!session_) return std::nullopt;
+    if (!session_->server) {
+        if (session_->hostname.empty()) return std::nullopt;
+        return session_->hostname;
+    }
+    const char* name = SSL_get_servername(session_->ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == nullptr) return std::nullopt;
+    return std::string(name);
+}
+
+bool SSLObject::server_side() const { return session_ && session_->server; }
+
+Context SSLObject::context() const {
+    if (!session_) throw ValueError("SSLObject has no session");
+    return session_->ctx;
+}
+
+void SSLObject::set_context(const Context& ctx) {
+    if (!session_) throw ValueError("SSLObject has no session");
+    if (!session_->server || ctx.protocol() != Protocol::TLS_SERVER)
+        throw ValueError("set_context needs a server session and a TLS_SERVER context");
+    // As Python's SSLObject.context setter: the certificate and key (and session id context)
+    // come from the new context; verification settings stay the session's.
+    SSL_set_SSL_CTX(session_->ssl, static_cast<SSL_CTX*>(ctx.native_handle()));
+    session_->ctx = ctx;
+}
+
+void* SSLObject::native_handle() const noexcept { return session_ ? session_->ssl : nullptr; }
+
+namespace detail {
+
+int sni_trampoline(SSL* s, int* alert, void* arg) {
+    auto* impl = static_cast<ContextImpl*>(arg);
+    auto* session = static_cast<Session*>(SSL_get_app_data(s));
+    if (impl == nullptr || !impl->sni || session == nullptr) return SSL_TLSEXT_ERR_OK;
+    const char* name = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
+    try {
+        SSLObject obj(session->shared_from_this());
+        const Context self = session->original;  // (the callback may replace the function)
+        const Context::SniCallback cb = impl->sni;
+        const std::optional<AlertDescription> refuse = cb(obj, name != nullptr ? name : "", self);
+        if (!refuse) return SSL_TLSEXT_ERR_OK;
+        *alert = static_cast<int>(*refuse);
+    } catch (...) {
+        session->callback_error = std::current_exception();
+        *alert = SSL_AD_HANDSHAKE_FAILURE;
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+}  // namespace detail
+
+}  // namespace asyncio::ssl
+
+namespace asyncio::detail {
 
 // ---- the handshake ----
 
@@ -608,6 +747,13 @@ std::string seconds_repr(double s) {
 }
 
 }  // namespace
+
+void check_tls_timeouts(std::chrono::duration<double> handshake, std::chrono::duration<double> shutdown) {
+    if (!(handshake.count() > 0))
+        throw ValueError("ssl_handshake_timeout should be a positive number, got " + seconds_repr(handshake.count()));
+    if (!(shutdown.count() > 0))
+        throw ValueError("ssl_shutdown_timeout should be a positive number, got " + seconds_repr(shutdown.count()));
+}
 
 Coroutine<> tls_handshake(TlsTransport& t, std::chrono::duration<double> timeout) {
     bool timed_out = false;

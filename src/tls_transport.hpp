@@ -23,8 +23,28 @@ struct ContextImpl {
     bool check_hostname = false;
     VerifyMode verify_mode = VerifyMode::CERT_NONE;
     std::string alpn;  // wire format, for the server's selection callback
+    Context::SniCallback sni;
     ~ContextImpl();
 };
+
+/// One SSL session (an SSLObject's target): outlives its transport while an SSLObject refers
+/// to it. SSL_get_app_data(ssl) points here (for the SNI callback).
+struct Session : std::enable_shared_from_this<Session> {
+    SSL* ssl = nullptr;
+    Context ctx;       // the current context (an SNI callback may switch it)
+    Context original;  // the one the session was made with (its SNI callback runs)
+    std::string hostname;
+    bool server = false;
+    bool handshake_done = false;
+    std::exception_ptr callback_error;  // thrown by the SNI callback
+    explicit Session(const Context& c) : ctx(c), original(c) {}
+    ~Session() { SSL_free(ssl); }  // (and both BIOs)
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+};
+
+/// The servername callback installed on an SSL_CTX by Context::set_sni_callback.
+int sni_trampoline(SSL* ssl, int* alert, void* arg);
 
 /// The SSLError for the errors on OpenSSL's queue of this thread (cleared), or `fallback` text
 /// when the queue is empty.
@@ -41,8 +61,11 @@ class TlsTransport final : public Transport {
 public:
     /// server_hostname: the name to send (SNI) and check (if the context checks hostnames);
     /// empty: neither. Throws SSLError if OpenSSL cannot make the session.
+    /// shutdown_timeout: how long close() keeps flushing to a peer that does not read (Python's
+    /// ssl_shutdown_timeout); then the stream's flush fails with TimeoutError "SSL shutdown timed out".
     TlsTransport(std::unique_ptr<Transport> inner, const ssl::Context& ctx, bool server,
-                 const std::string& server_hostname);
+                 const std::string& server_hostname,
+                 std::chrono::duration<double> shutdown_timeout = std::chrono::seconds(30));
     ~TlsTransport() override;
 
     bool start(EventLoop& loop, IoOp& op) override;
@@ -54,6 +77,7 @@ public:
     void begin_close() noexcept override;
     std::any get_extra_info(std::string_view name, std::any default_value) override;
     std::exception_ptr error_for(std::int64_t result) const noexcept override;
+    std::size_t write_buffer_size() const noexcept override;
 
     struct Engine;
 
@@ -65,5 +89,9 @@ private:
 /// std::system_error ECONNABORTED "SSL handshake is taking longer than N seconds: aborting the
 /// connection". SSLError / SSLCertVerificationError / std::system_error on failure.
 Coroutine<> tls_handshake(TlsTransport& t, std::chrono::duration<double> timeout);
+
+/// ValueError "ssl_handshake_timeout should be a positive number, got 0.0" (and the same for
+/// ssl_shutdown_timeout), Python's texts.
+void check_tls_timeouts(std::chrono::duration<double> handshake, std::chrono::duration<double> shutdown);
 
 }  // namespace asyncio::detail

@@ -65,6 +65,10 @@ public:
     /// The fd that sendfile(2) may write to directly (the bytes then bypass the transport), or
     /// -1: the transport transforms what it sends (TLS) or cannot take it (datagrams, closed).
     virtual int sendfile_fd() const noexcept { return -1; }
+    /// Bytes the transport itself holds that are not sent yet (TLS: ciphertext waiting for the
+    /// socket). The stream's get_write_buffer_size() adds them, as asyncio's SSL transport counts
+    /// its outgoing BIO.
+    virtual std::size_t write_buffer_size() const noexcept { return 0; }
 };
 
 /// A connected socket as a transport (TCP or Unix, stream or seqpacket). Sets TCP_NODELAY on TCP,

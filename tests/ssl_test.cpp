@@ -5,12 +5,18 @@
 #include "asyncio/ssl.hpp"
 
 #include <gtest/gtest.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -41,7 +47,7 @@ using stream_test::pattern;
 /// The certificates, made once per test binary.
 struct Certs {
     std::string dir;
-    std::string ca, ca_key, server, server_key, other, other_key, rogue_ca, rogue, rogue_key;
+    std::string ca, ca_key, server, server_key, other, other_key, rogue_ca, rogue, rogue_key, expired, expired_key;
 
     static Certs& get() {
         static Certs c;
@@ -62,6 +68,8 @@ private:
         rogue_ca = f("rogue_ca.pem");
         rogue = f("rogue.pem");
         rogue_key = f("rogue.key");
+        expired = f("expired.pem");
+        expired_key = f("expired.key");
         const std::string d = dir;
         const std::string key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
         const std::string ca_ext =
@@ -69,17 +77,19 @@ private:
         std::string script = "set -e; cd " + d + "\n";
         script += "openssl req -x509" + key + " -keyout ca.key -out ca.pem -days 2 -subj '/CN=asyncio test CA'" + ca_ext + "\n";
         script += "openssl req -x509" + key + " -keyout rogue_ca.key -out rogue_ca.pem -days 2 -subj '/CN=rogue CA'" + ca_ext + "\n";
-        auto leaf = [&](const std::string& name, const std::string& cn, const std::string& san, const std::string& issuer) {
+        auto leaf = [&](const std::string& name, const std::string& cn, const std::string& san, const std::string& issuer,
+                        const char* days = "2") {
             script += "printf 'subjectAltName=" + san +
                       "\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n"
                       "authorityKeyIdentifier=keyid\\n' > " + name + ".ext\n";
             script += "openssl req" + key + " -keyout " + name + ".key -out " + name + ".csr -subj '/CN=" + cn + "'\n";
             script += "openssl x509 -req -in " + name + ".csr -CA " + issuer + ".pem -CAkey " + issuer +
-                      ".key -set_serial 7 -days 2 -out " + name + ".pem -extfile " + name + ".ext\n";
+                      ".key -set_serial 7 -days " + days + " -out " + name + ".pem -extfile " + name + ".ext\n";
         };
         leaf("server", "localhost", "DNS:localhost,IP:127.0.0.1", "ca");
         leaf("other", "other.example", "DNS:other.example", "ca");
         leaf("rogue", "localhost", "DNS:localhost,IP:127.0.0.1", "rogue_ca");
+        leaf("expired", "localhost", "DNS:localhost,IP:127.0.0.1", "ca", "-1");  // notAfter: a day ago
         const std::string cmd = "(" + script + ") >/dev/null 2>&1";
         if (std::system(cmd.c_str()) != 0) throw std::runtime_error("openssl failed to make the test certificates");
     }
@@ -171,7 +181,7 @@ TEST_F(Tls, ExtraInfoDescribesTheSession) {
         auto cipher = std::any_cast<std::tuple<std::string, std::string, int>>(w.get_extra_info("cipher"));
         CO_ASSERT(std::get<1>(cipher) == "TLSv1.3");
         CO_ASSERT(std::get<2>(cipher) >= 128);
-        CO_ASSERT(std::any_cast<SSL*>(w.get_extra_info("ssl_object")) != nullptr);
+        CO_ASSERT(std::any_cast<ssl::SSLObject>(w.get_extra_info("ssl_object")).native_handle() != nullptr);
         CO_ASSERT(std::any_cast<ssl::Context>(w.get_extra_info("sslcontext")).native_handle() == cctx.native_handle());
         CO_ASSERT(w.get_extra_info("peername").has_value());  // the socket's keys still answer
         w.close();
@@ -416,7 +426,7 @@ TEST_F(Tls, CloseSendsCloseNotifyAfterTheDataAndThePeerReadsEof) {
         CO_ASSERT(got.size() == big.size());
         CO_ASSERT(got == big);
         CO_ASSERT(r.at_eof());
-        SSL* s = std::any_cast<SSL*>(w.get_extra_info("ssl_object"));
+        SSL* s = static_cast<SSL*>(w.ssl_object().native_handle());
         CO_ASSERT((SSL_get_shutdown(s) & SSL_RECEIVED_SHUTDOWN) != 0);  // a close_notify, not a bare EOF
         w.close();
         co_await w.wait_closed();
@@ -444,7 +454,7 @@ TEST_F(Tls, AnEofWithoutCloseNotifyReadsAsEofAsInPython313) {
         auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
         CO_ASSERT(co_await r.read() == "partial");
         CO_ASSERT(r.at_eof());
-        SSL* s = std::any_cast<SSL*>(w.get_extra_info("ssl_object"));
+        SSL* s = static_cast<SSL*>(w.ssl_object().native_handle());
         CO_ASSERT((SSL_get_shutdown(s) & SSL_RECEIVED_SHUTDOWN) == 0);
         w.close();
         co_await w.wait_closed();
@@ -484,6 +494,176 @@ TEST_F(Tls, ClosingGivesUpFlushingToAPeerThatNeverReadsAfterTheShutdownTimeout) 
             w.close();
             server.close();
             co_await server.wait_closed();
+        }(),
+        asyncio_test::virtual_time());
+}
+
+TEST_F(Tls, TypedAccessorsDescribeTheSession) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        sctx.set_alpn_protocols({"h2", "http/1.1"});
+        std::optional<ssl::SSLObject> server_side;
+        Server server = co_await asyncio::start_server(
+            [&server_side](StreamReader r, StreamWriter w) -> Coroutine<> {
+                server_side = w.ssl_object();
+                CO_ASSERT(!w.peercert());  // no client certificate asked for
+                co_await echo(std::move(r), std::move(w));
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        cctx.set_alpn_protocols({"http/1.1"});
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server),
+                                                         {.ssl = &cctx, .server_hostname = "localhost"});
+        const std::optional<ssl::Certificate> cert = w.peercert();
+        CO_ASSERT(cert.has_value());
+        CO_ASSERT((cert->subject == ssl::Certificate::Name{{"commonName", "localhost"}}));
+        CO_ASSERT((cert->issuer == ssl::Certificate::Name{{"commonName", "asyncio test CA"}}));
+        CO_ASSERT((cert->subject_alt_name ==
+                   std::vector<std::pair<std::string, std::string>>{{"DNS", "localhost"}, {"IP Address", "127.0.0.1"}}));
+        CO_ASSERT(cert->version == 3);
+        CO_ASSERT(cert->serial_number == "07");
+        CO_ASSERT(cert->not_before.size() == std::string("Nov 30 14:48:06 2026 GMT").size());
+        CO_ASSERT(cert->not_after.substr(cert->not_after.size() - 4) == " GMT");
+        const std::optional<ssl::Cipher> cipher = w.cipher();
+        CO_ASSERT(cipher && cipher->protocol == "TLSv1.3" && cipher->secret_bits >= 128);
+        CO_ASSERT(cipher->name.rfind("TLS_", 0) == 0);
+        const ssl::SSLObject obj = w.ssl_object();
+        CO_ASSERT(obj && !obj.server_side());
+        CO_ASSERT(obj.version() == "TLSv1.3");
+        CO_ASSERT(obj.selected_alpn_protocol() == "http/1.1");
+        CO_ASSERT(obj.server_hostname() == "localhost");
+        CO_ASSERT(obj.context().native_handle() == cctx.native_handle());
+        CO_ASSERT(!obj.getpeercert_der().empty());
+        w.write("ping\n");
+        CO_ASSERT(co_await r.readline() == "ping\n");
+        CO_ASSERT(server_side && *server_side && server_side->server_side());
+        CO_ASSERT(server_side->server_hostname() == "localhost");  // the SNI the client sent
+        CO_ASSERT(server_side->selected_alpn_protocol() == "http/1.1");
+        w.close();
+        co_await w.wait_closed();
+        // The session stays readable after the connection is gone.
+        CO_ASSERT(obj.cipher()->protocol == "TLSv1.3");
+        server.close();
+        co_await server.wait_closed();
+        // A plain connection has none.
+        Server plain = co_await asyncio::start_server(echo, "127.0.0.1", 0);
+        auto [pr, pw] = co_await asyncio::open_connection("127.0.0.1", port_of(plain));
+        (void)pr;
+        CO_ASSERT(!pw.ssl_object() && !pw.peercert() && !pw.cipher());
+        pw.close();
+        co_await pw.wait_closed();
+        plain.close();
+        co_await plain.wait_closed();
+    }());
+}
+
+TEST_F(Tls, AnSniCallbackChoosesTheCertificateOrRefusesTheName) {
+    asyncio_test::Reports reports;
+    asyncio::EventLoop loop;
+    reports.install(loop);
+    loop.run_until_complete([](asyncio_test::Reports& reports) -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        ssl::Context other = server_context(Certs::get().other, Certs::get().other_key);
+        std::vector<std::string> seen;
+        bool args_ok = true;
+        sctx.set_sni_callback([&](ssl::SSLObject& obj, const std::string& name,
+                                  const ssl::Context& self) -> std::optional<ssl::AlertDescription> {
+            args_ok = args_ok && obj.server_side() && self.native_handle() == sctx.native_handle();
+            seen.push_back(name);
+            if (name == "other.example") obj.set_context(other);
+            if (name == "refuse.example") return ssl::AlertDescription::UNRECOGNIZED_NAME;
+            if (name == "boom.example") throw std::runtime_error("boom");
+            return std::nullopt;
+        });
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        {
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server),
+                                                             {.ssl = &cctx, .server_hostname = "localhost"});
+            (void)r;
+            CO_ASSERT(w.peercert()->subject[0].second == "localhost");
+            w.close();
+            co_await w.wait_closed();
+        }
+        {
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server),
+                                                             {.ssl = &cctx, .server_hostname = "other.example"});
+            (void)r;
+            CO_ASSERT(w.peercert()->subject[0].second == "other.example");
+            w.close();
+            co_await w.wait_closed();
+        }
+        for (const char* name : {"refuse.example", "boom.example"}) {
+            std::string error;
+            try {
+                (void)co_await asyncio::open_connection("127.0.0.1", port_of(server),
+                                                        {.ssl = &cctx, .server_hostname = name});
+            } catch (const ssl::SSLError& e) {
+                error = e.what();
+            }
+            // (Python's server drops the connection without its alert; ours sends it.)
+            CO_ASSERT(error == (name[0] == 'r' ? "[SSL: TLSV1_UNRECOGNIZED_NAME] tlsv1 unrecognized name"
+                                               : "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure"));
+        }
+        CO_ASSERT(args_ok);
+        CO_ASSERT((seen == std::vector<std::string>{"localhost", "other.example", "refuse.example", "boom.example"}));
+        CO_ASSERT(reports.size() == 1);
+        CO_ASSERT(reports.what(0) == "boom");
+        bool refused = false;
+        try {
+            client_context().set_sni_callback({});
+        } catch (const asyncio::ValueError& e) {
+            refused = std::string(e.what()) == "sni_callback cannot be set on TLS_CLIENT context";
+        }
+        CO_ASSERT(refused);
+        sctx.set_sni_callback({});  // (drops the lambda's references)
+        server.close();
+        co_await server.wait_closed();
+    }(reports));
+    loop.close();
+}
+
+TEST_F(Tls, TheShutdownTimeoutIsConfigurableAndRaisesTimeoutErrorAsPython313) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            std::string closed_with;
+            double waited = 0;
+            Server server = co_await asyncio::start_server(
+                [&](StreamReader r, StreamWriter w) -> Coroutine<> {
+                    w.write(pattern(8 << 20, 5));  // far more than the sockets hold
+                    w.close();
+                    const asyncio::TimePoint t0 = asyncio::get_running_loop().time();
+                    try {
+                        co_await w.wait_closed();
+                        closed_with = "ok";
+                    } catch (const asyncio::TimeoutError& e) {
+                        closed_with = std::string("TimeoutError: ") + e.what();
+                    }
+                    waited = std::chrono::duration<double>(asyncio::get_running_loop().time() - t0).count();
+                    (void)r;
+                },
+                "127.0.0.1", 0, {.ssl = &sctx, .ssl_shutdown_timeout = 1.5s});
+            ssl::Context cctx = client_context();
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+            co_await asyncio::sleep(5s);  // reading nothing
+            CO_ASSERT(closed_with == "TimeoutError: SSL shutdown timed out");
+            CO_ASSERT(waited >= 1.5 && waited < 2.5);
+            w.close();
+            server.close();
+            co_await server.wait_closed();
+            bool a = false, b = false;
+            try {
+                (void)co_await asyncio::open_connection("127.0.0.1", 1, {.ssl = &cctx, .ssl_shutdown_timeout = 0s});
+            } catch (const asyncio::ValueError& e) {
+                a = std::string(e.what()) == "ssl_shutdown_timeout should be a positive number, got 0.0";
+            }
+            try {
+                (void)co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx, .ssl_handshake_timeout = -1s});
+            } catch (const asyncio::ValueError& e) {
+                b = std::string(e.what()) == "ssl_handshake_timeout should be a positive number, got -1.0";
+            }
+            CO_ASSERT(a && b);
         }(),
         asyncio_test::virtual_time());
 }
@@ -540,6 +720,362 @@ TEST_F(Tls, StartTlsUpgradesAPlainConnectionInPlace) {
         CO_ASSERT(cert["subject"] == "commonName=localhost");
         const std::string data = pattern(300'000, 3);
         CO_ASSERT(co_await send_all_then_eof_read(r, w, data) == data);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+// ---- faults and bad input ----
+
+TEST_F(Tls, AnExpiredCertificateIsRefusedWithPythonsMessage) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().expired, Certs::get().expired_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        std::string message;
+        long code = 0;
+        try {
+            (void)co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        } catch (const ssl::SSLCertVerificationError& e) {
+            message = e.what();
+            code = e.verify_code();
+        }
+        CO_ASSERT(message == "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired");
+        CO_ASSERT(code == X509_V_ERR_CERT_HAS_EXPIRED);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, GarbageInsteadOfAClientHelloFailsThatHandshakeOnly) {
+    asyncio_test::Reports reports;
+    asyncio::run([](asyncio_test::Reports& reports) -> Coroutine<> {
+        asyncio::get_running_loop().set_debug(true);
+        reports.install(asyncio::get_running_loop());
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        std::string garbage;
+        for (int i = 0; i < 64; ++i) garbage += static_cast<char>(i);  // Python's bytes(range(64))
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+        w.write(garbage);
+        (void)co_await r.read();  // (an alert) then EOF: the server dropped it
+        CO_ASSERT(r.at_eof());
+        w.close();
+        co_await w.wait_closed();
+        ssl::Context cctx = client_context();
+        auto [r2, w2] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        w2.write("still serving");
+        CO_ASSERT(co_await r2.readexactly(13) == "still serving");
+        w2.close();
+        co_await w2.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }(reports));
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_EQ(reports.entries()[0].message, "SSL handshake failed");
+    EXPECT_EQ(reports.what(0), "[SSL: WRONG_VERSION_NUMBER] wrong version number");  // as CPython 3.13
+}
+
+TEST_F(Tls, AResetInTheMiddleOfARecordIsAConnectionResetError) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(
+            [](StreamReader r, StreamWriter w) -> Coroutine<> {
+                w.write("whole record");
+                co_await w.drain();
+                (void)co_await r.readexactly(2);  // "go"
+                // Under the session: the header of a 16 KiB application-data record and 100
+                // bytes of it, then a reset (SO_LINGER 0).
+                const int fd = std::any_cast<int>(w.get_extra_info("socket"));
+                std::string part("\x17\x03\x03\x40\x00", 5);
+                part += std::string(100, 'x');
+                CO_ASSERT(::send(fd, part.data(), part.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(part.size()));
+                const ::linger lg{1, 0};
+                ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                w.abort();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        CO_ASSERT(co_await r.readexactly(12) == "whole record");
+        w.write("go");
+        int error = 0;
+        try {
+            (void)co_await r.read(100);
+        } catch (const std::system_error& e) {
+            error = e.code().value();
+        }
+        CO_ASSERT(error == ECONNRESET);  // Python: ConnectionResetError
+        w.close();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+namespace big {
+constexpr std::size_t kChunk = 64 * 1024;
+constexpr std::size_t kTotal = 100u << 20;  // 100 MiB each way
+
+const std::vector<std::string>& chunks() {
+    static const std::vector<std::string> c = [] {
+        std::vector<std::string> v;
+        for (int i = 0; i < 16; ++i) v.push_back(pattern(kChunk, i + 1));
+        return v;
+    }();
+    return c;
+}
+
+/// Writes kTotal bytes with drain(); the largest write buffer (stream + TLS ciphertext) seen.
+Coroutine<std::size_t> send(StreamWriter w) {
+    std::size_t most = 0;
+    for (std::size_t k = 0; k < kTotal / kChunk; ++k) {
+        w.write(chunks()[k % 16]);
+        most = std::max(most, w.get_write_buffer_size());
+        co_await w.drain();
+    }
+    co_return most;
+}
+
+/// Reads kTotal bytes slowly (a pause every MiB) and checks them; the count of good chunks.
+Coroutine<std::size_t> receive_slowly(StreamReader r) {
+    std::size_t good = 0;
+    for (std::size_t k = 0; k < kTotal / kChunk; ++k) {
+        if (co_await r.readexactly(kChunk) == chunks()[k % 16]) ++good;
+        if (k % 16 == 15) co_await asyncio::sleep(1ms);
+    }
+    co_return good;
+}
+}  // namespace big
+
+TEST_F(Tls, AHundredMegabytesEachWayWithASlowReaderInBoundedMemory) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        std::size_t server_most = 0, server_good = 0;
+        Server server = co_await asyncio::start_server(
+            [&](StreamReader r, StreamWriter w) -> Coroutine<> {
+                auto [most, good] = co_await asyncio::gather(big::send(w), big::receive_slowly(r));
+                server_most = most;
+                server_good = good;
+                w.close();
+                co_await w.wait_closed();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        auto [most, good] = co_await asyncio::gather(big::send(w), big::receive_slowly(r));
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+        constexpr std::size_t n = big::kTotal / big::kChunk;
+        CO_ASSERT(good == n && server_good == n);
+        // Flow control holds: the stream's buffer stays near its high-water mark (64 KiB) and the
+        // engine's ciphertext under its 256 KiB limit plus one encrypted write.
+        CO_ASSERT(most > 0 && most < (1u << 20));
+        CO_ASSERT(server_most > 0 && server_most < (1u << 20));
+    }());
+}
+
+TEST_F(Tls, AThousandConcurrentHandshakes) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.backlog = 1024, .ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto one = [](std::uint16_t port, ssl::Context* cctx, int i) -> Coroutine<bool> {
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port, {.ssl = cctx});
+            const std::string msg = std::to_string(i) + "\n";
+            w.write(msg);
+            const bool ok = co_await r.readline() == msg;
+            w.close();
+            co_await w.wait_closed();
+            co_return ok;
+        };
+        std::vector<asyncio::Task<bool>> clients;
+        for (int i = 0; i < 1000; ++i) clients.push_back(asyncio::create_task(one(port_of(server), &cctx, i)));
+        int ok = 0;
+        for (auto& t : clients) ok += (co_await t) ? 1 : 0;
+        CO_ASSERT(ok == 1000);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, OurClientDoesNotRenegotiate) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        cctx.set_maximum_version(ssl::TLSVersion::TLSv1_2);  // (TLS 1.3 has no renegotiation)
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        CO_ASSERT(w.ssl_object().version() == "TLSv1.2");
+        // Python's contexts set SSL_OP_NO_RENEGOTIATION: OpenSSL will not start one.
+        CO_ASSERT(SSL_renegotiate(static_cast<SSL*>(w.ssl_object().native_handle())) == 0);
+        ERR_clear_error();
+        w.write("still fine\n");
+        CO_ASSERT(co_await r.readline() == "still fine\n");
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, StartTlsKeepsPlaintextAlreadyBuffered) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(
+            [&sctx](StreamReader r, StreamWriter w) -> Coroutine<> {
+                if (co_await r.readline() != "STARTTLS\n") co_return;
+                w.write("GO AHEAD\nplain after\n");  // one segment: the client reads both at once
+                co_await w.start_tls(sctx);
+                co_await echo(r, w);
+            },
+            "127.0.0.1", 0);
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+        w.write("STARTTLS\n");
+        CO_ASSERT(co_await r.readline() == "GO AHEAD\n");  // (the buffer holds "plain after\n" too)
+        co_await w.start_tls(cctx, "localhost");
+        w.write("secret\n");
+        CO_ASSERT(co_await r.readline() == "plain after\n");  // the plaintext first, as asyncio
+        CO_ASSERT(co_await r.readline() == "secret\n");         // then what came over TLS
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+// ---- interop with the openssl command (s_server / s_client), both ways ----
+
+bool have_openssl() { return std::system("openssl version >/dev/null 2>&1") == 0; }
+
+/// A port nobody listens on right now (for a server that cannot report the one it got).
+std::uint16_t free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+TEST_F(Tls, OurClientTalksToOpensslSServer) {
+    if (!have_openssl()) GTEST_SKIP() << "no openssl command";
+    asyncio::run([]() -> Coroutine<> {
+        const std::uint16_t port = free_port();
+        // -rev: each line comes back reversed.
+        asyncio::Process p = co_await asyncio::create_subprocess_exec(
+            "openssl", "s_server", "-accept", std::to_string(port), "-cert", Certs::get().server, "-key",
+            Certs::get().server_key, "-rev", "-naccept", "1", "-quiet",
+            asyncio::SubprocessOptions{.stdin = asyncio::subprocess::DEVNULL, .stdout = asyncio::subprocess::DEVNULL,
+                                       .stderr = asyncio::subprocess::DEVNULL});
+        ssl::Context cctx = client_context();
+        std::optional<std::pair<StreamReader, StreamWriter>> conn;
+        for (int attempt = 0; attempt < 500 && !conn; ++attempt) {  // until it listens
+            try {
+                conn = co_await asyncio::open_connection("127.0.0.1", port, {.ssl = &cctx});
+            } catch (const std::system_error& e) {
+                if (e.code().value() != ECONNREFUSED) throw;
+            }
+            if (!conn) co_await asyncio::sleep(20ms);
+        }
+        CO_ASSERT(conn.has_value());
+        auto& [r, w] = *conn;
+        CO_ASSERT(w.cipher()->protocol == "TLSv1.3");
+        w.write("hello openssl\n");
+        CO_ASSERT(co_await r.readline() == "lssnepo olleh\n");
+        w.close();
+        co_await w.wait_closed();
+        p.kill();
+        (void)co_await p.wait();
+    }());
+}
+
+TEST_F(Tls, RenegotiationRequestedByOpensslSClientIsRefused) {
+    if (!have_openssl()) GTEST_SKIP() << "no openssl command";
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        int lines = 0;
+        Server server = co_await asyncio::start_server(
+            [&lines](StreamReader r, StreamWriter w) -> Coroutine<> {
+                try {
+                    for (;;) {
+                        std::string line = co_await r.readline();
+                        if (line.empty()) break;
+                        ++lines;
+                        w.write(line);
+                    }
+                } catch (const std::exception&) {
+                }
+                w.close();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        const std::string target = "127.0.0.1:" + std::to_string(port_of(server));
+        // Without -quiet s_client takes "R" on a line of its own as "renegotiate".
+        asyncio::Process p = co_await asyncio::create_subprocess_exec(
+            "openssl", "s_client", "-connect", target, "-CAfile", Certs::get().ca, "-servername", "localhost",
+            "-tls1_2",
+            asyncio::SubprocessOptions{.stdin = asyncio::subprocess::PIPE, .stdout = asyncio::subprocess::PIPE,
+                                       .stderr = asyncio::subprocess::STDOUT});
+        p.stdin->write("hello\n");
+        std::string out;
+        for (;;) {
+            std::string line = co_await asyncio::wait_for(p.stdout->readline(), 20s);
+            out += line;
+            if (line.empty() || line == "hello\n") break;
+        }
+        CO_ASSERT(lines == 1);
+        p.stdin->write("R\n");
+        out += co_await asyncio::wait_for(p.stdout->read(), 20s);  // s_client gives up and exits
+        p.stdin->close();
+        const int status = co_await p.wait();
+        CO_ASSERT(status != 0);
+        CO_ASSERT(out.find("RENEGOTIATING") != std::string::npos);
+        CO_ASSERT(out.find("no renegotiation") != std::string::npos);
+        CO_ASSERT(lines == 1);
+        // The server goes on.
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        w.write("ok\n");
+        CO_ASSERT(co_await r.readline() == "ok\n");
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, OpensslSClientTalksToOurServer) {
+    if (!have_openssl()) GTEST_SKIP() << "no openssl command";
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        std::string peer_protocol;
+        Server server = co_await asyncio::start_server(
+            [&peer_protocol](StreamReader r, StreamWriter w) -> Coroutine<> {
+                peer_protocol = w.cipher()->protocol;
+                std::string line = co_await r.readline();
+                w.write("echo: " + line);
+                w.close();  // close_notify: s_client then ends (-ign_eof: not before)
+                co_await w.wait_closed();
+            },
+            "127.0.0.1", 0, {.ssl = &sctx});
+        for (const char* version : {"-tls1_3", "-tls1_2"}) {
+            const std::string target = "127.0.0.1:" + std::to_string(port_of(server));
+            asyncio::Process p = co_await asyncio::create_subprocess_exec(
+                "openssl", "s_client", "-connect", target, "-CAfile", Certs::get().ca, "-verify_return_error",
+                "-verify_hostname", "localhost", "-servername", "localhost", version, "-quiet", "-ign_eof",
+                asyncio::SubprocessOptions{.stdin = asyncio::subprocess::PIPE, .stdout = asyncio::subprocess::PIPE,
+                                           .stderr = asyncio::subprocess::DEVNULL});
+            auto [out, err] = co_await p.communicate("from s_client\n");
+            (void)err;
+            CO_ASSERT(out == "echo: from s_client\n");
+            CO_ASSERT(co_await p.wait() == 0);
+            CO_ASSERT(peer_protocol == (version[6] == '3' ? "TLSv1.3" : "TLSv1.2"));
+        }
         server.close();
         co_await server.wait_closed();
     }());

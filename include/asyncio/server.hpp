@@ -74,6 +74,9 @@ struct ServerOptions {
     const ssl::Context* ssl = nullptr;
     /// The handshake's time limit (Python's default 60 s).
     std::chrono::duration<double> ssl_handshake_timeout{60.0};
+    /// How long a connection's close() keeps flushing to a client that does not read (Python's
+    /// default 30 s; as ConnectionOptions::ssl_shutdown_timeout).
+    std::chrono::duration<double> ssl_shutdown_timeout{30.0};
 };
 static_assert(std::is_trivially_copyable_v<ServerOptions>, "docs/design.md: GCC 12 and braced arguments");
 

@@ -12,10 +12,13 @@
 // connections use the context apply to later connections, as in OpenSSL).
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 namespace asyncio::ssl {
@@ -71,7 +74,18 @@ const std::error_category& error_category() noexcept;
 
 namespace detail {
 struct ContextImpl;
+struct Session;
 }
+
+class SSLObject;
+
+/// Python's ssl.AlertDescription (the alerts an SNI callback is likely to send).
+enum class AlertDescription : int {
+    HANDSHAKE_FAILURE = 40,
+    ACCESS_DENIED = 49,
+    INTERNAL_ERROR = 80,
+    UNRECOGNIZED_NAME = 112,
+};
 
 /// Python's ssl.SSLContext.
 class Context {
@@ -112,14 +126,86 @@ public:
     /// ALPN protocols offered (client) or accepted (server), in order of preference.
     void set_alpn_protocols(const std::vector<std::string>& protocols);
 
+    /// Python's SSLContext.sni_callback (server contexts): called during each handshake once the
+    /// client's hello is read, with the session, the server name the client asked for ("" when it
+    /// sent none: Python's None) and this context. It may switch the session to another server
+    /// context (ssl_object.set_context(other): its certificate is the one sent), and returns
+    /// nullopt to go on or an alert to refuse the handshake with. An exception out of it refuses
+    /// with HANDSHAKE_FAILURE and goes to the loop's exception handler (Python: the unraisable
+    /// hook). An empty function removes it. The context keeps the function: one that holds a
+    /// copy of this same Context keeps both alive for ever (capture a reference instead).
+    using SniCallback = std::function<std::optional<AlertDescription>(SSLObject& ssl_object,
+                                                                      const std::string& server_name,
+                                                                      const Context& ssl_context)>;
+    void set_sni_callback(SniCallback callback);
+    /// Python's set_servername_callback(cb) (deprecated there; the same as set_sni_callback).
+    void set_servername_callback(SniCallback callback) { set_sni_callback(std::move(callback)); }
+
     /// The OpenSSL SSL_CTX* (cast it), for settings this class does not have.
     void* native_handle() const noexcept;
 
     // ---- internals ----
+    explicit Context(std::shared_ptr<detail::ContextImpl> impl) noexcept : impl_(std::move(impl)) {}
     const std::shared_ptr<detail::ContextImpl>& impl() const noexcept { return impl_; }
 
 private:
     std::shared_ptr<detail::ContextImpl> impl_;
+};
+
+/// Python's SSLSocket.getpeercert() dict, typed. Names are Python's: each relative distinguished
+/// name as (long name, value), e.g. {"commonName", "localhost"}; subject_alt_name as (type, value):
+/// {"DNS", "localhost"}, {"IP Address", "127.0.0.1"}; times as Python prints them
+/// ("Nov 30 14:48:06 2026 GMT").
+struct Certificate {
+    using Name = std::vector<std::pair<std::string, std::string>>;
+    Name subject;
+    Name issuer;
+    int version = 0;
+    std::string serial_number;  // hex, as Python's "serialNumber"
+    std::string not_before;
+    std::string not_after;
+    std::vector<std::pair<std::string, std::string>> subject_alt_name;
+};
+
+/// Python's SSLSocket.cipher() tuple: (name, protocol, secret bits).
+struct Cipher {
+    std::string name;      // "TLS_AES_256_GCM_SHA384"
+    std::string protocol;  // "TLSv1.3"
+    int secret_bits = 0;
+};
+
+/// Python's ssl.SSLObject: one TLS session (what get_extra_info("ssl_object") and
+/// StreamWriter::ssl_object() give). A handle: copies share the session, which stays readable
+/// after its connection is closed. Default-constructed: none (a plain connection).
+class SSLObject {
+public:
+    SSLObject() noexcept = default;
+    explicit SSLObject(std::shared_ptr<detail::Session> session) noexcept : session_(std::move(session)) {}
+    explicit operator bool() const noexcept { return static_cast<bool>(session_); }
+
+    /// The peer's certificate; nullopt when it sent none or it was not verified (CERT_NONE:
+    /// Python gives {} there, None when there is none).
+    std::optional<Certificate> getpeercert() const;
+    /// The peer's certificate in DER (Python's getpeercert(binary_form=True)); empty if none.
+    std::string getpeercert_der() const;
+    /// nullopt before the handshake.
+    std::optional<Cipher> cipher() const;
+    std::optional<std::string> selected_alpn_protocol() const;
+    /// "TLSv1.3", "TLSv1.2"; nullopt before the handshake.
+    std::optional<std::string> version() const;
+    /// Client: the name sent and checked. Server: the name the client sent (SNI); nullopt if none.
+    std::optional<std::string> server_hostname() const;
+    bool server_side() const;
+    /// The session's context (after an SNI callback switched it: the new one).
+    Context context() const;
+    /// Switches the session to another context (in an SNI callback, as Python's
+    /// ssl_object.context = ...). ValueError unless both are server contexts.
+    void set_context(const Context& ctx);
+    /// The OpenSSL SSL* (cast it).
+    void* native_handle() const noexcept;
+
+private:
+    std::shared_ptr<detail::Session> session_;
 };
 
 /// Python's ssl.create_default_context(purpose, cafile=...): SERVER_AUTH (a client context):

@@ -69,6 +69,9 @@ namespace asyncio {
 
 namespace ssl {
 class Context;
+class SSLObject;
+struct Certificate;
+struct Cipher;
 }
 
 /// The default limit of a StreamReader's readline()/readuntil() (Python's 2**16).
@@ -214,8 +217,20 @@ public:
     /// server_hostname" for a client context that checks hostnames). RuntimeError while a read is
     /// waiting or after close(); on a failed handshake the connection is closed and the error
     /// raised (as open_connection's). The context is copied when start_tls is called.
+    /// ssl_shutdown_timeout: as ConnectionOptions'.
     Coroutine<> start_tls(const ssl::Context& sslcontext, const char* server_hostname = nullptr,
-                          std::chrono::duration<double> ssl_handshake_timeout = std::chrono::seconds(60));
+                          std::chrono::duration<double> ssl_handshake_timeout = std::chrono::seconds(60),
+                          std::chrono::duration<double> ssl_shutdown_timeout = std::chrono::seconds(30));
+
+    /// The TLS session (Python's get_extra_info("ssl_object")): peer certificate, cipher,
+    /// negotiated ALPN protocol, TLS version, server_hostname (ssl.hpp). Empty (false) for a
+    /// plain connection.
+    ssl::SSLObject ssl_object() const;
+    /// Python's get_extra_info("peercert"), typed: nullopt for a plain connection, no
+    /// certificate, or one that was not verified (a server with CERT_NONE).
+    std::optional<ssl::Certificate> peercert() const;
+    /// Python's get_extra_info("cipher"), typed: nullopt for a plain connection.
+    std::optional<ssl::Cipher> cipher() const;
 
     /// Python's transport.get_extra_info(name, default):
     ///   "peername", "sockname"  -> asyncio::Address (the peer's address is known from the start
@@ -224,7 +239,8 @@ public:
     /// default_value for any other name or when unavailable.
     std::any get_extra_info(std::string_view name, std::any default_value = {}) const;
 
-    /// Bytes in the write buffer (Python's transport.get_write_buffer_size()).
+    /// Bytes in the write buffer (Python's transport.get_write_buffer_size(); TLS: with the
+    /// ciphertext not yet sent, as asyncio's SSL transport counts it).
     std::size_t get_write_buffer_size() const noexcept;
     /// The {low, high} water marks (Python's transport.get_write_buffer_limits()).
     std::pair<std::size_t, std::size_t> get_write_buffer_limits() const noexcept;
@@ -260,6 +276,10 @@ struct ConnectionOptions {
     /// The handshake's time limit (Python's default 60 s): std::system_error ECONNABORTED "SSL
     /// handshake is taking longer than 60.0 seconds: aborting the connection".
     std::chrono::duration<double> ssl_handshake_timeout{60.0};
+    /// How long close() keeps sending what is buffered (and close_notify) to a peer that does
+    /// not read (Python's default 30 s): then the connection is closed, and wait_closed() and the
+    /// reader raise TimeoutError "SSL shutdown timed out", as asyncio 3.13.
+    std::chrono::duration<double> ssl_shutdown_timeout{30.0};
 };
 static_assert(std::is_trivially_copyable_v<ConnectionOptions>, "docs/design.md: GCC 12 and braced arguments");
 
