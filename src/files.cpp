@@ -19,6 +19,7 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/executor.hpp"
 #include "asyncio/lock.hpp"
+#include "sigpipe.hpp"
 #include "stream_core.hpp"
 
 namespace asyncio {
@@ -592,7 +593,8 @@ Coroutine<> sendfile_native(int out_fd, int in_fd, std::uint64_t offset, std::op
             want = std::min(want, *count - total);
         }
         auto off = static_cast<off_t>(offset + total);
-        const ssize_t n = ::sendfile(out_fd, in_fd, &off, want);
+        // No MSG_NOSIGNAL for sendfile(2): a peer that is gone must give EPIPE, not SIGPIPE.
+        const ssize_t n = call_without_sigpipe([&] { return ::sendfile(out_fd, in_fd, &off, want); });
         if (n > 0) {
             total += static_cast<std::size_t>(n);
             continue;

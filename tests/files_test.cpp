@@ -521,6 +521,26 @@ TEST_F(AFile, SendfileFallsBackToReadingBlocksWhereTheKernelRefusesAndRaisesWith
     }());
 }
 
+TEST_F(AFile, RegressionSendfileToAClosedPeerIsEpipeNeverSigpipe) {
+    // sendfile(2) has no MSG_NOSIGNAL: to a socket whose peer is gone it raised SIGPIPE, which
+    // killed the program.
+    TempDir dir;
+    const std::string path = dir.file("epipe.bin");
+    put(path, pattern(1 << 20));
+    asyncio::run([](std::string path) -> Coroutine<> {
+        auto pair = asyncio::socketpair();
+        pair.second.close();
+        AsyncFile f = co_await asyncio::open_file(path);
+        try {
+            (void)co_await asyncio::sock_sendfile(pair.first, f);
+            ADD_FAILURE() << "no error";
+        } catch (const std::system_error& e) {
+            EXPECT_EQ(e.code().value(), EPIPE);
+        }
+        co_await f.close();
+    }(path));
+}
+
 TEST_F(AFile, SendfileRejectsBadArgumentsWithPythonsTexts) {
     TempDir dir;
     const std::string path = dir.file("args.bin");

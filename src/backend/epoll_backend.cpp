@@ -53,6 +53,7 @@
 
 #include "asyncio/detail/ready_queue.hpp"
 #include "asyncio/event_loop.hpp"
+#include "sigpipe.hpp"
 
 namespace asyncio::detail {
 namespace {
@@ -91,28 +92,10 @@ int poll_now(int fd, short events) noexcept {
     }
 }
 
-/// write(2) to a pipe whose reader is gone raises SIGPIPE, which kills a program that did not
-/// ignore it (send has MSG_NOSIGNAL; write has nothing alike). So SIGPIPE is blocked in this
-/// thread around the call, and one raised by it (thread-directed, so pending while blocked) is
-/// taken back before unblocking: the caller sees EPIPE only. Two cheap syscalls per pipe write.
+/// write(2) to a pipe whose reader is gone raises SIGPIPE (send has MSG_NOSIGNAL; write has
+/// nothing alike): the caller sees EPIPE only (sigpipe.hpp).
 ssize_t write_without_sigpipe(int fd, const void* buf, std::size_t len) noexcept {
-    sigset_t pipe_only;
-    sigemptyset(&pipe_only);
-    sigaddset(&pipe_only, SIGPIPE);
-    sigset_t old;
-    const bool block = ::pthread_sigmask(SIG_BLOCK, &pipe_only, &old) == 0 && !sigismember(&old, SIGPIPE);
-    const ssize_t r = ::write(fd, buf, len);
-    const int err = errno;
-    if (block) {
-        if (r < 0 && err == EPIPE) {
-            const timespec zero{};
-            while (::sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
-            }
-        }
-        ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    }
-    errno = err;
-    return r;
+    return call_without_sigpipe([&] { return ::write(fd, buf, len); });
 }
 
 /// Performs op's system call once (EINTR retried). Returns the result, -EAGAIN if it would block,
