@@ -197,6 +197,15 @@ public:
     void set_debug(bool enabled) noexcept;
     bool get_debug() const noexcept { return debug_; }
 
+    // ---- the I/O backend ----
+    /// The I/O backend this loop runs on: "io_uring" or "epoll". Chosen when the loop is made, from
+    /// the environment variable ASYNCIO_BACKEND = epoll | io_uring | auto (unset: auto, which
+    /// takes io_uring when the kernel lets it be set up, else epoll). Asking for io_uring where it
+    /// cannot run makes the loop's constructor throw std::system_error naming the cause (ENOSYS,
+    /// EPERM with kernel.io_uring_disabled, a build without liburing); another value throws
+    /// ValueError. Both backends behave the same; see docs/design.md, "Backends".
+    const char* backend_name() const noexcept;
+
     // ---- watching file descriptors (the backend's watchers; sockets themselves: sock_ops.hpp) ----
     /// Runs cb (from the ready queue) in every iteration in which fd is readable, until
     /// remove_reader(fd); replaces a reader already installed for fd. Level-triggered, as Python's;
