@@ -332,6 +332,11 @@ bool EventLoop::remove_writer(int fd) {
     return backend_->set_watcher(fd, true, nullptr);
 }
 
+void EventLoop::notify_closing(int fd) noexcept {
+    if (closed_) return;
+    backend_->forget_fd(fd, /*closing=*/true, ready_);
+}
+
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
     if (!handler_) {
         default_exception_handler(context);

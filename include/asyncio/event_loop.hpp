@@ -217,6 +217,16 @@ public:
     /// As add_reader, when fd is writable.
     void add_writer(int fd, detail::Callback cb);
     bool remove_writer(int fd);
+    /// Trio's notify_closing(fd): tells the loop that the raw fd (one you watch with add_reader /
+    /// add_writer or wait for with wait_readable / wait_writable) is about to be closed. Call it
+    /// right before close(fd). Operations waiting on fd fail with std::system_error(EBADF); its
+    /// reader and writer are removed, as by remove_reader/remove_writer (a call already queued
+    /// for them is dropped); and the loop forgets the fd number, so that a new file which gets
+    /// the same number is watched afresh. Without it, a number closed and reused behind the
+    /// loop's back may never be reported ready (epoll dropped the old file from its set by
+    /// itself). Sockets and streams of the library do this on close(): only raw fds need it. Does
+    /// nothing for an fd the loop does not know, or on a closed loop. Loop thread only.
+    void notify_closing(int fd) noexcept;
 
     // ---- Unix signals (src/signals.cpp; the awaitable form, wait_signal: signals.hpp) ----
     /// Python's loop.add_signal_handler(sig, callback): from now on, each delivery of sig makes
