@@ -30,6 +30,8 @@
 #include "asyncio/coroutine.hpp"
 #include "asyncio/debug.hpp"
 #include "asyncio/gather.hpp"
+#include "asyncio/sock_ops.hpp"
+#include "asyncio/socket.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
 #include "test_support.hpp"
@@ -1404,6 +1406,43 @@ TEST_F(AnEventLoop, AskingForIoUringWhereItCannotRunIsASystemErrorAndAutoFallsBa
     GTEST_FLAG_SET(death_test_style, "threadsafe");
     EXPECT_EXIT(check_backend_choice_without_io_uring(ENOSYS), ::testing::ExitedWithCode(0), "");
     EXPECT_EXIT(check_backend_choice_without_io_uring(EPERM), ::testing::ExitedWithCode(0), "");
+}
+
+/// One round trip over a socketpair, with a receive that has to wait.
+Coroutine<> round_trip(asyncio::Socket& a, asyncio::Socket& b) {
+    Task<std::string> r = asyncio::create_task(
+        [](asyncio::Socket& s) -> Coroutine<std::string> { co_return co_await asyncio::sock_recv(s, 10); }(a));
+    co_await asyncio::sleep(0s);
+    co_await asyncio::sleep(0s);
+    co_await asyncio::sock_sendall(b, "ping");
+    CO_ASSERT(co_await r == "ping");
+}
+
+TEST_F(AnEventLoop, RunsOnAnotherThreadAfterItRanOnThisOne) {
+    // Python lets a loop that is not running be run from another thread. (An io_uring ring set up
+    // for one issuer is remade for the new thread: nothing of the loop is lost, its reader stays.)
+    auto pair = asyncio::socketpair();
+    asyncio::Socket a = std::move(pair.first);
+    asyncio::Socket b = std::move(pair.second);
+    auto watched = asyncio::socketpair();
+    int reader_calls = 0;
+    EventLoop loop;
+    loop.add_reader(watched.first.fileno(), [&] {
+        char c;
+        if (::recv(watched.first.fileno(), &c, 1, 0) == 1) ++reader_calls;
+    });
+    loop.run_until_complete(round_trip(a, b));
+    std::thread other([&] {
+        loop.run_until_complete(round_trip(a, b));
+        ASSERT_EQ(::send(watched.second.fileno(), "x", 1, MSG_NOSIGNAL), 1);
+        loop.run_until_complete([](int& calls) -> Coroutine<> {
+            for (int i = 0; i < 1000 && calls == 0; ++i) co_await asyncio::sleep(1ms);
+        }(reader_calls));
+    });
+    other.join();
+    EXPECT_EQ(reader_calls, 1);
+    loop.run_until_complete(round_trip(a, b));  // and back
+    EXPECT_TRUE(loop.remove_reader(watched.first.fileno()));
 }
 
 }  // namespace

@@ -125,6 +125,12 @@ public:
         }
     }
     template <class F>
+    void for_each_fd(F f) {
+        for (std::size_t p = 0; p < pages_.size(); ++p)
+            if (pages_[p])
+                for (std::size_t i = 0; i < kPageSize; ++i) f(static_cast<int>((p << kPageShift) + i), pages_[p][i]);
+    }
+    template <class F>
     void for_each(F f) {
         for (auto& p : pages_)
             if (p)

@@ -62,9 +62,11 @@
 #include <cstring>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "asyncio/detail/ready_queue.hpp"
 #include "asyncio/event_loop.hpp"
+#include "asyncio/exceptions.hpp"
 #include "backend/syscalls.hpp"
 
 namespace asyncio::detail {
@@ -99,29 +101,13 @@ std::string setup_failure(int err) {
 
 bool is_reader(const IoOp& op) noexcept { return is_read_kind(op.kind); }
 
+/// Its address tells threads apart (which thread a SINGLE_ISSUER ring belongs to).
+thread_local const char t_thread_token = 0;
+
 class UringBackend final : public Backend {
 public:
     explicit UringBackend(ReadyQueue& ready) : ready_(ready) {
-        io_uring_params p{};
-        int r = -EINVAL;
-        // The best setup this kernel takes: each flag set is refused (-EINVAL) by kernels
-        // older than it.
-        const unsigned base = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL;
-        for (const unsigned extra : {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
-                                     IORING_SETUP_COOP_TASKRUN, 0u}) {
-            p = io_uring_params{};
-            p.flags = base | extra;
-            p.cq_entries = kSqEntries * 4;
-            r = io_uring_queue_init_params(kSqEntries, &ring_, &p);
-            if (r != -EINVAL) break;
-        }
-        if (r < 0) throw std::system_error(-r, std::generic_category(), setup_failure(-r));
-        disabled_ = (p.flags & IORING_SETUP_R_DISABLED) != 0;
-        if ((p.features & IORING_FEAT_NODROP) == 0) {
-            io_uring_queue_exit(&ring_);
-            throw std::system_error(ENOTSUP, std::generic_category(),
-                                    "io_uring: the kernel may drop completions (no IORING_FEAT_NODROP, Linux < 5.5)");
-        }
+        setup_ring();
         wakefd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (wakefd_ < 0) {
             const int err = errno;
@@ -134,7 +120,9 @@ public:
         // Nothing may stay in the kernel that could write into memory freed after this (op
         // buffers, the wake-up counter): cancel everything and reap until it is all back.
         closing_ = true;
-        if (!disabled_ && inflight_ > 0) {
+        // (From another thread than the ring's, nothing can be submitted: the ring's teardown
+        // cancels what is left.)
+        if (!disabled_ && inflight_ > 0 && issuer_ == &t_thread_token) {
             io_uring_sqe* sqe = get_sqe();
             io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
             io_uring_sqe_set_data64(sqe, kTagIgnore);
@@ -373,12 +361,69 @@ private:
         std::uint32_t epoch = 0;  // +1 each time the library closes (or creates) this fd
     };
 
+    /// Sets up ring_ with the best flags this kernel takes (each set is refused, -EINVAL, by
+    /// kernels older than it).
+    void setup_ring() {
+        io_uring_params p{};
+        int r = -EINVAL;
+        const unsigned base = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL;
+        for (const unsigned extra : {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
+                                     IORING_SETUP_COOP_TASKRUN, 0u}) {
+            p = io_uring_params{};
+            p.flags = base | extra;
+            p.cq_entries = kSqEntries * 4;
+            r = io_uring_queue_init_params(kSqEntries, &ring_, &p);
+            if (r != -EINVAL) break;
+        }
+        if (r < 0) throw std::system_error(-r, std::generic_category(), setup_failure(-r));
+        disabled_ = (p.flags & IORING_SETUP_R_DISABLED) != 0;
+        single_issuer_ = (p.flags & IORING_SETUP_SINGLE_ISSUER) != 0;
+        if ((p.features & IORING_FEAT_NODROP) == 0) {
+            io_uring_queue_exit(&ring_);
+            throw std::system_error(ENOTSUP, std::generic_category(),
+                                    "io_uring: the kernel may drop completions (no IORING_FEAT_NODROP, Linux < 5.5)");
+        }
+    }
+
+    /// Before any use of the ring: a SINGLE_ISSUER ring is enabled by the first thread that uses
+    /// it and then refuses every other thread (EEXIST). A loop that ran on one thread and now
+    /// runs on another (Python allows it) gets a new ring, if nothing of it is in the kernel but
+    /// the wake-up read and watcher polls, which are made again; with operations in flight the
+    /// move is refused (they cannot be withdrawn from another thread).
     void enable() {
-        if (!disabled_) return;
-        // The system call itself: liburing 2.3 declares io_uring_enable_rings but does not export it.
-        if (::syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) < 0)
-            throw std::system_error(errno, std::generic_category(), "io_uring_register(IORING_REGISTER_ENABLE_RINGS)");
-        disabled_ = false;
+        if (!disabled_) {
+            if (!single_issuer_ || issuer_ == &t_thread_token) [[likely]]
+                return;
+            if (inflight_ > (wake_armed_ ? 1u : 0u))
+                throw RuntimeError("io_uring: a loop with I/O operations in flight cannot move to another thread "
+                                   "(ASYNCIO_BACKEND=epoll can)");
+            io_uring_queue_exit(&ring_);  // its teardown cancels the wake-up read and the polls
+            inflight_ = 0;
+            wake_armed_ = false;
+            ++wake_slot_;  // the old read's buffer is left alone
+            setup_ring();
+            fds_.for_each_fd([this](int fd, FdState& st) {
+                for (int d = 0; d < 2; ++d) {
+                    if (!st.dir[d].armed) continue;
+                    st.dir[d].armed = false;
+                    ++st.dir[d].arm_gen;
+                    rearm_.push_back({fd, d == 1});
+                }
+            });
+        }
+        if (disabled_) {
+            // The system call itself: liburing 2.3 declares io_uring_enable_rings but does not
+            // export it.
+            if (::syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) < 0)
+                throw std::system_error(errno, std::generic_category(), "io_uring_register(IORING_REGISTER_ENABLE_RINGS)");
+            disabled_ = false;
+        }
+        issuer_ = &t_thread_token;
+        for (const Rearm& w : rearm_) {
+            Dir& q = fds_.find(w.fd)->dir[w.writer ? 1 : 0];
+            if (q.watcher && !q.armed && !q.queued) arm_watcher(w.fd, w.writer, q);
+        }
+        rearm_.clear();
     }
 
     static bool check_epoch(IoOp& op, const FdState* known) noexcept {
@@ -619,7 +664,7 @@ private:
         if (wake_by_poll_)
             io_uring_prep_poll_add(sqe, wakefd_, POLLIN);
         else
-            io_uring_prep_read(sqe, wakefd_, &wake_value_, sizeof wake_value_, 0);
+            io_uring_prep_read(sqe, wakefd_, &wake_values_[wake_slot_ % 2], sizeof(std::uint64_t), 0);
         io_uring_sqe_set_data64(sqe, kTagWakeup);
         wake_armed_ = true;
         ++inflight_;
@@ -678,7 +723,9 @@ private:
         Dir& q = s->dir[writer ? 1 : 0];
         if ((q.arm_gen & 0x7fffffffu) != (data >> 33) || !q.armed) return 0;  // stale
         q.armed = false;
-        if (!q.watcher || res == -ECANCELED) return 0;
+        // An error (the fd was closed behind the loop's back): silent, as epoll drops a closed
+        // file from its set, rather than a callback run in every iteration.
+        if (!q.watcher || res < 0) return 0;
         q.queued = true;
         push(&run_watcher, WatcherTurn{fd, writer, q.watch_gen}.pack());
         return 1;
@@ -709,10 +756,18 @@ private:
     io_uring ring_{};
     ReadyQueue& ready_;
     int wakefd_ = -1;
-    std::uint64_t wake_value_ = 0;  // the eventfd read's buffer
+    std::uint64_t wake_values_[2] = {};  // the eventfd read's buffer (a ring moved to another
+    unsigned wake_slot_ = 0;             // thread leaves its old read the other one)
     bool wake_armed_ = false;
     bool wake_by_poll_ = false;
     bool disabled_ = false;  // IORING_SETUP_R_DISABLED: enabled by the first thread that uses it
+    bool single_issuer_ = false;
+    const char* issuer_ = nullptr;  // &t_thread_token of the thread that enabled the ring
+    struct Rearm {
+        int fd;
+        bool writer;
+    };
+    std::vector<Rearm> rearm_;  // watchers to arm again in a new ring
     bool closing_ = false;
     std::size_t inflight_ = 0;  // requests whose CQE has not come (ops and the wake-up read)
     IoOp* withdrawing_ = nullptr;
