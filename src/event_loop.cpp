@@ -50,7 +50,7 @@ void Handle::cancel() noexcept {
 EventLoop::EventLoop() : EventLoop(std::make_unique<MonotonicClock>()) {}
 
 EventLoop::EventLoop(std::unique_ptr<Clock> clock)
-    : clock_(std::move(clock)), backend_(detail::make_backend()), link_(std::make_shared<detail::LoopLink>()) {
+    : clock_(std::move(clock)), backend_(detail::make_backend(ready_)), link_(std::make_shared<detail::LoopLink>()) {
     if (!clock_) throw ValueError("EventLoop needs a clock");
     link_->loop = this;
     // Python's PYTHONASYNCIODEBUG: any non-empty value turns debug mode on.
@@ -310,6 +310,8 @@ void EventLoop::shutdown_default_executor_for(std::optional<Duration> timeout) n
 
 // ---- the I/O part (the backend; operations: src/io_op.cpp) ----
 
+const char* EventLoop::backend_name() const noexcept { return backend_->name(); }
+
 void EventLoop::add_reader(int fd, detail::Callback cb) {
     if (closed_) throw RuntimeError("Event loop is closed");
     backend_->set_watcher(fd, false, std::make_shared<detail::Callback>(std::move(cb)));
@@ -328,6 +330,11 @@ void EventLoop::add_writer(int fd, detail::Callback cb) {
 bool EventLoop::remove_writer(int fd) {
     if (closed_) return false;
     return backend_->set_watcher(fd, true, nullptr);
+}
+
+void EventLoop::notify_closing(int fd) noexcept {
+    if (closed_) return;
+    backend_->forget_fd(fd, /*closing=*/true, ready_);
 }
 
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {

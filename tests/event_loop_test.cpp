@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -17,6 +21,7 @@
 #include <fstream>
 #include <functional>
 #include <stdexcept>
+#include <system_error>
 #include <string>
 #include <thread>
 #include <utility>
@@ -25,6 +30,8 @@
 #include "asyncio/coroutine.hpp"
 #include "asyncio/debug.hpp"
 #include "asyncio/gather.hpp"
+#include "asyncio/sock_ops.hpp"
+#include "asyncio/socket.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/task.hpp"
 #include "test_support.hpp"
@@ -1286,6 +1293,156 @@ TEST_F(AnEventLoop, RegressionDebugModeFollowsAsyncioDebugAtConstruction) {
     loop.set_debug(true);
     EXPECT_TRUE(loop.get_debug());
     if (saved != nullptr) ::setenv("ASYNCIO_DEBUG", saved_value.c_str(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The I/O backend: chosen when the loop is made, from ASYNCIO_BACKEND (select_backend.cpp)
+
+/// Sets ASYNCIO_BACKEND for the scope of one test and puts the old value back.
+class BackendEnv {
+public:
+    explicit BackendEnv(const char* value) {
+        const char* old = std::getenv("ASYNCIO_BACKEND");
+        had_ = old != nullptr;
+        if (had_) old_ = old;
+        if (value != nullptr)
+            ::setenv("ASYNCIO_BACKEND", value, 1);
+        else
+            ::unsetenv("ASYNCIO_BACKEND");
+    }
+    ~BackendEnv() {
+        if (had_)
+            ::setenv("ASYNCIO_BACKEND", old_.c_str(), 1);
+        else
+            ::unsetenv("ASYNCIO_BACKEND");
+    }
+    BackendEnv(const BackendEnv&) = delete;
+    BackendEnv& operator=(const BackendEnv&) = delete;
+
+private:
+    bool had_ = false;
+    std::string old_;
+};
+
+/// Whether this machine can set up an io_uring at all (the library may still lack the backend).
+bool kernel_has_io_uring() {
+    try {
+        BackendEnv env("io_uring");
+        EventLoop loop(virtual_time());
+        return std::string(loop.backend_name()) == "io_uring";
+    } catch (const std::system_error&) {
+        return false;
+    }
+}
+
+TEST_F(AnEventLoop, ReportsTheBackendItRunsOn) {
+    // CTest runs the suite once per backend with ASYNCIO_BACKEND set: each run is on the one asked.
+    const char* asked = std::getenv("ASYNCIO_BACKEND");
+    EventLoop loop(virtual_time());
+    const std::string name = loop.backend_name();
+    EXPECT_TRUE(name == "epoll" || name == "io_uring") << name;
+    if (asked != nullptr && (std::string(asked) == "epoll" || std::string(asked) == "io_uring")) {
+        EXPECT_EQ(name, asked);
+    }
+    {
+        BackendEnv env("epoll");
+        EXPECT_STREQ(EventLoop(virtual_time()).backend_name(), "epoll");
+    }
+    {
+        // auto (and unset, and empty) takes io_uring wherever it can be set up.
+        const bool uring = kernel_has_io_uring();
+        for (const char* value : {"auto", "", static_cast<const char*>(nullptr)}) {
+            BackendEnv env(value);
+            EXPECT_STREQ(EventLoop(virtual_time()).backend_name(), uring ? "io_uring" : "epoll");
+        }
+    }
+}
+
+TEST_F(AnEventLoop, AnUnknownBackendNameIsAValueError) {
+    BackendEnv env("kqueue");
+    try {
+        EventLoop loop(virtual_time());
+        ADD_FAILURE() << "made a loop on " << loop.backend_name();
+    } catch (const asyncio::ValueError& e) {
+        EXPECT_STREQ(e.what(), "ASYNCIO_BACKEND must be 'epoll', 'io_uring' or 'auto', not 'kqueue'");
+    }
+}
+
+/// In a child process: makes io_uring_setup fail with `err` (a seccomp filter, as container
+/// runtimes install), then checks that ASYNCIO_BACKEND=io_uring is a system_error naming the
+/// cause and that auto falls back to epoll. Exits 0 when all holds.
+[[noreturn]] void check_backend_choice_without_io_uring(int err) {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | static_cast<unsigned>(err)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        std::_Exit(2);
+    int status = 0;
+    try {
+        BackendEnv env("io_uring");
+        EventLoop loop(virtual_time());
+        status = 3;  // made a loop without io_uring
+    } catch (const std::system_error& e) {
+        const std::string what = e.what();
+        if (e.code().value() != err || what.find("io_uring") == std::string::npos) status = 4;
+        if (err == ENOSYS && what.find("no io_uring") == std::string::npos) status = 5;
+    }
+    {
+        BackendEnv env("auto");
+        if (std::string(EventLoop(virtual_time()).backend_name()) != "epoll") status = 6;
+    }
+    std::_Exit(status);
+}
+
+TEST_F(AnEventLoop, AskingForIoUringWhereItCannotRunIsASystemErrorAndAutoFallsBackToEpoll) {
+    if (!kernel_has_io_uring()) GTEST_SKIP() << "no io_uring backend here: nothing to take away";
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(check_backend_choice_without_io_uring(ENOSYS), ::testing::ExitedWithCode(0), "");
+    EXPECT_EXIT(check_backend_choice_without_io_uring(EPERM), ::testing::ExitedWithCode(0), "");
+}
+
+/// One round trip over a socketpair, with a receive that has to wait.
+Coroutine<> round_trip(asyncio::Socket& a, asyncio::Socket& b) {
+    Task<std::string> r = asyncio::create_task(
+        [](asyncio::Socket& s) -> Coroutine<std::string> { co_return co_await asyncio::sock_recv(s, 10); }(a));
+    co_await asyncio::sleep(0s);
+    co_await asyncio::sleep(0s);
+    co_await asyncio::sock_sendall(b, "ping");
+    CO_ASSERT(co_await r == "ping");
+}
+
+TEST_F(AnEventLoop, RunsOnAnotherThreadAfterItRanOnThisOne) {
+    // Python lets a loop that is not running be run from another thread. (An io_uring ring set up
+    // for one issuer is remade for the new thread: nothing of the loop is lost, its reader stays.)
+    auto pair = asyncio::socketpair();
+    asyncio::Socket a = std::move(pair.first);
+    asyncio::Socket b = std::move(pair.second);
+    auto watched = asyncio::socketpair();
+    int reader_calls = 0;
+    EventLoop loop;
+    loop.add_reader(watched.first.fileno(), [&] {
+        char c;
+        if (::recv(watched.first.fileno(), &c, 1, 0) == 1) ++reader_calls;
+    });
+    loop.run_until_complete(round_trip(a, b));
+    std::thread other([&] {
+        loop.run_until_complete(round_trip(a, b));
+        ASSERT_EQ(::send(watched.second.fileno(), "x", 1, MSG_NOSIGNAL), 1);
+        loop.run_until_complete([](int& calls) -> Coroutine<> {
+            for (int i = 0; i < 1000 && calls == 0; ++i) co_await asyncio::sleep(1ms);
+        }(reader_calls));
+    });
+    other.join();
+    EXPECT_EQ(reader_calls, 1);
+    loop.run_until_complete(round_trip(a, b));  // and back
+    EXPECT_TRUE(loop.remove_reader(watched.first.fileno()));
 }
 
 }  // namespace

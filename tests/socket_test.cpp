@@ -33,6 +33,7 @@
 #include "asyncio/sleep.hpp"
 #include "asyncio/socket.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/timeout.hpp"
 #include "stream_test_support.hpp"
 #include "test_support.hpp"
 
@@ -958,6 +959,90 @@ TEST_F(ASocket, RegressionAReaderEventQueuedForAClosedFdDoesNotRunTheNewFdsReade
         EXPECT_EQ(new_calls, 0) << "the new fd's reader ran for the old fd's event";
         loop.remove_reader(a_fd);
     }(loop));
+}
+
+/// A pipe whose read end gets the fd number `number` (dup2), both ends non-blocking.
+std::array<int, 2> pipe_at(int number) {
+    int p[2];
+    EXPECT_EQ(::pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    if (number >= 0 && p[0] != number) {
+        EXPECT_EQ(::dup3(p[0], number, O_CLOEXEC), number);
+        ::close(p[0]);
+        p[0] = number;
+    }
+    return {p[0], p[1]};
+}
+
+TEST_F(ASocket, RegressionWaitReadableOnARawFdNumberClosedAndReusedFiresAfterNotifyClosing) {
+    // Issue #9 (b): wait_readable(fd) made the loop remember fd (epoll: in its set). The raw fd
+    // was closed and its number reused by a new pipe: a wait on the new pipe never fired, as only
+    // Socket::close/detach made the loop forget a number. notify_closing(fd) is how a raw-fd user
+    // says it, on both backends.
+    asyncio::run([]() -> Coroutine<> {
+        std::array<int, 2> old = pipe_at(-1);
+        const int number = old[0];
+        Task<> w = asyncio::create_task([](int fd) -> Coroutine<> { co_await asyncio::wait_readable(fd); }(number));
+        co_await yield_a_few();  // waiting: the loop now knows the fd
+        CO_ASSERT(!w.done());
+        CO_ASSERT(::write(old[1], "x", 1) == 1);
+        co_await w;
+        asyncio::notify_closing(number);
+        ::close(old[0]);
+        ::close(old[1]);
+        std::array<int, 2> fresh = pipe_at(number);  // the same number, a new file
+        Task<> w2 = asyncio::create_task([](int fd) -> Coroutine<> {
+            co_await asyncio::wait_for(asyncio::wait_readable(fd), 10s);
+        }(number));
+        co_await yield_a_few();
+        CO_ASSERT(!w2.done());
+        CO_ASSERT(::write(fresh[1], "y", 1) == 1);
+        co_await w2;  // TimeoutError here before the fix (epoll: after 10 s)
+        char c = 0;
+        CO_ASSERT(::read(fresh[0], &c, 1) == 1 && c == 'y');
+        asyncio::notify_closing(number);
+        ::close(fresh[0]);
+        ::close(fresh[1]);
+    }());
+}
+
+TEST_F(ASocket, NotifyClosingFailsWaitersWithEbadfAndRemovesTheFdsReaderAndWriter) {
+    EventLoop loop;
+    loop.run_until_complete([](EventLoop& loop) -> Coroutine<> {
+        std::array<int, 2> p = pipe_at(-1);
+        int reader_calls = 0;
+        int writer_calls = 0;
+        Task<> w = asyncio::create_task([](int fd) -> Coroutine<> { co_await asyncio::wait_readable(fd); }(p[0]));
+        co_await yield_a_few();
+        loop.add_reader(p[0], [&] { ++reader_calls; });
+        loop.add_writer(p[1], [&] { ++writer_calls; });
+        CO_ASSERT(co_await until([&] { return writer_calls > 0; }));  // the pipe has room
+        CO_ASSERT(registrations(loop) == 3);
+        // The writer's next call is queued by the poll after this callback: it must not run.
+        loop.call_soon([&] {
+            loop.notify_closing(p[0]);
+            loop.notify_closing(p[1]);
+            writer_calls = 0;
+        });
+        try {
+            co_await w;
+            ADD_FAILURE() << "wait_readable returned on a fd announced closed";
+        } catch (const std::system_error& e) {
+            EXPECT_EQ(e.code().value(), EBADF);
+        }
+        co_await yield_a_few();
+        CO_ASSERT(writer_calls == 0);
+        CO_ASSERT(reader_calls == 0);
+        CO_ASSERT(!loop.remove_reader(p[0]));  // removed already, as remove_reader would
+        CO_ASSERT(!loop.remove_writer(p[1]));
+        CO_ASSERT(registrations(loop) == 0);
+        ::close(p[0]);
+        ::close(p[1]);
+        loop.notify_closing(p[0]);  // an fd the loop no longer knows: nothing happens
+    }(loop));
+}
+
+TEST_F(ASocket, NotifyClosingOutsideARunningLoopRaises) {
+    EXPECT_THROW(asyncio::notify_closing(0), asyncio::RuntimeError);
 }
 
 }  // namespace

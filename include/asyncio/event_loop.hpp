@@ -197,6 +197,15 @@ public:
     void set_debug(bool enabled) noexcept;
     bool get_debug() const noexcept { return debug_; }
 
+    // ---- the I/O backend ----
+    /// The I/O backend this loop runs on: "io_uring" or "epoll". Chosen when the loop is made, from
+    /// the environment variable ASYNCIO_BACKEND = epoll | io_uring | auto (unset: auto, which
+    /// takes io_uring when the kernel lets it be set up, else epoll). Asking for io_uring where it
+    /// cannot run makes the loop's constructor throw std::system_error naming the cause (ENOSYS,
+    /// EPERM with kernel.io_uring_disabled, a build without liburing); another value throws
+    /// ValueError. Both backends behave the same; see docs/design.md, "Backends".
+    const char* backend_name() const noexcept;
+
     // ---- watching file descriptors (the backend's watchers; sockets themselves: sock_ops.hpp) ----
     /// Runs cb (from the ready queue) in every iteration in which fd is readable, until
     /// remove_reader(fd); replaces a reader already installed for fd. Level-triggered, as Python's;
@@ -208,6 +217,16 @@ public:
     /// As add_reader, when fd is writable.
     void add_writer(int fd, detail::Callback cb);
     bool remove_writer(int fd);
+    /// Trio's notify_closing(fd): tells the loop that the raw fd (one you watch with add_reader /
+    /// add_writer or wait for with wait_readable / wait_writable) is about to be closed. Call it
+    /// right before close(fd). Operations waiting on fd fail with std::system_error(EBADF); its
+    /// reader and writer are removed, as by remove_reader/remove_writer (a call already queued
+    /// for them is dropped); and the loop forgets the fd number, so that a new file which gets
+    /// the same number is watched afresh. Without it, a number closed and reused behind the
+    /// loop's back may never be reported ready (epoll dropped the old file from its set by
+    /// itself). Sockets and streams of the library do this on close(): only raw fds need it. Does
+    /// nothing for an fd the loop does not know, or on a closed loop. Loop thread only.
+    void notify_closing(int fd) noexcept;
 
     // ---- Unix signals (src/signals.cpp; the awaitable form, wait_signal: signals.hpp) ----
     /// Python's loop.add_signal_handler(sig, callback): from now on, each delivery of sig makes

@@ -436,5 +436,10 @@ public:
 [[nodiscard]] inline detail::ReadinessAwaiter wait_readable(int fd) noexcept { return detail::ReadinessAwaiter(fd, false); }
 /// Waits until fd is writable.
 [[nodiscard]] inline detail::ReadinessAwaiter wait_writable(int fd) noexcept { return detail::ReadinessAwaiter(fd, true); }
+/// Trio's notify_closing(fd), on the running loop (EventLoop::notify_closing): call it right
+/// before closing a raw fd that wait_readable/wait_writable (or add_reader/add_writer) used.
+/// Waiters on fd fail with std::system_error(EBADF), and a new file that reuses the number is
+/// watched afresh. RuntimeError "no running event loop" outside a running loop.
+inline void notify_closing(int fd) { get_running_loop().notify_closing(fd); }
 
 }  // namespace asyncio

@@ -7,7 +7,7 @@
 // How each backend serves an operation (IoOp, asyncio/detail/io_op.hpp):
 //   epoll     tries the system call at once (non-blocking fds); only on EAGAIN queues the op on its
 //             fd and waits for readiness (edge-triggered, see epoll_backend.cpp), then retries.
-//   io_uring  (later) try_now() = the plain non-blocking system call (no SQE: nothing to
+//   io_uring  (uring_backend.cpp) try_now() = the plain non-blocking system call (no SQE: nothing to
 //             cancel when it would block); submit() = one SQE per op (IORING_OP_RECV, SEND, ACCEPT, CONNECT, RECVMSG,
 //             SENDMSG, POLL_ADD for readable/writable; it may also try the call first, as epoll
 //             does, and skip the SQE when that succeeds); poll() = io_uring_enter + reap CQEs,
@@ -88,7 +88,8 @@ protected:
 };
 
 /// The backend for this platform and configuration; select_backend.cpp is the only place that
-/// decides.
-std::unique_ptr<Backend> make_backend();
+/// decides. `ready` is the loop's ready queue: a completion backend reaps completions outside
+/// poll() too (while cancel() waits for its op's CQE) and queues them there.
+std::unique_ptr<Backend> make_backend(ReadyQueue& ready);
 
 }  // namespace asyncio::detail

@@ -33,6 +33,7 @@
 // epoll_ctl. When its last watcher goes, an fd that operations had used goes back to edge-triggered,
 // any other is removed from the set.
 #include "backend/epoll_backend.hpp"
+#include "backend/syscalls.hpp"
 
 #include <poll.h>
 #include <pthread.h>
@@ -53,7 +54,6 @@
 
 #include "asyncio/detail/ready_queue.hpp"
 #include "asyncio/event_loop.hpp"
-#include "sigpipe.hpp"
 
 namespace asyncio::detail {
 namespace {
@@ -62,121 +62,6 @@ constexpr std::uint64_t kWakeupTag = ~std::uint64_t{0};
 constexpr std::uint32_t kEdgeEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 constexpr std::uint32_t kWriteEvents = EPOLLOUT | EPOLLHUP | EPOLLERR;
-
-/// Accept errors that belong to the connection being accepted, not to the listening socket: the
-/// connection is gone, try the next one (accept(2), "Error handling").
-bool accept_should_retry(int err) noexcept {
-    switch (err) {
-        case ECONNABORTED:
-        case EPROTO:
-        case ENETDOWN:
-        case ENOPROTOOPT:
-        case EHOSTDOWN:
-        case ENONET:
-        case EHOSTUNREACH:
-        case EOPNOTSUPP:
-        case ENETUNREACH:
-            return true;
-        default:
-            return false;
-    }
-}
-
-/// Readiness of fd right now, without blocking: 1 ready, 0 not ready, < 0 -errno.
-int poll_now(int fd, short events) noexcept {
-    pollfd p{fd, events, 0};
-    for (;;) {
-        const int r = ::poll(&p, 1, 0);
-        if (r >= 0) return r > 0 ? 1 : 0;
-        if (errno != EINTR) return -errno;
-    }
-}
-
-/// write(2) to a pipe whose reader is gone raises SIGPIPE (send has MSG_NOSIGNAL; write has
-/// nothing alike): the caller sees EPIPE only (sigpipe.hpp).
-ssize_t write_without_sigpipe(int fd, const void* buf, std::size_t len) noexcept {
-    return call_without_sigpipe([&] { return ::write(fd, buf, len); });
-}
-
-/// Performs op's system call once (EINTR retried). Returns the result, -EAGAIN if it would block,
-/// or -errno. `retry` is false for the first attempt (from submit) and true after readiness.
-std::int64_t attempt(IoOp& op, bool retry) noexcept {
-    for (;;) {
-        ssize_t r;
-        switch (op.kind) {
-            case IoKind::readable:
-            case IoKind::writable:
-                // After an event, readiness is what was reported. The first attempt asks poll():
-                // with edge-triggered epoll a fd that is already ready would give no new edge.
-                if (retry) return 0;
-                r = poll_now(op.fd, op.kind == IoKind::readable ? POLLIN : POLLOUT);
-                if (r < 0) return r;
-                return r > 0 ? 0 : -EAGAIN;
-            case IoKind::recv:
-                r = ::recv(op.fd, op.buf, op.len, op.flags);
-                break;
-            case IoKind::send:
-                r = ::send(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
-                break;
-            case IoKind::read:
-                r = ::read(op.fd, op.buf, op.len);
-                break;
-            case IoKind::write:
-                r = write_without_sigpipe(op.fd, op.buf, op.len);
-                break;
-            case IoKind::recvfrom: {
-                socklen_t len = op.addrlen;
-                r = ::recvfrom(op.fd, op.buf, op.len, op.flags, static_cast<sockaddr*>(op.addr),
-                               op.addr != nullptr ? &len : nullptr);
-                if (r >= 0) op.addrlen = len;
-                break;
-            }
-            case IoKind::sendto:
-                r = ::sendto(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL,
-                             static_cast<const sockaddr*>(op.addr), op.addrlen);
-                break;
-            case IoKind::accept: {
-                socklen_t len = op.addrlen;
-                r = ::accept4(op.fd, static_cast<sockaddr*>(op.addr), op.addr != nullptr ? &len : nullptr,
-                              SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (r >= 0) {
-                    op.addrlen = len;
-                    return r;
-                }
-                if (accept_should_retry(errno)) continue;
-                break;
-            }
-            case IoKind::connect: {
-                if (!retry) {
-                    r = ::connect(op.fd, static_cast<const sockaddr*>(op.addr), op.addrlen);
-                    if (r == 0) return 0;
-                    // EINTR: the connection goes on in the background, as EINPROGRESS.
-                    if (errno == EINPROGRESS || errno == EINTR) return -EAGAIN;
-                    // EAGAIN from connect() is not "would block" (a Unix socket whose listener's
-                    // backlog is full, or no local port left): no readiness event will announce
-                    // that it went away, so it is an error for the caller, as libuv reports it.
-                    return -errno;
-                }
-                int err = 0;
-                socklen_t len = sizeof err;
-                if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
-                if (err != 0) return -err;
-                // SO_ERROR is 0 both when connected and while still connecting (a stale edge):
-                // connect() again tells them apart.
-                if (::connect(op.fd, static_cast<const sockaddr*>(op.addr), op.addrlen) == 0) return 0;
-                if (errno == EISCONN) return 0;
-                if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR) return -EAGAIN;
-                return -errno;
-            }
-            default:
-                return -EINVAL;
-        }
-        if (r >= 0) return r;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return -EAGAIN;
-        return -errno;
-    }
-}
 
 class EpollBackend final : public Backend {
 public:
@@ -253,7 +138,7 @@ public:
                 s.rnot_ready = false;
                 completions += run_queue(s, s.rhead, s.rtail, ready);
                 if (s.reader) {
-                    ready.push(&run_watcher, pack(fd, false, s.watch_gen));
+                    ready.push(&run_watcher, WatcherTurn{fd, false, s.watch_gen}.pack());
                     ++completions;
                 }
             }
@@ -261,7 +146,7 @@ public:
                 s.wnot_ready = false;
                 completions += run_queue(s, s.whead, s.wtail, ready);
                 if (s.writer) {
-                    ready.push(&run_watcher, pack(fd, true, s.watch_gen));
+                    ready.push(&run_watcher, WatcherTurn{fd, true, s.watch_gen}.pack());
                     ++completions;
                 }
             }
@@ -272,24 +157,15 @@ public:
         return completions;
     }
 
-    void wakeup() noexcept override {
-        const std::uint64_t one = 1;
-        // EAGAIN means the counter is saturated: the loop is being woken anyway.
-        [[maybe_unused]] ssize_t r = ::write(wakefd_, &one, sizeof one);
-    }
+    void wakeup() noexcept override { signal_eventfd(wakefd_); }
 
     const char* name() const noexcept override { return "epoll"; }
 
     bool submit(IoOp& op) override {
         if (op.fd < 0) return finish_now(op, -EBADF);
         FdState* known = fds_.find(op.fd);
-        const std::uint32_t epoch = known != nullptr ? known->epoch : 0;
-        if (!op.bound) {
-            op.bound = true;
-            op.epoch = epoch;
-        } else if (op.epoch != epoch) {
-            return finish_now(op, -EBADF);  // its fd was closed since: the number is someone else's
-        }
+        // Its fd was closed since: the number is someone else's.
+        if (!bind_epoch(op, known != nullptr ? known->epoch : 0)) return finish_now(op, -EBADF);
         const bool reader = is_read_kind(op.kind);
         if (known == nullptr || (reader ? known->rhead : known->whead) == nullptr) {
             // Nobody waits ahead of it in this direction: try the call now, unless the fd is
@@ -325,12 +201,7 @@ public:
     bool try_now(IoOp& op) override {
         if (op.fd < 0) return finish_now(op, -EBADF);
         FdState* known = fds_.find(op.fd);
-        if (!op.bound) {
-            op.bound = true;
-            op.epoch = known != nullptr ? known->epoch : 0;
-        } else if (op.epoch != (known != nullptr ? known->epoch : 0)) {
-            return finish_now(op, -EBADF);
-        }
+        if (!bind_epoch(op, known != nullptr ? known->epoch : 0)) return finish_now(op, -EBADF);
         if (known != nullptr) {
             const bool reader = is_read_kind(op.kind);
             if ((reader ? known->rhead : known->whead) != nullptr) return false;  // never overtake
@@ -357,16 +228,8 @@ public:
 
     void forget_fd(int fd, bool closing, ReadyQueue& ready) noexcept override {
         if (fd < 0) return;
-        FdState* sp = fds_.find(fd);
-        if (sp == nullptr) {
-            // Never used by an operation that waited, so nothing is pending; but an operation that
-            // completed at once may be continued (sendall): it must see a new epoch.
-            try {
-                sp = &fds_.get(fd);
-            } catch (...) {
-                return;  // no memory for the table: a continuation then acts on the reused number
-            }
-        }
+        FdState* sp = fds_.find_or_make(fd);
+        if (sp == nullptr) return;
         FdState& s = *sp;
         for (IoOp** head : {&s.rhead, &s.whead}) {
             while (IoOp* op = *head) {
@@ -443,80 +306,17 @@ private:
         bool watched() const noexcept { return reader || writer; }
     };
 
-    /// FdState by fd number, in pages of 64 made on first use: memory follows the fds in use,
-    /// not the largest fd number (a single fd dup2'ed to 1,000,000 costs one page and an 8-byte
-    /// slot per 64 numbers below it). Pages stay once made, so an fd number keeps its epoch.
-    class FdTable {
-    public:
-        FdState* find(int fd) noexcept {
-            const auto page = static_cast<std::size_t>(fd) >> kPageShift;
-            if (page >= pages_.size() || !pages_[page]) return nullptr;
-            return &pages_[page][static_cast<std::size_t>(fd) & (kPageSize - 1)];
-        }
-        /// Throws std::bad_alloc.
-        FdState& get(int fd) {
-            const auto page = static_cast<std::size_t>(fd) >> kPageShift;
-            if (page >= pages_.size()) pages_.resize(std::max(page + 1, pages_.size() * 2));
-            if (!pages_[page]) pages_[page] = std::make_unique<FdState[]>(kPageSize);
-            return pages_[page][static_cast<std::size_t>(fd) & (kPageSize - 1)];
-        }
-        template <class F>
-        void for_each(F f) {
-            for (auto& p : pages_)
-                if (p)
-                    for (std::size_t i = 0; i < kPageSize; ++i) f(p[i]);
-        }
+    using FdTable = detail::FdTable<FdState>;
 
-    private:
-        static constexpr unsigned kPageShift = 6;
-        static constexpr std::size_t kPageSize = std::size_t{1} << kPageShift;
-        std::vector<std::unique_ptr<FdState[]>> pages_;
-    };
-
-    // A watcher's turn in the ready queue is {fd, direction, watch_gen}: the generation drops an
-    // event that was queued for a callback since removed or replaced (possibly for a new file
-    // with the same fd number), as Python's remove_reader cancels the queued handle.
-    static void* pack(int fd, bool writer, std::uint32_t gen) noexcept {
-        static_assert(sizeof(void*) == 8, "fd, direction and generation share a pointer");
-        return reinterpret_cast<void*>((static_cast<std::uintptr_t>(gen & 0x7fffffffu) << 33) |
-                                       (static_cast<std::uintptr_t>(static_cast<std::uint32_t>(fd)) << 1) |
-                                       (writer ? 1u : 0u));
-    }
-
-    /// A watcher's turn in the ready queue. The fd is looked up again: the callback may have been
-    /// removed (or replaced) since the event, and a copy of the pointer keeps it alive while it runs
-    /// even if it removes itself.
+    /// A watcher's turn in the ready queue (WatcherTurn). The fd is looked up again: the
+    /// callback may have been removed (or replaced) since the event.
     static void run_watcher(void* packed) {
         EventLoop* loop = t_running_loop;
         auto& self = static_cast<EpollBackend&>(loop->backend());
-        const auto bits = reinterpret_cast<std::uintptr_t>(packed);
-        FdState* s = self.fds_.find(static_cast<int>((bits >> 1) & 0xffffffffu));
-        if (s == nullptr || (s->watch_gen & 0x7fffffffu) != (bits >> 33)) return;
-        std::shared_ptr<Callback> cb = (bits & 1u) != 0 ? s->writer : s->reader;
-        if (!cb) return;
-        try {
-            (*cb)();
-        } catch (...) {
-            loop->call_exception_handler({"Exception in callback", std::current_exception(), {}});
-        }
-    }
-
-    static bool finish_now(IoOp& op, std::int64_t result) noexcept {
-        op.result = result;
-        op.state = IoState::done;
-        return true;
-    }
-
-    static void unlink(IoOp& op, IoOp*& head, IoOp*& tail) noexcept {
-        if (op.prev != nullptr)
-            op.prev->next = op.next;
-        else
-            head = op.next;
-        if (op.next != nullptr)
-            op.next->prev = op.prev;
-        else
-            tail = op.prev;
-        op.prev = op.next = nullptr;
+        const WatcherTurn turn = WatcherTurn::unpack(packed);
+        FdState* s = self.fds_.find(turn.fd);
+        if (s == nullptr || !turn.current(s->watch_gen)) return;
+        run_watcher_callback(*loop, turn.writer ? s->writer : s->reader);
     }
 
     /// Records what an attempt says about the fd's readiness in op's direction.
