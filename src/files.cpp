@@ -7,6 +7,7 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/executor.hpp"
 #include "asyncio/lock.hpp"
+#include "backend/backend.hpp"
 #include "sigpipe.hpp"
 #include "stream_core.hpp"
 
@@ -92,6 +94,53 @@ BlockingCall<F> blocking(F f, const char* what) {
     return BlockingCall<F>(std::move(f), what);
 }
 
+/// True when the running loop's backend performs file operations in the kernel (io_uring): then
+/// each system call below is a FileCall instead of a BlockingCall.
+bool native_files() { return get_running_loop().backend().native_files(); }
+
+/// Awaits one FileOp performed by the kernel (backend/file_op.hpp). The same promise as
+/// BlockingCall: a cancellation before the kernel started it raises at once and it did nothing;
+/// once it runs, it finishes, its result is delivered and the cancellation comes at the task's
+/// next suspension point. Its buffers (in the awaiting frame) stay valid until the kernel is
+/// done: a frame destroyed while it waits withdraws it first (cancel_file waits for the CQE).
+class [[nodiscard]] FileCall : public Waiter, public FileOp {
+public:
+    FileCall(FileOpKind k, const char* what) noexcept : what_(what) { kind = k; }
+    FileCall(const FileCall&) = delete;
+    FileCall& operator=(const FileCall&) = delete;
+    ~FileCall() {
+        if (state == IoState::pending) loop_->backend().cancel_file(*this);
+    }
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) {
+        loop_ = &get_running_loop();
+        if (!begin_wait_unless_cancelled(h, what_, &on_cancel)) return false;
+        complete = &resume;
+        try {
+            loop_->backend().submit_file(*this);
+        } catch (...) {
+            abandon_wait();
+            throw;
+        }
+        return true;
+    }
+    /// The result: >= 0, or -errno.
+    std::int64_t await_resume() {
+        if (state != IoState::done) throw_cancelled(task());
+        return result;
+    }
+
+private:
+    static void resume(void* op) { static_cast<FileCall*>(static_cast<FileOp*>(op))->wake_now(); }
+    static bool on_cancel(CancelHook* h) {
+        auto* self = static_cast<FileCall*>(from_hook(h));
+        return self->cancel_io_wait(*self->loop_, self->loop_->backend().cancel_file(*self));
+    }
+
+    const char* what_;
+    EventLoop* loop_ = nullptr;
+};
+
 [[noreturn]] void throw_os_error(int err, const std::string& what) {
     throw std::system_error(err, std::generic_category(), what);
 }
@@ -117,6 +166,9 @@ struct ReadResult {
     ReadResult() = default;
     std::string data;
     int err = 0;
+    /// Native calls only: what stopped the reads after `data` arrived (a cancellation): the
+    /// caller keeps the bytes, then raises it.
+    std::exception_ptr interrupted;
 };
 
 /// Reads into buf[0, len) at offset until it is full, the file ends, or an error (err): returns
@@ -168,6 +220,9 @@ struct WriteResult {
     std::size_t written = 0;
     int err = 0;
     std::uint64_t end = 0;  // append mode: the offset after the write
+    /// Native calls only: what stopped the writes after `written` bytes (a cancellation): the
+    /// caller accounts for them, then raises it.
+    std::exception_ptr interrupted;
 };
 
 /// Writes all of data at offset (append: at the end, with write(2)); stops at the first error.
@@ -189,6 +244,93 @@ WriteResult write_all(int fd, const std::string& data, std::uint64_t offset, boo
         r.end = end < 0 ? 0 : static_cast<std::uint64_t>(end);
     }
     return r;
+}
+
+/// Up to n bytes at offset (all: everything from offset to the end of the file): fewer only at
+/// the end of the file or on an error (err, with what was read before it). In the kernel
+/// (io_uring) or on the executor.
+Coroutine<ReadResult> read_at(int fd, std::size_t n, std::uint64_t offset, bool all, const char* what) {
+    if (!native_files()) {
+        if (all) {
+            auto call = blocking([fd, offset] { return pread_all(fd, offset); }, what);
+            co_return co_await call;
+        }
+        auto call = blocking([fd, n, offset] { return pread_some(fd, n, offset); }, what);
+        co_return co_await call;
+    }
+    if (all) {
+        struct ::statx stx {};
+        FileCall size(FileOpKind::statx, what);
+        size.fd = fd;
+        size.path = "";
+        size.flags = AT_EMPTY_PATH;
+        size.buf = &stx;
+        n = kBlock;
+        if (co_await size == 0 && stx.stx_size > offset)
+            n = static_cast<std::size_t>(stx.stx_size - offset) + 1;  // +1: see the end in one pass
+    }
+    ReadResult r;
+    r.data.resize(n);
+    std::size_t got = 0;
+    try {
+        for (bool more = true; more;) {
+            while (got < r.data.size()) {
+                FileCall op(FileOpKind::pread, what);
+                op.fd = fd;
+                op.buf = r.data.data() + got;
+                op.len = r.data.size() - got;
+                op.offset = offset + got;
+                const std::int64_t k = co_await op;
+                if (k == -EINTR || k == -EAGAIN) continue;
+                if (k <= 0) {
+                    r.err = static_cast<int>(-k);
+                    more = false;
+                    break;
+                }
+                got += static_cast<std::size_t>(k);
+            }
+            if (!all) break;
+            if (more) r.data.resize(r.data.size() * 2);
+        }
+    } catch (...) {
+        r.interrupted = std::current_exception();
+    }
+    r.data.resize(got);
+    co_return r;
+}
+
+/// Writes all of *data at offset (append: at the end); stops at the first error. In the kernel
+/// (io_uring) or on the executor.
+Coroutine<WriteResult> write_at(int fd, std::shared_ptr<std::string> data, std::uint64_t offset, bool append,
+                                const char* what) {
+    if (!native_files()) {
+        auto call = blocking([fd, data, offset, append] { return write_all(fd, *data, offset, append); }, what);
+        co_return co_await call;
+    }
+    WriteResult r;
+    try {
+        while (r.written < data->size()) {
+            FileCall op(FileOpKind::pwrite, what);
+            op.fd = fd;
+            op.buf = data->data() + r.written;
+            op.len = data->size() - r.written;
+            op.offset = append ? ~std::uint64_t{0} : offset + r.written;  // ~0: the file position
+            const std::int64_t k = co_await op;
+            if (k == -EINTR || k == -EAGAIN) continue;
+            if (k < 0) {
+                r.err = static_cast<int>(-k);
+                break;
+            }
+            r.written += static_cast<std::size_t>(k);
+        }
+    } catch (...) {
+        r.interrupted = std::current_exception();
+    }
+    if (append) {
+        const off_t end = ::lseek(fd, 0, SEEK_CUR);  // no I/O: the file position
+        r.end = end < 0 ? 0 : static_cast<std::uint64_t>(end);
+    }
+    co_return r;
 }
 
 }  // namespace
@@ -287,16 +429,15 @@ Coroutine<> flush_locked(FileState& s) {
     auto shared = std::make_shared<std::string>(std::move(data));
     WriteResult r;
     try {
-        auto call = blocking([fd, shared, off, append] { return write_all(fd, *shared, off, append); },
-                             "AsyncFile::flush()");
-        r = co_await call;
+        r = co_await write_at(fd, shared, off, append, "AsyncFile::flush()");
     } catch (...) {
         s.wbuf.insert(0, *shared);  // it did not run (a cancellation before it started): keep it all
         throw;
     }
     s.off = append ? r.end : off + r.written;
-    if (r.err != 0) {
-        s.wbuf = shared->substr(r.written) + s.wbuf;
+    if (r.err != 0 || r.interrupted) {
+        s.wbuf = shared->substr(r.written) + s.wbuf;  // what was not written stays buffered
+        if (r.interrupted) std::rethrow_exception(r.interrupted);
         throw_os_error(r.err, "write " + quoted(s.path));
     }
 }
@@ -306,13 +447,10 @@ Coroutine<> flush_locked(FileState& s) {
 Coroutine<std::size_t> fill_locked(FileState& s, std::size_t want) {
     const int fd = s.fd;
     const std::uint64_t off = s.off;
-    ReadResult r;
-    if (want == 0)
-        r = co_await blocking([fd, off] { return pread_all(fd, off); }, "AsyncFile::read()");
-    else
-        r = co_await blocking([fd, off, want] { return pread_some(fd, want, off); }, "AsyncFile::read()");
+    ReadResult r = co_await read_at(fd, want, off, want == 0, "AsyncFile::read()");
     const std::size_t n = r.data.size();
-    s.add_read(std::move(r.data));  // kept even if an error follows: readable again
+    s.add_read(std::move(r.data));  // kept even if an error or a cancellation follows
+    if (r.interrupted) std::rethrow_exception(r.interrupted);
     if (r.err != 0) throw_os_error(r.err, "read " + quoted(s.path));
     co_return n;
 }
@@ -380,8 +518,8 @@ Coroutine<std::string> pread_impl(StateRef ref, std::size_t n, std::uint64_t off
     LockGuard g = co_await turn(s, &FileState::check_readable);
     co_await flush_locked(s);  // it must see what was written before it
     const int fd = s.fd;
-    auto call = blocking([fd, n, offset] { return pread_some(fd, n, offset); }, "AsyncFile::pread()");
-    ReadResult r = co_await call;
+    ReadResult r = co_await read_at(fd, n, offset, false, "AsyncFile::pread()");
+    if (r.interrupted) std::rethrow_exception(r.interrupted);
     if (r.err != 0) throw_os_error(r.err, "pread " + quoted(s.path));
     co_return std::move(r.data);
 }
@@ -398,10 +536,9 @@ Coroutine<std::size_t> pwrite_impl(StateRef ref, ConstBuffer data, std::uint64_t
     auto bytes = std::make_shared<std::string>(static_cast<const char*>(data.data), data.size);
     // O_APPEND: Linux's pwrite appends; write_all's append path says where the file now ends.
     const bool append = s.append;
-    auto call = blocking([fd, bytes, offset, append] { return write_all(fd, *bytes, offset, append); },
-                         "AsyncFile::pwrite()");
-    WriteResult r = co_await call;
+    WriteResult r = co_await write_at(fd, bytes, offset, append, "AsyncFile::pwrite()");
     if (append) s.off = r.end;
+    if (r.interrupted) std::rethrow_exception(r.interrupted);
     if (r.err != 0) throw_os_error(r.err, "pwrite " + quoted(s.path));
     co_return r.written;
 }
@@ -452,6 +589,13 @@ Coroutine<> flush_impl(StateRef ref) {
 /// fsync or ftruncate (the lock held, after a flush): errno or 0.
 Coroutine<> sync_call_locked(FileState& s, bool truncate, std::uint64_t size) {
     const int fd = s.fd;
+    if (!truncate && native_files()) {  // (no ftruncate request in liburing 2.3: that one runs on a thread)
+        FileCall call(FileOpKind::fsync, "AsyncFile::fsync()");
+        call.fd = fd;
+        const std::int64_t r = co_await call;
+        if (r < 0) throw_os_error(static_cast<int>(-r), "fsync " + quoted(s.path));
+        co_return;
+    }
     auto call = blocking(
         [fd, truncate, size] {
             const int rc = truncate ? ::ftruncate(fd, static_cast<off_t>(size)) : ::fsync(fd);
@@ -542,8 +686,68 @@ OpenFlags parse_mode(const std::string& mode) {
     return o;
 }
 
+/// The AsyncFile for a file just opened, or the open error.
+AsyncFile make_file(OwnedFd&& fd, std::string&& path, std::string&& mode, const OpenFlags& o) {
+    if (fd.err != 0) throw_os_error(fd.err, "open " + quoted(path));
+    auto s = std::make_shared<FileState>();
+    s->fd = std::exchange(fd.fd, -1);
+    s->path = std::move(path);
+    s->mode = std::move(mode);
+    s->readable = o.readable;
+    s->writable = o.writable;
+    s->append = o.append;
+    if (o.append) s->off = fd.end;  // Python: tell() of a file opened in "a" mode is its size
+    return AsyncFile(std::move(s));
+}
+
+/// True when path names something that is not a regular file or a directory (a FIFO, a device,
+/// a socket). io_uring's openat first tries the open without blocking, and a FIFO opened so does
+/// not wait for its other end as open(2) does: those opens run open(2) on the executor.
+Coroutine<bool> special_file(const std::string& path) {
+    struct ::statx stx {};
+    FileCall st(FileOpKind::statx, "open_file()");
+    st.path = path.c_str();
+    st.buf = &stx;
+    if (co_await st < 0) co_return false;  // (a missing file: O_CREAT makes a regular one)
+    co_return !S_ISREG(stx.stx_mode) && !S_ISDIR(stx.stx_mode);
+}
+
+/// open_impl's system calls in the kernel: openat, then statx of the new fd.
+Coroutine<OwnedFd> open_native(const std::string& path, int flags) {
+    OwnedFd r;
+    FileCall open(FileOpKind::openat, "open_file()");
+    open.path = path.c_str();
+    open.flags = flags;
+    open.mode = 0666;
+    const std::int64_t fd = co_await open;  // a cancellation that lost the race comes at the next
+    if (fd < 0) {                           // suspension, with the fd owned by r: closed
+        r.err = static_cast<int>(-fd);
+        co_return r;
+    }
+    r.fd = static_cast<int>(fd);
+    struct ::statx stx {};
+    FileCall st(FileOpKind::statx, "open_file()");
+    st.fd = r.fd;
+    st.path = "";
+    st.flags = AT_EMPTY_PATH;
+    st.buf = &stx;
+    if (co_await st == 0) {
+        if (S_ISDIR(stx.stx_mode)) {  // open(2) allows it for reading; Python refuses
+            ::close(std::exchange(r.fd, -1));
+            r.err = EISDIR;
+            co_return r;
+        }
+        r.end = stx.stx_size;
+    }
+    co_return r;
+}
+
 Coroutine<AsyncFile> open_impl(std::string path, std::string mode) {
     const OpenFlags o = parse_mode(mode);
+    if (native_files() && !co_await special_file(path)) {
+        OwnedFd fd = co_await open_native(path, o.flags);
+        co_return make_file(std::move(fd), std::move(path), std::move(mode), o);
+    }
     auto call = blocking(
         [path, o] {
             OwnedFd r;
@@ -565,17 +769,9 @@ Coroutine<AsyncFile> open_impl(std::string path, std::string mode) {
         },
         "open_file()");
     OwnedFd fd = co_await call;
-    if (fd.err != 0) throw_os_error(fd.err, "open " + quoted(path));
-    auto s = std::make_shared<FileState>();
-    s->fd = std::exchange(fd.fd, -1);
-    s->path = std::move(path);
-    s->mode = std::move(mode);
-    s->readable = o.readable;
-    s->writable = o.writable;
-    s->append = o.append;
-    if (o.append) s->off = fd.end;  // Python: tell() of a file opened in "a" mode is its size
-    co_return AsyncFile(std::move(s));
+    co_return make_file(std::move(fd), std::move(path), std::move(mode), o);
 }
+
 
 // ---- sendfile ----
 
@@ -626,8 +822,8 @@ Coroutine<> sendfile_fallback(FileState& f, std::uint64_t offset, std::optional<
         }
         const int fd = f.fd;
         const std::uint64_t at = offset + total;
-        auto call = blocking([fd, want, at] { return pread_some(fd, want, at); }, "sendfile()");
-        ReadResult r = co_await call;
+        ReadResult r = co_await read_at(fd, want, at, false, "sendfile()");
+        if (r.interrupted) std::rethrow_exception(r.interrupted);
         if (r.err != 0) throw_os_error(r.err, "read " + quoted(f.path));
         if (r.data.empty()) break;
         const std::size_t n = r.data.size();
@@ -819,10 +1015,46 @@ Coroutine<> os_call(F f, std::string what) {
 std::int64_t to_ns(const struct timespec& t) {
     return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
 }
+std::int64_t to_ns(const struct ::statx_timestamp& t) {
+    return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
+/// A path call in the kernel (io_uring): unlinkat, renameat, mkdirat.
+Coroutine<> native_path_call(detail::FileOpKind kind, const std::string& path, const std::string* path2, int flags,
+                             unsigned mode, std::string what) {
+    detail::FileCall call(kind, "asyncio::os");
+    call.path = path.c_str();
+    call.path2 = path2 != nullptr ? path2->c_str() : nullptr;
+    call.flags = flags;
+    call.mode = mode;
+    const std::int64_t r = co_await call;
+    if (r < 0) detail::throw_os_error(static_cast<int>(-r), what);
+}
 
 }  // namespace
 
 Coroutine<StatResult> stat(std::string path, bool follow_symlinks) {
+    if (detail::native_files()) {
+        struct ::statx stx {};
+        detail::FileCall call(detail::FileOpKind::statx, "asyncio::os::stat()");
+        call.path = path.c_str();
+        call.flags = follow_symlinks ? 0 : AT_SYMLINK_NOFOLLOW;
+        call.buf = &stx;
+        const std::int64_t r = co_await call;
+        if (r < 0) detail::throw_os_error(static_cast<int>(-r), "stat " + detail::quoted(path));
+        StatResult st;
+        st.st_mode = stx.stx_mode;
+        st.st_ino = stx.stx_ino;
+        st.st_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+        st.st_nlink = stx.stx_nlink;
+        st.st_uid = stx.stx_uid;
+        st.st_gid = stx.stx_gid;
+        st.st_size = stx.stx_size;
+        st.st_atime_ns = to_ns(stx.stx_atime);
+        st.st_mtime_ns = to_ns(stx.stx_mtime);
+        st.st_ctime_ns = to_ns(stx.stx_ctime);
+        co_return st;
+    }
     struct Result {
         StatResult st;
         int err = 0;
@@ -855,25 +1087,45 @@ Coroutine<StatResult> stat(std::string path, bool follow_symlinks) {
 
 Coroutine<> unlink(std::string path) {
     std::string what = "unlink " + detail::quoted(path);
-    return os_call([path = std::move(path)] { return ::unlink(path.c_str()) == 0 ? 0 : errno; }, std::move(what));
+    if (detail::native_files()) {
+        co_await native_path_call(detail::FileOpKind::unlinkat, path, nullptr, 0, 0, std::move(what));
+        co_return;
+    }
+    Coroutine<> call = os_call([path = std::move(path)] { return ::unlink(path.c_str()) == 0 ? 0 : errno; }, std::move(what));
+    co_await call;
 }
 
 Coroutine<> rename(std::string src, std::string dst) {
     std::string what = "rename " + detail::quoted(src) + " -> " + detail::quoted(dst);
-    return os_call([src = std::move(src), dst = std::move(dst)] {
+    if (detail::native_files()) {
+        co_await native_path_call(detail::FileOpKind::renameat, src, &dst, 0, 0, std::move(what));
+        co_return;
+    }
+    Coroutine<> call = os_call([src = std::move(src), dst = std::move(dst)] {
         return ::rename(src.c_str(), dst.c_str()) == 0 ? 0 : errno;
     }, std::move(what));
+    co_await call;
 }
 
 Coroutine<> mkdir(std::string path, unsigned mode) {
     std::string what = "mkdir " + detail::quoted(path);
-    return os_call([path = std::move(path), mode] { return ::mkdir(path.c_str(), mode) == 0 ? 0 : errno; },
+    if (detail::native_files()) {
+        co_await native_path_call(detail::FileOpKind::mkdirat, path, nullptr, 0, mode, std::move(what));
+        co_return;
+    }
+    Coroutine<> call = os_call([path = std::move(path), mode] { return ::mkdir(path.c_str(), mode) == 0 ? 0 : errno; },
                    std::move(what));
+    co_await call;
 }
 
 Coroutine<> rmdir(std::string path) {
     std::string what = "rmdir " + detail::quoted(path);
-    return os_call([path = std::move(path)] { return ::rmdir(path.c_str()) == 0 ? 0 : errno; }, std::move(what));
+    if (detail::native_files()) {
+        co_await native_path_call(detail::FileOpKind::unlinkat, path, nullptr, AT_REMOVEDIR, 0, std::move(what));
+        co_return;
+    }
+    Coroutine<> call = os_call([path = std::move(path)] { return ::rmdir(path.c_str()) == 0 ? 0 : errno; }, std::move(what));
+    co_await call;
 }
 
 Coroutine<std::vector<std::string>> listdir(std::string path) {

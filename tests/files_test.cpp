@@ -11,12 +11,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "asyncio/event_loop.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/run.hpp"
 #include "asyncio/sleep.hpp"
 #include "asyncio/socket.hpp"
 #include "asyncio/streams.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/thread_pool.hpp"
 #include "gtest/gtest.h"
 #include "test_support.hpp"
 
@@ -424,6 +426,95 @@ TEST_F(AFile, ACancellationPendingBeforeTheCallStartsRunsNothing) {
         EXPECT_EQ(f.tell(), 0u);
         EXPECT_EQ(co_await f.read(), "abc");
         co_await f.close();
+    }(path));
+}
+
+TEST_F(AFile, OnIoUringFileCallsRunInTheKernelAndNeedNoThread) {
+    // With a default executor that refuses every job, file calls work on io_uring (the kernel
+    // performs them) and raise the executor's RuntimeError on epoll (they run on its threads).
+    TempDir dir;
+    const std::string path = dir.file("native.txt");
+    const std::string sub = dir.file("sub");
+    asyncio::run([](std::string path, std::string sub) -> Coroutine<> {
+        asyncio::EventLoop& loop = asyncio::get_running_loop();
+        auto refusing = std::make_shared<asyncio::ThreadPoolExecutor>(1);
+        refusing->shutdown();
+        loop.set_default_executor(refusing);
+        const bool native = std::string_view(loop.backend_name()) == "io_uring";
+        try {
+            AsyncFile f = co_await asyncio::open_file(path, "w+");
+            co_await f.write(pattern(200'000));  // 64 KiB flushes, in the kernel
+            co_await f.fsync();
+            co_await f.seek(0);
+            EXPECT_EQ(co_await f.read(), pattern(200'000));
+            EXPECT_EQ(co_await f.pread(5, 1000), pattern(1005).substr(1000));
+            EXPECT_EQ(co_await f.pwrite("xyz", 0), 3u);
+            co_await f.close();
+            EXPECT_EQ((co_await asyncio::os::stat(path)).st_size, 200'000u);
+            co_await asyncio::os::mkdir(sub);
+            EXPECT_TRUE((co_await asyncio::os::stat(sub)).is_dir());
+            co_await asyncio::os::rename(path, sub + "/moved");
+            co_await asyncio::os::unlink(sub + "/moved");
+            co_await asyncio::os::rmdir(sub);
+            try {
+                (void)co_await asyncio::os::stat(sub);
+                ADD_FAILURE() << "stat of a removed directory";
+            } catch (const std::system_error& e) {
+                EXPECT_EQ(e.code().value(), ENOENT);
+                EXPECT_EQ(std::string(e.what()), "stat '" + sub + "': No such file or directory");
+            }
+            try {
+                (void)co_await asyncio::open_file(sub + "/none");
+                ADD_FAILURE() << "opened a missing file";
+            } catch (const std::system_error& e) {
+                EXPECT_EQ(e.code().value(), ENOENT);
+            }
+            EXPECT_TRUE(native) << "file calls ran without the executor on " << loop.backend_name();
+        } catch (const asyncio::RuntimeError&) {
+            EXPECT_FALSE(native) << "a file call used the executor on io_uring";
+        }
+    }(path, sub));
+}
+
+TEST_F(AFile, CancelledWhileItsOpenBlocksOnAFifoItRaisesAndLeaksNoFd) {
+    // open(2) of a FIFO blocks until a writer comes, on every backend (io_uring's own openat
+    // would not wait: a FIFO is opened on the executor). The thread stays in open(2) until a
+    // writer opens the FIFO; the fd it then gets is closed: CancelledError, no fd left open.
+    TempDir dir;
+    const std::string path = dir.file("fifo");
+    ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+    asyncio::run([](std::string path) -> Coroutine<> {
+        asyncio::Task<AsyncFile> t = asyncio::create_task(asyncio::open_file(path, "r"));
+        co_await asyncio::sleep(50ms);  // the open is in the kernel (or on the thread), blocked
+        EXPECT_FALSE(t.done());
+        EXPECT_TRUE(t.cancel());
+        co_await asyncio::sleep(0s);
+        EXPECT_FALSE(t.done());  // the call runs on: it cannot be abandoned
+        const int w = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // releases it
+        EXPECT_GE(w, 0);
+        try {
+            (void)co_await t;
+            ADD_FAILURE() << "not cancelled";
+        } catch (const asyncio::CancelledError&) {
+        }
+        if (w >= 0) ::close(w);
+    }(path));
+}
+
+TEST_F(AFile, RegressionAFrameDestroyedWithAKernelReadInFlightLeavesNothingBehind) {
+    // The loop closes while a task waits for a read (in the kernel on io_uring, on a thread on
+    // epoll): the frame holding the buffer is destroyed only after the kernel is done with it.
+    TempDir dir;
+    const std::string path = dir.file("inflight.txt");
+    put(path, pattern(4'000'000));
+    asyncio::run([](std::string path) -> Coroutine<> {
+        AsyncFile f = co_await asyncio::open_file(path);
+        std::vector<asyncio::Task<>> readers;
+        for (int i = 0; i < 8; ++i)
+            readers.push_back(
+                asyncio::create_task([](AsyncFile& f) -> Coroutine<> { (void)co_await f.pread(1'000'000, 0); }(f)));
+        co_await asyncio::sleep(0s);
+        // Returns with the tasks still waiting: run() cancels them and closes the loop.
     }(path));
 }
 

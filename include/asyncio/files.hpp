@@ -8,10 +8,13 @@
 //   asyncio::AsyncFile in = co_await asyncio::open_file("data.csv");
 //   while (auto line = co_await in.anext()) handle(*line);
 //
-// A regular file is always "ready" for epoll, so its reads and writes would block the loop. Each
-// system call here runs on the loop's default executor (a thread), and the task waits for it
-// without blocking the loop. (The io_uring backend will serve the same calls natively, behind the
-// same API.)
+// A regular file is always "ready" for epoll, so its reads and writes would block the loop. On
+// the io_uring backend the kernel performs the calls itself (read, write, fsync, openat, statx,
+// unlinkat, renameat, mkdirat requests: no thread); on epoll, and for the calls io_uring has no
+// request for here (seek with SEEK_END/SEEK_DATA/SEEK_HOLE, truncate, listdir, and opening a
+// FIFO or device, whose open must wait as open(2) does), each system call runs on the loop's
+// default executor (a thread). Either way the task waits without blocking the loop, with the same
+// results and errors.
 //
 // Modes are Python's open() modes: "r", "w", "x", "a", each with an optional "+" (read and
 // write) and "b" or "t" (no difference: data is bytes, as std::string). Like Python's buffered
@@ -24,7 +27,8 @@
 // One operation at a time runs: operations of several tasks on one file take turns in the order
 // they were called (an internal Lock), so a log file may be shared by tasks.
 //
-// Cancellation: a system call already running on its thread cannot be stopped. A cancelled
+// Cancellation: a system call already running (on its thread, or in the kernel) is not stopped
+// half-way. A cancelled
 // operation that has not started yet does nothing and raises CancelledError; one that has
 // started finishes, its effect stands (bytes read stay in the buffer, readable again; bytes
 // written are written), and CancelledError is raised at the task's next suspension point, as for

@@ -23,10 +23,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cerrno>
 #include <memory>
+#include <system_error>
 
 #include "asyncio/detail/callback.hpp"
 #include "asyncio/detail/io_op.hpp"
+#include "backend/file_op.hpp"
 
 namespace asyncio::detail {
 
@@ -74,6 +77,21 @@ public:
     /// starts afresh. The number's epoch moves on: an op bound to the old epoch (IoOp::bound),
     /// submitted again afterwards, completes at once with -EBADF.
     virtual void forget_fd(int fd, bool closing, ReadyQueue& ready) noexcept = 0;
+
+    // ---- file operations (file_op.hpp) ----
+
+    /// True when the kernel performs FileOps without a thread (io_uring); files.cpp then submits
+    /// them here instead of running system calls on the executor.
+    virtual bool native_files() const noexcept { return false; }
+    /// Starts op (native_files() only). It never completes at once: op.complete(&op) runs from
+    /// the ready queue once op.result is set. Throws std::system_error if the kernel refuses it.
+    virtual void submit_file(FileOp&) {
+        throw std::system_error(ENOTSUP, std::generic_category(), "native file operations");
+    }
+    /// Withdraws a pending op: true when the kernel had not started it (it is `cancelled` and did
+    /// nothing); false when it had completed or runs to its end (then its completion is queued
+    /// and its result stands). Returns only once the kernel is done with op's buffers.
+    virtual bool cancel_file(FileOp&) noexcept { return false; }
 
     // ---- raw readiness callbacks (Python's add_reader/add_writer) ----
 

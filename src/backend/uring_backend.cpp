@@ -77,6 +77,7 @@ constexpr std::uint64_t kTagMask = 7;
 constexpr std::uint64_t kTagWakeup = 1;   // the eventfd read (or poll)
 constexpr std::uint64_t kTagWatcher = 2;  // | direction << 3 | fd << 4 | arming << 33
 constexpr std::uint64_t kTagIgnore = 3;   // cancel requests: their own CQEs say nothing we need
+constexpr std::uint64_t kTagFile = 4;     // | a FileOp's address
 
 constexpr unsigned kSqEntries = 256;
 constexpr unsigned kMaxLen = 0x7ffff000;  // what Linux transfers at most in one call
@@ -339,8 +340,107 @@ public:
         return had;
     }
 
+    // ---- file operations: one request each, no per-fd queue (AsyncFile orders its own calls) ----
+
+    bool native_files() const noexcept override { return true; }
+
+    void submit_file(FileOp& op) override {
+        io_uring_sqe* sqe = get_sqe();
+        prepare_file(sqe, op);
+        io_uring_sqe_set_data64(sqe, file_data(op));
+        op.state = IoState::pending;
+        ++registrations_;
+        ++inflight_;
+    }
+
+    bool cancel_file(FileOp& op) noexcept override {
+        if (op.state != IoState::pending) return false;
+        // The kernel may still write into op's buffers until op's own CQE: wait for it.
+        const std::uint64_t data = file_data(op);
+        file_withdrawing_ = &op;
+        file_withdrawn_ = false;
+        try {
+            io_uring_sqe* sqe = get_sqe();
+            io_uring_prep_cancel64(sqe, data, 0);
+            io_uring_sqe_set_data64(sqe, kTagIgnore);
+        } catch (...) {
+            // No cancel can be submitted: the op runs to its end, waited for below.
+        }
+        reap();
+        while (!file_withdrawn_) {
+            const int r = io_uring_submit_and_wait(&ring_, 1);
+            if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME) break;
+            reap();
+        }
+        file_withdrawing_ = nullptr;
+        --registrations_;
+        if (!file_withdrawn_ || file_withdrawn_res_ == -ECANCELED || file_withdrawn_res_ == -EINTR) {
+            op.state = IoState::cancelled;
+            return true;
+        }
+        // It completed first (or could not be stopped, as a read in progress): the result stands.
+        op.result = file_withdrawn_res_;
+        op.state = IoState::done;
+        push(op.complete, &op);
+        return false;
+    }
+
 private:
     enum class Stage : std::uint8_t { native, poll };
+
+    static std::uint64_t file_data(const FileOp& op) noexcept {
+        return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&op)) | kTagFile;
+    }
+
+    /// The one place that maps a FileOp to its io_uring request (file_op.hpp).
+    static void prepare_file(io_uring_sqe* sqe, FileOp& op) noexcept {
+        const unsigned len = op.len > kMaxLen ? kMaxLen : static_cast<unsigned>(op.len);
+        switch (op.kind) {
+            case FileOpKind::pread:
+                io_uring_prep_read(sqe, op.fd, op.buf, len, op.offset);
+                break;
+            case FileOpKind::pwrite:
+                io_uring_prep_write(sqe, op.fd, op.buf, len, op.offset);
+                break;
+            case FileOpKind::fsync:
+                io_uring_prep_fsync(sqe, op.fd, 0);
+                break;
+            case FileOpKind::openat:
+                io_uring_prep_openat(sqe, AT_FDCWD, op.path, op.flags, op.mode);
+                break;
+            case FileOpKind::statx:
+                io_uring_prep_statx(sqe, op.fd < 0 ? AT_FDCWD : op.fd, op.path, op.flags, STATX_BASIC_STATS,
+                                    static_cast<struct statx*>(op.buf));
+                break;
+            case FileOpKind::unlinkat:
+                io_uring_prep_unlinkat(sqe, AT_FDCWD, op.path, op.flags);
+                break;
+            case FileOpKind::renameat:
+                io_uring_prep_renameat(sqe, AT_FDCWD, op.path, AT_FDCWD, op.path2, 0);
+                break;
+            case FileOpKind::mkdirat:
+                io_uring_prep_mkdirat(sqe, AT_FDCWD, op.path, op.mode);
+                break;
+        }
+    }
+
+    std::size_t on_file_cqe(FileOp& op, int res) {
+        --inflight_;
+        if (&op == file_withdrawing_) {
+            file_withdrawn_ = true;
+            file_withdrawn_res_ = res;
+            return 0;
+        }
+        if (closing_) {
+            op.state = IoState::detached;
+            return 0;
+        }
+        op.result = res;
+        op.state = IoState::done;
+        --registrations_;
+        push(op.complete, &op);
+        return 1;
+    }
 
     struct Dir {
         IoOp* head = nullptr;  // FIFO; only the head is ever in the ring
@@ -610,6 +710,8 @@ private:
                 return 0;
             case kTagWatcher:
                 return on_watcher_cqe(data, res);
+            case kTagFile:
+                return on_file_cqe(*reinterpret_cast<FileOp*>(static_cast<std::uintptr_t>(data & ~kTagMask)), res);
             default:
                 return 0;
         }
@@ -771,6 +873,9 @@ private:
     bool closing_ = false;
     std::size_t inflight_ = 0;  // requests whose CQE has not come (ops and the wake-up read)
     IoOp* withdrawing_ = nullptr;
+    FileOp* file_withdrawing_ = nullptr;
+    bool file_withdrawn_ = false;
+    int file_withdrawn_res_ = 0;
     bool withdrawn_ = false;
     int withdrawn_res_ = 0;
     FdTable<FdState> fds_;
