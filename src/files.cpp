@@ -56,14 +56,7 @@ public:
         if (!begin_wait_unless_cancelled(h, what_, &on_cancel)) return false;
         try {
             st_ = std::make_shared<ExecState<T>>();
-            loop.default_executor().submit([st = st_, lk = loop.link(), f = std::move(f_)]() mutable {
-                try {
-                    st->value.emplace(f());
-                } catch (...) {
-                    st->error = std::current_exception();
-                }
-                post_to_loop(lk, std::move(st));
-            });
+            submit_job<T>(loop.default_executor(), loop.link(), st_, std::move(f_));
         } catch (...) {
             st_.reset();
             abandon_wait();

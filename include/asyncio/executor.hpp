@@ -76,6 +76,24 @@ struct ExecState<void> : ExecStateBase {};
 /// this thread) if the loop is closed or gone.
 void post_to_loop(const std::shared_ptr<LoopLink>& link, std::shared_ptr<ExecStateBase> state) noexcept;
 
+/// Runs f() on executor; its value or exception goes into state, which is then handed to the loop
+/// behind link. The one job both run_in_executor and the file calls (files.cpp) submit.
+template <class R, class F>
+void submit_job(ThreadPoolExecutor& executor, std::shared_ptr<LoopLink> link, std::shared_ptr<ExecState<R>> state,
+                F f) {
+    executor.submit([state = std::move(state), lk = std::move(link), f = std::move(f)]() mutable {
+        try {
+            if constexpr (std::is_void_v<R>)
+                f();
+            else
+                state->value.emplace(f());
+        } catch (...) {
+            state->error = std::current_exception();
+        }
+        post_to_loop(lk, std::move(state));
+    });
+}
+
 template <class F, class... Args>
 using executor_result_t = std::decay_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>;
 
@@ -142,18 +160,11 @@ auto EventLoop::run_in_executor(ThreadPoolExecutor& executor, F&& fn, Args&&... 
     using R = detail::executor_result_t<F, Args...>;
     if (closed_) throw RuntimeError("Event loop is closed");
     auto state = std::make_shared<detail::ExecState<R>>();
-    executor.submit([state, lk = link(), f = std::decay_t<F>(std::forward<F>(fn)),
-                     tup = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...)]() mutable {
-        try {
-            if constexpr (std::is_void_v<R>)
-                std::apply(std::move(f), std::move(tup));
-            else
-                state->value.emplace(std::apply(std::move(f), std::move(tup)));
-        } catch (...) {
-            state->error = std::current_exception();
-        }
-        detail::post_to_loop(lk, std::move(state));
-    });
+    detail::submit_job<R>(executor, link(), state,
+                          [f = std::decay_t<F>(std::forward<F>(fn)),
+                           tup = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...)]() mutable -> R {
+                              return std::apply(std::move(f), std::move(tup));
+                          });
     return ExecutorFuture<R>(std::move(state));
 }
 
