@@ -11,7 +11,7 @@
 //     IORING_CQE_F_MORE) it is re-armed; out of descriptors (EMFILE/ENFILE/ENOBUFS/ENOMEM) it is
 //     re-armed 100 ms later by a TIMEOUT request, instead of spinning (as the epoll reference);
 //   * per connection one multishot RECV with buffer selection from a provided-buffer ring shared by
-//     all connections (kBufCount buffers of kBufSize bytes: 10,000 idle connections pin no buffer);
+//     all connections (g_buf_count buffers of g_buf_size bytes: 10,000 idle connections pin no buffer);
 //     each CQE names the buffer the kernel filled;
 //   * the filled buffer is sent back as it is (IORING_OP_SEND, MSG_NOSIGNAL, no copy) and given
 //     back to the buffer ring once the send has completed. At most one send per connection is in
@@ -53,8 +53,11 @@ namespace {
 
 constexpr unsigned kSqEntries = 2048;
 constexpr unsigned kCqEntries = kSqEntries * 8;
-constexpr unsigned kBufCount = 4096;   // power of two (buffer ring requirement)
-constexpr unsigned kBufSize = 16384;   // one 16 KiB message fits one buffer
+// The buffer ring: g_buf_count buffers of g_buf_size bytes (URING_ECHO_BUFS, a power of two, and
+// URING_ECHO_BUF_SIZE override them, for experiments). A buffer is held only from its recv's CQE to
+// its send's CQE, so the count bounds the messages in flight, not the connections.
+unsigned g_buf_count = 4096;
+unsigned g_buf_size = 16384;  // one 16 KiB message fits one buffer
 constexpr unsigned kBufGroup = 0;
 
 // user_data: the request kind in the top byte, the fd below.
@@ -81,7 +84,7 @@ struct Conn {
 io_uring g_ring;
 io_uring_buf_ring* g_br = nullptr;
 char* g_bufs = nullptr;
-unsigned g_free_bufs = kBufCount;   // buffers the kernel may fill
+unsigned g_free_bufs = g_buf_count;   // buffers the kernel may fill
 unsigned g_bufs_to_advance = 0;     // given back since the last io_uring_buf_ring_advance
 int g_listen_fd = -1;
 std::vector<Conn> g_conns;          // indexed by fd
@@ -117,11 +120,11 @@ Conn& conn(int fd) {
     return g_conns[static_cast<std::size_t>(fd)];
 }
 
-char* buf_addr(unsigned bid) { return g_bufs + static_cast<std::size_t>(bid) * kBufSize; }
+char* buf_addr(unsigned bid) { return g_bufs + static_cast<std::size_t>(bid) * g_buf_size; }
 
 void give_back(unsigned bid) {
-    io_uring_buf_ring_add(g_br, buf_addr(bid), kBufSize, static_cast<unsigned short>(bid),
-                          io_uring_buf_ring_mask(kBufCount), static_cast<int>(g_bufs_to_advance));
+    io_uring_buf_ring_add(g_br, buf_addr(bid), g_buf_size, static_cast<unsigned short>(bid),
+                          io_uring_buf_ring_mask(g_buf_count), static_cast<int>(g_bufs_to_advance));
     ++g_bufs_to_advance;
 }
 
@@ -264,25 +267,25 @@ void setup_ring() {
     if (!(p.features & IORING_FEAT_NODROP)) std::fprintf(stderr, "uring_echo_server: kernel without IORING_FEAT_NODROP\n");
     io_uring_register_ring_fd(&g_ring);  // optional: an error leaves the plain fd in use
     std::fprintf(stderr, "uring_echo_server: ring %s, %u SQEs, %u CQEs, %u buffers of %u B\n", mode, kSqEntries,
-                 p.cq_entries, kBufCount, kBufSize);
+                 p.cq_entries, g_buf_count, g_buf_size);
 
-    // The provided-buffer ring: kBufCount io_uring_buf entries, page aligned, shared with the kernel.
-    const std::size_t ring_bytes = kBufCount * sizeof(io_uring_buf);
+    // The provided-buffer ring: g_buf_count io_uring_buf entries, page aligned, shared with the kernel.
+    const std::size_t ring_bytes = g_buf_count * sizeof(io_uring_buf);
     void* mem = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) die("mmap(buffer ring)", errno);
     g_br = static_cast<io_uring_buf_ring*>(mem);
     io_uring_buf_ring_init(g_br);
     io_uring_buf_reg reg{};
     reg.ring_addr = reinterpret_cast<std::uint64_t>(mem);
-    reg.ring_entries = kBufCount;
+    reg.ring_entries = g_buf_count;
     reg.bgid = kBufGroup;
     r = io_uring_register_buf_ring(&g_ring, &reg, 0);
     if (r < 0) die("io_uring_register_buf_ring", -r);
-    void* bufs = ::mmap(nullptr, static_cast<std::size_t>(kBufCount) * kBufSize, PROT_READ | PROT_WRITE,
+    void* bufs = ::mmap(nullptr, static_cast<std::size_t>(g_buf_count) * g_buf_size, PROT_READ | PROT_WRITE,
                         MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (bufs == MAP_FAILED) die("mmap(buffers)", errno);
     g_bufs = static_cast<char*>(bufs);
-    for (unsigned i = 0; i < kBufCount; ++i) give_back(i);
+    for (unsigned i = 0; i < g_buf_count; ++i) give_back(i);
     io_uring_buf_ring_advance(g_br, static_cast<int>(g_bufs_to_advance));
     g_bufs_to_advance = 0;
 }
@@ -301,6 +304,12 @@ int main(int argc, char** argv) {
         return 2;
     }
     std::signal(SIGPIPE, SIG_IGN);  // belt and braces; every send uses MSG_NOSIGNAL
+    if (const char* e = std::getenv("URING_ECHO_BUFS")) g_buf_count = static_cast<unsigned>(std::strtoul(e, nullptr, 10));
+    if (const char* e = std::getenv("URING_ECHO_BUF_SIZE")) g_buf_size = static_cast<unsigned>(std::strtoul(e, nullptr, 10));
+    if (g_buf_count == 0 || g_buf_count > 32768 || (g_buf_count & (g_buf_count - 1)) != 0 || g_buf_size == 0) {
+        std::fprintf(stderr, "uring_echo_server: URING_ECHO_BUFS must be a power of two <= 32768, URING_ECHO_BUF_SIZE > 0\n");
+        return 2;
+    }
     raise_nofile_limit();
 
     g_listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
