@@ -14,7 +14,9 @@
 #   SERVER_CPU=c   core the server is pinned to with taskset (default 0; empty = no pinning)
 #   LOAD_CPU=c     core the load generator is pinned to (default 1; empty = no pinning)
 #   SERVERS="..."  servers to run (default: epoll uring cpp-epoll cpp-uring python-asyncio
-#                  python-uvloop; `cpp` is our server on the library's default backend)
+#                  python-uvloop; `cpp` is our server on the library's default backend;
+#                  uring-sendsys, uring-1shot, uring-both: the io_uring reference with send(2)
+#                  per message, one-shot recvs, or both -- diagnostic variants, see README)
 #   WORKLOADS="..." CONNSxSIZE cases (default: 100x64 100x16384 10000x64)
 #
 # Output (stdout): one line per case and server (medians), one ratio line per case, server and
@@ -72,8 +74,9 @@ for w in "${workloads[@]}"; do
   fi
 done
 for s in "${wanted_servers[@]}"; do
-  case $s in epoll | uring | cpp | cpp-epoll | cpp-uring | python-asyncio | python-uvloop) ;;
-    *) note "unknown server '$s' (known: ${all_servers[*]} cpp)"; exit 2 ;;
+  case $s in epoll | uring | uring-sendsys | uring-1shot | uring-both | cpp | cpp-epoll | cpp-uring | \
+    python-asyncio | python-uvloop) ;;
+    *) note "unknown server '$s' (known: ${all_servers[*]} cpp uring-sendsys uring-1shot uring-both)"; exit 2 ;;
   esac
 done
 
@@ -108,13 +111,14 @@ mapfile -t pin_load < <(pin_to "$load_cpu")
 have() { local x; for x in "${wanted_servers[@]}"; do [[ $x == "$1" ]] && return 0; done; return 1; }
 servers=()
 have epoll && servers+=(epoll)
-if have uring; then
+for s in uring uring-sendsys uring-1shot uring-both; do
+  have "$s" || continue
   if [[ -x $uring_bin ]]; then
-    servers+=(uring)
+    servers+=("$s")
   else
-    note "$uring_bin not found (built only where liburing is); skipping the uring reference"
+    note "$uring_bin not found (built only where liburing is); skipping $s"
   fi
-fi
+done
 for s in cpp cpp-epoll cpp-uring; do
   have "$s" || continue
   if [[ -x $cpp_bin ]]; then
@@ -163,7 +167,7 @@ have_server uring || note "the io_uring reference is not run: no ratios against 
 server_cmd() { # NAME -> the command, one word a line
   case $1 in
     epoll) printf '%s\n' "$epoll_bin" 0 ;;
-    uring) printf '%s\n' "$uring_bin" 0 ;;
+    uring | uring-*) printf '%s\n' "$uring_bin" 0 ;;
     cpp | cpp-epoll | cpp-uring) printf '%s\n' "$cpp_bin" 0 ;;
     python-asyncio) printf '%s\n' "$python" "$peer" 0 --loop asyncio ;;
     python-uvloop) printf '%s\n' "$python" "$peer" 0 --loop uvloop ;;
@@ -206,10 +210,14 @@ start_server() {
   case $name in
     cpp-epoll) backend=(ASYNCIO_BACKEND=epoll) ;;
     cpp-uring) backend=(ASYNCIO_BACKEND=io_uring) ;;
+    uring-sendsys) backend=(URING_ECHO_SEND_SYSCALL=1) ;;
+    uring-1shot) backend=(URING_ECHO_SINGLESHOT=1) ;;
+    uring-both) backend=(URING_ECHO_SEND_SYSCALL=1 URING_ECHO_SINGLESHOT=1) ;;
   esac
   : >"$tmp_dir/server.out"
   : >"$tmp_dir/server.err"
-  env -u PYTHONASYNCIODEBUG -u PYTHONDEVMODE -u ASYNCIO_BACKEND "${backend[@]}" "${pin_server[@]}" "${cmd[@]}" \
+  env -u PYTHONASYNCIODEBUG -u PYTHONDEVMODE -u ASYNCIO_BACKEND -u URING_ECHO_SEND_SYSCALL \
+    -u URING_ECHO_SINGLESHOT -u URING_ECHO_BUFS -u URING_ECHO_BUF_SIZE "${backend[@]}" "${pin_server[@]}" "${cmd[@]}" \
     >"$tmp_dir/server.out" 2>"$tmp_dir/server.err" </dev/null &
   srv_pid=$!
   srv_port=

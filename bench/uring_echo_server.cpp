@@ -90,6 +90,14 @@ int g_listen_fd = -1;
 std::vector<Conn> g_conns;          // indexed by fd
 std::vector<int> g_starved;         // connections whose recv ended with -ENOBUFS
 __kernel_timespec g_retry_delay{0, 100'000'000};
+// Diagnostic variants (environment), to measure what each io_uring feature is worth; both off
+// for the reference itself:
+//   URING_ECHO_SEND_SYSCALL=1  send(2) at once from the loop, as a readiness-based program does;
+//                              a send request only for what the socket did not take;
+//   URING_ECHO_SINGLESHOT=1    one-shot recv requests (still with buffer selection), re-armed
+//                              after each completion, instead of one multishot recv.
+bool g_send_syscall = false;
+bool g_singleshot = false;
 
 [[noreturn]] void die(const char* what, int err) {
     std::fprintf(stderr, "uring_echo_server: %s: %s\n", what, std::strerror(err));
@@ -136,7 +144,8 @@ void arm_accept() {
 
 void arm_recv(int fd, Conn& c) {
     io_uring_sqe* sqe = get_sqe();
-    io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+    if (g_singleshot) io_uring_prep_recv(sqe, fd, nullptr, 0, 0);
+    else io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = kBufGroup;
     io_uring_sqe_set_data64(sqe, tag(kRecv, fd));
@@ -149,6 +158,34 @@ void submit_send(int fd, Conn& c) {
     io_uring_prep_send(sqe, fd, buf_addr(p.bid) + p.off, p.len - p.off, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, tag(kSend, fd));
     c.send_in_flight = true;
+}
+
+void finish(int fd, Conn& c);
+
+// URING_ECHO_SEND_SYSCALL=1: sends the queue with send(2) now; a request for what is left.
+void send_now(int fd, Conn& c) {
+    while (!c.queue.empty()) {
+        Pending& p = c.queue.front();
+        const ssize_t n = ::send(fd, buf_addr(p.bid) + p.off, p.len - p.off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            submit_send(fd, c);
+            return;
+        }
+        if (n < 0) {
+            for (const Pending& q : c.queue) give_back(q.bid);
+            c.queue.clear();
+            finish(fd, c);
+            return;
+        }
+        p.off += static_cast<std::uint32_t>(n);
+        if (p.off < p.len) {
+            submit_send(fd, c);
+            return;
+        }
+        give_back(p.bid);
+        c.queue.pop_front();
+    }
 }
 
 void maybe_close(int fd, Conn& c) {
@@ -204,9 +241,13 @@ void on_recv(const io_uring_cqe* cqe) {
             give_back(bid);  // the connection failed: drop what still comes in
         } else {
             c.queue.push_back(Pending{static_cast<std::uint16_t>(bid), static_cast<std::uint32_t>(cqe->res), 0});
-            if (!c.send_in_flight) submit_send(fd, c);
+            if (!c.send_in_flight) {
+                if (g_send_syscall) send_now(fd, c);
+                else submit_send(fd, c);
+            }
         }
-        if (!c.recv_armed && !c.eof) arm_recv(fd, c);  // the kernel ended it (rare): go on
+        // The kernel ended it (rare; every time with URING_ECHO_SINGLESHOT): go on.
+        if (!c.recv_armed && !c.eof && c.open) arm_recv(fd, c);
     } else if (cqe->res == -ENOBUFS) {
         // The buffer ring ran dry: re-armed at the top of the loop once buffers are back.
         if (!c.waiting_buffers) {
@@ -266,8 +307,9 @@ void setup_ring() {
     if (r < 0) die("io_uring_queue_init_params", -r);
     if (!(p.features & IORING_FEAT_NODROP)) std::fprintf(stderr, "uring_echo_server: kernel without IORING_FEAT_NODROP\n");
     io_uring_register_ring_fd(&g_ring);  // optional: an error leaves the plain fd in use
-    std::fprintf(stderr, "uring_echo_server: ring %s, %u SQEs, %u CQEs, %u buffers of %u B\n", mode, kSqEntries,
-                 p.cq_entries, g_buf_count, g_buf_size);
+    std::fprintf(stderr, "uring_echo_server: ring %s, %u SQEs, %u CQEs, %u buffers of %u B%s%s\n", mode, kSqEntries,
+                 p.cq_entries, g_buf_count, g_buf_size, g_send_syscall ? ", send(2) first" : "",
+                 g_singleshot ? ", one-shot recv" : "");
 
     // The provided-buffer ring: g_buf_count io_uring_buf entries, page aligned, shared with the kernel.
     const std::size_t ring_bytes = g_buf_count * sizeof(io_uring_buf);
@@ -308,6 +350,8 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);  // belt and braces; every send uses MSG_NOSIGNAL
     if (const char* e = std::getenv("URING_ECHO_BUFS")) g_buf_count = static_cast<unsigned>(std::strtoul(e, nullptr, 10));
     if (const char* e = std::getenv("URING_ECHO_BUF_SIZE")) g_buf_size = static_cast<unsigned>(std::strtoul(e, nullptr, 10));
+    g_send_syscall = std::getenv("URING_ECHO_SEND_SYSCALL") != nullptr && *std::getenv("URING_ECHO_SEND_SYSCALL") == '1';
+    g_singleshot = std::getenv("URING_ECHO_SINGLESHOT") != nullptr && *std::getenv("URING_ECHO_SINGLESHOT") == '1';
     if (g_buf_count == 0 || g_buf_count > 32768 || (g_buf_count & (g_buf_count - 1)) != 0 || g_buf_size == 0) {
         std::fprintf(stderr, "uring_echo_server: URING_ECHO_BUFS must be a power of two <= 32768, URING_ECHO_BUF_SIZE > 0\n");
         return 2;
