@@ -7,9 +7,12 @@
 //
 // Listens on 127.0.0.1:PORT (0: the kernel picks a port), prints "serving on 127.0.0.1:PORT" with
 // the real port once it listens, and echoes every byte of every connection until the peer closes
-// it. A connection reset by its peer ends that connection only. Runs until killed. The soft
+// it. A connection reset by its peer ends that connection only. Runs until killed. The listen
+// backlog is SOMAXCONN, as the hand-written references'. The backend is the library's choice
+// (ASYNCIO_BACKEND=epoll|io_uring|auto in the environment). The soft
 // RLIMIT_NOFILE is raised to the hard limit (10,000 connections need more than the usual 1024).
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -37,9 +40,14 @@ asyncio::Coroutine<> echo(asyncio::StreamReader reader, asyncio::StreamWriter wr
 }
 
 asyncio::Coroutine<> serve(std::uint16_t port) {
-    auto server = co_await asyncio::start_server(echo, "127.0.0.1", port);
+    // The references' backlog (SOMAXCONN), not Python's default 100: 10,000 connections opened
+    // quickly must not wait in SYN retries (the kernel caps the value at net.core.somaxconn).
+    asyncio::ServerOptions options;
+    options.backlog = SOMAXCONN;
+    auto server = co_await asyncio::start_server(echo, "127.0.0.1", port, options);
     std::printf("serving on 127.0.0.1:%u\n", static_cast<unsigned>(server.sockets()[0].getsockname().port()));
     std::fflush(stdout);
+    std::fprintf(stderr, "bench_echo_server: backend %s\n", asyncio::get_running_loop().backend_name());
     co_await server.serve_forever();
 }
 
