@@ -142,6 +142,13 @@ struct TlsTransport::Engine {
     bool pull() {
         if (rx.inflight) return false;
         if (peer_eof || inner_err != 0 || inner_closed) return true;
+        if (rx_off == rx_len) {
+            rx_off = rx_len = 0;
+        } else if (rx_off > 0) {  // (OpenSSL left a partial record: keep it, make room after it)
+            std::memmove(rxbuf.get(), rxbuf.get() + rx_off, rx_len - rx_off);
+            rx_len -= rx_off;
+            rx_off = 0;
+        }
         if (rx_len == kRxSize) return true;  // (full: OpenSSL has data to read)
         rx.buf = rxbuf.get() + rx_len;
         rx.len = kRxSize - rx_len;
@@ -431,8 +438,7 @@ int engine_bio_read(BIO* b, char* out, std::size_t n, std::size_t* got) {
     }
     const std::size_t k = n < have ? n : have;
     std::memcpy(out, e->rxbuf.get() + e->rx_off, k);
-    e->rx_off += k;
-    if (e->rx_off == e->rx_len) e->rx_off = e->rx_len = 0;
+    e->rx_off += k;  // (pull() reuses the space, never while rx is in flight into it)
     *got = k;
     return 1;
 }
