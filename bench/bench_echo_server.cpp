@@ -11,17 +11,23 @@
 // backlog is SOMAXCONN, as the hand-written references'. The backend is the library's choice
 // (ASYNCIO_BACKEND=epoll|io_uring|auto in the environment). The soft
 // RLIMIT_NOFILE is raised to the hard limit (10,000 connections need more than the usual 1024).
+//
+// bench_echo_server PORT --cert CERT --key KEY: the same over TLS (bench/run_tls_bench.sh), as
+// Python's start_server(..., ssl=ctx) with ctx = create_default_context(Purpose.CLIENT_AUTH) and
+// load_cert_chain(CERT, KEY): the library's defaults, nothing tuned for the benchmark.
 #include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <system_error>
 
 #include <asyncio/asyncio.hpp>
 #include <asyncio/server.hpp>
+#include <asyncio/ssl.hpp>
 #include <asyncio/streams.hpp>
 
 namespace {
@@ -39,11 +45,12 @@ asyncio::Coroutine<> echo(asyncio::StreamReader reader, asyncio::StreamWriter wr
     writer.close();
 }
 
-asyncio::Coroutine<> serve(std::uint16_t port) {
+asyncio::Coroutine<> serve(std::uint16_t port, const asyncio::ssl::Context* tls) {
     // The references' backlog (SOMAXCONN), not Python's default 100: 10,000 connections opened
     // quickly must not wait in SYN retries (the kernel caps the value at net.core.somaxconn).
     asyncio::ServerOptions options;
     options.backlog = SOMAXCONN;
+    options.ssl = tls;
     auto server = co_await asyncio::start_server(echo, "127.0.0.1", port, options);
     std::printf("serving on 127.0.0.1:%u\n", static_cast<unsigned>(server.sockets()[0].getsockname().port()));
     std::fflush(stdout);
@@ -54,8 +61,12 @@ asyncio::Coroutine<> serve(std::uint16_t port) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: %s PORT\n", argv[0]);
+    std::string cert, key;
+    if (argc == 6 && std::string(argv[2]) == "--cert" && std::string(argv[4]) == "--key") {
+        cert = argv[3];
+        key = argv[5];
+    } else if (argc != 2) {
+        std::fprintf(stderr, "usage: %s PORT [--cert CERT --key KEY]\n", argv[0]);
         return 2;
     }
     char* end = nullptr;
@@ -69,6 +80,11 @@ int main(int argc, char** argv) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    asyncio::run(serve(static_cast<std::uint16_t>(port)));
+    std::optional<asyncio::ssl::Context> ctx;
+    if (!cert.empty()) {
+        ctx = asyncio::ssl::create_default_context(asyncio::ssl::Purpose::CLIENT_AUTH);
+        ctx->load_cert_chain(cert, key);
+    }
+    asyncio::run(serve(static_cast<std::uint16_t>(port), ctx ? &*ctx : nullptr));
     return 0;
 }

@@ -2,7 +2,7 @@
 //
 //   echo_load --port P [--host 127.0.0.1] [--conns C] [--size S]
 //             [--duration SECONDS | --messages N] [--warmup SECONDS] [--server-pid PID]
-//             [--connect-batch B] [--timeout SECONDS]
+//             [--connect-batch B] [--timeout SECONDS] [--tls --ca CAFILE] [--handshakes]
 //
 // Opens C TCP connections to HOST:PORT. Each connection has one message outstanding at a time: it
 // sends S bytes, waits for all S bytes to come back, checks every byte, records the round trip, and
@@ -29,9 +29,19 @@
 // (refused, reset, closed early, or stuck past a timeout). Exit status 0 when both are 0, 1 when
 // not (the line is printed all the same), 2 on bad arguments or a setup failure.
 //
+// --tls: every connection speaks TLS 1.3 (OpenSSL on the socket fd; the server's certificate is
+// verified against CAFILE and must name the IP address 127.0.0.1). The same phases and checks apply.
+// --handshakes (needs --tls): the handshake benchmark. Each of the C connections loops: connect, full
+// handshake (no session resumption), one echo of S bytes, close_notify, wait for the server's EOF,
+// close; then the next connection. No ramp-up: all C start at once. "msgs" then counts the cycles
+// completed inside the window (= full handshakes), and p50/p99 are the cycle times.
+//
 // The soft RLIMIT_NOFILE is raised to the hard limit. Only the host given is connected to; it must
 // be a numeric IPv4 address (default 127.0.0.1).
 #include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -67,7 +77,8 @@ u64 now_ns() {
                  "echo_load: %s\n"
                  "usage: echo_load --port P [--host 127.0.0.1] [--conns C] [--size S]\n"
                  "                 [--duration SECONDS | --messages N] [--warmup SECONDS]\n"
-                 "                 [--server-pid PID] [--connect-batch B] [--timeout SECONDS]\n",
+                 "                 [--server-pid PID] [--connect-batch B] [--timeout SECONDS]\n"
+                 "                 [--tls --ca CAFILE] [--handshakes]\n",
                  msg);
     std::exit(2);
 }
@@ -125,7 +136,7 @@ void fill_message(std::vector<unsigned char>& buf, std::uint32_t id, u64 seq) {
     std::memcpy(p, hdr, std::min<std::size_t>(size, sizeof hdr));
 }
 
-enum class State { Idle, Connecting, Sending, Receiving, Closed };
+enum class State { Idle, Connecting, Handshaking, Sending, Receiving, ShuttingDown, Closed };
 
 struct Conn {
     int fd = -1;
@@ -138,6 +149,8 @@ struct Conn {
     bool want_out = false; // EPOLLOUT registered
     std::size_t sent = 0, got = 0;
     u64 t_send = 0;
+    u64 t_connect = 0;     // --handshakes: start of this cycle
+    SSL* ssl = nullptr;    // --tls
     std::vector<unsigned char> out, in;
 };
 
@@ -154,6 +167,9 @@ struct Options {
     long server_pid = 0;
     long connect_batch = 64;
     double timeout = 60;
+    bool tls = false;
+    bool handshakes = false;
+    std::string ca;
 };
 
 double parse_double(const char* s, const char* name) {
@@ -185,8 +201,13 @@ private:
     void fail(Conn& c, const char* why, int err);
     void set_out(Conn& c, bool on);
     void close_conn(Conn& c);
+    void do_handshake(Conn& c);
+    void do_shutdown(Conn& c);
+    void end_cycle(Conn& c);
+    bool ssl_wait(Conn& c, int r, const char* what);
 
     Options o_;
+    SSL_CTX* ctx_ = nullptr;
     sockaddr_in addr_{};
     int epfd_ = -1;
     std::vector<Conn> conns_;
@@ -212,6 +233,10 @@ void Load::set_out(Conn& c, bool on) {
 }
 
 void Load::close_conn(Conn& c) {
+    if (c.ssl != nullptr) {
+        SSL_free(c.ssl);
+        c.ssl = nullptr;
+    }
     if (c.fd >= 0) {
         ::close(c.fd);
         c.fd = -1;
@@ -249,6 +274,14 @@ void Load::start_connect(Conn& c) {
         fail(c, "connect", errno);
         return;
     }
+    c.t_connect = now_ns();
+    if (o_.tls) {
+        c.ssl = SSL_new(ctx_);
+        if (c.ssl == nullptr || SSL_set_fd(c.ssl, fd) != 1) die("SSL_new");
+        SSL_set_connect_state(c.ssl);
+        // The server's certificate must name 127.0.0.1 (the --host we connect to).
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c.ssl), o_.host.c_str()) != 1) die("set1_ip_asc");
+    }
     // Completion (or failure) is reported as EPOLLOUT/EPOLLERR.
 }
 
@@ -264,6 +297,17 @@ void Load::start_message(Conn& c) {
 
 // Sends what is left of c.out. True when all of it is sent.
 bool Load::do_send(Conn& c) {
+    while (c.ssl != nullptr && c.sent < c.out.size()) {
+        std::size_t w = 0;
+        ERR_clear_error();
+        const int r = SSL_write_ex(c.ssl, c.out.data() + c.sent, c.out.size() - c.sent, &w);
+        if (r == 1) {
+            c.sent += w;
+            continue;
+        }
+        ssl_wait(c, r, "SSL_write");
+        return false;
+    }
     while (c.sent < c.out.size()) {
         ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
         if (n > 0) {
@@ -286,6 +330,26 @@ void Load::do_recv(Conn& c) {
     // Read at most what is still expected, so a server that sends too much is caught by the
     // next message's check (or as unexpected data).
     std::size_t want = c.in.size() - c.got;
+    if (c.ssl != nullptr) {
+        // SSL_read until the message is complete or the socket is drained: a record already
+        // decrypted into OpenSSL's buffer would never wake epoll again.
+        while (c.got < c.in.size()) {
+            std::size_t n = 0;
+            ERR_clear_error();
+            const int r = SSL_read_ex(c.ssl, c.in.data() + c.got, c.in.size() - c.got, &n);
+            if (r != 1) {
+                if (SSL_get_error(c.ssl, r) == SSL_ERROR_ZERO_RETURN) {
+                    fail(c, "closed by the server before the echo was complete", 0);
+                    return;
+                }
+                ssl_wait(c, r, "SSL_read");
+                return;
+            }
+            c.got += n;
+        }
+        if (c.sent == c.out.size()) complete(c);
+        return;
+    }
     ssize_t n;
     do {
         n = ::recv(c.fd, c.in.data() + c.got, want, 0);
@@ -303,6 +367,75 @@ void Load::do_recv(Conn& c) {
     if (c.got == c.in.size() && c.sent == c.out.size()) complete(c);
 }
 
+// After an SSL call that did not complete: wait for the socket direction OpenSSL asks for (true),
+// or fail the connection (false).
+bool Load::ssl_wait(Conn& c, int r, const char* what) {
+    const int err = SSL_get_error(c.ssl, r);
+    if (err == SSL_ERROR_WANT_READ) {
+        set_out(c, c.state == State::Sending);  // (a send still waiting keeps its EPOLLOUT)
+        return true;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+        set_out(c, true);
+        return true;
+    }
+    char buf[256] = "";
+    const unsigned long e = ERR_get_error();
+    if (e != 0) ERR_error_string_n(e, buf, sizeof buf);
+    if (conn_errors_ < 5) {
+        std::fprintf(stderr, "echo_load: connection %u: %s failed (SSL error %d%s%s%s%s)\n", c.id, what, err,
+                     buf[0] ? ": " : "", buf, err == SSL_ERROR_SYSCALL && errno ? ": " : "",
+                     err == SSL_ERROR_SYSCALL && errno ? std::strerror(errno) : "");
+    }
+    ++conn_errors_;
+    close_conn(c);
+    return false;
+}
+
+void Load::do_handshake(Conn& c) {
+    ERR_clear_error();
+    const int r = SSL_do_handshake(c.ssl);
+    if (r == 1) {
+        start_message(c);
+        return;
+    }
+    ssl_wait(c, r, "handshake");
+}
+
+// --handshakes: close_notify sent, waiting for the server's close_notify or EOF.
+void Load::do_shutdown(Conn& c) {
+    for (;;) {
+        unsigned char buf[256];
+        std::size_t n = 0;
+        ERR_clear_error();
+        const int r = SSL_read_ex(c.ssl, buf, sizeof buf, &n);
+        if (r == 1) {
+            fail(c, "data from the server after the echo", 0);
+            return;
+        }
+        const int err = SSL_get_error(c.ssl, r);
+        if (err == SSL_ERROR_WANT_READ) {
+            set_out(c, false);
+            return;
+        }
+        // close_notify, or a bare EOF (or a reset: the server closed without reading ours).
+        ERR_clear_error();
+        end_cycle(c);
+        return;
+    }
+}
+
+void Load::end_cycle(Conn& c) {
+    if (phase_ == Phase::Window) {
+        const u64 d = now_ns() - c.t_connect;
+        lat_ns_.push_back(d > 0xffffffffULL ? 0xffffffffU : static_cast<std::uint32_t>(d));
+    }
+    c.state = State::Idle;
+    close_conn(c);
+    c.want_out = false;
+    if (phase_ == Phase::Warmup || phase_ == Phase::Window) start_connect(c);
+}
+
 void Load::complete(Conn& c) {
     const u64 t = now_ns();
     if (std::memcmp(c.in.data(), c.out.data(), c.in.size()) != 0) {
@@ -315,6 +448,15 @@ void Load::complete(Conn& c) {
         byte_errors_ += bad;
     }
     ++c.done;
+    if (o_.handshakes) {
+        // One echo per connection: close_notify, then wait for the server's side to end.
+        c.state = State::ShuttingDown;
+        ERR_clear_error();
+        SSL_shutdown(c.ssl);
+        ERR_clear_error();
+        do_shutdown(c);
+        return;
+    }
     if (!c.up) {
         c.up = true;
         --opening_;
@@ -354,7 +496,36 @@ void Load::on_event(Conn& c, std::uint32_t ev) {
             fail(c, "connect", err);
             return;
         }
-        start_message(c);
+        if (c.ssl != nullptr) {
+            c.state = State::Handshaking;
+            do_handshake(c);
+        } else {
+            start_message(c);
+        }
+        return;
+    }
+    if (c.state == State::Handshaking) {
+        do_handshake(c);
+        return;
+    }
+    if (c.state == State::ShuttingDown) {
+        do_shutdown(c);
+        return;
+    }
+    if (c.ssl != nullptr) {
+        // OpenSSL may want either direction for either call: retry both.
+        if (c.state == State::Sending && do_send(c)) c.state = State::Receiving;
+        if (c.fd >= 0 && (c.state == State::Receiving || c.state == State::Sending)) {
+            do_recv(c);
+        } else if (c.fd >= 0 && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))) {
+            // Idle (waiting for the ramp-up): only handshake messages (session tickets) may come.
+            unsigned char scratch[64];
+            std::size_t n = 0;
+            ERR_clear_error();
+            const int r = SSL_read_ex(c.ssl, scratch, sizeof scratch, &n);
+            if (r == 1 || SSL_get_error(c.ssl, r) != SSL_ERROR_WANT_READ)
+                fail(c, "data or hang-up from the server while no message was outstanding", 0);
+        }
         return;
     }
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
@@ -380,6 +551,19 @@ int Load::run() {
 
     epfd_ = epoll_create1(EPOLL_CLOEXEC);
     if (epfd_ < 0) die("epoll_create1");
+    if (o_.tls) {
+        ctx_ = SSL_CTX_new(TLS_client_method());
+        if (ctx_ == nullptr) die("SSL_CTX_new");
+        SSL_CTX_set_min_proto_version(ctx_, TLS1_3_VERSION);
+        SSL_CTX_set_max_proto_version(ctx_, TLS1_3_VERSION);
+        // No session cache: every handshake is a full one.
+        SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+        if (SSL_CTX_load_verify_locations(ctx_, o_.ca.c_str(), nullptr) != 1) {
+            std::fprintf(stderr, "echo_load: cannot load the CA file '%s'\n", o_.ca.c_str());
+            std::exit(2);
+        }
+    }
     conns_.resize(static_cast<std::size_t>(o_.conns));
     for (long i = 0; i < o_.conns; ++i) {
         Conn& c = conns_[static_cast<std::size_t>(i)];
@@ -394,6 +578,13 @@ int Load::run() {
     const u64 t0 = now_ns();
     const u64 timeout_ns = static_cast<u64>(o_.timeout * 1e9);
     u64 phase_end = 0;  // end of warm-up / window / drain, once known
+    if (o_.handshakes) {
+        // No ramp-up: every connection starts its connect-handshake-echo-close loop at once.
+        phase_ = Phase::Warmup;
+        phase_end = t0 + static_cast<u64>(warmup * 1e9);
+        for (Conn& c : conns_) start_connect(c);
+        next_to_open_ = o_.conns;
+    }
     double cpu0 = 0, cpu1 = 0;
     u64 window_end = 0;
     bool timed_out = false;
@@ -441,7 +632,8 @@ int Load::run() {
                 phase_end = window_end + 10'000'000'000ULL;
                 // Connections with nothing outstanding close now; the others when their echo is back.
                 for (Conn& c : conns_) {
-                    if (c.fd >= 0 && c.state != State::Sending && c.state != State::Receiving) {
+                    if (c.fd >= 0 && c.state != State::Sending && c.state != State::Receiving &&
+                        !(o_.handshakes && c.state != State::Idle)) {
                         c.state = State::Idle;
                         close_conn(c);
                     }
@@ -495,6 +687,8 @@ int Load::run() {
     };
     const double p50 = pct(0.50);
     const double p99 = pct(0.99);
+    if (o_.handshakes) std::printf("mode=handshakes ");
+    else if (o_.tls) std::printf("mode=tls ");
     std::printf("conns=%ld size=%ld msgs=%llu msgs_per_s=%.0f p50_us=%.1f p99_us=%.1f byte_errors=%llu "
                 "conn_errors=%llu window_s=%.3f",
                 o_.conns, o_.size, static_cast<unsigned long long>(msgs),
@@ -532,11 +726,17 @@ int main(int argc, char** argv) {
         else if (a == "--server-pid") o.server_pid = parse_long(val(), "--server-pid", 1);
         else if (a == "--connect-batch") o.connect_batch = parse_long(val(), "--connect-batch", 1);
         else if (a == "--timeout") o.timeout = parse_double(val(), "--timeout");
+        else if (a == "--tls") o.tls = true;
+        else if (a == "--ca") o.ca = val();
+        else if (a == "--handshakes") o.handshakes = true;
         else if (a == "-h" || a == "--help") usage("help");
         else usage(("unknown argument " + a).c_str());
     }
     if (o.port < 1 || o.port > 65535) usage("--port is required (1..65535)");
     if (have_duration && o.messages > 0) usage("give --duration or --messages, not both");
+    if (o.tls && o.ca.empty()) usage("--tls needs --ca CAFILE");
+    if (o.handshakes && !o.tls) usage("--handshakes needs --tls");
+    if (o.handshakes && o.messages > 0) usage("--handshakes measures a --duration window");
     if (o.conns > 1'000'000) usage("--conns is too large");
     if (o.size > (64L << 20)) usage("--size is too large (64 MiB at most)");
     if (o.duration > 3600 || o.timeout > 3600 || o.warmup > 3600) usage("durations are capped at one hour");

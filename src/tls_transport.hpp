@@ -1,6 +1,6 @@
 // TLS under the streams: a Transport (transport.hpp) that runs an OpenSSL session over another
-// transport (a socket), through two memory BIOs, so it works the same on every backend. See
-// docs/design.md, "TLS". Private to src/.
+// transport (a socket), through two BIOs on the engine's own buffers, so it works the same on every
+// backend. See docs/design.md, "TLS". Private to src/.
 #pragma once
 
 #include <openssl/ssl.h>

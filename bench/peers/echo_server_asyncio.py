@@ -2,7 +2,7 @@
 """Python peer of ``bench_echo_server``: an asyncio streams echo server.
 
 Usage:
-    python3 bench/peers/echo_server_asyncio.py PORT [--loop asyncio|uvloop]
+    python3 bench/peers/echo_server_asyncio.py PORT [--loop asyncio|uvloop] [--cert CERT --key KEY]
 
 Listens on 127.0.0.1:PORT (0: the kernel picks a port), prints
 ``serving on 127.0.0.1:PORT`` with the real port once it listens, and echoes
@@ -20,6 +20,10 @@ defaults except the backlog, SOMAXCONN as the reference servers' (Python's
 default 100 would not do for 10,000 connections opened at once); asyncio and
 uvloop both set TCP_NODELAY on accepted sockets.  The soft RLIMIT_NOFILE is raised to the hard limit.  A connection
 reset by the peer ends that connection only.  Runs until killed.
+With ``--cert``/``--key`` it serves TLS (bench/run_tls_bench.sh):
+``start_server(..., ssl=ctx)`` with ``ctx = ssl.create_default_context(
+ssl.Purpose.CLIENT_AUTH)`` and ``ctx.load_cert_chain(CERT, KEY)``, defaults
+otherwise.
 See bench/README.md (the echo benchmark) and bench/run_echo_bench.sh.
 """
 
@@ -27,6 +31,7 @@ import argparse
 import asyncio
 import resource
 import socket
+import ssl
 import sys
 
 
@@ -35,14 +40,14 @@ async def handle(reader, writer):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
-    except ConnectionError:
+    except (ConnectionError, ssl.SSLError):
         pass
     finally:
         writer.close()
 
 
-async def serve(port):
-    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=socket.SOMAXCONN)
+async def serve(port, ctx):
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=socket.SOMAXCONN, ssl=ctx)
     real_port = server.sockets[0].getsockname()[1]
     print(f"serving on 127.0.0.1:{real_port}", flush=True)
     async with server:
@@ -53,7 +58,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     args = parser.parse_args()
+    ctx = None
+    if args.cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.cert, args.key)
     if not 0 <= args.port <= 65535:
         parser.error("PORT must be in 0..65535")
 
@@ -69,7 +80,7 @@ def main():
         factory = None
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve(args.port))
+            runner.run(serve(args.port, ctx))
     except KeyboardInterrupt:
         pass
     return 0
