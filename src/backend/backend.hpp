@@ -75,6 +75,12 @@ public:
     /// submitted again afterwards, completes at once with -EBADF.
     virtual void forget_fd(int fd, bool closing, ReadyQueue& ready) noexcept = 0;
 
+    /// Whether receives with IoOp::provide (no buffer of the caller's) are served. The
+    /// caller asks before each such receive; the answer may change from true to false (the
+    /// kernel refused the buffer ring), never back.
+    virtual bool provides_buffers() noexcept { return false; }
+    virtual BackendCounters counters() const noexcept { return {}; }
+
     // ---- raw readiness callbacks (Python's add_reader/add_writer) ----
 
     /// Installs (cb != null, replacing any) or removes (cb == null) the callback run from the ready
