@@ -18,7 +18,8 @@
 //             returns false, which the awaiters already handle (the result is delivered, the
 //             cancellation is raised at the task's next suspension point). forget_fd(closing)
 //             cancels everything on the fd (IORING_ASYNC_CANCEL_FD) and reports -EBADF; watchers
-//             are multishot POLL_ADDs.
+//             are multishot POLL_ADDs. Stream receives (IoOp::provide) and server accepts
+//             (IoOp::multishot) use multishot requests and a provided-buffer ring.
 #pragma once
 
 #include <cstddef>

@@ -32,6 +32,12 @@
 // suspension point; docs/design.md). forget_fd() withdraws the fd's ops the same way; an
 // accepted connection that won that race is closed, since its op then reports EBADF.
 //
+// Multishot: a stream's receive with IoOp::provide (no buffer of its own) waits for the next CQE
+// of one multishot RECV per connection with buffer select from the loop's provided-buffer ring;
+// a server's accept with IoOp::multishot for one multishot ACCEPT per listener. What comes while
+// no op waits is kept per fd (stash, accept queue) and handed to the next op first; see the
+// "multishot" section below and docs/design.md ("Backends").
+//
 // add_reader/add_writer (watchers) keep Python's level-triggered meaning with one-shot POLL_ADDs
 // re-armed after each run of the callback: arming polls the file at once, so a callback that left
 // data unread runs again in the next iteration. (A multishot poll is edge-like: it posts a CQE
@@ -214,6 +220,10 @@ public:
         if (!check_epoch(op, known)) return finish_now(op, -EBADF);
         if ((op.provide != nullptr && op.kind == IoKind::recv) || (op.multishot && op.kind == IoKind::accept && multishot_))
             return submit_multi(op, known);
+        if (known != nullptr && known->dir[0].head == nullptr && op.kind == IoKind::recv) {
+            std::int64_t r = 0;
+            if (hand_over_stash(known->dir[0], op, r)) return finish_now(op, r);
+        }
         const int d = is_reader(op) ? 0 : 1;
         bool tried = false;
         if (known == nullptr || known->dir[d].head == nullptr) {
@@ -614,6 +624,11 @@ private:
                 serve_multi(op->fd, q);
                 return;
             }
+            std::int64_t stashed = 0;
+            if (op->kind == IoKind::recv && hand_over_stash(q, *op, stashed)) {
+                complete_head(q, *op, stashed);
+                continue;
+            }
             if (!q.not_ready) {
                 const std::int64_t r = attempt(*op, false);
                 if (r != -EAGAIN) {
@@ -814,6 +829,26 @@ private:
         return static_cast<std::int64_t>(n);
     }
 
+    /// A plain receive (a buffer of its own) on a socket a stream read with a multishot (start_tls:
+    /// the TLS transport then reads the socket itself): the multishot stops, and what it kept
+    /// goes to this receive first, so no byte is lost or overtaken. True: op's result is r.
+    bool hand_over_stash(Dir& q, IoOp& op, std::int64_t& r) noexcept {
+        if (q.ms_kind != IoKind::recv || (!q.ms_armed && q.stash.empty() && !q.ended)) return false;
+        if (q.ms_armed) stop_multi(op.fd, q, true);
+        if (!q.stash.empty()) {
+            const std::size_t n = std::min(op.len, q.stash.size());
+            std::memcpy(op.buf, q.stash.data(), n);
+            q.stash.erase(0, n);
+            r = static_cast<std::int64_t>(n);
+            return true;
+        }
+        if (q.ended) {
+            r = q.end_result;
+            return true;
+        }
+        return false;
+    }
+
     /// The result for a multishot accept from q's queue (or its error).
     static std::int64_t take_accepted(Dir& q, IoOp& op) noexcept {
         if (q.accepted.empty()) {
@@ -853,6 +888,7 @@ private:
             if (q.ms_armed) {
                 if (q.ms_kind == (recv ? IoKind::recv : IoKind::accept)) return n;  // its next CQE
                 stop_multi(fd, q, true);  // (a different kind on the same fd)
+                if (q.ms_armed) return n;  // the ring refuses the cancel: wait for what comes
                 continue;
             }
             if (recv && (q.enobufs || bufs_failed_)) {
@@ -918,6 +954,9 @@ private:
         }
         if (!wait) return;
         const std::uint32_t gen = q.ms_gen;
+        // The caller serves q's ops once the multishot is over: its CQEs only fill the stash.
+        const int outer = stopping_fd_;
+        stopping_fd_ = fd;
         try {
             reap();
             while (q.ms_armed && q.ms_gen == gen) {
@@ -927,6 +966,7 @@ private:
             }
         } catch (...) {
         }
+        stopping_fd_ = outer;
     }
 
     std::size_t on_multi_cqe(std::uint64_t data, int res, unsigned flags) {
@@ -958,7 +998,7 @@ private:
             if (res > 0 && bytes != nullptr) {
                 IoOp* h = q.head;
                 bool given = false;
-                if (h != nullptr && h->provide != nullptr && !q.inflight && q.stash.empty() &&
+                if (h != nullptr && h->provide != nullptr && !q.inflight && q.stash.empty() && fd != stopping_fd_ &&
                     (h->len == 0 || static_cast<std::size_t>(res) <= h->len)) {
                     char* dst = nullptr;
                     try {
@@ -1005,6 +1045,7 @@ private:
                 q.end_result = res;
             }
         }
+        if (fd == stopping_fd_) return n;
         try {
             n += serve_multi(fd, q);
         } catch (const std::system_error& e) {
@@ -1209,6 +1250,7 @@ private:
     std::size_t ms_recv_armed_ = 0;
     std::size_t ms_accept_armed_ = 0;
     std::size_t enobufs_ = 0;
+    int stopping_fd_ = -1;  // stop_multi is waiting for this fd's last multishot CQE
     static bool multishot_enabled() noexcept {
         const char* e = std::getenv("ASYNCIO_URING_MULTISHOT");
         return e == nullptr || std::strcmp(e, "0") != 0;
