@@ -45,6 +45,8 @@ void io_forget_fd(int fd, bool closing) noexcept {
 
 std::size_t io_registrations(EventLoop& loop) noexcept { return loop.backend().registrations(); }
 
+BackendCounters io_counters(EventLoop& loop) noexcept { return loop.backend().counters(); }
+
 }  // namespace detail
 
 }  // namespace asyncio

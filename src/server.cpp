@@ -88,7 +88,11 @@ Coroutine<> accept_loop(std::shared_ptr<ServerState> st, std::size_t index) {
         std::pair<Socket, Address> conn;
         bool failed = false;
         try {
-            conn = co_await sock_accept(listener);
+            // One multishot accept for the life of the listener where the backend has them
+            // (io_uring): connections are accepted while this task runs the callbacks.
+            detail::AcceptAwaiter accept = sock_accept(listener);
+            accept.multishot = true;
+            conn = co_await accept;
         } catch (const std::system_error& e) {
             if (st->closed_ || !listener) co_return;
             loop.call_exception_handler({out_of_resources(e.code().value())

@@ -8,6 +8,8 @@
 #include <system_error>
 #include <utility>
 
+#include "asyncio/event_loop.hpp"
+#include "backend/backend.hpp"
 #include "transport.hpp"
 
 namespace asyncio::detail {
@@ -24,6 +26,11 @@ bool SocketTransport::start(EventLoop& loop, IoOp& op) {
     op.fd = sock_.fileno();  // -1 once closed: the backend completes it with -EBADF
     op.short_means_not_ready = stream_;
     return io_submit(loop, op);
+}
+
+bool SocketTransport::provides_buffers(EventLoop& loop) noexcept {
+    // Stream sockets only: a datagram's boundaries would be lost in a stash.
+    return stream_ && sock_ && loop.backend().provides_buffers();
 }
 
 bool SocketTransport::cancel(EventLoop& loop, IoOp& op) noexcept { return io_cancel(loop, op); }

@@ -264,6 +264,8 @@ public:
 private:
     static bool on_cancel_io(CancelHook* h);
     static bool on_cancel_fed(CancelHook* h);
+    /// IoOp::provide: room for n bytes in the read buffer, pinned for this op.
+    static char* provide_room(IoOp& op, std::size_t n) noexcept;
 
     StreamCore& core_;
     std::size_t want_;

@@ -138,12 +138,22 @@ bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
         core_.read_waiter_ = this;
         return true;
     }
-    const std::pair<char*, std::size_t> room = core_.rbuf_.prepare(want_);  // may throw: nothing started
-    prepared_ = true;
     kind = IoKind::recv;
-    buf = room.first;
-    len = room.second;
-    offered_ = room.second;
+    if (transport_->provides_buffers(*t_running_loop)) {
+        // The backend receives into its own buffers and copies what came into the read buffer
+        // (provide_room) only then: a waiting reader pins no buffer.
+        // At most what a receive into the buffer would take (Python's transports read 64 KiB
+        // at a time; a readline past the limit must not get much more).
+        buf = nullptr;
+        len = std::max<std::size_t>(want_, 64 * 1024);
+        provide = &provide_room;
+    } else {
+        const std::pair<char*, std::size_t> room = core_.rbuf_.prepare(want_);  // may throw: nothing started
+        prepared_ = true;
+        buf = room.first;
+        len = room.second;
+        offered_ = room.second;
+    }
     io_ = true;
     core_.read_waiter_ = this;
     bool suspended;
@@ -202,6 +212,20 @@ void FillAwaiter::wake() noexcept {
     try {
         wake_via(*loop_, &step_task, task());  // (feed_data may come while no loop runs)
     } catch (...) {
+    }
+}
+
+char* FillAwaiter::provide_room(IoOp& op, std::size_t n) noexcept {
+    auto& self = static_cast<FillAwaiter&>(static_cast<TransportAwaiter&>(op));
+    if (self.prepared_) self.core_.rbuf_.unpin();  // (a second offer replaces the first)
+    try {
+        const std::pair<char*, std::size_t> room = self.core_.rbuf_.prepare(std::max(n, self.want_));
+        self.prepared_ = true;
+        self.offered_ = room.second;
+        return room.first;
+    } catch (...) {
+        self.prepared_ = false;
+        return nullptr;
     }
 }
 

@@ -69,6 +69,12 @@ public:
     /// socket). The stream's get_write_buffer_size() adds them, as asyncio's SSL transport counts
     /// its outgoing BIO.
     virtual std::size_t write_buffer_size() const noexcept { return 0; }
+    /// Whether a receive may leave the buffer to the backend (IoOp::provide): the reader then
+    /// pins no buffer while it waits (io_uring's provided-buffer ring).
+    virtual bool provides_buffers(EventLoop& loop) noexcept {
+        (void)loop;
+        return false;
+    }
 };
 
 /// A connected socket as a transport (TCP or Unix, stream or seqpacket). Sets TCP_NODELAY on TCP,
@@ -85,6 +91,7 @@ public:
     void close() noexcept override;
     std::any get_extra_info(std::string_view name, std::any default_value) override;
     int sendfile_fd() const noexcept override { return stream_ ? sock_.fileno() : -1; }
+    bool provides_buffers(EventLoop& loop) noexcept override;
 
 private:
     Socket sock_;

@@ -21,6 +21,7 @@
 #include <tuple>
 #include <vector>
 
+#include "asyncio/debug.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "asyncio/gather.hpp"
@@ -719,6 +720,37 @@ TEST_F(Tls, StartTlsUpgradesAPlainConnectionInPlace) {
         auto cert = std::any_cast<std::map<std::string, std::string>>(w.get_extra_info("peercert"));
         CO_ASSERT(cert["subject"] == "commonName=localhost");
         const std::string data = pattern(300'000, 3);
+        CO_ASSERT(co_await send_all_then_eof_read(r, w, data) == data);
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+// The server's plain stream read the STARTTLS line with a multishot receive (io_uring), which
+// stays armed: the ClientHello that comes before the server calls start_tls() lands in the
+// backend's stash. The TLS transport's own receives must get those bytes first (before the fix
+// they were left in the stash and the handshake hung).
+TEST_F(Tls, RegressionStartTlsGetsTheBytesAStreamsMultishotKept) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        std::size_t stashed = 0;
+        Server server = co_await asyncio::start_server(
+            [&sctx, &stashed](StreamReader r, StreamWriter w) -> Coroutine<> {
+                if (co_await r.readline() != "STARTTLS\n") co_return;
+                co_await asyncio::sleep(std::chrono::milliseconds(100));  // the ClientHello arrives meanwhile
+                stashed = asyncio::debug::backend_counters(asyncio::get_running_loop()).stashed_bytes;
+                co_await w.start_tls(sctx);
+                co_await echo(r, w);
+            },
+            "127.0.0.1", 0);
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server));
+        w.write("STARTTLS\n");
+        co_await w.drain();
+        co_await asyncio::sleep(std::chrono::milliseconds(20));  // the line is read on its own
+        co_await w.start_tls(cctx, "localhost");
+        if (std::string(asyncio::get_running_loop().backend_name()) == "io_uring") CO_ASSERT(stashed > 0);
+        const std::string data = pattern(100'000, 4);
         CO_ASSERT(co_await send_all_then_eof_read(r, w, data) == data);
         server.close();
         co_await server.wait_closed();

@@ -519,6 +519,7 @@ TEST_F(AStreamWriter, DrainWaitsAboveHighWaterAndResumesAtLowWater) {
             }(peer));
             std::size_t max_buffered = 0;
             int waited = 0;
+            int blocked = 0;
             for (int i = 0; i < 64; ++i) {  // 4 MiB
                 w.write(block);
                 max_buffered = std::max(max_buffered, w.get_write_buffer_size());
@@ -527,12 +528,16 @@ TEST_F(AStreamWriter, DrainWaitsAboveHighWaterAndResumesAtLowWater) {
                 co_await w.drain();
                 if (above) {
                     ++waited;
-                    CO_ASSERT(asyncio::get_running_loop().time() > before);  // it did wait
+                    if (asyncio::get_running_loop().time() > before) ++blocked;  // it waited for the reader
                     CO_ASSERT(w.get_write_buffer_size() <= 16 * 1024);
                 }
             }
             CO_ASSERT(max_buffered <= 64 * 1024 + chunk);  // high-water + one write
             CO_ASSERT(waited > 10);
+            // Every drain above high water waited for the slow reader, except on io_uring the
+            // first: the peer's multishot receive takes what its socket holds in one burst before
+            // it pauses (docs/design.md, "Multishot receive"); after that the reader's pace rules.
+            CO_ASSERT(blocked >= waited - 1);
             w.close();
             const std::string got = co_await slow;
             CO_ASSERT(got.size() == 64 * chunk);

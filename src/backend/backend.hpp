@@ -18,7 +18,8 @@
 //             returns false, which the awaiters already handle (the result is delivered, the
 //             cancellation is raised at the task's next suspension point). forget_fd(closing)
 //             cancels everything on the fd (IORING_ASYNC_CANCEL_FD) and reports -EBADF; watchers
-//             are multishot POLL_ADDs.
+//             are multishot POLL_ADDs. Stream receives (IoOp::provide) and server accepts
+//             (IoOp::multishot) use multishot requests and a provided-buffer ring.
 #pragma once
 
 #include <cstddef>
@@ -77,6 +78,12 @@ public:
     /// starts afresh. The number's epoch moves on: an op bound to the old epoch (IoOp::bound),
     /// submitted again afterwards, completes at once with -EBADF.
     virtual void forget_fd(int fd, bool closing, ReadyQueue& ready) noexcept = 0;
+
+    /// Whether receives with IoOp::provide (no buffer of the caller's) are served. The
+    /// caller asks before each such receive; the answer may change from true to false (the
+    /// kernel refused the buffer ring), never back.
+    virtual bool provides_buffers() noexcept { return false; }
+    virtual BackendCounters counters() const noexcept { return {}; }
 
     // ---- file operations (file_op.hpp) ----
 

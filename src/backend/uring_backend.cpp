@@ -32,6 +32,12 @@
 // suspension point; docs/design.md). forget_fd() withdraws the fd's ops the same way; an
 // accepted connection that won that race is closed, since its op then reports EBADF.
 //
+// Multishot: a stream's receive with IoOp::provide (no buffer of its own) waits for the next CQE
+// of one multishot RECV per connection with buffer select from the loop's provided-buffer ring;
+// a server's accept with IoOp::multishot for one multishot ACCEPT per listener. What comes while
+// no op waits is kept per fd (stash, accept queue) and handed to the next op first; see the
+// "multishot" section below and docs/design.md ("Backends").
+//
 // add_reader/add_writer (watchers) keep Python's level-triggered meaning with one-shot POLL_ADDs
 // re-armed after each run of the callback: arming polls the file at once, so a callback that left
 // data unread runs again in the next iteration. (A multishot poll is edge-like: it posts a CQE
@@ -50,6 +56,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -59,6 +66,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <system_error>
@@ -77,7 +85,28 @@ constexpr std::uint64_t kTagMask = 7;
 constexpr std::uint64_t kTagWakeup = 1;   // the eventfd read (or poll)
 constexpr std::uint64_t kTagWatcher = 2;  // | direction << 3 | fd << 4 | arming << 33
 constexpr std::uint64_t kTagIgnore = 3;   // cancel requests: their own CQEs say nothing we need
-constexpr std::uint64_t kTagFile = 4;     // | a FileOp's address
+constexpr std::uint64_t kTagFile = 5;     // | a FileOp's address (8-byte aligned)
+constexpr std::uint64_t kTagMulti = 4;    // a multishot recv/accept: | accept << 3 | fd << 4 | ms_gen << 33
+
+// Provided buffers for multishot receives: one ring per loop, shared by all its connections.
+// A buffer is held only from the kernel's receive until the CQE is reaped (its bytes are copied
+// to the waiting reader, or to the connection's stash, and the buffer goes straight back), so
+// the ring only has to cover the receives of one loop iteration, not the connections: 256 x 16
+// KiB = 4 MiB per loop whatever the number of connections (10,000 idle connections pin no
+// receive buffer). When it runs dry the kernel ends the multishot with -ENOBUFS and that receive
+// falls back to a plain recv into the reader's own buffer. ASYNCIO_URING_BUFFERS=count:size
+// overrides (count a power of two; tests use a tiny ring to force ENOBUFS).
+constexpr unsigned kBufCount = 256;
+constexpr unsigned kBufSize = 16 * 1024;
+constexpr unsigned short kBufGroup = 0;
+// Bytes a connection keeps received while its reader is not reading (the stash) before its
+// multishot is cancelled (flow control: the reader's limit is enforced above, in the stream;
+// this is what the loop holds beyond it; re-armed by the next receive once the stash is taken),
+// and connections a listener keeps accepted while nobody accepts. The kernel may post several
+// CQEs for one connection in one io_uring_enter (up to what the socket holds) before the cancel
+// takes effect: that burst is kept too.
+constexpr std::size_t kStashMax = 16 * 1024;
+constexpr std::size_t kAcceptQueueMax = 128;
 
 constexpr unsigned kSqEntries = 256;
 constexpr unsigned kMaxLen = 0x7ffff000;  // what Linux transfers at most in one call
@@ -121,6 +150,11 @@ public:
         // Nothing may stay in the kernel that could write into memory freed after this (op
         // buffers, the wake-up counter): cancel everything and reap until it is all back.
         closing_ = true;
+        // Connections accepted that nobody took.
+        fds_.for_each([](FdState& s) {
+            for (const int fd : s.dir[0].accepted) ::close(fd);
+            s.dir[0].accepted.clear();
+        });
         // (From another thread than the ring's, nothing can be submitted: the ring's teardown
         // cancels what is left.)
         if (!disabled_ && inflight_ > 0 && issuer_ == &t_thread_token) {
@@ -146,6 +180,8 @@ public:
             }
         });
         io_uring_queue_exit(&ring_);
+        if (bufs_ != nullptr) ::munmap(bufs_, static_cast<std::size_t>(buf_count_) * buf_size_);
+        if (buf_ring_ != nullptr) ::munmap(buf_ring_, buf_ring_len_);
         ::close(wakefd_);
     }
 
@@ -183,6 +219,12 @@ public:
         if (op.fd < 0) return finish_now(op, -EBADF);
         FdState* known = fds_.find(op.fd);
         if (!check_epoch(op, known)) return finish_now(op, -EBADF);
+        if ((op.provide != nullptr && op.kind == IoKind::recv) || (op.multishot && op.kind == IoKind::accept && multishot_))
+            return submit_multi(op, known);
+        if (known != nullptr && known->dir[0].head == nullptr && op.kind == IoKind::recv) {
+            std::int64_t r = 0;
+            if (hand_over_stash(known->dir[0], op, r)) return finish_now(op, r);
+        }
         const int d = is_reader(op) ? 0 : 1;
         bool tried = false;
         if (known == nullptr || known->dir[d].head == nullptr) {
@@ -237,11 +279,33 @@ public:
         return finish_now(op, r);
     }
 
+    bool provides_buffers() noexcept override {
+        if (!multishot_) return false;
+        if (buf_ring_ == nullptr && !bufs_failed_) setup_buffers();
+        return !bufs_failed_;
+    }
+
+    BackendCounters counters() const noexcept override {
+        BackendCounters c;
+        c.buffers = bufs_failed_ ? 0 : buf_count_;
+        c.buffer_size = buf_size_;
+        c.multishot_recv = ms_recv_armed_;
+        c.multishot_accept = ms_accept_armed_;
+        c.enobufs = enobufs_;
+        const_cast<FdTable<FdState>&>(fds_).for_each([&c](FdState& s) {
+            c.stashed_bytes += s.dir[0].stash.size();
+            c.queued_accepts += s.dir[0].accepted.size();
+        });
+        return c;
+    }
+
     bool cancel(IoOp& op) noexcept override {
         if (op.state != IoState::pending) return false;
         FdState& s = *fds_.find(op.fd);  // a pending op's fd has its state
         Dir& q = s.dir[is_reader(op) ? 0 : 1];
         if (q.head != &op || !q.inflight) {
+            // (An op waiting for a multishot's next completion is such an op too: whatever that
+            // multishot receives from now on stays in the fd's stash or accept queue.)
             // Waiting behind another op (or not yet started): the kernel never saw it.
             unlink(op, q);
             op.state = IoState::cancelled;
@@ -278,6 +342,11 @@ public:
         FdState* sp = fds_.find_or_make(fd);
         if (sp == nullptr) return;
         FdState& s = *sp;
+        // The multishot first: the kernel holds the file until it ends (a listener would go on
+        // accepting, a peer would not see the close), and connections it queued have no taker.
+        if (s.dir[0].ms_armed) stop_multi(fd, s.dir[0], true);
+        for (const int a : s.dir[0].accepted) ::close(a);
+        s.dir[0].accepted.clear();
         for (int d = 0; d < 2; ++d) {
             Dir& q = s.dir[d];
             if (q.head != nullptr && q.inflight) {
@@ -303,8 +372,13 @@ public:
         const std::uint32_t epoch = s.epoch + 1;
         std::uint32_t gens[2][2] = {{s.dir[0].watch_gen + 1, s.dir[0].arm_gen + 1},
                                     {s.dir[1].watch_gen + 1, s.dir[1].arm_gen + 1}};
+        const std::uint32_t ms_gen = s.dir[0].ms_gen + 1;
+        const bool ms_armed = s.dir[0].ms_armed;  // (only if stopping it failed: its CQEs are stale)
+        const IoKind ms_kind = s.dir[0].ms_kind;
         s = FdState{};
         s.epoch = epoch;
+        s.dir[0].ms_gen = ms_gen;
+        if (ms_armed) --(ms_kind == IoKind::accept ? ms_accept_armed_ : ms_recv_armed_);
         for (int d = 0; d < 2; ++d) {
             s.dir[d].watch_gen = gens[d][0];
             s.dir[d].arm_gen = gens[d][1];
@@ -455,6 +529,17 @@ private:
         bool queued = false;                // its run is in the ready queue
         std::uint32_t watch_gen = 0;        // +1 when the watcher is replaced or removed
         std::uint32_t arm_gen = 0;          // +1 per POLL_ADD armed (stale CQEs are ignored)
+        // Multishot (reading direction only): a recv with buffer select (ops with provide) or an
+        // accept (ops with multishot) that stays in the ring across ops.
+        bool ms_armed = false;     // in the ring (until its CQE without IORING_CQE_F_MORE)
+        bool ms_stopping = false;  // its cancel is submitted
+        IoKind ms_kind = IoKind::recv;
+        std::uint32_t ms_gen = 0;  // +1 per arming (stale CQEs are ignored)
+        std::string stash;         // recv: bytes received while no op waited, in order
+        std::vector<int> accepted; // accept: connections accepted while no op waited
+        bool ended = false;        // recv: EOF or an error follows the stash; accept: an error
+        std::int64_t end_result = 0;
+        bool enobufs = false;      // recv: the ring ran dry; the next receive is a plain one
     };
     struct FdState {
         Dir dir[2];  // 0: reading kinds, 1: writing kinds
@@ -502,6 +587,7 @@ private:
             wake_armed_ = false;
             ++wake_slot_;  // the old read's buffer is left alone
             setup_ring();
+            bufs_reregister_ = buf_ring_ != nullptr && !bufs_failed_;
             fds_.for_each_fd([this](int fd, FdState& st) {
                 for (int d = 0; d < 2; ++d) {
                     if (!st.dir[d].armed) continue;
@@ -519,6 +605,12 @@ private:
             disabled_ = false;
         }
         issuer_ = &t_thread_token;
+        if (bufs_reregister_) {
+            // A new ring (the loop moved to another thread, with nothing in flight): every
+            // buffer is free.
+            bufs_reregister_ = false;
+            if (!register_buffers()) bufs_failed_ = true;
+        }
         for (const Rearm& w : rearm_) {
             Dir& q = fds_.find(w.fd)->dir[w.writer ? 1 : 0];
             if (q.watcher && !q.armed && !q.queued) arm_watcher(w.fd, w.writer, q);
@@ -628,6 +720,15 @@ private:
     void advance(Dir& q) {
         while (IoOp* op = q.head) {
             if (q.inflight) return;
+            if (op->provide != nullptr || (op->multishot && op->kind == IoKind::accept && multishot_)) {
+                serve_multi(op->fd, q);
+                return;
+            }
+            std::int64_t stashed = 0;
+            if (op->kind == IoKind::recv && hand_over_stash(q, *op, stashed)) {
+                complete_head(q, *op, stashed);
+                continue;
+            }
             if (!q.not_ready) {
                 const std::int64_t r = attempt(*op, false);
                 if (r != -EAGAIN) {
@@ -690,9 +791,10 @@ private:
             while (io_uring_peek_cqe(&ring_, &cqe) == 0 && cqe != nullptr) {
                 const std::uint64_t data = cqe->user_data;
                 const int res = cqe->res;
+                const unsigned flags = cqe->flags;
                 io_uring_cqe_seen(&ring_, cqe);
                 any = true;
-                n += on_cqe(data, res);
+                n += on_cqe(data, res, flags);
             }
             // Completions the CQ had no room for wait in the kernel (IORING_FEAT_NODROP).
             if (!any || !io_uring_cq_has_overflow(&ring_)) break;
@@ -701,7 +803,7 @@ private:
         return n;
     }
 
-    std::size_t on_cqe(std::uint64_t data, int res) {
+    std::size_t on_cqe(std::uint64_t data, int res, unsigned flags) {
         switch (data & kTagMask) {
             case 0:
                 return on_op_cqe(*reinterpret_cast<IoOp*>(static_cast<std::uintptr_t>(data)), res);
@@ -712,6 +814,8 @@ private:
                 return on_watcher_cqe(data, res);
             case kTagFile:
                 return on_file_cqe(*reinterpret_cast<FileOp*>(static_cast<std::uintptr_t>(data & ~kTagMask)), res);
+            case kTagMulti:
+                return on_multi_cqe(data, res, flags);
             default:
                 return 0;
         }
@@ -757,6 +861,369 @@ private:
             fail_queue(q, -ENOMEM);
         }
         return 1;
+    }
+
+    // ---- multishot receive (provided buffers) and accept ----
+    //
+    // Ops with IoOp::provide (receives) or IoOp::multishot (accepts) wait as the head of the
+    // fd's reading queue for the next completion of one multishot request per fd, which stays in
+    // the ring across ops: what it delivers while no op waits is kept (the stash, the accept
+    // queue) and goes to the next op at once, in order. Results after the data: EOF or an error
+    // of a receive (ended), an accept's error (EMFILE ends the multishot; the next accept tries
+    // accept4 first, so a server that sleeps after the error does not spin and recovers).
+
+    bool submit_multi(IoOp& op, FdState* known) {
+        FdState& s = known != nullptr ? *known : fds_.get(op.fd);
+        Dir& q = s.dir[0];
+        if (q.head == nullptr) {
+            if (op.kind == IoKind::recv) {
+                if (!q.stash.empty() || q.ended) return finish_now(op, take_stash(q, op));
+            } else if (!q.accepted.empty() || q.ended) {
+                return finish_now(op, take_accepted(q, op));
+            } else if (!q.ms_armed) {
+                // As a plain accept: the call first (after EMFILE this is how the server sees
+                // whether descriptors came back).
+                const std::int64_t r = attempt(op, false);
+                if (r != -EAGAIN) return finish_now(op, r);
+            }
+        }
+        op.prev = q.tail;
+        op.next = nullptr;
+        if (q.tail != nullptr)
+            q.tail->next = &op;
+        else
+            q.head = &op;
+        q.tail = &op;
+        op.state = IoState::pending;
+        ++registrations_;
+        if (q.head == &op) {
+            try {
+                serve_multi(op.fd, q);
+            } catch (const std::system_error& e) {
+                if (op.state == IoState::pending) {
+                    unlink(op, q);
+                    --registrations_;
+                    return finish_now(op, -e.code().value());
+                }
+            }
+        }
+        return false;
+    }
+
+    /// The result for a receive with provide from q's stash (or its end).
+    /// (At most op.len bytes, when op.len > 0: the reader bounds what one receive hands it.)
+    static std::int64_t take_stash(Dir& q, IoOp& op) noexcept {
+        if (q.stash.empty()) return q.end_result;  // (ended)
+        const std::size_t n = op.len > 0 ? std::min(op.len, q.stash.size()) : q.stash.size();
+        char* dst = nullptr;
+        try {
+            dst = op.provide(op, n);
+        } catch (...) {
+        }
+        if (dst == nullptr) return -ENOMEM;
+        std::memcpy(dst, q.stash.data(), n);
+        if (n < q.stash.size())
+            q.stash.erase(0, n);
+        else if (q.stash.capacity() > kBufSize)
+            std::string().swap(q.stash);  // a burst's memory is not kept by an idle connection
+        else
+            q.stash.clear();
+        return static_cast<std::int64_t>(n);
+    }
+
+    /// A plain receive (a buffer of its own) on a socket a stream read with a multishot (start_tls:
+    /// the TLS transport then reads the socket itself): the multishot stops, and what it kept
+    /// goes to this receive first, so no byte is lost or overtaken. True: op's result is r.
+    bool hand_over_stash(Dir& q, IoOp& op, std::int64_t& r) noexcept {
+        if (q.ms_kind != IoKind::recv || (!q.ms_armed && q.stash.empty() && !q.ended)) return false;
+        if (q.ms_armed) stop_multi(op.fd, q, true);
+        if (!q.stash.empty()) {
+            const std::size_t n = std::min(op.len, q.stash.size());
+            std::memcpy(op.buf, q.stash.data(), n);
+            q.stash.erase(0, n);
+            r = static_cast<std::int64_t>(n);
+            return true;
+        }
+        if (q.ended) {
+            r = q.end_result;
+            return true;
+        }
+        return false;
+    }
+
+    /// The result for a multishot accept from q's queue (or its error).
+    static std::int64_t take_accepted(Dir& q, IoOp& op) noexcept {
+        if (q.accepted.empty()) {
+            q.ended = false;  // an error is reported once; the next accept tries again
+            return q.end_result;
+        }
+        const int fd = q.accepted.front();
+        q.accepted.erase(q.accepted.begin());
+        if (op.addr != nullptr) {
+            // A multishot accept has one address buffer for all its connections: ask the socket.
+            socklen_t len = op.addrlen;
+            if (::getpeername(fd, static_cast<sockaddr*>(op.addr), &len) == 0)
+                op.addrlen = len;
+            else
+                op.addrlen = 0;  // (the peer is gone already: an unnamed address, as accept4 gives)
+        }
+        return fd;
+    }
+
+    /// Serves q's head (a multishot-kind op) from what is kept, and arms the multishot when the
+    /// head still waits. Returns the number of ops completed. Throws std::system_error when the
+    /// ring refuses the request (the head is then still pending).
+    std::size_t serve_multi(int fd, Dir& q) {
+        std::size_t n = 0;
+        while (IoOp* op = q.head) {
+            if (q.inflight) return n;
+            const bool recv = op->kind == IoKind::recv && op->provide != nullptr;
+            if (!recv && !(op->kind == IoKind::accept && op->multishot && multishot_)) {
+                advance(q);  // a plain op behind: served the usual way
+                return n;
+            }
+            if (recv ? (!q.stash.empty() || q.ended) : (!q.accepted.empty() || q.ended)) {
+                complete_head(q, *op, recv ? take_stash(q, *op) : take_accepted(q, *op));
+                ++n;
+                continue;
+            }
+            if (q.ms_armed) {
+                if (q.ms_kind == (recv ? IoKind::recv : IoKind::accept)) return n;  // its next CQE
+                stop_multi(fd, q, true);  // (a different kind on the same fd)
+                if (q.ms_armed) return n;  // the ring refuses the cancel: wait for what comes
+                continue;
+            }
+            if (recv && (q.enobufs || bufs_failed_)) {
+                // The ring ran dry: one plain recv into the reader's own buffer.
+                q.enobufs = false;
+                char* dst = nullptr;
+                try {
+                    dst = op->provide(*op, buf_size_);
+                } catch (...) {
+                }
+                if (dst == nullptr) {
+                    complete_head(q, *op, -ENOMEM);
+                    ++n;
+                    continue;
+                }
+                op->buf = dst;
+                op->len = op->len > 0 ? std::min<std::size_t>(op->len, buf_size_) : buf_size_;
+                start(q, *op, Stage::native);
+                return n;
+            }
+            arm_multi(fd, q, recv ? IoKind::recv : IoKind::accept);
+            return n;
+        }
+        return n;
+    }
+
+    static std::uint64_t multi_data(int fd, std::uint32_t gen, IoKind kind) noexcept {
+        return kTagMulti | (kind == IoKind::accept ? 8u : 0u) | (static_cast<std::uint64_t>(static_cast<std::uint32_t>(fd) & 0x1fffffffu) << 4) |
+               (static_cast<std::uint64_t>(gen & 0x7fffffffu) << 33);
+    }
+
+    void arm_multi(int fd, Dir& q, IoKind kind) {
+        if (kind == IoKind::recv && buf_ring_ == nullptr) setup_buffers();
+        io_uring_sqe* sqe = get_sqe();
+        if (kind == IoKind::recv) {
+            io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+            sqe->flags |= IOSQE_BUFFER_SELECT;
+            sqe->buf_group = kBufGroup;
+        } else {
+            io_uring_prep_multishot_accept(sqe, fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        }
+        ++q.ms_gen;
+        io_uring_sqe_set_data64(sqe, multi_data(fd, q.ms_gen, kind));
+        q.ms_armed = true;
+        q.ms_stopping = false;
+        q.ms_kind = kind;
+        ++inflight_;
+        ++(kind == IoKind::accept ? ms_accept_armed_ : ms_recv_armed_);
+    }
+
+    /// Cancels q's multishot; with wait, reaps until its last CQE is in (the kernel holds the
+    /// file until then).
+    void stop_multi(int fd, Dir& q, bool wait) noexcept {
+        if (!q.ms_stopping) {
+            try {
+                io_uring_sqe* sqe = get_sqe();
+                io_uring_prep_cancel64(sqe, multi_data(fd, q.ms_gen, q.ms_kind), 0);
+                io_uring_sqe_set_data64(sqe, kTagIgnore);
+                q.ms_stopping = true;
+            } catch (...) {
+                return;  // the ring refuses requests: nothing more comes from it either
+            }
+        }
+        if (!wait) return;
+        const std::uint32_t gen = q.ms_gen;
+        // The caller serves q's ops once the multishot is over: its CQEs only fill the stash.
+        const int outer = stopping_fd_;
+        stopping_fd_ = fd;
+        try {
+            reap();
+            while (q.ms_armed && q.ms_gen == gen) {
+                const int r = io_uring_submit_and_wait(&ring_, 1);
+                if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME) break;
+                reap();
+            }
+        } catch (...) {
+        }
+        stopping_fd_ = outer;
+    }
+
+    std::size_t on_multi_cqe(std::uint64_t data, int res, unsigned flags) {
+        const bool more = (flags & IORING_CQE_F_MORE) != 0;
+        if (!more) --inflight_;
+        const int fd = static_cast<int>((data >> 4) & 0x1fffffffu);
+        const char* bytes = nullptr;
+        int bid = -1;
+        if ((flags & IORING_CQE_F_BUFFER) != 0) {
+            bid = static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT);
+            bytes = bufs_ + static_cast<std::size_t>(bid) * buf_size_;
+        }
+        FdState* s = closing_ ? nullptr : fds_.find(fd);
+        Dir* qp = s != nullptr ? &s->dir[0] : nullptr;
+        if (qp == nullptr || !qp->ms_armed || (qp->ms_gen & 0x7fffffffu) != (data >> 33)) {
+            // Stale (the fd was forgotten, or the loop is closing): give back what it holds.
+            if (bid >= 0 && !closing_) recycle(bid);
+            if ((data & 8u) != 0 && res >= 0) ::close(res);  // a connection nobody will take
+            return 0;
+        }
+        Dir& q = *qp;
+        if (!more) {
+            q.ms_armed = false;
+            q.ms_stopping = false;
+            --(q.ms_kind == IoKind::accept ? ms_accept_armed_ : ms_recv_armed_);
+        }
+        std::size_t n = 0;
+        if (q.ms_kind == IoKind::recv) {
+            if (res > 0 && bytes != nullptr) {
+                IoOp* h = q.head;
+                bool given = false;
+                if (h != nullptr && h->provide != nullptr && !q.inflight && q.stash.empty() && fd != stopping_fd_ &&
+                    (h->len == 0 || static_cast<std::size_t>(res) <= h->len)) {
+                    char* dst = nullptr;
+                    try {
+                        dst = h->provide(*h, static_cast<std::size_t>(res));
+                    } catch (...) {
+                    }
+                    if (dst != nullptr) {
+                        std::memcpy(dst, bytes, static_cast<std::size_t>(res));
+                        complete_head(q, *h, res);
+                        ++n;
+                        given = true;
+                    }
+                }
+                if (!given) {
+                    try {
+                        q.stash.append(bytes, static_cast<std::size_t>(res));
+                    } catch (...) {
+                        q.ended = true;  // no memory to keep the bytes: the stream fails
+                        q.end_result = -ENOMEM;
+                    }
+                }
+                if (q.stash.size() >= kStashMax && q.ms_armed) stop_multi(fd, q, false);  // pause
+            } else if (res == 0 || (res < 0 && res != -ECANCELED && res != -ENOBUFS && res != -EINTR &&
+                                    res != -EAGAIN)) {
+                if (!q.ended) {
+                    q.ended = true;
+                    q.end_result = res;
+                }
+            } else if (res == -ENOBUFS) {
+                ++enobufs_;
+                q.enobufs = true;
+            }
+            if (bid >= 0) recycle(bid);
+        } else {
+            if (res >= 0) {
+                try {
+                    q.accepted.push_back(res);
+                } catch (...) {
+                    ::close(res);
+                }
+                if (q.accepted.size() >= kAcceptQueueMax && q.ms_armed) stop_multi(fd, q, false);
+            } else if (res != -ECANCELED && res != -EINTR && res != -EAGAIN && !accept_should_retry(-res)) {
+                q.ended = true;  // EMFILE and the like: to the next accept, once
+                q.end_result = res;
+            }
+        }
+        if (fd == stopping_fd_) return n;
+        try {
+            n += serve_multi(fd, q);
+        } catch (const std::system_error& e) {
+            if (IoOp* h = q.head) {
+                if (!q.inflight) {
+                    complete_head(q, *h, -e.code().value());
+                    ++n;
+                }
+            }
+        }
+        return n;
+    }
+
+    // ---- the provided-buffer ring ----
+
+    void setup_buffers() noexcept {
+        if (buf_ring_ != nullptr || bufs_failed_) return;
+        unsigned count = kBufCount, size = kBufSize;
+        if (const char* e = std::getenv("ASYNCIO_URING_BUFFERS")) {
+            unsigned c = 0, z = 0;
+            if (std::sscanf(e, "%u:%u", &c, &z) == 2 && c >= 1 && c <= 32768 && (c & (c - 1)) == 0 && z >= 16 &&
+                z <= (1u << 20)) {
+                count = c;
+                size = z;
+            }
+        }
+        buf_count_ = count;
+        buf_size_ = size;
+        const std::size_t ring_len = (count * sizeof(io_uring_buf) + 4095) & ~std::size_t{4095};
+        void* ring = ::mmap(nullptr, ring_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void* mem = ::mmap(nullptr, static_cast<std::size_t>(count) * size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (ring == MAP_FAILED || mem == MAP_FAILED) {
+            if (ring != MAP_FAILED) ::munmap(ring, ring_len);
+            if (mem != MAP_FAILED) ::munmap(mem, static_cast<std::size_t>(count) * size);
+            bufs_failed_ = true;
+            return;
+        }
+        buf_ring_ = static_cast<io_uring_buf_ring*>(ring);
+        buf_ring_len_ = ring_len;
+        bufs_ = static_cast<char*>(mem);
+        bool ok = true;
+        try {
+            enable();
+        } catch (...) {
+            ok = false;
+        }
+        if (!ok || !register_buffers()) {
+            ::munmap(ring, ring_len);
+            ::munmap(mem, static_cast<std::size_t>(count) * size);
+            buf_ring_ = nullptr;
+            bufs_ = nullptr;
+            bufs_failed_ = true;  // (Linux < 5.19): receives go the plain way
+        }
+    }
+
+    /// Registers the ring (again, in a new io_uring) with every buffer in it.
+    bool register_buffers() noexcept {
+        io_uring_buf_reg reg{};
+        reg.ring_addr = reinterpret_cast<std::uintptr_t>(buf_ring_);
+        reg.ring_entries = buf_count_;
+        reg.bgid = kBufGroup;
+        if (io_uring_register_buf_ring(&ring_, &reg, 0) != 0) return false;
+        io_uring_buf_ring_init(buf_ring_);
+        const int mask = io_uring_buf_ring_mask(buf_count_);
+        for (unsigned i = 0; i < buf_count_; ++i)
+            io_uring_buf_ring_add(buf_ring_, bufs_ + static_cast<std::size_t>(i) * buf_size_, buf_size_,
+                                  static_cast<unsigned short>(i), mask, static_cast<int>(i));
+        io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buf_count_));
+        return true;
+    }
+
+    void recycle(int bid) noexcept {
+        io_uring_buf_ring_add(buf_ring_, bufs_ + static_cast<std::size_t>(bid) * buf_size_, buf_size_,
+                              static_cast<unsigned short>(bid), io_uring_buf_ring_mask(buf_count_), 0);
+        io_uring_buf_ring_advance(buf_ring_, 1);
     }
 
     // ---- the wake-up channel: a read of the eventfd, always in the ring ----
@@ -876,6 +1343,23 @@ private:
     FileOp* file_withdrawing_ = nullptr;
     bool file_withdrawn_ = false;
     int file_withdrawn_res_ = 0;
+    // Multishot receives and accepts (off with ASYNCIO_URING_MULTISHOT=0, to compare).
+    bool multishot_ = multishot_enabled();
+    io_uring_buf_ring* buf_ring_ = nullptr;
+    std::size_t buf_ring_len_ = 0;
+    char* bufs_ = nullptr;
+    unsigned buf_count_ = kBufCount;
+    unsigned buf_size_ = kBufSize;
+    bool bufs_failed_ = false;
+    bool bufs_reregister_ = false;
+    std::size_t ms_recv_armed_ = 0;
+    std::size_t ms_accept_armed_ = 0;
+    std::size_t enobufs_ = 0;
+    int stopping_fd_ = -1;  // stop_multi is waiting for this fd's last multishot CQE
+    static bool multishot_enabled() noexcept {
+        const char* e = std::getenv("ASYNCIO_URING_MULTISHOT");
+        return e == nullptr || std::strcmp(e, "0") != 0;
+    }
     bool withdrawn_ = false;
     int withdrawn_res_ = 0;
     FdTable<FdState> fds_;

@@ -59,11 +59,23 @@ struct IoOp {
     /// fd number was not closed by the library in between (and maybe reused for a new socket):
     /// if it was, the op completes with -EBADF instead of acting on an unrelated file.
     bool bound = false;
+    /// accept only: the backend may keep a multishot accept armed on the listener for this and
+    /// the later accepts (io_uring). Connections accepted while no op waits are queued for the
+    /// next one; forget_fd() closes those nobody took. Only for an owner that keeps accepting
+    /// until it closes the listener (a Server's accept loop).
+    bool multishot = false;
     int fd = -1;
     int flags = 0;             // MSG_* flags for recv/send/recvfrom/sendto
     std::uint32_t epoch = 0;   // see `bound`
     void* buf = nullptr;       // recv/send/recvfrom/sendto
     std::size_t len = 0;
+    /// recv on a stream socket, with buf == nullptr, on a backend whose provides_buffers() is
+    /// true: the backend receives into buffers of its own (io_uring: a provided-buffer ring shared
+    /// by the loop and a multishot recv per connection) and, once it has n bytes for this op,
+    /// calls provide(op, n) for where to copy them (nullptr: no memory; the op fails with
+    /// -ENOMEM and the bytes stay for the next op). result = n <= len (len > 0: the most this
+    /// receive takes). A waiting receive then pins no buffer of its own.
+    char* (*provide)(IoOp& op, std::size_t n) = nullptr;
     void* addr = nullptr;      // connect/sendto: the destination; accept/recvfrom: the peer (out)
     std::uint32_t addrlen = 0;  // in: size of *addr; out (accept/recvfrom): the peer's length
     // ---- how it ended ----
@@ -97,6 +109,18 @@ bool io_cancel(EventLoop& loop, IoOp& op) noexcept;
 /// just created by the library (closing = false): operations still pending on that fd fail with
 /// EBADF and the loop forgets what it knew about the fd number.
 void io_forget_fd(int fd, bool closing) noexcept;
+/// What a backend's multishot machinery holds (all 0 on epoll). For tests and debugging.
+struct BackendCounters {
+    std::size_t buffers = 0;        // provided buffers in the ring (count)
+    std::size_t buffer_size = 0;    // bytes each
+    std::size_t multishot_recv = 0;    // multishot receives armed (one per reading connection)
+    std::size_t multishot_accept = 0;  // multishot accepts armed (one per serving listener)
+    std::size_t stashed_bytes = 0;  // bytes received for connections with no receive waiting
+    std::size_t enobufs = 0;        // times the ring ran dry (the receive fell back to its own buffer)
+    std::size_t queued_accepts = 0; // connections accepted that no accept has taken yet
+};
+BackendCounters io_counters(EventLoop& loop) noexcept;
+
 /// Outstanding registrations of loop's backend (pending operations plus add_reader/add_writer
 /// callbacks): what the loop's no-syscall fast path looks at. For tests and debugging.
 std::size_t io_registrations(EventLoop& loop) noexcept;
