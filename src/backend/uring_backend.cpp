@@ -58,6 +58,16 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#if defined(__SANITIZE_THREAD__)
+#define ASYNCIO_URING_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ASYNCIO_URING_TSAN 1
+#endif
+#endif
+#ifdef ASYNCIO_URING_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -131,6 +141,21 @@ std::string setup_failure(int err) {
 
 bool is_reader(const IoOp& op) noexcept { return is_read_kind(op.kind); }
 
+// liburing maps the rings with raw mmap syscalls that ThreadSanitizer does not intercept, so
+// it keeps the shadow of a ring unmapped by a loop on a finished thread; a new ring mapped at
+// that address then "races" with the old writes. The kernel orders unmap before map; say so.
+#ifdef ASYNCIO_URING_TSAN
+char g_ring_mappings = 0;  // the synchronisation object TSan keys on
+void ring_mapped() noexcept { __tsan_acquire(&g_ring_mappings); }
+void exit_ring(io_uring* ring) noexcept {
+    __tsan_release(&g_ring_mappings);
+    io_uring_queue_exit(ring);
+}
+#else
+void ring_mapped() noexcept {}
+void exit_ring(io_uring* ring) noexcept { io_uring_queue_exit(ring); }
+#endif
+
 /// Its address tells threads apart (which thread a SINGLE_ISSUER ring belongs to).
 thread_local const char t_thread_token = 0;
 
@@ -141,7 +166,7 @@ public:
         wakefd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (wakefd_ < 0) {
             const int err = errno;
-            io_uring_queue_exit(&ring_);
+            exit_ring(&ring_);
             throw std::system_error(err, std::generic_category(), "eventfd");
         }
     }
@@ -179,7 +204,7 @@ public:
                 }
             }
         });
-        io_uring_queue_exit(&ring_);
+        exit_ring(&ring_);
         if (bufs_ != nullptr) ::munmap(bufs_, static_cast<std::size_t>(buf_count_) * buf_size_);
         if (buf_ring_ != nullptr) ::munmap(buf_ring_, buf_ring_len_);
         ::close(wakefd_);
@@ -561,10 +586,11 @@ private:
             if (r != -EINVAL) break;
         }
         if (r < 0) throw std::system_error(-r, std::generic_category(), setup_failure(-r));
+        ring_mapped();
         disabled_ = (p.flags & IORING_SETUP_R_DISABLED) != 0;
         single_issuer_ = (p.flags & IORING_SETUP_SINGLE_ISSUER) != 0;
         if ((p.features & IORING_FEAT_NODROP) == 0) {
-            io_uring_queue_exit(&ring_);
+            exit_ring(&ring_);
             throw std::system_error(ENOTSUP, std::generic_category(),
                                     "io_uring: the kernel may drop completions (no IORING_FEAT_NODROP, Linux < 5.5)");
         }
@@ -582,7 +608,7 @@ private:
             if (inflight_ > (wake_armed_ ? 1u : 0u))
                 throw RuntimeError("io_uring: a loop with I/O operations in flight cannot move to another thread "
                                    "(ASYNCIO_BACKEND=epoll can)");
-            io_uring_queue_exit(&ring_);  // its teardown cancels the wake-up read and the polls
+            exit_ring(&ring_);  // its teardown cancels the wake-up read and the polls
             inflight_ = 0;
             wake_armed_ = false;
             ++wake_slot_;  // the old read's buffer is left alone
