@@ -4,9 +4,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -164,11 +166,11 @@ struct ReadResult {
     std::exception_ptr interrupted;
 };
 
-/// Reads into buf[0, len) at offset until it is full, the file ends, or an error (err): returns
-/// the number of bytes read.
-std::size_t pread_full(int fd, char* buf, std::size_t len, std::uint64_t offset, int& err) {
+/// Reads into buf[0, len) at offset until at least `least` bytes are in, the file ends, or an
+/// error (err): returns the number of bytes read.
+std::size_t pread_full(int fd, char* buf, std::size_t len, std::uint64_t offset, int& err, std::size_t least) {
     std::size_t got = 0;
-    while (got < len) {
+    while (got < least) {
         const ssize_t k = ::pread(fd, buf + got, len - got, static_cast<off_t>(offset + got));
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -181,12 +183,12 @@ std::size_t pread_full(int fd, char* buf, std::size_t len, std::uint64_t offset,
     return got;
 }
 
-/// Up to n bytes at offset: fewer only at the end of the file or on an error (err, with what was
-/// read before it).
-ReadResult pread_some(int fd, std::size_t n, std::uint64_t offset) {
+/// Up to n bytes at offset, at least `least` of them unless the file ends or an error (err, with
+/// what was read before it) comes first.
+ReadResult pread_some(int fd, std::size_t n, std::uint64_t offset, std::size_t least) {
     ReadResult r;
-    r.data.resize(n);
-    r.data.resize(pread_full(fd, r.data.data(), n, offset, r.err));
+    r.data = make_uninitialized_string(n);  // (a read-ahead block: no zero-filling it first)
+    r.data.resize(pread_full(fd, r.data.data(), n, offset, r.err, least));
     return r;
 }
 
@@ -201,7 +203,7 @@ ReadResult pread_all(int fd, std::uint64_t offset) {
     for (;;) {
         r.data.resize(r.data.empty() ? guess : r.data.size() * 2);
         const std::size_t want = r.data.size() - got;
-        const std::size_t k = pread_full(fd, r.data.data() + got, want, offset + got, r.err);
+        const std::size_t k = pread_full(fd, r.data.data() + got, want, offset + got, r.err, want);
         got += k;
         if (k < want || r.err != 0) break;  // the end of the file, or an error
     }
@@ -239,16 +241,18 @@ WriteResult write_all(int fd, const std::string& data, std::uint64_t offset, boo
     return r;
 }
 
-/// Up to n bytes at offset (all: everything from offset to the end of the file): fewer only at
-/// the end of the file or on an error (err, with what was read before it). In the kernel
-/// (io_uring) or on the executor.
-Coroutine<ReadResult> read_at(int fd, std::size_t n, std::uint64_t offset, bool all, const char* what) {
+/// Up to n bytes at offset (all: everything from offset to the end of the file), at least
+/// `least` of them unless the file ends or an error (err, with what was read before it) comes
+/// first: a read that asks for a read-ahead block but needs only a few bytes makes one request,
+/// not a second one to find the end of a small file. In the kernel (io_uring) or on the executor.
+Coroutine<ReadResult> read_at(int fd, std::size_t n, std::uint64_t offset, bool all, const char* what,
+                              std::size_t least) {
     if (!native_files()) {
         if (all) {
             auto call = blocking([fd, offset] { return pread_all(fd, offset); }, what);
             co_return co_await call;
         }
-        auto call = blocking([fd, n, offset] { return pread_some(fd, n, offset); }, what);
+        auto call = blocking([fd, n, offset, least] { return pread_some(fd, n, offset, least); }, what);
         co_return co_await call;
     }
     if (all) {
@@ -263,11 +267,11 @@ Coroutine<ReadResult> read_at(int fd, std::size_t n, std::uint64_t offset, bool 
             n = static_cast<std::size_t>(stx.stx_size - offset) + 1;  // +1: see the end in one pass
     }
     ReadResult r;
-    r.data.resize(n);
+    r.data = make_uninitialized_string(n);
     std::size_t got = 0;
     try {
         for (bool more = true; more;) {
-            while (got < r.data.size()) {
+            while (got < (all ? r.data.size() : least)) {
                 FileCall op(FileOpKind::pread, what);
                 op.fd = fd;
                 op.buf = r.data.data() + got;
@@ -339,6 +343,7 @@ struct FileState {
     // Reading: the file offset just past rbuf; the position is off - unread(). Writing: the
     // offset where wbuf starts; the position is off + wbuf.size(). At most one is non-empty.
     std::uint64_t off = 0;
+    std::uint64_t size_at_open = 0;  // sizes read-ahead: a 4 KiB file needs no 64 KiB buffer
     std::string rbuf;
     std::size_t rstart = 0;
     std::string wbuf;
@@ -435,12 +440,21 @@ Coroutine<> flush_locked(FileState& s) {
     }
 }
 
-/// Reads more into the read buffer (the lock held): at least `want` bytes unless the file ends
-/// (want 0: to the end). Returns the number of bytes added (0: the end of the file).
-Coroutine<std::size_t> fill_locked(FileState& s, std::size_t want) {
+/// How much a read that needs `need` more bytes fetches: a block, or (when the file looked
+/// smaller at open) what is left of it plus one byte to see its end in the same request.
+std::size_t read_ahead(const FileState& s, std::size_t need) {
+    std::size_t fetch = kBlock;
+    if (s.size_at_open > s.off)
+        fetch = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, s.size_at_open - s.off + 1));
+    return std::max(need, fetch);
+}
+
+/// Reads more into the read buffer (the lock held): up to `fetch` bytes, at least `need` unless
+/// the file ends (fetch 0: to the end). Returns the number of bytes added (0: the end of the file).
+Coroutine<std::size_t> fill_locked(FileState& s, std::size_t fetch, std::size_t need) {
     const int fd = s.fd;
     const std::uint64_t off = s.off;
-    ReadResult r = co_await read_at(fd, want, off, want == 0, "AsyncFile::read()");
+    ReadResult r = co_await read_at(fd, fetch, off, fetch == 0, "AsyncFile::read()", need);
     const std::size_t n = r.data.size();
     s.add_read(std::move(r.data));  // kept even if an error or a cancellation follows
     if (r.interrupted) std::rethrow_exception(r.interrupted);
@@ -462,12 +476,13 @@ Coroutine<std::string> read_impl(StateRef ref, std::ptrdiff_t n) {
     LockGuard g = co_await turn(s, &FileState::check_readable);
     co_await flush_locked(s);  // pending writes first
     if (n < 0) {
-        co_await fill_locked(s, 0);
+        co_await fill_locked(s, 0, 0);
         co_return s.take(s.unread());
     }
     const auto want = static_cast<std::size_t>(n);
     while (s.unread() < want) {
-        if (co_await fill_locked(s, std::max(want - s.unread(), kBlock)) == 0) break;
+        const std::size_t need = want - s.unread();
+        if (co_await fill_locked(s, read_ahead(s, need), need) == 0) break;
     }
     co_return s.take(want);
 }
@@ -482,7 +497,7 @@ Coroutine<std::string> readline_impl(StateRef ref) {
         if (nl != std::string::npos) co_return s.take(nl + 1 - s.rstart);
         searched = s.rbuf.size();
         const std::size_t before = s.rstart;
-        if (co_await fill_locked(s, kBlock) == 0) co_return s.take(s.unread());
+        if (co_await fill_locked(s, read_ahead(s, 1), 1) == 0) co_return s.take(s.unread());
         searched = searched - before + s.rstart;  // add_read may have moved the unread bytes
     }
 }
@@ -511,7 +526,7 @@ Coroutine<std::string> pread_impl(StateRef ref, std::size_t n, std::uint64_t off
     LockGuard g = co_await turn(s, &FileState::check_readable);
     co_await flush_locked(s);  // it must see what was written before it
     const int fd = s.fd;
-    ReadResult r = co_await read_at(fd, n, offset, false, "AsyncFile::pread()");
+    ReadResult r = co_await read_at(fd, n, offset, false, "AsyncFile::pread()", n);
     if (r.interrupted) std::rethrow_exception(r.interrupted);
     if (r.err != 0) throw_os_error(r.err, "pread " + quoted(s.path));
     co_return std::move(r.data);
@@ -689,8 +704,33 @@ AsyncFile make_file(OwnedFd&& fd, std::string&& path, std::string&& mode, const 
     s->readable = o.readable;
     s->writable = o.writable;
     s->append = o.append;
+    s->size_at_open = fd.end;
     if (o.append) s->off = fd.end;  // Python: tell() of a file opened in "a" mode is its size
     return AsyncFile(std::move(s));
+}
+
+/// What the kernel's caches say about path, found without blocking: a path resolved with
+/// RESOLVE_CACHED (EAGAIN if any step would read the disk) opened O_PATH (which opens nothing:
+/// no FIFO waits, no device driver runs), and its statx with AT_STATX_DONT_SYNC (no NFS or FUSE
+/// round trip). Most opens of a busy program hit the caches; they then cost no io-wq thread,
+/// which two statx requests (each always punted to a kernel worker) did for every open.
+enum class PathKind { regular, special, unknown };
+
+PathKind cached_path_kind(const std::string& path) noexcept {
+    open_how how{};
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_CACHED;
+    const int fd = static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how));
+    if (fd < 0) {
+        // ENOENT was decided from the caches: O_CREAT makes a regular file (or the open reports
+        // it). EAGAIN (not cached), ENOSYS/EPERM (old kernel, seccomp): ask the slow way.
+        return errno == ENOENT ? PathKind::regular : PathKind::unknown;
+    }
+    struct ::statx stx {};
+    const int r = ::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx);
+    ::close(fd);
+    if (r != 0 || (stx.stx_mask & STATX_TYPE) == 0) return PathKind::unknown;
+    return S_ISREG(stx.stx_mode) || S_ISDIR(stx.stx_mode) ? PathKind::regular : PathKind::special;
 }
 
 /// True when path names something that is not a regular file or a directory (a FIFO, a device,
@@ -705,7 +745,8 @@ Coroutine<bool> special_file(const std::string& path) {
     co_return !S_ISREG(stx.stx_mode) && !S_ISDIR(stx.stx_mode);
 }
 
-/// open_impl's system calls in the kernel: openat, then statx of the new fd.
+/// open_impl's system calls in the kernel: openat, then a statx of the new fd (from the
+/// attributes the open just brought in: AT_STATX_DONT_SYNC, on this thread, does not block).
 Coroutine<OwnedFd> open_native(const std::string& path, int flags) {
     OwnedFd r;
     FileCall open(FileOpKind::openat, "open_file()");
@@ -719,12 +760,7 @@ Coroutine<OwnedFd> open_native(const std::string& path, int flags) {
     }
     r.fd = static_cast<int>(fd);
     struct ::statx stx {};
-    FileCall st(FileOpKind::statx, "open_file()");
-    st.fd = r.fd;
-    st.path = "";
-    st.flags = AT_EMPTY_PATH;
-    st.buf = &stx;
-    if (co_await st == 0) {
+    if (::statx(r.fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_SIZE, &stx) == 0) {
         if (S_ISDIR(stx.stx_mode)) {  // open(2) allows it for reading; Python refuses
             ::close(std::exchange(r.fd, -1));
             r.err = EISDIR;
@@ -737,7 +773,17 @@ Coroutine<OwnedFd> open_native(const std::string& path, int flags) {
 
 Coroutine<AsyncFile> open_impl(std::string path, std::string mode) {
     const OpenFlags o = parse_mode(mode);
-    if (native_files() && !co_await special_file(path)) {
+    bool native = native_files();
+    if (native) {
+        const PathKind kind = cached_path_kind(path);
+        if (kind == PathKind::special) {
+            native = false;
+        } else if (kind == PathKind::unknown) {
+            const bool special = co_await special_file(path);  // (GCC 12: no co_await inside &&)
+            native = !special;
+        }
+    }
+    if (native) {
         OwnedFd fd = co_await open_native(path, o.flags);
         co_return make_file(std::move(fd), std::move(path), std::move(mode), o);
     }
@@ -815,7 +861,7 @@ Coroutine<> sendfile_fallback(FileState& f, std::uint64_t offset, std::optional<
         }
         const int fd = f.fd;
         const std::uint64_t at = offset + total;
-        ReadResult r = co_await read_at(fd, want, at, false, "sendfile()");
+        ReadResult r = co_await read_at(fd, want, at, false, "sendfile()", 1);
         if (r.interrupted) std::rethrow_exception(r.interrupted);
         if (r.err != 0) throw_os_error(r.err, "read " + quoted(f.path));
         if (r.data.empty()) break;

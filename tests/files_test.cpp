@@ -118,6 +118,28 @@ TEST_F(AFile, ReadOfNReturnsNBytesUnlessTheFileEndsAndReadAllTakesTheRest) {
     }(path, data));
 }
 
+TEST_F(AFile, AFileThatGrowsAfterItIsOpenedIsReadToItsNewEnd) {
+    // Reads fetch what the file held at open (plus one byte) rather than a 64 KiB block: the
+    // size seen at open is a hint, never a limit. (Python's buffered reader reads on too.)
+    TempDir dir;
+    const std::string path = dir.file("grows.txt");
+    put(path, "first line\n");
+    asyncio::run([](std::string path) -> Coroutine<> {
+        AsyncFile f = co_await asyncio::open_file(path, "rb");
+        EXPECT_EQ(co_await f.readline(), "first line\n");
+        {
+            std::ofstream out(path, std::ios::binary | std::ios::app);
+            out << "second line\n" << pattern(200'000);
+        }
+        EXPECT_EQ(co_await f.readline(), "second line\n");
+        const std::string rest = co_await f.read(300'000);
+        EXPECT_EQ(rest.size(), 200'000u);
+        EXPECT_TRUE(rest == pattern(200'000));
+        EXPECT_EQ(co_await f.read(1), "");
+        co_await f.close();
+    }(path));
+}
+
 TEST_F(AFile, ModesFollowPythonsOpen) {
     TempDir dir;
     const std::string path = dir.file("modes.txt");
