@@ -14,9 +14,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <new>
 #include <string>
 #include <unordered_map>
 
+#include "asyncio/detail/creation_site.hpp"
 #include "asyncio/detail/promise.hpp"
 #include "asyncio/event_loop.hpp"
 
@@ -70,6 +72,32 @@ std::string describe(void* address) {
 }
 
 }  // namespace
+
+struct SiteRecord {
+    Record stack;
+};
+
+SiteRecord* record_site(bool always) noexcept {
+    if (!always && (t_running_loop == nullptr || !t_running_loop->get_debug())) return nullptr;
+    void* raw[kDepth + 2];
+    const int n = ::backtrace(raw, kDepth + 2);  // less record_site and the CreationSite constructor
+    auto* r = new (std::nothrow) SiteRecord;
+    if (r == nullptr) return nullptr;
+    for (int i = 2; i < n; ++i) r->stack.frames[static_cast<std::size_t>(r->stack.count++)] = raw[i];
+    return r;
+}
+
+void free_site(SiteRecord* r) noexcept { delete r; }
+
+std::string site_trace(const SiteRecord* r) {
+    if (r == nullptr) return {};
+    std::string out = "\nObject created at (most recent call last):";
+    for (int i = r->stack.count - 1; i >= 0; --i) {
+        out += "\n  ";
+        out += describe(r->stack.frames[static_cast<std::size_t>(i)]);
+    }
+    return out;
+}
 
 void record_creation(PromiseBase* p) noexcept {
     // Only for the loop in debug mode that runs on this thread (another thread's debug loop only

@@ -24,9 +24,15 @@ ASYNCIO_TLS bool t_loop_gone = false;
 
 namespace {
 ReleaseTasksHook g_release_tasks = nullptr;  // set before main(); read-only afterwards
+StepBeginHook g_step_begin = nullptr;        // likewise
+StepEndHook g_step_end = nullptr;
 }  // namespace
 
 void set_release_tasks_hook(ReleaseTasksHook hook) noexcept { g_release_tasks = hook; }
+void set_step_hooks(StepBeginHook begin, StepEndHook end) noexcept {
+    g_step_begin = begin;
+    g_step_end = end;
+}
 
 }  // namespace detail
 
@@ -62,9 +68,13 @@ EventLoop::EventLoop(std::unique_ptr<Clock> clock)
 void EventLoop::set_debug(bool enabled) noexcept {
     if (enabled != debug_) detail::g_debug_loops.fetch_add(enabled ? 1 : -1, std::memory_order_relaxed);
     debug_ = enabled;
+    if (enabled && !site_.recorded() && !closed_) site_ = detail::CreationSite(true);
 }
 
 EventLoop::~EventLoop() {
+    if (!closed_ && site_.recorded()) [[unlikely]]  // Python's "unclosed event loop" ResourceWarning
+        site_.report_unclosed(std::string("event loop <EventLoop running=False closed=False debug=") +
+                              (debug_ ? "True" : "False") + ">");
     try {
         if (!closed_) close();
     } catch (...) {
@@ -234,11 +244,37 @@ void EventLoop::run_once() {
     }
 
     // 3. Run what is ready now; what these schedule waits for the next iteration.
-    for (std::size_t n = ready_.size(); n > 0; --n) {
-        const detail::ReadyEntry e = ready_.pop();
-        e.fn(e.ctx);
+    if (!debug_) [[likely]] {
+        for (std::size_t n = ready_.size(); n > 0; --n) {
+            const detail::ReadyEntry e = ready_.pop();
+            e.fn(e.ctx);
+        }
+    } else {
+        run_ready_timed();
     }
     ++stats_.iterations;
+}
+
+void EventLoop::run_ready_timed() {
+    // Debug mode: Python's slow_callback_duration check, on the loop's clock (a virtual clock
+    // that a callback moves on counts as time spent).
+    const double slow = std::chrono::duration<double>(slow_callback_duration_).count();
+    for (std::size_t n = ready_.size(); n > 0; --n) {
+        const detail::ReadyEntry e = ready_.pop();
+        void* token = detail::g_step_begin != nullptr ? detail::g_step_begin(e.fn, e.ctx) : nullptr;
+        const TimePoint t0 = time();
+        struct End {  // also when the callback throws (an exception out of run_forever)
+            EventLoop& loop;
+            void* token;
+            TimePoint t0;
+            double slow;
+            ~End() {
+                const double dt = std::chrono::duration<double>(loop.time() - t0).count();
+                if (detail::g_step_end != nullptr) detail::g_step_end(loop, token, dt, dt >= slow);
+            }
+        } end{*this, token, t0, slow};
+        e.fn(e.ctx);
+    }
 }
 
 void EventLoop::close() {
@@ -290,6 +326,20 @@ ThreadPoolExecutor& EventLoop::default_executor() {
 
 void EventLoop::set_default_executor(std::shared_ptr<ThreadPoolExecutor> executor) {
     default_executor_.set(std::move(executor));
+}
+
+void detail::report_unclosed(const std::string& what, const SiteRecord* site) noexcept {
+    try {
+        const std::string text = "unclosed " + what;
+        ExceptionContext ctx{text + site_trace(site), std::make_exception_ptr(ResourceWarning(text)), {}};
+        EventLoop* loop = t_running_loop != nullptr ? t_running_loop : t_thread_loop;
+        if (loop != nullptr && !loop->is_closed())
+            loop->call_exception_handler(ctx);
+        else
+            EventLoop::default_exception_handler(ctx);
+    } catch (...) {
+        // No memory for the report: the resource is released all the same.
+    }
 }
 
 void EventLoop::shutdown_default_executor() noexcept { shutdown_default_executor_for(std::nullopt); }

@@ -14,4 +14,11 @@ namespace asyncio::detail {
 using ReleaseTasksHook = void (*)(EventLoop& loop) noexcept;
 void set_release_tasks_hook(ReleaseTasksHook hook) noexcept;
 
+/// Debug mode's slow-step report (task.cpp): `begin` is called before a ready callback runs and
+/// returns a token (a task it pinned so that it can still be described after its step, or null);
+/// `end` reports "Executing <Task ...> took N seconds" if `slow`, and releases the token.
+using StepBeginHook = void* (*)(void (*fn)(void*), void* ctx) noexcept;
+using StepEndHook = void (*)(EventLoop& loop, void* token, double seconds, bool slow) noexcept;
+void set_step_hooks(StepBeginHook begin, StepEndHook end) noexcept;
+
 }  // namespace asyncio::detail

@@ -51,6 +51,7 @@ public:
     bool serving_ = false;
     bool closed_ = false;
     bool forever_ = false;
+    CreationSite site_;  // debug mode: where it was made ("unclosed <Server ...>")
     std::size_t active_ = 0;
     StreamCore* conns_ = nullptr;  // open connections (intrusive list through srv_prev_/srv_next_)
     WaitQueue closed_waiters_;     // wait_closed()
@@ -316,7 +317,13 @@ Server& Server::operator=(Server&& o) noexcept {
 }
 
 Server::~Server() {
-    if (state_) state_->close();
+    if (!state_) return;
+    if (!state_->closed_ && state_->site_.recorded()) [[unlikely]] {  // as a ResourceWarning
+        std::string what = "<Server sockets=(";
+        for (const Socket& s : state_->sockets_) what += "fd=" + std::to_string(s.fileno()) + ",";
+        state_->site_.report_unclosed(what + ")>");
+    }
+    state_->close();
 }
 
 const std::vector<Socket>& Server::sockets() const noexcept {

@@ -187,7 +187,7 @@ Socket Socket::from_fd(int fd) {
 }
 
 Socket::Socket(Socket&& o) noexcept
-    : fd_(std::exchange(o.fd_, -1)), family_(o.family_), type_(o.type_) {}
+    : fd_(std::exchange(o.fd_, -1)), family_(o.family_), type_(o.type_), site_(std::move(o.site_)) {}
 
 Socket& Socket::operator=(Socket&& o) noexcept {
     if (this != &o) {
@@ -195,11 +195,17 @@ Socket& Socket::operator=(Socket&& o) noexcept {
         fd_ = std::exchange(o.fd_, -1);
         family_ = o.family_;
         type_ = o.type_;
+        site_ = std::move(o.site_);
     }
     return *this;
 }
 
-Socket::~Socket() { close(); }
+Socket::~Socket() {
+    if (fd_ >= 0 && site_.recorded()) [[unlikely]]  // Python's ResourceWarning
+        site_.report_unclosed("<Socket fd=" + std::to_string(fd_) + ", family=" + std::to_string(family_) +
+                              ", type=" + std::to_string(type_) + ">");
+    close();
+}
 
 void Socket::close() noexcept {
     if (fd_ < 0) return;

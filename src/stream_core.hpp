@@ -194,6 +194,7 @@ public:
     // ---- the connection ----
     std::unique_ptr<Transport> transport_;  // null: a reader fed by feed_data() (no connection)
     bool closing_ = false;   // close()/abort() called, or lost
+    CreationSite site_;      // debug mode: where the connection was made ("unclosed <StreamWriter>")
     bool closed_ = false;    // the transport is closed
     bool connected() const noexcept { return transport_ != nullptr; }
     /// Closes the transport now (pending operations fail with EBADF, seen as EOF by the reader).

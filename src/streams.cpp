@@ -254,6 +254,8 @@ StreamCore::~StreamCore() {
 
 void StreamCore::release(bool handle) noexcept {
     if (handle && --handles_ == 0 && connected() && !closing_) {
+        if (site_.recorded()) [[unlikely]]  // Python 3.11+'s StreamWriter.__del__ ResourceWarning
+            site_.report_unclosed("<StreamWriter>");
         ++refs_;  // alive through close()
         close();
         --refs_;

@@ -123,6 +123,7 @@ public:
     pid_t pid_;
     int pidfd_;
     std::optional<int> returncode_;
+    CreationSite site_;  // debug mode: where it was started ("unclosed <Process ...>")
     WaitQueue exit_waiters_;
 };
 
@@ -400,6 +401,9 @@ void Process::release() noexcept {
     // As asyncio's subprocess transport close(): a child still running is killed. Reaping is
     // the watcher's (or, once the loop is gone, the state's destructor's).
     if (state_ && !state_->returncode_) {
+        if (state_->site_.recorded()) [[unlikely]]  // Python's "Close running child process: kill"
+            state_->site_.report_unclosed("<Process pid=" + std::to_string(state_->pid_) +
+                                          " running>: the child is killed");
         detail::pidfd_send_signal(state_->pidfd_, SIGKILL);
     }
     state_.reset();

@@ -3,14 +3,17 @@
 #include "asyncio/task.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "asyncio/detail/type_name.hpp"
 #include "asyncio/detail/waiter.hpp"
 #include "loop_hooks.hpp"
 
@@ -506,8 +509,51 @@ void release_loop_tasks(EventLoop& loop) noexcept {
 }
 
 namespace {
-// The loop calls release_loop_tasks from close() through this hook (it never calls up).
+
+// Debug mode's slow steps (EventLoop::run_ready_timed): a task step pins its task, so that it can
+// be described after the step even if it finished and its last handle went meanwhile.
+void* step_begin(void (*fn)(void*), void* ctx) noexcept {
+    if (fn != &step_task && fn != &start_task) return nullptr;
+    auto* p = static_cast<PromiseBase*>(ctx);
+    ++p->refs_;
+    return p;
+}
+
+std::string describe_task(PromiseBase* p) {
+    std::string out = "<Task ";
+    out += !p->has(kDone) ? (p->cancelling_ > 0 ? "cancelling" : "pending")
+                          : (p->has(kCancelled) ? "cancelled" : "finished");
+    out += " name='" + task_name(p) + "'";
+    if (p->has(kDone) && !p->has(kCancelled) && p->has(kHasException)) {
+        try {
+            std::rethrow_exception(p->exception_);
+        } catch (const std::exception& e) {
+            out += " exception=" + type_name(typeid(e)) + "('" + e.what() + "')";
+        } catch (...) {
+            out += " exception=...";
+        }
+    }
+    return out + ">";
+}
+
+void step_end(EventLoop& loop, void* token, double seconds, bool slow) noexcept {
+    auto* p = static_cast<PromiseBase*>(token);
+    if (slow) {
+        try {
+            char took[48];
+            std::snprintf(took, sizeof took, " took %.3f seconds", seconds);
+            report(&loop, {"Executing " + (p != nullptr ? describe_task(p) : std::string("<Handle>")) + took,
+                           nullptr, p != nullptr ? task_name(p) : std::string()});
+        } catch (...) {
+            // No memory for the report.
+        }
+    }
+    if (p != nullptr) task_release(p);
+}
+
+// The loop calls these through hooks (it never calls up).
 [[maybe_unused]] const bool g_hook_registered = (set_release_tasks_hook(&release_loop_tasks), true);
+[[maybe_unused]] const bool g_step_hooks_registered = (set_step_hooks(&step_begin, &step_end), true);
 }  // namespace
 
 }  // namespace asyncio::detail

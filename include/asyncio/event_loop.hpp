@@ -22,6 +22,7 @@
 #include "asyncio/clock.hpp"
 #include "asyncio/detail/callback.hpp"
 #include "asyncio/detail/config.hpp"
+#include "asyncio/detail/creation_site.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
 #include "asyncio/detail/loop_executor.hpp"
 #include "asyncio/detail/mpsc_queue.hpp"
@@ -193,9 +194,17 @@ public:
     /// loop is made (as PYTHONASYNCIODEBUG). In debug mode close() reports, through the exception
     /// handler, how many call_soon_threadsafe callbacks it dropped, and a coroutine made on its
     /// thread while it runs records the stack that made it, shown when it is reported as never
-    /// awaited or as a task destroyed while pending ("Coroutine created at ...").
+    /// awaited or as a task destroyed while pending ("Coroutine created at ..."). A step slower
+    /// than slow_callback_duration() is reported, and so is a Socket, StreamWriter, Server,
+    /// Process or loop made in debug mode and destroyed without close() ("unclosed <...>", an
+    /// asyncio::ResourceWarning, with "Object created at ..."); see docs/design.md's differences.
     void set_debug(bool enabled) noexcept;
     bool get_debug() const noexcept { return debug_; }
+    /// Debug mode: a callback or task step that runs this long or longer (on the loop's clock) is
+    /// reported through the exception handler, "Executing <Task pending name='...' ...> took
+    /// 0.150 seconds" (Python's loop.slow_callback_duration, 100 ms by default).
+    Duration slow_callback_duration() const noexcept { return slow_callback_duration_; }
+    void set_slow_callback_duration(Duration d) noexcept { slow_callback_duration_ = d; }
 
     // ---- the I/O backend ----
     /// The I/O backend this loop runs on: "io_uring" or "epoll". Chosen when the loop is made, from
@@ -347,6 +356,7 @@ private:
     void check_runnable() const;
     static void run_slot(void* packed);
     void orphan_tasks() noexcept;
+    void run_ready_timed();  // run_once's ready callbacks in debug mode
     void shutdown_default_executor_for(std::optional<Duration> timeout) noexcept;
     TimerHandle schedule_timer(TimePoint when, detail::Callback&& cb);
 
@@ -363,6 +373,8 @@ private:
     bool stopping_ = false;
     bool closed_ = false;
     bool debug_ = false;
+    Duration slow_callback_duration_ = std::chrono::milliseconds(100);
+    detail::CreationSite site_{false};  // debug mode: where it was made ("unclosed event loop")
 
     // call_soon_threadsafe (see docs/design.md, "The loop"). Producers push onto a lock-free
     // queue (detail/mpsc_queue.hpp) and write the wake-up fd only when the loop may be blocked in

@@ -92,6 +92,14 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+/// Python's ResourceWarning. Never thrown by the library: in debug mode, the exception of the
+/// report of a Socket, StreamWriter, Server, Process or EventLoop destroyed without close()
+/// ("unclosed <...>", with where it was made).
+class ResourceWarning : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
 /// Raised by Generator::next()/send() when the generator has finished; value() holds what the
 /// generator co_returned (empty for Return = void), as Python's StopIteration.value.
 class StopIteration : public std::exception {

@@ -32,6 +32,8 @@
 #include <string_view>
 #include <utility>
 
+#include "asyncio/detail/creation_site.hpp"
+
 namespace asyncio {
 
 /// A socket address: sockaddr_storage and its length. What Python writes as ("127.0.0.1", 8080),
@@ -142,6 +144,7 @@ private:
     int fd_ = -1;
     int family_ = AF_UNSPEC;
     int type_ = 0;
+    detail::CreationSite site_;  // debug mode: where it was made ("unclosed <Socket ...>")
 };
 
 /// Python's socket.socketpair(): two connected sockets (AF_UNIX by default).

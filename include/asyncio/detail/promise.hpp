@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "asyncio/detail/config.hpp"
+#include "asyncio/detail/creation_site.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
 #include "asyncio/exceptions.hpp"
 
@@ -72,7 +73,6 @@ enum PromiseFlags : std::uint16_t {
 // a coroutine made on that loop's thread records its caller's stack (kCreationRecorded); the
 // record goes with the frame. Outside debug mode: one relaxed load of a global where a frame is
 // made, and one more flag bit tested where it is freed.
-extern std::atomic<int> g_debug_loops;  // loops in debug mode, on any thread
 struct PromiseBase;
 [[gnu::cold]] void record_creation(PromiseBase* p) noexcept;
 [[gnu::cold]] void forget_creation(const PromiseBase* p) noexcept;
