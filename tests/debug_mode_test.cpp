@@ -139,6 +139,11 @@ TEST_F(DebugMode, ASocketDestroyedOpenIsReportedWithWhereItWasMade) {
             closed.close();
             asyncio::Socket detached(AF_INET, SOCK_STREAM);
             ::close(detached.detach());
+            try {  // released by an error path: not reported (Python closes in `except`)
+                asyncio::Socket unwound(AF_INET, SOCK_STREAM);
+                throw std::runtime_error("bind failed");
+            } catch (const std::runtime_error&) {
+            }
             asyncio::Socket forgotten(AF_INET, SOCK_DGRAM);
             asyncio::Socket moved = std::move(forgotten);  // the site moves with the fd
             co_return;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <exception>
 #include <string>
 #include <utility>
 
@@ -48,9 +49,11 @@ public:
 
     /// Made in debug mode: a destruction without close() is to be reported.
     bool recorded() const noexcept { return rec_ != nullptr; }
-    /// Reports "unclosed <what>" with the site, once (the record is dropped).
+    /// Reports "unclosed <what>" with the site, once (the record is dropped). Not while an
+    /// exception unwinds the stack: that is how error paths (the library's own, a failed bind in
+    /// start_server) release what they made, as Python's close it in their `except` clauses.
     void report_unclosed(const std::string& what) noexcept {
-        detail::report_unclosed(what, rec_);
+        if (std::uncaught_exceptions() == 0) detail::report_unclosed(what, rec_);
         free_site(std::exchange(rec_, nullptr));
     }
 
