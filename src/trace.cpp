@@ -184,7 +184,13 @@ void Tracer::flush() noexcept {
     if (buf_.empty() || fd_ < 0) return;
     try {
         buf_ += kTrailer;
-        if (write_at(fd_, buf_, end_offset_)) end_offset_ += buf_.size() - kTrailer.size();
+        if (write_at(fd_, buf_, end_offset_)) {
+            end_offset_ += buf_.size() - kTrailer.size();
+        } else {
+            // Disk full or the like: drop this chunk, and put the file back as it was (a partial
+            // write would leave bytes after the trailer).
+            if (::ftruncate(fd_, static_cast<off_t>(end_offset_)) == 0) write_at(fd_, kTrailer, end_offset_);
+        }
     } catch (...) {
         // No memory for the trailer: these events are lost, the file stays as it was.
     }
