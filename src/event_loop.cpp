@@ -22,6 +22,7 @@ ASYNCIO_TLS EventLoop* t_running_loop = nullptr;
 ASYNCIO_TLS EventLoop* t_thread_loop = nullptr;
 ASYNCIO_TLS PromiseBase* t_current_task = nullptr;
 ASYNCIO_TLS bool t_loop_gone = false;
+thread_local bool t_ignore_trace_env = false;
 
 namespace {
 ReleaseTasksHook g_release_tasks = nullptr;  // set before main(); read-only afterwards
@@ -54,12 +55,13 @@ EventLoop::EventLoop(std::unique_ptr<Clock> clock)
     : clock_(std::move(clock)), backend_(detail::make_backend(ready_)), link_(std::make_shared<detail::LoopLink>()) {
     if (!clock_) throw ValueError("EventLoop needs a clock");
     link_->loop = this;
+    // Read once, here: a loop traces from its birth or when asked (set_trace_file). First: the
+    // only step that can throw (the file cannot be opened), before anything must be undone.
+    const char* trace = std::getenv("ASYNCIO_TRACE");
+    if (trace != nullptr && *trace != '\0' && !detail::t_ignore_trace_env) tracer_ = new detail::Tracer(*this, trace);
     // Python's PYTHONASYNCIODEBUG: any non-empty value turns debug mode on.
     const char* env = std::getenv("ASYNCIO_DEBUG");
     if (env != nullptr && *env != '\0') set_debug(true);
-    // Read once, here: a loop traces from its birth or when asked (set_trace_file).
-    const char* trace = std::getenv("ASYNCIO_TRACE");
-    if (trace != nullptr && *trace != '\0') tracer_ = new detail::Tracer(*this, trace);
     if (detail::t_thread_loop == nullptr) detail::t_thread_loop = this;
 }
 

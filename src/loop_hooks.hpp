@@ -14,4 +14,8 @@ namespace asyncio::detail {
 using ReleaseTasksHook = void (*)(EventLoop& loop) noexcept;
 void set_release_tasks_hook(ReleaseTasksHook hook) noexcept;
 
+/// Set while Runner makes a loop whose trace RunOptions::trace_file decides: the loop's
+/// constructor then leaves ASYNCIO_TRACE alone (its file is not even opened).
+extern thread_local bool t_ignore_trace_env;
+
 }  // namespace asyncio::detail

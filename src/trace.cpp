@@ -218,7 +218,6 @@ void Tracer::open(char ph, std::string_view name, std::uint64_t tid, std::int64_
     field_num("pid", pid_);
     field_num("tid", static_cast<std::int64_t>(tid));
     field_ts("ts", ts_ns);
-    args_open_ = false;
 }
 
 void Tracer::field_num(std::string_view key, std::int64_t v) {
@@ -243,7 +242,6 @@ void Tracer::field_ts(std::string_view key, std::int64_t ns) {
 
 void Tracer::begin_args() {
     buf_ += ",\"args\":{";
-    args_open_ = true;
     first_arg_ = true;
 }
 
@@ -266,7 +264,6 @@ void Tracer::arg(std::string_view key, std::int64_t value) {
 
 void Tracer::end_args() {
     buf_ += '}';
-    args_open_ = false;
 }
 
 void Tracer::close_event() { buf_ += '}'; }
@@ -295,7 +292,7 @@ Tracer::TaskRec& Tracer::rec_of(PromiseBase* t) {
     return rec;
 }
 
-void Tracer::name_task(PromiseBase* t, TaskRec& rec, bool final) {
+void Tracer::name_task(PromiseBase* t, TaskRec& rec) {
     if (rec.named) return;
     std::string name = task_name_if_set(t);
     if (name.empty()) return;
@@ -306,7 +303,6 @@ void Tracer::name_task(PromiseBase* t, TaskRec& rec, bool final) {
         name += ')';
     }
     name_track(rec.tid, name, rec.tid);
-    (void)final;
 }
 
 void Tracer::task_created(PromiseBase* p) noexcept {
@@ -345,7 +341,7 @@ void Tracer::step(PromiseBase* t) {
         tid = rec.tid;
         begin = now_ns();
         if (rec.steps == 0) {
-            name_task(t, rec, false);
+            name_task(t, rec);
             open('f', "spawn", tid, begin, "task");
             field_num("id", static_cast<std::int64_t>(tid));
             buf_ += ",\"bp\":\"e\"";
@@ -400,7 +396,7 @@ void Tracer::task_done(PromiseBase* p) noexcept {
     try {
         const std::int64_t ts = now_ns();
         TaskRec& rec = rec_of(p);
-        name_task(p, rec, true);
+        name_task(p, rec);
         std::string outcome = "result";
         std::string what;
         if (p->has(kHasException)) {

@@ -71,7 +71,7 @@ private:
     void io_begin(IoOp& op, IoRec& rec);
     void io_end(const IoOp& op, const IoRec& rec, const char* how);
     void name_track(std::uint64_t tid, std::string_view name, std::uint64_t sort);
-    void name_task(PromiseBase* t, TaskRec& rec, bool final);
+    void name_task(PromiseBase* t, TaskRec& rec);
 
     // Event writing: open(...) starts {"ph":..,"name":..,"pid":..,"tid":..,"ts":.., then
     // arg(...)s, then close().
@@ -91,7 +91,6 @@ private:
     long long pid_ = 0;
     std::uint64_t end_offset_ = 0;  // where the trailer starts in the file
     std::string buf_;               // events not yet written (each preceded by ",\n")
-    bool args_open_ = false;
     bool first_arg_ = true;
     std::uint64_t next_tid_ = 2;  // tid 1 is the loop's track
     std::uint64_t next_io_ = 1;

@@ -381,6 +381,22 @@ TEST_F(Trace, OffUnlessAsked) {
     EXPECT_EQ(loop.tracer(), nullptr);
     loop.run_until_complete(sleeper());
     EXPECT_EQ(loop.trace_file(), "");
+    // RunOptions::trace_file = "" wins over the environment.
+    ::setenv("ASYNCIO_TRACE", "/nonexistent-dir/t.json", 1);
+    asyncio::RunOptions options;
+    options.clock = asyncio_test::virtual_time();
+    options.trace_file = "";
+    EXPECT_EQ(asyncio::run(sleeper(), std::move(options)), 7);  // the file was not even opened
+    ::unsetenv("ASYNCIO_TRACE");
+}
+
+TEST_F(Trace, UnopenableFileFromTheEnvironmentFailsTheLoop) {
+    if (std::getenv("ASYNCIO_TRACE") != nullptr) GTEST_SKIP() << "ASYNCIO_TRACE is set";
+    ::setenv("ASYNCIO_TRACE", "/nonexistent-dir/t.json", 1);
+    EXPECT_THROW(asyncio::EventLoop loop, std::system_error);
+    ::unsetenv("ASYNCIO_TRACE");
+    asyncio::EventLoop loop;  // nothing left behind
+    EXPECT_FALSE(loop.get_debug());
 }
 
 Coroutine<> fails_after_a_while() {
