@@ -517,7 +517,9 @@ void Tracer::io_end(const IoOp& op, const IoRec& rec, const char* how) {
     arg("fd", op.fd);
     arg("op", static_cast<std::int64_t>(rec.seq));
     if (op.result >= 0) {
-        arg(op.kind == IoKind::accept ? "new_fd" : "bytes", op.result);
+        const bool moves_bytes = op.kind != IoKind::accept && op.kind != IoKind::connect &&
+                                 op.kind != IoKind::readable && op.kind != IoKind::writable;
+        arg(moves_bytes ? "bytes" : op.kind == IoKind::accept ? "new_fd" : "result", op.result);
     } else {
         arg("errno", -op.result);
     }

@@ -374,6 +374,46 @@ TEST_F(Trace, ScenarioTracedThroughTheEnvironment) {
     check_scenario_trace(traced_to, fds);
 }
 
+Coroutine<> accept_one(asyncio::Socket& listener, int& accepted_fd) {
+    auto [conn, peer] = co_await asyncio::sock_accept(listener);
+    accepted_fd = conn.fileno();
+}
+
+Coroutine<> connect_and_accept(int& listen_fd, int& client_fd, int& accepted_fd) {
+    asyncio::Socket listener(AF_INET, SOCK_STREAM);
+    listener.bind(asyncio::Address::parse("127.0.0.1", 0));
+    listener.listen();
+    listen_fd = listener.fileno();
+    auto server = asyncio::create_task(accept_one(listener, accepted_fd), "server");
+    asyncio::Socket client(AF_INET, SOCK_STREAM);
+    client_fd = client.fileno();
+    co_await asyncio::sock_connect(client, listener.getsockname());
+    co_await server;
+}
+
+TEST_F(Trace, AcceptAndConnectWithTheirFds) {
+    TempDir dir;
+    const std::string path = dir.file("tcp.json");
+    asyncio::RunOptions options;
+    options.trace_file = path;
+    int listen_fd = -1, client_fd = -1, accepted_fd = -1;
+    asyncio::run(connect_and_accept(listen_fd, client_fd, accepted_fd), std::move(options));
+    const std::vector<Json> ev = load_events(path);
+    const double server = track_of(ev, "server");
+    const long as = find(ev, "i", "accept submit", server);
+    ASSERT_GE(as, 0);
+    EXPECT_EQ(ev[as]["args"]["fd"].num(), listen_fd);
+    const long ad = find(ev, "i", "accept done", server, as);
+    ASSERT_GE(ad, 0);
+    EXPECT_EQ(ev[ad]["args"]["new_fd"].num(), accepted_fd);
+    const long cs = find(ev, "i", "connect submit");
+    ASSERT_GE(cs, 0);
+    EXPECT_EQ(ev[cs]["args"]["fd"].num(), client_fd);
+    const long cd = find(ev, "i", "connect done", ev[cs]["tid"].num(), cs);
+    ASSERT_GE(cd, 0);
+    EXPECT_EQ(ev[cd]["args"]["result"].num(), 0);
+}
+
 TEST_F(Trace, OffUnlessAsked) {
     if (std::getenv("ASYNCIO_TRACE") != nullptr) GTEST_SKIP() << "ASYNCIO_TRACE is set";
     asyncio::EventLoop loop(asyncio_test::virtual_time());

@@ -29,8 +29,9 @@
 //                       timeouts; a Handle::cancel() of a call_later timer is not recorded)
 //   io     i <kind> submit | <kind> done | <kind> cancelled   kind: recv, send, accept, connect,
 //                       recvfrom, sendto, read, write, readable, writable; args.fd, len, op (an
-//                       id), bytes (new_fd for accept) or errno; on the submitting task's track,
-//                       and b/e async slices "<kind> fd N" spanning each operation
+//                       id), and bytes (accept: new_fd; connect, readable, writable: result) or
+//                       errno; on the submitting task's track, and b/e async slices "<kind> fd N"
+//                       spanning each operation
 // Files (native file I/O) and the loop's internal wake-ups are not traced.
 //
 // Promises:
