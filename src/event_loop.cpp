@@ -13,6 +13,7 @@
 #include "backend/backend.hpp"
 #include "loop_hooks.hpp"
 #include "signals_internal.hpp"
+#include "trace.hpp"
 
 namespace asyncio {
 
@@ -21,6 +22,7 @@ ASYNCIO_TLS EventLoop* t_running_loop = nullptr;
 ASYNCIO_TLS EventLoop* t_thread_loop = nullptr;
 ASYNCIO_TLS PromiseBase* t_current_task = nullptr;
 ASYNCIO_TLS bool t_loop_gone = false;
+thread_local bool t_ignore_trace_env = false;
 
 namespace {
 ReleaseTasksHook g_release_tasks = nullptr;  // set before main(); read-only afterwards
@@ -59,10 +61,34 @@ EventLoop::EventLoop(std::unique_ptr<Clock> clock)
     : clock_(std::move(clock)), backend_(detail::make_backend(ready_)), link_(std::make_shared<detail::LoopLink>()) {
     if (!clock_) throw ValueError("EventLoop needs a clock");
     link_->loop = this;
+    // Read once, here: a loop traces from its birth or when asked (set_trace_file). First: the
+    // only step that can throw (the file cannot be opened), before anything must be undone.
+    const char* trace = std::getenv("ASYNCIO_TRACE");
+    if (trace != nullptr && *trace != '\0' && !detail::t_ignore_trace_env) tracer_ = new detail::Tracer(*this, trace);
     // Python's PYTHONASYNCIODEBUG: any non-empty value turns debug mode on.
     const char* env = std::getenv("ASYNCIO_DEBUG");
     if (env != nullptr && *env != '\0') set_debug(true);
     if (detail::t_thread_loop == nullptr) detail::t_thread_loop = this;
+}
+
+void EventLoop::set_trace_file(const std::string& path) {
+    if (closed_) throw RuntimeError("Event loop is closed");
+    if (running_) throw RuntimeError("Cannot change the trace of a running event loop");
+    delete tracer_;  // completes its file
+    tracer_ = nullptr;
+    if (!path.empty()) tracer_ = new detail::Tracer(*this, path);
+}
+
+std::string EventLoop::trace_file() const { return tracer_ != nullptr ? tracer_->path() : std::string(); }
+
+void EventLoop::flush_trace() noexcept {
+    if (tracer_ != nullptr) tracer_->flush();
+}
+
+bool EventLoop::cancel_timer_traced(detail::TimerId id) noexcept {
+    if (!timers_.cancel(id)) return false;
+    detail::trace_timer_cancelled(*this, id);
+    return true;
 }
 
 void EventLoop::set_debug(bool enabled) noexcept {
@@ -134,16 +160,30 @@ TimerHandle EventLoop::call_at(TimePoint when, detail::Callback cb) {
 TimerHandle EventLoop::schedule_timer(TimePoint when, detail::Callback&& cb) {
     if (closed_) throw RuntimeError("Event loop is closed");
     const detail::TimerId id = timers_.add(when.time_since_epoch().count(), std::move(cb));
+    if (tracer_ != nullptr) [[unlikely]]
+        detail::trace_timer_scheduled(*this, id, when);
     return TimerHandle(this, id, when);
 }
 
 void EventLoop::run_slot(void* packed) {
     EventLoop* loop = t_running_loop;
+    if (loop->tracer_ != nullptr) [[unlikely]]
+        return run_slot_traced(loop, packed);
     try {
         loop->timers_.run(detail::unpack_timer_id(packed));
     } catch (...) {
         loop->call_exception_handler({"Exception in callback", std::current_exception(), {}});
     }
+}
+
+void EventLoop::run_slot_traced(EventLoop* loop, void* packed) {
+    const std::int64_t begin = loop->tracer_->callback_begin();
+    try {
+        loop->timers_.run(detail::unpack_timer_id(packed));
+    } catch (...) {
+        loop->call_exception_handler({"Exception in callback", std::current_exception(), {}});
+    }
+    loop->tracer_->callback_end(begin);
 }
 
 void EventLoop::check_runnable() const {
@@ -157,12 +197,14 @@ void EventLoop::run_forever() {
     check_runnable();
     running_ = true;
     t_running_loop = this;
+    detail::t_tracer = tracer_;
     struct Reset {
         EventLoop* loop;
         ~Reset() {
             loop->running_ = false;
             loop->stopping_ = false;
             t_running_loop = nullptr;
+            detail::t_tracer = nullptr;
         }
     } reset{this};
     for (;;) {
@@ -240,7 +282,14 @@ void EventLoop::run_once() {
     if (timers_.has_timers()) {
         const std::int64_t now = time().time_since_epoch().count();
         detail::TimerId id;
-        while (timers_.pop_due(now, id)) ready_.push(&run_slot, detail::pack_timer_id(id));
+        if (tracer_ == nullptr) [[likely]] {
+            while (timers_.pop_due(now, id)) ready_.push(&run_slot, detail::pack_timer_id(id));
+        } else {
+            while (timers_.pop_due(now, id)) {
+                ready_.push(&run_slot, detail::pack_timer_id(id));
+                detail::trace_timer_fired(*this, id);
+            }
+        }
     }
 
     // 3. Run what is ready now; what these schedule waits for the next iteration.
@@ -313,6 +362,9 @@ void EventLoop::close() {
     ready_.clear();
     if (tasks_ != nullptr && detail::g_release_tasks != nullptr) detail::g_release_tasks(*this);
     timers_.clear();
+    // The trace is complete: the last events are written and the file closed.
+    delete tracer_;
+    tracer_ = nullptr;
 }
 
 // ---- the executor part (detail::LoopExecutor, src/thread_pool.cpp) ----

@@ -5,6 +5,7 @@
 #include "asyncio/detail/io_op.hpp"
 #include "asyncio/event_loop.hpp"
 #include "backend/backend.hpp"
+#include "trace.hpp"
 
 namespace asyncio {
 
@@ -16,6 +17,8 @@ bool io_submit(EventLoop& loop, IoOp& op, bool coop) {
         op.state = IoState::done;
         return true;
     }
+    if (Tracer* tr = loop.tracer()) [[unlikely]]
+        return tr->io_submit(op, coop);
     if (!loop.backend().submit(op)) return false;
     if (!coop || loop.consume_io_budget()) return true;
     // Budget spent: the task yields once; the completion brings the result back next iteration.
@@ -29,11 +32,15 @@ bool io_try(EventLoop& loop, IoOp& op) {
         op.state = IoState::done;
         return true;
     }
+    if (Tracer* tr = loop.tracer()) [[unlikely]]
+        return tr->io_try(op);
     return loop.backend().try_now(op);
 }
 
 bool io_cancel(EventLoop& loop, IoOp& op) noexcept {
     if (op.state != IoState::pending) return false;
+    if (Tracer* tr = loop.tracer()) [[unlikely]]
+        return tr->io_cancel(op);
     return loop.backend().cancel(op);
 }
 

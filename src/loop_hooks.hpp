@@ -21,4 +21,8 @@ using StepBeginHook = void* (*)(void (*fn)(void*), void* ctx) noexcept;
 using StepEndHook = void (*)(EventLoop& loop, void* token, double seconds, bool slow) noexcept;
 void set_step_hooks(StepBeginHook begin, StepEndHook end) noexcept;
 
+/// Set while Runner makes a loop whose trace RunOptions::trace_file decides: the loop's
+/// constructor then leaves ASYNCIO_TRACE alone (its file is not even opened).
+extern thread_local bool t_ignore_trace_env;
+
 }  // namespace asyncio::detail

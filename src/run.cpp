@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "asyncio/gather.hpp"
+#include "loop_hooks.hpp"
 #include "signals_internal.hpp"
 
 namespace asyncio {
@@ -94,9 +95,15 @@ void SigintGuard::check_after_done() const {
 EventLoop& Runner::get_loop() {
     if (closed_) throw RuntimeError("Runner is closed");
     if (!loop_) {
+        struct IgnoreTraceEnv {  // RunOptions::trace_file, when given, decides instead
+            bool was = detail::t_ignore_trace_env;
+            explicit IgnoreTraceEnv(bool on) { detail::t_ignore_trace_env = was || on; }
+            ~IgnoreTraceEnv() { detail::t_ignore_trace_env = was; }
+        } ignore(options_.trace_file.has_value());
         loop_ = options_.clock ? std::make_unique<EventLoop>(std::move(options_.clock))
                                : std::make_unique<EventLoop>();
         if (options_.debug) loop_->set_debug(*options_.debug);
+        if (options_.trace_file) loop_->set_trace_file(*options_.trace_file);
     }
     return *loop_;
 }

@@ -159,6 +159,8 @@ void task_finished(PromiseBase* p) noexcept {
         } catch (...) {
         }
     }
+    if (p->loop_ != nullptr && p->loop_->tracer() != nullptr) [[unlikely]]
+        trace_task_done(p);
     complete(p);
     task_release(p);  // the loop's reference
 }
@@ -423,6 +425,12 @@ std::string task_name(const PromiseBase* p) {
     TaskExtra& e = extra(mp);
     if (e.name.empty()) e.name = "Task-" + std::to_string(++t_task_counter);
     return e.name;
+}
+
+std::string task_name_if_set(const PromiseBase* p) {
+    if (!p->has(kHasExtra)) return {};
+    const auto it = t_extras.find(p);
+    return it != t_extras.end() ? it->second.name : std::string();
 }
 
 void task_set_name(PromiseBase* p, std::string name) { extra(p).name = std::move(name); }

@@ -35,4 +35,5 @@
 #include "asyncio/task_group.hpp"
 #include "asyncio/thread_pool.hpp"
 #include "asyncio/timeout.hpp"
+#include "asyncio/trace.hpp"
 #include "asyncio/wait.hpp"

@@ -29,6 +29,7 @@
 #include "asyncio/detail/promise.hpp"
 #include "asyncio/detail/ready_queue.hpp"
 #include "asyncio/detail/timer_queue.hpp"
+#include "asyncio/detail/trace_hooks.hpp"
 #include "asyncio/exceptions.hpp"
 
 namespace asyncio {
@@ -206,6 +207,21 @@ public:
     Duration slow_callback_duration() const noexcept { return slow_callback_duration_; }
     void set_slow_callback_duration(Duration d) noexcept { slow_callback_duration_ = d; }
 
+    // ---- traces (asyncio/trace.hpp) ----
+    /// Starts writing this loop's trace (Chrome trace-event JSON) to `path`, or to `path.N` when
+    /// the process already traced N-1 loops to that path; the file is complete when the loop
+    /// closes. A trace already under way is completed first (its file closed); an empty path
+    /// just stops it. Done from the environment variable ASYNCIO_TRACE (when set and not empty)
+    /// when the loop is made. std::system_error if the file cannot be opened; RuntimeError if the
+    /// loop is running or closed.
+    void set_trace_file(const std::string& path);
+    /// The file this loop traces to (with its .N suffix), or "" when it does not trace.
+    std::string trace_file() const;
+    /// Writes the events buffered so far (the file is valid JSON after every write).
+    void flush_trace() noexcept;
+    /// The tracer, or null (almost always): the hooks' test.
+    detail::Tracer* tracer() const noexcept { return tracer_; }
+
     // ---- the I/O backend ----
     /// The I/O backend this loop runs on: "io_uring" or "epoll". Chosen when the loop is made, from
     /// the environment variable ASYNCIO_BACKEND = epoll | io_uring | auto (unset: auto, which
@@ -320,9 +336,16 @@ public:
     void schedule(void (*fn)(void*), void* ctx) { ready_.push(fn, ctx); }
     /// Schedules cb on the loop's timer queue at `when`; the id cancels it.
     detail::TimerId add_timer(TimePoint when, detail::Callback&& cb) {
-        return timers_.add(when.time_since_epoch().count(), std::move(cb));
+        const detail::TimerId id = timers_.add(when.time_since_epoch().count(), std::move(cb));
+        if (tracer_ != nullptr) [[unlikely]]
+            detail::trace_timer_scheduled(*this, id, when);
+        return id;
     }
-    bool cancel_timer(detail::TimerId id) noexcept { return timers_.cancel(id); }
+    bool cancel_timer(detail::TimerId id) noexcept {
+        if (tracer_ != nullptr) [[unlikely]]
+            return cancel_timer_traced(id);
+        return timers_.cancel(id);
+    }
     /// Operations that may complete at once in one step of the loop before the task must yield
     /// (the cooperative budget of detail::io_submit).
     static constexpr std::uint32_t kIoBudget = 128;
@@ -359,6 +382,8 @@ private:
     void run_ready_timed();  // run_once's ready callbacks in debug mode
     void shutdown_default_executor_for(std::optional<Duration> timeout) noexcept;
     TimerHandle schedule_timer(TimePoint when, detail::Callback&& cb);
+    [[gnu::cold]] bool cancel_timer_traced(detail::TimerId id) noexcept;
+    [[gnu::cold]] static void run_slot_traced(EventLoop* loop, void* packed);
 
     std::unique_ptr<Clock> clock_;
     std::unique_ptr<detail::Backend> backend_;
@@ -375,6 +400,7 @@ private:
     bool debug_ = false;
     Duration slow_callback_duration_ = std::chrono::milliseconds(100);
     detail::CreationSite site_{false};  // debug mode: where it was made ("unclosed event loop")
+    detail::Tracer* tracer_ = nullptr;  // owned; made by set_trace_file, deleted by close()
 
     // call_soon_threadsafe (see docs/design.md, "The loop"). Producers push onto a lock-free
     // queue (detail/mpsc_queue.hpp) and write the wake-up fd only when the loop may be blocked in

@@ -100,7 +100,7 @@ protected:
     /// failed. Returns false (resume at once) when there is nothing to wait for.
     bool suspend(std::coroutine_handle<> h) {
         self_ = current_task_or_throw("gather()");
-        suspend_task(self_, h, this);
+        suspend_task(self_, h, this, "gather()");
         suspended_ = true;
         const std::size_t n = count();
         for (std::size_t i = 0; i < n; ++i) {

@@ -31,6 +31,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -47,6 +48,9 @@ struct RunOptions {
     std::optional<bool> debug = std::nullopt;
     /// The loop's clock (a MockClock makes time virtual); null: the monotonic clock.
     std::unique_ptr<Clock> clock = nullptr;
+    /// Where the loop writes its trace (EventLoop::set_trace_file, asyncio/trace.hpp); unset: the
+    /// ASYNCIO_TRACE environment variable; "": no trace, whatever the environment says.
+    std::optional<std::string> trace_file = std::nullopt;
 };
 
 namespace detail {

@@ -38,7 +38,7 @@ public:
     bool await_ready() const noexcept { return inner_.done(); }
     bool await_suspend(std::coroutine_handle<> h) {
         self_ = current_task_or_throw("shield()");
-        suspend_task(self_, h, this);
+        suspend_task(self_, h, this, "shield()");
         DoneWaiter::fn = &on_done;
         DoneWaiter::next = inner_.base()->waiters_;
         inner_.base()->waiters_ = this;

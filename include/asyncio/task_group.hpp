@@ -198,7 +198,7 @@ private:
         }
         bool await_suspend(std::coroutine_handle<> h) {
             // A cancellation already pending reaches on_cancel once the step is over.
-            detail::suspend_task(g_.parent_, h, this);
+            detail::suspend_task(g_.parent_, h, this, "TaskGroup");
             CancelHook::fn = &on_cancel;
             g_.exit_waiter_ = g_.parent_;
             return true;

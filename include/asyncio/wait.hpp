@@ -86,7 +86,7 @@ protected:
     // Suspends the current task until wake() (or its cancellation).
     bool suspend(std::coroutine_handle<> h, std::optional<TimePoint> deadline) {
         self_ = current_task_or_throw("wait()");
-        suspend_task(self_, h, this);
+        suspend_task(self_, h, this, "wait()");
         CancelHook::fn = &on_cancel;
         if (deadline && !armed_) {
             timer_ = t_running_loop->call_at(*deadline, [this] {

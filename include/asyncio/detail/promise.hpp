@@ -164,6 +164,7 @@ bool task_cancel(PromiseBase* p, std::string msg);
 [[noreturn]] void throw_cancelled(PromiseBase* p);  // clears kMustCancel, throws CancelledError
 void set_cancelled(PromiseBase* p) noexcept;  // its outcome: CancelledError (the pending message)
 std::string task_name(const PromiseBase* p);
+std::string task_name_if_set(const PromiseBase* p);  // "" for a task never named (assigns no number)
 void task_set_name(PromiseBase* p, std::string name);
 
 /// The task running on this thread now (null outside a task). Defined in src/event_loop.cpp.

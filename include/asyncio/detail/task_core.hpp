@@ -24,10 +24,14 @@ void cancel_after_step(PromiseBase* t) noexcept;
 /// Resumes a task where it stopped, with it as the current task. Runs from the ready queue.
 inline void step_task(void* ctx) {
     auto* t = static_cast<PromiseBase*>(ctx);
-    PromiseBase* const prev = t_current_task;
-    t_current_task = t;
-    t->resume_.resume();  // the task may be freed once this returns
-    t_current_task = prev;
+    if (Tracer* tr = t_tracer) [[unlikely]] {
+        trace_step(tr, t);  // the same, recorded
+    } else {
+        PromiseBase* const prev = t_current_task;
+        t_current_task = t;
+        t->resume_.resume();  // the task may be freed once this returns
+        t_current_task = prev;
+    }
     if (t_cancel_after_step != nullptr) [[unlikely]]
         deliver_cancel_after_step();
 }
@@ -58,8 +62,12 @@ inline void wake_task(PromiseBase* t) {
 /// iteration later (after the callbacks already scheduled), and what it awaits is told (an
 /// awaited task or gather is cancelled with the message, a Condition wait re-acquires its lock).
 /// With no hook it stays pending and is raised where the task resumes. This is the one place
-/// where a pending cancellation meets a suspension.
-inline void suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook) noexcept {
+/// where a pending cancellation meets a suspension, and where a trace learns what the task awaits
+/// (`what`, the await site: "sleep()", "sock_recv", "Task", ...; asyncio/trace.hpp).
+inline void suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook,
+                         const char* what = nullptr) noexcept {
+    if (t_tracer != nullptr) [[unlikely]]
+        trace_suspend(t, what);
     t->resume_ = h;
     t->waiting_ = hook;
     if (t->has(kMustCancel) && hook != nullptr) [[unlikely]]
@@ -86,6 +94,8 @@ inline void bind_to_loop(PromiseBase* p, EventLoop& loop) noexcept {
 inline void task_start(PromiseBase* p, EventLoop& loop) {
     p->flags_ |= kTaskMode;
     p->refs_ = 2;  // the loop's, and the Task handle's
+    if (loop.tracer() != nullptr) [[unlikely]]
+        trace_task_created(loop, p);  // before bind_to_loop: p's origin is still readable
     bind_to_loop(p, loop);
     loop.schedule(&start_task, p);
 }
@@ -109,7 +119,7 @@ struct [[nodiscard]] TaskAwaiter : DoneWaiter, CancelHook {
         if (self == target) throw RuntimeError("Task cannot await on itself");
         if (target->loop_ != self->loop_) [[unlikely]]
             throw RuntimeError("Task got Future attached to a different loop");
-        suspend_task(self, h, this);
+        suspend_task(self, h, this, "Task");
         DoneWaiter::fn = &on_done;
         DoneWaiter::next = target->waiters_;
         target->waiters_ = this;

@@ -88,7 +88,7 @@ public:
     /// cancellation already pending is delivered to `hook` once the task's step is over (see
     /// suspend_task), so the task raises one iteration later, as in asyncio.
     [[gnu::always_inline]] void begin_wait(std::coroutine_handle<> h, const char* what, Hook hook) {
-        start_wait(current_task_or_throw(what), h, hook);
+        start_wait(current_task_or_throw(what), h, hook, what);
     }
     /// As begin_wait, for an operation that must not even start while a cancellation is pending
     /// (the socket operations: docs/design.md, Differences from CPython). False then: do not
@@ -99,7 +99,7 @@ public:
             bits_ = reinterpret_cast<std::uintptr_t>(t) | kCancelledBit;
             return false;
         }
-        start_wait(t, h, hook);
+        start_wait(t, h, hook, what);
         return true;
     }
     /// Suspends until the loop's next iteration (asyncio's bare `yield`, sleep(0)): the task goes
@@ -108,7 +108,7 @@ public:
     void yield_once(std::coroutine_handle<> h, const char* what) {
         PromiseBase* const t = current_task_or_throw(what);
         t->loop_->schedule(&step_task, t);  // first: if it throws, the task did not suspend
-        suspend_task(t, h, nullptr);
+        suspend_task(t, h, nullptr, what);
         bits_ = reinterpret_cast<std::uintptr_t>(t);
     }
     /// The registration that followed begin_wait failed (it threw): the task does not suspend.
@@ -209,10 +209,10 @@ public:
     static Waiter* from_hook(CancelHook* h) noexcept { return static_cast<Waiter*>(h); }
 
 private:
-    void start_wait(PromiseBase* t, std::coroutine_handle<> h, Hook hook) noexcept {
+    void start_wait(PromiseBase* t, std::coroutine_handle<> h, Hook hook, const char* what) noexcept {
         CancelHook::fn = hook;
         bits_ = reinterpret_cast<std::uintptr_t>(t);
-        suspend_task(t, h, this);
+        suspend_task(t, h, this, what);
     }
 
     // The state is the task pointer itself: null (kIdle), the task (kSuspended), or the task with
