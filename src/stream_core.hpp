@@ -9,8 +9,10 @@
 //
 // Reading: the read buffer is filled by a FillAwaiter, an IoOp (receive into the buffer's free
 // tail) started on the transport and embedded in the reading coroutine's frame, so the loop owns
-// it through that task. Writing: write() tries the transport once when nothing is buffered; the
-// rest goes to a list of chunks that a flusher task (holding a reference) sends in order.
+// it through that task. Writing: write() tries the transport once when nothing is buffered (not
+// on a transport that defers sends, io_uring: there the send is submitted with the loop's next
+// poll instead of made now); the rest goes to a list of chunks that a flusher task (holding a
+// reference) sends in order.
 #pragma once
 
 #include <coroutine>
@@ -215,6 +217,8 @@ private:
     /// Sends what the transport takes at once; returns the number of bytes sent. Throws
     /// std::system_error (and keeps the error for the next calls).
     std::size_t send_now(const char* p, std::size_t n);
+    /// Whether write() skips send_now() (the transport submits sends instead: io_uring).
+    bool defer_sends() const noexcept;
 };
 
 /// A task awaiting one operation on a transport: started from await_suspend, withdrawn through

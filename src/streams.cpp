@@ -288,6 +288,11 @@ std::size_t StreamCore::send_now(const char* p, std::size_t n) {
     return static_cast<std::size_t>(r);
 }
 
+bool StreamCore::defer_sends() const noexcept {
+    EventLoop* loop = t_running_loop;  // none: send_now() raises the RuntimeError
+    return loop != nullptr && transport_->defers_sends(*loop);
+}
+
 namespace {
 constexpr std::size_t kCoalesce = 64 * 1024;  // small writes are appended to the last chunk up to this
 }  // namespace
@@ -304,7 +309,7 @@ void StreamCore::write(const void* data, std::size_t n) {
     check_writable();
     if (n == 0) return;
     const char* p = static_cast<const char*>(data);
-    if (wsize_ == 0) {
+    if (wsize_ == 0 && !defer_sends()) {
         const std::size_t sent = send_now(p, n);
         p += sent;
         n -= sent;
@@ -331,7 +336,7 @@ void StreamCore::write(std::string&& data) {
     check_writable();
     const std::size_t n = data.size();
     std::size_t sent = 0;
-    if (wsize_ == 0) {  // nothing buffered: chunks_ is empty, so the string becomes the front chunk
+    if (wsize_ == 0 && !defer_sends()) {  // nothing buffered: chunks_ is empty, so the string becomes the front chunk
         sent = send_now(data.data(), n);
         if (sent == n) return;
     }

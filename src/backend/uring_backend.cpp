@@ -240,6 +240,8 @@ public:
 
     const char* name() const noexcept override { return "io_uring"; }
 
+    bool defers_submissions() const noexcept override { return true; }
+
     bool submit(IoOp& op) override {
         if (op.fd < 0) return finish_now(op, -EBADF);
         FdState* known = fds_.find(op.fd);
@@ -252,7 +254,9 @@ public:
         }
         const int d = is_reader(op) ? 0 : 1;
         bool tried = false;
-        if (known == nullptr || known->dir[d].head == nullptr) {
+        const bool deferred = op.defer && has_native_request(op.kind);
+        if (deferred) ++deferred_;
+        if (!deferred && (known == nullptr || known->dir[d].head == nullptr)) {
             if (known == nullptr || !known->dir[d].not_ready) {
                 const std::int64_t r = attempt(op, false);
                 if (r != -EAGAIN) {
@@ -317,6 +321,7 @@ public:
         c.multishot_recv = ms_recv_armed_;
         c.multishot_accept = ms_accept_armed_;
         c.enobufs = enobufs_;
+        c.deferred = deferred_;
         const_cast<FdTable<FdState>&>(fds_).for_each([&c](FdState& s) {
             c.stashed_bytes += s.dir[0].stash.size();
             c.queued_accepts += s.dir[0].accepted.size();
@@ -644,6 +649,13 @@ private:
         rearm_.clear();
     }
 
+    /// Kinds start() puts in the ring as the call itself (not a POLL_ADD first): only those
+    /// honour IoOp::defer (a deferred poll would cost a round trip more than the trial call).
+    static bool has_native_request(IoKind k) noexcept {
+        return k == IoKind::send || k == IoKind::recv || k == IoKind::sendto || k == IoKind::recvfrom ||
+               k == IoKind::accept || k == IoKind::read;
+    }
+
     static bool check_epoch(IoOp& op, const FdState* known) noexcept {
         return bind_epoch(op, known != nullptr ? known->epoch : 0);
     }
@@ -755,7 +767,7 @@ private:
                 complete_head(q, *op, stashed);
                 continue;
             }
-            if (!q.not_ready) {
+            if (!q.not_ready && !(op->defer && has_native_request(op->kind))) {
                 const std::int64_t r = attempt(*op, false);
                 if (r != -EAGAIN) {
                     complete_head(q, *op, r);
@@ -1381,6 +1393,7 @@ private:
     std::size_t ms_recv_armed_ = 0;
     std::size_t ms_accept_armed_ = 0;
     std::size_t enobufs_ = 0;
+    std::size_t deferred_ = 0;  // ops submitted with IoOp::defer (counters())
     int stopping_fd_ = -1;  // stop_multi is waiting for this fd's last multishot CQE
     static bool multishot_enabled() noexcept {
         const char* e = std::getenv("ASYNCIO_URING_MULTISHOT");
