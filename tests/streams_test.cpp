@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <any>
@@ -556,6 +557,105 @@ TEST_F(AStreamWriter, DrainWaitsAboveHighWaterAndResumesAtLowWater) {
             for (int i = 0; i < 64; ++i) CO_ASSERT(got.compare(i * chunk, chunk, block) == 0);
         }(),
         asyncio_test::virtual_time());
+}
+
+/// Bytes waiting in the receive queue of the socket fd (what the kernel has delivered to it).
+int bytes_queued_at(int fd) {
+    int n = -1;
+    if (::ioctl(fd, FIONREAD, &n) != 0) return -1;
+    return n;
+}
+
+bool on_io_uring() { return std::string_view(asyncio::get_running_loop().backend_name()) == "io_uring"; }
+
+TEST_F(AStreamWriter, OnIoUringABurstOfWritesMakesNoSendSystemCallBeforeTheLoopPolls) {
+    // io_uring: write() with nothing pending queues a send (an SQE) that goes to the kernel with
+    // the loop's next io_uring_enter, the one that also waits; it makes no send(2). The kernel
+    // itself is the witness: a send(2) on a Unix stream socket has put the bytes in the peer's
+    // receive queue by the time it returns, so right after a burst of writes the peer's queue is
+    // empty on io_uring (and holds everything on epoll, which tries each write first). Then all
+    // of it arrives, in order, from a handful of submitted sends, not one per write.
+    asyncio::run([]() -> Coroutine<> {
+        auto pairs = stream_socketpair();
+        StreamWriter w = pairs.first.second;
+        StreamReader peer = pairs.second.first;
+        const int peer_fd = std::any_cast<int>(pairs.second.second.get_extra_info("socket"));
+        asyncio::EventLoop& loop = asyncio::get_running_loop();
+        const std::size_t deferred_before = asyncio::debug::backend_counters(loop).deferred;
+        std::string expected;
+        for (int i = 0; i < 50; ++i) {
+            const std::string message = pattern(100, i);
+            w.write(message);
+            expected += message;
+        }
+        if (on_io_uring()) {
+            CO_ASSERT(bytes_queued_at(peer_fd) == 0);                   // no send(2) made
+            CO_ASSERT(w.get_write_buffer_size() == expected.size());  // all of it buffered
+        } else {
+            CO_ASSERT(bytes_queued_at(peer_fd) == static_cast<int>(expected.size()));
+            CO_ASSERT(w.get_write_buffer_size() == 0);
+        }
+        const std::string got = co_await peer.readexactly(expected.size());
+        CO_ASSERT(first_difference(got, expected) == -1);
+        co_await asyncio::sleep(0s);  // (the last send's completion may follow the reader's)
+        CO_ASSERT(w.get_write_buffer_size() == 0);
+        const std::size_t deferred = asyncio::debug::backend_counters(loop).deferred - deferred_before;
+        if (on_io_uring()) {
+            // The first write's chunk, then one chunk that the other 49 were appended to.
+            CO_ASSERT(deferred >= 1 && deferred <= 2);
+        } else {
+            CO_ASSERT(deferred == 0);
+        }
+    }());
+}
+
+TEST_F(AStreamWriter, CloseRightAfterABurstOfWritesDeliversEverythingThenEof) {
+    // The sends of the burst are not even submitted yet on io_uring when close() comes: close()
+    // still flushes everything before the socket is closed, as asyncio's transport.close().
+    // The same with the writer's handles dropped instead of close().
+    asyncio::run([]() -> Coroutine<> {
+        for (int dropped = 0; dropped < 2; ++dropped) {
+            auto pairs = stream_socketpair();
+            StreamReader peer = pairs.second.first;
+            std::string expected;
+            {
+                StreamWriter w = std::move(pairs.first.second);
+                for (int i = 0; i < 20; ++i) {
+                    const std::string message = pattern(static_cast<std::size_t>(1000 + i * 3000), i);
+                    w.write(message);
+                    expected += message;
+                }
+                if (dropped == 0) w.close();
+                pairs.first.first = StreamReader();
+            }  // the last handle goes here
+            const std::string got = co_await peer.read(-1);  // to EOF
+            CO_ASSERT(got.size() == expected.size());
+            CO_ASSERT(first_difference(got, expected) == -1);
+        }
+    }());
+}
+
+TEST_F(AStreamWriter, AbortWithSendsQueuedDropsThemAndLeavesNothingBehind) {
+    // abort() while the burst's send is queued (io_uring: an SQE not yet submitted, whose data is
+    // the stream's buffer): the buffer is dropped only once the kernel is done with it, the peer
+    // sees EOF (or a reset) with at most what was sent, and nothing leaks (LeakChecked, ASan).
+    asyncio::run([]() -> Coroutine<> {
+        auto pairs = stream_socketpair();
+        StreamWriter w = pairs.first.second;
+        StreamReader peer = pairs.second.first;
+        const std::string message = pattern(200000, 3);
+        w.write(message);
+        w.write(message);
+        w.abort();
+        CO_ASSERT(w.get_write_buffer_size() == 0);
+        std::string got;
+        try {
+            got = co_await peer.read(-1);
+        } catch (const std::system_error&) {
+        }
+        CO_ASSERT(got.size() <= 2 * message.size());
+        CO_ASSERT(first_difference(got, (message + message).substr(0, got.size())) == -1);
+    }());
 }
 
 TEST_F(AStreamWriter, AWriteTheSocketCannotTakeAtOnceLeavesOnlyTheFlushersSendRegistered) {

@@ -213,6 +213,16 @@ public:
     std::size_t poll(std::int64_t timeout_ns, ReadyQueue&) override {
         enable();
         if (!wake_armed_) arm_wakeup();
+        if (timeout_ns == 0 && !skipped_last_ && io_uring_sq_ready(&ring_) == 0 && io_uring_cq_ready(&ring_) == 0) {
+            // A look without waiting, with nothing to submit and no CQE posted, right after a
+            // poll that did enter the kernel: skip this one (the next poll enters in any case).
+            // A completion that came meanwhile waits one iteration more; what this saves is the
+            // io_uring_enter of the iteration that runs what the last wait delivered, whose
+            // callbacks (a stream's flusher) queue SQEs that the next enter submits with its wait.
+            skipped_last_ = true;
+            return 0;
+        }
+        skipped_last_ = false;
         int r;
         if (timeout_ns == 0 || io_uring_cq_ready(&ring_) > 0) {
             r = io_uring_submit_and_get_events(&ring_);
@@ -1394,6 +1404,7 @@ private:
     std::size_t ms_accept_armed_ = 0;
     std::size_t enobufs_ = 0;
     std::size_t deferred_ = 0;  // ops submitted with IoOp::defer (counters())
+    bool skipped_last_ = false;  // the last poll() did not enter the kernel (see poll())
     int stopping_fd_ = -1;  // stop_multi is waiting for this fd's last multishot CQE
     static bool multishot_enabled() noexcept {
         const char* e = std::getenv("ASYNCIO_URING_MULTISHOT");
