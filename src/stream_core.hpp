@@ -10,9 +10,10 @@
 // Reading: the read buffer is filled by a FillAwaiter, an IoOp (receive into the buffer's free
 // tail) started on the transport and embedded in the reading coroutine's frame, so the loop owns
 // it through that task. Writing: write() tries the transport once when nothing is buffered (not
-// on a transport that defers sends, io_uring: there the send is submitted with the loop's next
-// poll instead of made now); the rest goes to a list of chunks that a flusher task (holding a
-// reference) sends in order.
+// on a transport that defers sends, io_uring, for a write of up to 4 KiB: there the bytes are
+// buffered and the flusher's send goes to the kernel with the loop's next poll, no system call
+// of its own); the rest goes to a list of chunks that a flusher task (holding a reference) sends
+// in order.
 #pragma once
 
 #include <coroutine>
@@ -161,6 +162,7 @@ public:
     // ---- writing ----
     std::deque<std::string> chunks_;  // the write buffer, in order
     std::size_t front_sent_ = 0;      // bytes of chunks_.front() already sent
+    std::string spare_;               // a small chunk's block, sent, kept for the next chunk
     std::size_t wsize_ = 0;           // bytes buffered (not sent)
     std::size_t high_ = 64 * 1024;
     std::size_t low_ = 16 * 1024;
