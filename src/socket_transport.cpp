@@ -25,7 +25,13 @@ SocketTransport::SocketTransport(Socket sock, Address peer)
 bool SocketTransport::start(EventLoop& loop, IoOp& op) {
     op.fd = sock_.fileno();  // -1 once closed: the backend completes it with -EBADF
     op.short_means_not_ready = stream_;
+    // A stream's sends are submitted, not tried, where that saves the system call.
+    op.defer = op.kind == IoKind::send && defers_sends(loop);
     return io_submit(loop, op);
+}
+
+bool SocketTransport::defers_sends(EventLoop& loop) const noexcept {
+    return stream_ && loop.backend().defers_submissions();
 }
 
 bool SocketTransport::provides_buffers(EventLoop& loop) noexcept {

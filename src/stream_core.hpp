@@ -9,8 +9,11 @@
 //
 // Reading: the read buffer is filled by a FillAwaiter, an IoOp (receive into the buffer's free
 // tail) started on the transport and embedded in the reading coroutine's frame, so the loop owns
-// it through that task. Writing: write() tries the transport once when nothing is buffered; the
-// rest goes to a list of chunks that a flusher task (holding a reference) sends in order.
+// it through that task. Writing: write() tries the transport once when nothing is buffered (not
+// on a transport that defers sends, io_uring, for a write of up to 4 KiB: there the bytes are
+// buffered and the flusher's send goes to the kernel with the loop's next poll, no system call
+// of its own); the rest goes to a list of chunks that a flusher task (holding a reference) sends
+// in order.
 #pragma once
 
 #include <coroutine>
@@ -159,6 +162,7 @@ public:
     // ---- writing ----
     std::deque<std::string> chunks_;  // the write buffer, in order
     std::size_t front_sent_ = 0;      // bytes of chunks_.front() already sent
+    std::string spare_;               // a small chunk's block, sent, kept for the next chunk
     std::size_t wsize_ = 0;           // bytes buffered (not sent)
     std::size_t high_ = 64 * 1024;
     std::size_t low_ = 16 * 1024;
@@ -216,6 +220,8 @@ private:
     /// Sends what the transport takes at once; returns the number of bytes sent. Throws
     /// std::system_error (and keeps the error for the next calls).
     std::size_t send_now(const char* p, std::size_t n);
+    /// Whether write() skips send_now() (the transport submits sends instead: io_uring).
+    bool defer_sends() const noexcept;
 };
 
 /// A task awaiting one operation on a transport: started from await_suspend, withdrawn through

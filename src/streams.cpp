@@ -292,7 +292,17 @@ std::size_t StreamCore::send_now(const char* p, std::size_t n) {
 
 namespace {
 constexpr std::size_t kCoalesce = 64 * 1024;  // small writes are appended to the last chunk up to this
+// A write() of at most this many bytes (copied: the caller keeps its buffer) is submitted rather
+// than tried on a transport that defers sends. Above it the copy into the buffer would cost more
+// than the send(2) it saves: such a write is tried first, from the caller's bytes, as on epoll.
+// (A moved string is kept without a copy: submitted at any size.)
+constexpr std::size_t kDeferMax = 4 * 1024;
 }  // namespace
+
+bool StreamCore::defer_sends() const noexcept {
+    EventLoop* loop = t_running_loop;  // none: send_now() raises the RuntimeError
+    return loop != nullptr && transport_->defers_sends(*loop);
+}
 
 void StreamCore::check_writable() const {
     if (!connected()) throw RuntimeError("StreamWriter has no connection");
@@ -306,7 +316,7 @@ void StreamCore::write(const void* data, std::size_t n) {
     check_writable();
     if (n == 0) return;
     const char* p = static_cast<const char*>(data);
-    if (wsize_ == 0) {
+    if (wsize_ == 0 && (n > kDeferMax || !defer_sends())) {
         const std::size_t sent = send_now(p, n);
         p += sent;
         n -= sent;
@@ -316,6 +326,10 @@ void StreamCore::write(const void* data, std::size_t n) {
     if (!chunks_.empty() && (chunks_.size() > 1 || !flusher_active_) &&
         chunks_.back().size() + n <= kCoalesce) {
         chunks_.back().append(p, n);
+    } else if (spare_.capacity() >= n) {
+        spare_.assign(p, n);  // the block of a chunk sent earlier: no allocation
+        chunks_.push_back(std::move(spare_));
+        spare_.clear();
     } else {
         chunks_.emplace_back(p, n);
     }
@@ -333,7 +347,7 @@ void StreamCore::write(std::string&& data) {
     check_writable();
     const std::size_t n = data.size();
     std::size_t sent = 0;
-    if (wsize_ == 0) {  // nothing buffered: chunks_ is empty, so the string becomes the front chunk
+    if (wsize_ == 0 && !defer_sends()) {  // nothing buffered: chunks_ is empty, so the string becomes the front chunk
         sent = send_now(data.data(), n);
         if (sent == n) return;
     }
@@ -396,6 +410,10 @@ void StreamCore::consume_written(std::size_t n) noexcept {
     front_sent_ += n;
     wsize_ -= n;
     if (front_sent_ >= chunks_.front().size()) {
+        // A small block is kept for the next chunk (a connection that writes a message per
+        // iteration would otherwise allocate and free one each time); a large one is freed.
+        if (chunks_.front().capacity() <= kDeferMax && chunks_.front().capacity() > spare_.capacity())
+            spare_ = std::move(chunks_.front());
         chunks_.pop_front();
         front_sent_ = 0;
     }

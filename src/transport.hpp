@@ -42,6 +42,13 @@ public:
     /// One send that never waits, for a write() with nothing buffered ahead of it: the number of
     /// bytes taken (0: it would have to wait), or -errno.
     virtual std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) = 0;
+    /// Whether a send is cheaper submitted than tried (the loop's backend defers submissions,
+    /// Backend::defers_submissions()): write() then skips try_send() and buffers, and the
+    /// flusher's sends go to the kernel with the loop's next poll, no system call of their own.
+    virtual bool defers_sends(EventLoop& loop) const noexcept {
+        (void)loop;
+        return false;
+    }
     /// Whether write_eof() half-closes (the peer reads EOF, we can still receive).
     virtual bool can_write_eof() const noexcept = 0;
     /// Half-close after what was sent so far. An error here (the peer is gone) shows on the next
@@ -86,6 +93,7 @@ public:
     bool start(EventLoop& loop, IoOp& op) override;
     bool cancel(EventLoop& loop, IoOp& op) noexcept override;
     std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) override;
+    bool defers_sends(EventLoop& loop) const noexcept override;
     bool can_write_eof() const noexcept override { return true; }
     void write_eof() noexcept override;
     void close() noexcept override;

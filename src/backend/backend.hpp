@@ -10,7 +10,8 @@
 //   io_uring  (uring_backend.cpp) try_now() = the plain non-blocking system call (no SQE: nothing to
 //             cancel when it would block); submit() = one SQE per op (IORING_OP_RECV, SEND, ACCEPT, CONNECT, RECVMSG,
 //             SENDMSG, POLL_ADD for readable/writable; it may also try the call first, as epoll
-//             does, and skip the SQE when that succeeds); poll() = io_uring_enter + reap CQEs,
+//             does, and skip the SQE when that succeeds; never for an op with IoOp::defer, whose
+//             SQE waits for the next poll()); poll() = io_uring_enter + reap CQEs,
 //             each CQE's user_data is the IoOp; cancel() = a synchronous cancel of that op
 //             (IORING_REGISTER_SYNC_CANCEL, or ASYNC_CANCEL and reap until the op's own CQE is
 //             in, since the kernel may still write into the op's buffer until then) and returns
@@ -68,6 +69,12 @@ public:
     /// nothing, and op.state is still idle. (A stream's write() with an empty buffer: what the fd
     /// does not take now goes to the stream's buffer instead.)
     virtual bool try_now(IoOp& op) = 0;
+    /// Whether submit() of an op with IoOp::defer costs no system call: the request waits for the
+    /// next poll(), which submits it with the wait. A caller that would otherwise try a call at
+    /// once (a stream's write() with nothing buffered) submits a deferred op instead when so:
+    /// N writes in one iteration then cost no send(2) each, only their share of the one
+    /// io_uring_enter. False on a readiness backend, where trying first is the cheap way.
+    virtual bool defers_submissions() const noexcept { return false; }
     /// Withdraws a pending op: true if it was pending (it is now `cancelled` and did nothing: a
     /// cancelled receive consumed no bytes), false if it is not pending (already done, cancelled, or
     /// never submitted).

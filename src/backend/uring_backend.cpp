@@ -213,6 +213,16 @@ public:
     std::size_t poll(std::int64_t timeout_ns, ReadyQueue&) override {
         enable();
         if (!wake_armed_) arm_wakeup();
+        if (timeout_ns == 0 && !skipped_last_ && io_uring_sq_ready(&ring_) == 0 && io_uring_cq_ready(&ring_) == 0) {
+            // A look without waiting, with nothing to submit and no CQE posted, right after a
+            // poll that did enter the kernel: skip this one (the next poll enters in any case).
+            // A completion that came meanwhile waits one iteration more; what this saves is the
+            // io_uring_enter of the iteration that runs what the last wait delivered, whose
+            // callbacks (a stream's flusher) queue SQEs that the next enter submits with its wait.
+            skipped_last_ = true;
+            return 0;
+        }
+        skipped_last_ = false;
         int r;
         if (timeout_ns == 0 || io_uring_cq_ready(&ring_) > 0) {
             r = io_uring_submit_and_get_events(&ring_);
@@ -240,6 +250,8 @@ public:
 
     const char* name() const noexcept override { return "io_uring"; }
 
+    bool defers_submissions() const noexcept override { return true; }
+
     bool submit(IoOp& op) override {
         if (op.fd < 0) return finish_now(op, -EBADF);
         FdState* known = fds_.find(op.fd);
@@ -252,7 +264,9 @@ public:
         }
         const int d = is_reader(op) ? 0 : 1;
         bool tried = false;
-        if (known == nullptr || known->dir[d].head == nullptr) {
+        const bool deferred = op.defer && has_native_request(op.kind);
+        if (deferred) ++deferred_;
+        if (!deferred && (known == nullptr || known->dir[d].head == nullptr)) {
             if (known == nullptr || !known->dir[d].not_ready) {
                 const std::int64_t r = attempt(op, false);
                 if (r != -EAGAIN) {
@@ -317,6 +331,7 @@ public:
         c.multishot_recv = ms_recv_armed_;
         c.multishot_accept = ms_accept_armed_;
         c.enobufs = enobufs_;
+        c.deferred = deferred_;
         const_cast<FdTable<FdState>&>(fds_).for_each([&c](FdState& s) {
             c.stashed_bytes += s.dir[0].stash.size();
             c.queued_accepts += s.dir[0].accepted.size();
@@ -644,6 +659,13 @@ private:
         rearm_.clear();
     }
 
+    /// Kinds start() puts in the ring as the call itself (not a POLL_ADD first): only those
+    /// honour IoOp::defer (a deferred poll would cost a round trip more than the trial call).
+    static bool has_native_request(IoKind k) noexcept {
+        return k == IoKind::send || k == IoKind::recv || k == IoKind::sendto || k == IoKind::recvfrom ||
+               k == IoKind::accept || k == IoKind::read;
+    }
+
     static bool check_epoch(IoOp& op, const FdState* known) noexcept {
         return bind_epoch(op, known != nullptr ? known->epoch : 0);
     }
@@ -755,7 +777,7 @@ private:
                 complete_head(q, *op, stashed);
                 continue;
             }
-            if (!q.not_ready) {
+            if (!q.not_ready && !(op->defer && has_native_request(op->kind))) {
                 const std::int64_t r = attempt(*op, false);
                 if (r != -EAGAIN) {
                     complete_head(q, *op, r);
@@ -1381,6 +1403,8 @@ private:
     std::size_t ms_recv_armed_ = 0;
     std::size_t ms_accept_armed_ = 0;
     std::size_t enobufs_ = 0;
+    std::size_t deferred_ = 0;  // ops submitted with IoOp::defer (counters())
+    bool skipped_last_ = false;  // the last poll() did not enter the kernel (see poll())
     int stopping_fd_ = -1;  // stop_multi is waiting for this fd's last multishot CQE
     static bool multishot_enabled() noexcept {
         const char* e = std::getenv("ASYNCIO_URING_MULTISHOT");

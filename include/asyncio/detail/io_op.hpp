@@ -64,6 +64,12 @@ struct IoOp {
     /// next one; forget_fd() closes those nobody took. Only for an owner that keeps accepting
     /// until it closes the listener (a Server's accept loop).
     bool multishot = false;
+    /// submit() only: "submit, do not try now". A completion backend queues the request without
+    /// making the call first; it goes to the kernel with the loop's next poll (io_uring: the SQE
+    /// is submitted by the io_uring_enter that also waits), so any number of such ops in one loop
+    /// iteration cost no system call of their own (Backend::defers_submissions()). A readiness
+    /// backend (epoll) has nothing to queue a request in: it ignores the flag and tries at once.
+    bool defer = false;
     int fd = -1;
     int flags = 0;             // MSG_* flags for recv/send/recvfrom/sendto
     std::uint32_t epoch = 0;   // see `bound`
@@ -118,6 +124,7 @@ struct BackendCounters {
     std::size_t stashed_bytes = 0;  // bytes received for connections with no receive waiting
     std::size_t enobufs = 0;        // times the ring ran dry (the receive fell back to its own buffer)
     std::size_t queued_accepts = 0; // connections accepted that no accept has taken yet
+    std::size_t deferred = 0;       // ops submitted with IoOp::defer (queued with no call of their own)
 };
 BackendCounters io_counters(EventLoop& loop) noexcept;
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A/B of echo server binaries side by side: two builds of bench_echo_server (say, main's and a
+# branch's, copied aside) and the references, run one after the other in each repetition so that
+# the shared machine's load hits all alike; prints the median messages per server CPU-second per
+# server and its ratio to the first one.
+#
+# Usage: bash bench/ab_echo_servers.sh LOAD_BIN SERVER_BIN...
+#   e.g. bash bench/ab_echo_servers.sh build/release/bench/echo_load \
+#          build/release/bench/epoll_echo_server build/release/bench/uring_echo_server \
+#          /tmp/main-bench_echo_server build/release/bench/bench_echo_server
+#   A SERVER_BIN may be VAR=value:path (run with that environment, e.g. ASYNCIO_BACKEND=epoll:...).
+# Environment: REPS (default 3), DUR seconds (default 2), WORKLOADS (default 100x64 100x16384
+#   10000x64). Server pinned to CPU 0, echo_load to CPU 1.
+set -u
+LOAD=$1; shift; REPS=${REPS:-3}; DUR=${DUR:-2}
+for wl in ${WORKLOADS:-100x64 100x16384 10000x64}; do
+  conns=${wl%x*}; size=${wl#*x}
+  declare -A res=()
+  for ((i=0;i<REPS;i++)); do
+    for spec in "$@"; do
+      envs=""; bin=$spec
+      if [[ $spec == *:* ]]; then envs=${spec%%:*}; bin=${spec#*:}; fi
+      env $envs taskset -c 0 $bin 0 > /tmp/rsab_srv.out 2>/dev/null & pid=$!
+      port=
+      for j in $(seq 100); do port=$(grep -m1 -o '[0-9]*$' /tmp/rsab_srv.out 2>/dev/null); [[ -n $port ]] && break; sleep 0.05; done
+      line=$(taskset -c 1 $LOAD --host 127.0.0.1 --port $port --conns $conns --size $size --duration $DUR --warmup 1 --server-pid $pid --timeout 60 | grep -m1 '^conns=')
+      kill $pid; wait $pid 2>/dev/null
+      msgs=$(sed -n 's/.* msgs=\([^ ]*\).*/\1/p' <<<"$line"); cpu=$(sed -n 's/.*server_cpu_s=\([^ ]*\).*/\1/p' <<<"$line")
+      res[$spec]+="$(awk -v m=$msgs -v c=$cpu 'BEGIN{if(c>0)printf "%.0f",m/c; else print 0}') "
+    done
+  done
+  med() { printf '%s\n' $@ | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+  first=
+  for spec in "$@"; do
+    m=$(med ${res[$spec]}); [[ -z $first ]] && first=$m
+    envs=""; [[ $spec == *:* ]] && envs=${spec%%:*}
+    echo "wl=$wl server=$(basename ${spec#*:})${envs:+[$envs]} msgs_per_cpu_s=$m ratio_vs_first=$(awk -v a=$first -v b=$m 'BEGIN{printf "%.3f", b/a}') runs=[${res[$spec]}]"
+  done
+  unset res
+done
+echo "load: $(cat /proc/loadavg)"
