@@ -5,6 +5,7 @@
 #include "asyncio/detail/io_op.hpp"
 #include "asyncio/event_loop.hpp"
 #include "backend/backend.hpp"
+#include "chaos.hpp"
 
 namespace asyncio {
 
@@ -16,6 +17,9 @@ bool io_submit(EventLoop& loop, IoOp& op, bool coop) {
         op.state = IoState::done;
         return true;
     }
+    // Seeded chaos with faults (testing.hpp): the one place where I/O is made to misbehave.
+    if (Chaos* chaos = loop.chaos()) [[unlikely]]
+        return chaos_submit(loop, *chaos, op, coop);
     if (!loop.backend().submit(op)) return false;
     if (!coop || loop.consume_io_budget()) return true;
     // Budget spent: the task yields once; the completion brings the result back next iteration.
@@ -29,12 +33,17 @@ bool io_try(EventLoop& loop, IoOp& op) {
         op.state = IoState::done;
         return true;
     }
+    if (Chaos* chaos = loop.chaos()) [[unlikely]]
+        return chaos_try(loop, *chaos, op);
     return loop.backend().try_now(op);
 }
 
 bool io_cancel(EventLoop& loop, IoOp& op) noexcept {
     if (op.state != IoState::pending) return false;
-    return loop.backend().cancel(op);
+    if (!loop.backend().cancel(op)) return false;
+    if (Chaos* chaos = loop.chaos()) [[unlikely]]
+        chaos_cancelled(*chaos, op);
+    return true;
 }
 
 void io_forget_fd(int fd, bool closing) noexcept {

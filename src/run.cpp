@@ -97,6 +97,7 @@ EventLoop& Runner::get_loop() {
         loop_ = options_.clock ? std::make_unique<EventLoop>(std::move(options_.clock))
                                : std::make_unique<EventLoop>();
         if (options_.debug) loop_->set_debug(*options_.debug);
+        if (options_.chaos) testing::enable_chaos(*loop_, options_.chaos);
     }
     return *loop_;
 }

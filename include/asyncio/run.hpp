@@ -38,6 +38,7 @@
 #include "asyncio/coroutine.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/testing.hpp"
 
 namespace asyncio {
 
@@ -47,6 +48,8 @@ struct RunOptions {
     std::optional<bool> debug = std::nullopt;
     /// The loop's clock (a MockClock makes time virtual); null: the monotonic clock.
     std::unique_ptr<Clock> clock = nullptr;
+    /// Seeded chaos for tests (testing.hpp); unset: ASYNCIO_SEED / ASYNCIO_FAULTS.
+    std::optional<testing::Chaos> chaos = std::nullopt;
 };
 
 namespace detail {
