@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <string>
 
 #include "asyncio/event_loop.hpp"
@@ -76,6 +77,7 @@ void chaos_complete(void* p) {
     EventLoop* loop = t_running_loop;
     Chaos& c = *loop->chaos();
     const auto it = c.saved.find(&op);
+    if (it == c.saved.end()) return;  // (never: only close() forgets, and it drops the queue too)
     Chaos::Saved& s = it->second;
     if (s.delay && !s.delayed) {
         s.delayed = true;
@@ -108,30 +110,33 @@ void Chaos::shuffle_ready_tail(ReadyQueue& ready, std::size_t n) noexcept {
 }
 
 void Chaos::post(Callback&& cb) {
+    std::list<std::pair<std::uintptr_t, Callback>> node;
+    node.emplace_back(reinterpret_cast<std::uintptr_t>(&t_thread_key), std::move(cb));
     std::lock_guard lock(posted_mutex);
-    posted.emplace_back(reinterpret_cast<std::uintptr_t>(&t_thread_key), std::move(cb));
+    posted.splice(posted.end(), node);
 }
 
 void Chaos::take_posted(std::size_t k, std::vector<Callback>& out) {
-    std::vector<std::pair<std::uintptr_t, Callback>> batch;
+    std::list<std::pair<std::uintptr_t, Callback>> taken;
     {
         std::lock_guard lock(posted_mutex);
         if (k > posted.size()) k = posted.size();  // (never: each token follows its callback)
-        batch.reserve(k);
-        for (std::size_t i = 0; i < k; ++i) {
-            batch.push_back(std::move(posted.front()));
-            posted.pop_front();
-        }
+        auto end = posted.begin();
+        std::advance(end, static_cast<std::ptrdiff_t>(k));
+        taken.splice(taken.end(), posted, posted.begin(), end);
     }
+    std::vector<std::pair<std::uintptr_t, Callback>*> batch;
+    batch.reserve(k);
+    for (auto& e : taken) batch.push_back(&e);
     // A random interleaving of the threads' sequences, each kept in order: pick the next item
     // uniformly among all those left, then take its thread's next.
     std::vector<std::uintptr_t> keys;
     std::vector<std::vector<std::size_t>> lists;
     for (std::size_t i = 0; i < batch.size(); ++i) {
         std::size_t t = 0;
-        while (t < keys.size() && keys[t] != batch[i].first) ++t;
+        while (t < keys.size() && keys[t] != batch[i]->first) ++t;
         if (t == keys.size()) {
-            keys.push_back(batch[i].first);
+            keys.push_back(batch[i]->first);
             lists.emplace_back();
         }
         lists[t].push_back(i);
@@ -146,7 +151,7 @@ void Chaos::take_posted(std::size_t k, std::vector<Callback>& out) {
             r -= lists[t].size() - next[t];
             ++t;
         }
-        out.push_back(std::move(batch[lists[t][next[t]++]].second));
+        out.push_back(std::move(batch[lists[t][next[t]++]]->second));
     }
 }
 

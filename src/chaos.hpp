@@ -5,7 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <mutex>
 #include <unordered_map>
 #include <utility>
@@ -45,9 +45,11 @@ struct Chaos {
 
     // call_soon_threadsafe: each callback is kept here with its thread's key, and a token goes
     // through the loop's lock-free queue (whose wake-up protocol stays as it is); a drain of k
-    // tokens takes the first k callbacks and merges the threads' sequences at random.
+    // tokens takes the first k callbacks and merges the threads' sequences at random. A list, so
+    // that nodes are spliced under the mutex: a callback's move (user code, which may post
+    // again) never runs while it is held.
     std::mutex posted_mutex;
-    std::deque<std::pair<std::uintptr_t, Callback>> posted;
+    std::list<std::pair<std::uintptr_t, Callback>> posted;
     void post(Callback&& cb);
     /// Moves the first k posted callbacks to out, permuted (each thread's order kept).
     void take_posted(std::size_t k, std::vector<Callback>& out);

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <list>
 #include <string>
 #include <thread>
 #include <typeinfo>
@@ -308,8 +309,11 @@ void EventLoop::close() {
     if (chaos_ != nullptr) [[unlikely]] {
         // Callbacks posted and not drained are dropped with their tokens; and no operation's
         // completion is to come any more.
-        std::lock_guard lock(chaos_->posted_mutex);
-        chaos_->posted.clear();
+        std::list<std::pair<std::uintptr_t, detail::Callback>> dropped_posts;
+        {
+            std::lock_guard lock(chaos_->posted_mutex);
+            dropped_posts.swap(chaos_->posted);  // destroyed below, without the lock held
+        }
         chaos_->saved.clear();
     }
     if (tasks_ != nullptr && detail::g_release_tasks != nullptr) detail::g_release_tasks(*this);
