@@ -242,6 +242,32 @@ TEST_F(Testing, ThreadsafeCallbacksKeepEachThreadsOrder) {
     }
 }
 
+TEST_F(Testing, RegressionACallbackWhoseMovePostsAgainDoesNotDeadlockTheDrain) {
+    // Under chaos the drain takes posted callbacks out of a mutex-guarded list; moving one runs
+    // its move constructor (user code), which may post again: never with that mutex held.
+    struct Poster {
+        asyncio::EventLoop* loop;
+        int* ran;
+        bool armed;
+        Poster(asyncio::EventLoop* l, int* r, bool a) : loop(l), ran(r), armed(a) {}
+        Poster(Poster&& o) noexcept : loop(o.loop), ran(o.ran), armed(std::exchange(o.armed, false)) {
+            if (armed && asyncio::testing::chaos_of(*loop) && loop->is_running()) {
+                armed = false;
+                loop->call_soon_threadsafe(Poster(loop, ran, false));
+            }
+        }
+        Poster& operator=(Poster&&) = delete;
+        void operator()() { ++*ran; }
+    };
+    int ran = 0;
+    asyncio::run([](int& ran) -> Coroutine<> {
+        auto& loop = asyncio::get_running_loop();
+        std::thread([&loop, &ran] { loop.call_soon_threadsafe(Poster(&loop, &ran, true)); }).join();
+        for (int i = 0; i < 100 && ran < 2; ++i) co_await asyncio::sleep(1ms);
+    }(ran), {.chaos = Chaos{8, {}}});
+    EXPECT_EQ(ran, 2);
+}
+
 // ---- faults ----
 
 TEST_F(Testing, ShortReadsReallyReturnSingleBytesAndLoseNone) {
