@@ -77,7 +77,7 @@ void chaos_complete(void* p) {
     EventLoop* loop = t_running_loop;
     Chaos& c = *loop->chaos();
     const auto it = c.saved.find(&op);
-    if (it == c.saved.end()) return;  // (never: only close() forgets, and it drops the queue too)
+    if (it == c.saved.end()) return;  // (never: every trampolined op has its entry)
     Chaos::Saved& s = it->second;
     if (s.delay && !s.delayed) {
         s.delayed = true;

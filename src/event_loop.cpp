@@ -307,14 +307,13 @@ void EventLoop::close() {
     }
     ready_.clear();
     if (chaos_ != nullptr) [[unlikely]] {
-        // Callbacks posted and not drained are dropped with their tokens; and no operation's
-        // completion is to come any more.
+        // Callbacks posted and not drained are dropped with their tokens. (Its record of the
+        // operations it changed stays: an owner that withdraws one later gets its fields back.)
         std::list<std::pair<std::uintptr_t, detail::Callback>> dropped_posts;
         {
             std::lock_guard lock(chaos_->posted_mutex);
             dropped_posts.swap(chaos_->posted);  // destroyed below, without the lock held
         }
-        chaos_->saved.clear();
     }
     if (tasks_ != nullptr && detail::g_release_tasks != nullptr) detail::g_release_tasks(*this);
     timers_.clear();
