@@ -3,14 +3,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <list>
 #include <string>
 #include <thread>
 #include <typeinfo>
+#include <vector>
 
 #include "asyncio/detail/promise.hpp"
 #include "asyncio/detail/type_name.hpp"
 #include "asyncio/thread_pool.hpp"
 #include "backend/backend.hpp"
+#include "chaos.hpp"
 #include "loop_hooks.hpp"
 #include "signals_internal.hpp"
 #include "trace.hpp"
@@ -68,6 +71,9 @@ EventLoop::EventLoop(std::unique_ptr<Clock> clock)
     // Python's PYTHONASYNCIODEBUG: any non-empty value turns debug mode on.
     const char* env = std::getenv("ASYNCIO_DEBUG");
     if (env != nullptr && *env != '\0') set_debug(true);
+    // ASYNCIO_SEED / ASYNCIO_FAULTS (testing.hpp), read here so a whole test binary reruns seeded.
+    if (std::getenv("ASYNCIO_SEED") != nullptr || std::getenv("ASYNCIO_FAULTS") != nullptr) [[unlikely]]
+        testing::enable_chaos(*this, testing::chaos_from_environment());
     if (detail::t_thread_loop == nullptr) detail::t_thread_loop = this;
 }
 
@@ -144,7 +150,12 @@ void EventLoop::call_soon_threadsafe(detail::Callback cb) {
         std::atomic<std::uint64_t>& gate;
         ~Leave() { gate.fetch_sub(2); }
     } leave{ts_gate_};
-    ts_queue_.push(std::move(cb));
+    if (chaos_ != nullptr) [[unlikely]] {
+        chaos_->post(std::move(cb));
+        ts_queue_.push(detail::Callback(&detail::chaos_token));
+    } else {
+        ts_queue_.push(std::move(cb));
+    }
     // After the push (seq_cst): if the loop announced it may block before looking at the queue,
     // we see it here. Only the producer that takes the announcement back writes the fd.
     if (polling_.load() && polling_.exchange(false)) {
@@ -216,10 +227,22 @@ void EventLoop::run_forever() {
 void EventLoop::drain_threadsafe() {
     // Only what was posted before this point: a callback posted meanwhile waits for the next
     // iteration, as one posted while this iteration's callbacks run.
-    const bool complete = ts_queue_.drain([this](detail::Callback& cb) {
-        const detail::TimerId id = timers_.make_slot(std::move(cb));
-        ready_.push(&run_slot, detail::pack_timer_id(id));
-    });
+    bool complete;
+    if (chaos_ != nullptr) [[unlikely]] {
+        std::size_t tokens = 0;
+        complete = ts_queue_.drain([&tokens](detail::Callback&) { ++tokens; });
+        std::vector<detail::Callback> taken;
+        chaos_->take_posted(tokens, taken);
+        for (detail::Callback& cb : taken) {
+            const detail::TimerId id = timers_.make_slot(std::move(cb));
+            ready_.push(&run_slot, detail::pack_timer_id(id));
+        }
+    } else {
+        complete = ts_queue_.drain([this](detail::Callback& cb) {
+            const detail::TimerId id = timers_.make_slot(std::move(cb));
+            ready_.push(&run_slot, detail::pack_timer_id(id));
+        });
+    }
     // A producer preempted between its two steps holds back the callbacks behind it, and the
     // loop does not block while the queue is not empty: with nothing else to do, let it run
     // (it may share this core) rather than spin.
@@ -240,6 +263,7 @@ void EventLoop::poll_backend(std::int64_t timeout_ns) {
             ++stats_.backend_waits;
         }
     }
+    const std::size_t before = ready_.size();
     try {
         backend_->poll(timeout_ns, ready_);
     } catch (...) {
@@ -247,6 +271,9 @@ void EventLoop::poll_backend(std::int64_t timeout_ns) {
         throw;
     }
     polling_.store(false);
+    // Seeded chaos: the completions one poll reported come in no promised order.
+    if (chaos_ != nullptr) [[unlikely]]
+        chaos_->shuffle_ready_tail(ready_, ready_.size() - before);
 }
 
 void EventLoop::run_once() {
@@ -282,7 +309,9 @@ void EventLoop::run_once() {
     if (timers_.has_timers()) {
         const std::int64_t now = time().time_since_epoch().count();
         detail::TimerId id;
-        if (tracer_ == nullptr) [[likely]] {
+        if (chaos_ != nullptr) [[unlikely]] {
+            detail::chaos_pop_due_timers(*chaos_, timers_, ready_, now, &run_slot);
+        } else if (tracer_ == nullptr) [[likely]] {
             while (timers_.pop_due(now, id)) ready_.push(&run_slot, detail::pack_timer_id(id));
         } else {
             while (timers_.pop_due(now, id)) {
@@ -360,6 +389,15 @@ void EventLoop::close() {
         }
     }
     ready_.clear();
+    if (chaos_ != nullptr) [[unlikely]] {
+        // Callbacks posted and not drained are dropped with their tokens. (Its record of the
+        // operations it changed stays: an owner that withdraws one later gets its fields back.)
+        std::list<std::pair<std::uintptr_t, detail::Callback>> dropped_posts;
+        {
+            std::lock_guard lock(chaos_->posted_mutex);
+            dropped_posts.swap(chaos_->posted);  // destroyed below, without the lock held
+        }
+    }
     if (tasks_ != nullptr && detail::g_release_tasks != nullptr) detail::g_release_tasks(*this);
     timers_.clear();
     // The trace is complete: the last events are written and the file closed.
@@ -439,7 +477,18 @@ void EventLoop::notify_closing(int fd) noexcept {
     backend_->forget_fd(fd, /*closing=*/true, ready_);
 }
 
+void EventLoop::set_chaos(std::unique_ptr<detail::Chaos> chaos) {
+    if (running_) throw RuntimeError("Cannot change the chaos settings of a running event loop");
+    chaos_ = std::move(chaos);
+}
+
+void EventLoop::chaos_failed() noexcept {
+    if (chaos_ != nullptr) detail::chaos_report(*chaos_);
+}
+
 void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
+    if (chaos_ != nullptr) [[unlikely]]
+        detail::chaos_report(*chaos_);
     if (!handler_) {
         default_exception_handler(context);
         return;

@@ -104,6 +104,7 @@ EventLoop& Runner::get_loop() {
                                : std::make_unique<EventLoop>();
         if (options_.debug) loop_->set_debug(*options_.debug);
         if (options_.trace_file) loop_->set_trace_file(*options_.trace_file);
+        if (options_.chaos) testing::enable_chaos(*loop_, options_.chaos);
     }
     return *loop_;
 }

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <map>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "asyncio/event_loop.hpp"
@@ -400,17 +401,45 @@ struct TlsTransport::Engine {
         arm_shutdown_timer();
     }
 
+    /// The shutdown timer's callback. Destroyed without having run while still armed (not
+    /// disarmed), it was dropped by the loop's close(): the flush will never complete either (its
+    /// completion is dropped or will never come), so the engine closes its socket now, withdraws
+    /// what it still has in flight and, once nothing owns it, frees itself. (Found under seeded
+    /// chaos: a TLS stream closed with unsent data when the loop closed kept its descriptor.)
+    struct ShutdownTimer {
+        Engine* e;
+        explicit ShutdownTimer(Engine* engine) noexcept : e(engine) {}
+        ShutdownTimer(ShutdownTimer&& o) noexcept : e(std::exchange(o.e, nullptr)) {}
+        ShutdownTimer& operator=(ShutdownTimer&&) = delete;
+        void operator()() {
+            Engine* engine = std::exchange(e, nullptr);
+            engine->timer_armed = false;
+            engine->shutdown_timed_out = true;
+            engine->close_inner();
+        }
+        ~ShutdownTimer() {
+            if (e != nullptr && e->timer_armed) e->loop_dropped_timer();
+        }
+    };
+
+    void loop_dropped_timer() noexcept {
+        timer_armed = false;
+        for (Op* op : {&rx, &tx}) {
+            if (!op->inflight) continue;
+            if (op->state == IoState::pending && loop != nullptr) inner->cancel(*loop, *op);
+            op->inflight = false;
+        }
+        close_inner();
+        maybe_free();
+    }
+
     /// A peer that never reads must not keep the socket open for ever: the flush that close()
     /// starts (the stream's buffer, then ours and close_notify) gives up after the shutdown
     /// timeout. Closing the inner transport fails tx with EBADF, which fails the stream's flush.
     void arm_shutdown_timer() noexcept {
         if (timer_armed || inner_closed || loop == nullptr || loop->is_closed()) return;
         try {
-            shutdown_timer = loop->call_later(shutdown_timeout, [this] {
-                timer_armed = false;
-                shutdown_timed_out = true;
-                close_inner();
-            });
+            shutdown_timer = loop->call_later(shutdown_timeout, ShutdownTimer(this));
             timer_armed = true;
         } catch (...) {
             close_inner();  // (out of memory: no flush)

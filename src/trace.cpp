@@ -553,25 +553,20 @@ bool Tracer::io_submit(IoOp& op, bool coop) {
             tr->ops_.erase(&op);
         }
     } undo{this, op, rec, traced};
-    if (!loop_.backend().submit(op)) {
+    // Pending, or put off by the budget (or by chaos): the completion goes through io_complete.
+    if (!io_submit_untraced(loop_, op, coop)) {
         undo.active = false;
         return false;
     }
-    if (!coop || loop_.consume_io_budget()) {
-        try {
-            if (traced) io_end(op, rec, "done");
-        } catch (...) {
-        }
-        return true;
+    try {
+        if (traced) io_end(op, rec, "done");
+    } catch (...) {
     }
-    // Budget spent: the completion goes through the ready queue (and io_complete).
-    undo.active = false;
-    loop_.schedule(op.complete, &op);
-    return false;
+    return true;
 }
 
 bool Tracer::io_try(IoOp& op) {
-    if (!loop_.backend().try_now(op)) return false;
+    if (!io_try_untraced(loop_, op)) return false;
     try {
         IoRec rec;
         io_begin(op, rec);
@@ -582,7 +577,7 @@ bool Tracer::io_try(IoOp& op) {
 }
 
 bool Tracer::io_cancel(IoOp& op) noexcept {
-    const bool withdrawn = loop_.backend().cancel(op);
+    const bool withdrawn = io_cancel_untraced(loop_, op);  // (chaos gives back its completion first)
     if (withdrawn) {
         const auto it = ops_.find(&op);
         if (it != ops_.end()) {

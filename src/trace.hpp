@@ -13,6 +13,11 @@
 
 namespace asyncio::detail {
 
+/// io_submit / io_try / io_cancel below the tracer (io_op.cpp): seeded chaos, then the backend.
+bool io_submit_untraced(EventLoop& loop, IoOp& op, bool coop);
+bool io_try_untraced(EventLoop& loop, IoOp& op);
+bool io_cancel_untraced(EventLoop& loop, IoOp& op) noexcept;
+
 class Tracer {
 public:
     /// Opens (truncates) the file; std::system_error if it cannot. The file is valid JSON from here.

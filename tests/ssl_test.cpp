@@ -499,6 +499,25 @@ TEST_F(Tls, ClosingGivesUpFlushingToAPeerThatNeverReadsAfterTheShutdownTimeout) 
         asyncio_test::virtual_time());
 }
 
+TEST_F(Tls, RegressionAStreamClosedWithUnsentDataWhenTheLoopClosesLeaksNoDescriptor) {
+    // Found under seeded chaos (ASYNCIO_FAULTS=all): close() leaves the TLS engine flushing (its
+    // send in flight, the shutdown timer armed); if the loop closes first, that send's completion
+    // and the timer are dropped, and nothing closed the socket.
+    asyncio::run(
+        []() -> Coroutine<> {
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            Server server = co_await asyncio::start_server(
+                [](StreamReader, StreamWriter) -> Coroutine<> { co_await asyncio::sleep(3600s); },
+                "127.0.0.1", 0, {.ssl = &sctx});
+            ssl::Context cctx = client_context();
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+            w.write(pattern(8 << 20, 3));  // far more than the sockets hold: the peer never reads
+            w.close();
+            server.close();
+        }(),
+        asyncio_test::virtual_time());
+}
+
 TEST_F(Tls, TypedAccessorsDescribeTheSession) {
     asyncio::run([]() -> Coroutine<> {
         ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);

@@ -33,6 +33,7 @@
 #include "asyncio/subprocess.hpp"
 #include "asyncio/task.hpp"
 #include "asyncio/task_group.hpp"
+#include "asyncio/testing.hpp"
 #include "asyncio/thread_pool.hpp"
 #include "asyncio/timeout.hpp"
 #include "asyncio/trace.hpp"

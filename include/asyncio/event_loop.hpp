@@ -2,7 +2,8 @@
 // (without blocking when work is ready), moves due timers to the ready queue, then runs exactly the
 // callbacks that were ready at that point; anything they schedule runs in the next iteration, so a
 // task that keeps yielding cannot starve I/O or timers. Callbacks run FIFO; timers with equal
-// deadlines run in the order they were scheduled.
+// deadlines run in the order they were scheduled (except under seeded chaos, testing.hpp, which
+// permutes them: Python's heap does not promise that order).
 //
 // Thread-safety: everything here is for the loop's own thread, except call_soon_threadsafe().
 #pragma once
@@ -50,6 +51,7 @@ class ThreadPoolExecutor;  // thread_pool.hpp
 namespace detail {
 class Backend;
 struct PromiseBase;
+struct Chaos;        // src/chaos.hpp (asyncio/testing.hpp)
 struct LoopSignals;  // src/signals.cpp
 /// One wait for a signal on a loop (EventLoop::add_signal_listener; signals.hpp's wait_signal):
 /// an intrusive node, in the waiter's frame. Called once, on the loop, when `sig` is delivered,
@@ -366,6 +368,12 @@ public:
     detail::PromiseBase*& task_list() noexcept { return tasks_; }
     detail::Backend& backend() noexcept { return *backend_; }
     detail::ReadyQueue& ready_queue() noexcept { return ready_; }
+    /// Seeded chaos (asyncio/testing.hpp); null when off.
+    detail::Chaos* chaos() const noexcept { return chaos_.get(); }
+    /// Replaces it (testing::enable_chaos). Not while running.
+    void set_chaos(std::unique_ptr<detail::Chaos> chaos);
+    /// Prints the chaos seed (once per loop): a run ended by an exception.
+    void chaos_failed() noexcept;
     /// The loop's link for threads (made with the loop, so any thread may read it).
     const std::shared_ptr<detail::LoopLink>& link() const noexcept;
 
@@ -401,6 +409,7 @@ private:
     Duration slow_callback_duration_ = std::chrono::milliseconds(100);
     detail::CreationSite site_{false};  // debug mode: where it was made ("unclosed event loop")
     detail::Tracer* tracer_ = nullptr;  // owned; made by set_trace_file, deleted by close()
+    std::unique_ptr<detail::Chaos> chaos_;  // null unless testing chaos is on
 
     // call_soon_threadsafe (see docs/design.md, "The loop"). Producers push onto a lock-free
     // queue (detail/mpsc_queue.hpp) and write the wake-up fd only when the loop may be blocked in

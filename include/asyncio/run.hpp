@@ -39,6 +39,7 @@
 #include "asyncio/coroutine.hpp"
 #include "asyncio/event_loop.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/testing.hpp"
 
 namespace asyncio {
 
@@ -51,6 +52,8 @@ struct RunOptions {
     /// Where the loop writes its trace (EventLoop::set_trace_file, asyncio/trace.hpp); unset: the
     /// ASYNCIO_TRACE environment variable; "": no trace, whatever the environment says.
     std::optional<std::string> trace_file = std::nullopt;
+    /// Seeded chaos for tests (testing.hpp); unset: ASYNCIO_SEED / ASYNCIO_FAULTS.
+    std::optional<testing::Chaos> chaos = std::nullopt;
 };
 
 namespace detail {

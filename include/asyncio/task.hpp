@@ -415,6 +415,9 @@ T EventLoop::run_until_complete(Task<T> task) {
             throw RuntimeError("Event loop stopped before Future completed.");
         }
     }
+    // Under seeded chaos, a run that ends by an exception prints its seed (testing.hpp).
+    if (chaos_ != nullptr && p->has(detail::kHasException)) [[unlikely]]
+        chaos_failed();
     if constexpr (std::is_void_v<T>) {
         task.result();
     } else {

@@ -33,6 +33,8 @@ public:
     /// cooperative I/O budget is per callback; see EventLoop::consume_io_budget).
     std::size_t position() const noexcept { return head_; }
     void clear() noexcept { head_ = tail_ = 0; }
+    /// The i-th entry from the back (0: the newest), i < size(): for seeded chaos (testing.hpp).
+    ReadyEntry& from_back(std::size_t i) noexcept { return buf_[(tail_ - 1 - i) & (cap_ - 1)]; }
 
 private:
     // A ring of 2 MiB or more (131,072 entries: that many ready tasks) is on huge pages.
