@@ -59,6 +59,7 @@ struct TlsTransport::Engine {
     bool inner_closed = false;
     bool handshake_done = false;
     bool peer_eof = false;
+    bool read_failed = false;  // an SSL_read failed (SSL error): later reads ask OpenSSL again
     int inner_err = 0;
     int send_err = 0;
     std::exception_ptr error;  // the SSL error behind a -EPROTO result
@@ -226,7 +227,18 @@ struct TlsTransport::Engine {
         }
     }
 
+    /// Whether an SSL_read now could only say WANT_READ: no ciphertext is waiting in rxbuf nor
+    /// in OpenSSL's read-ahead buffer, no plaintext is buffered, and nothing already decided
+    /// the outcome (close_notify, EOF, an error). Then the read goes straight to the socket: a
+    /// busy echo otherwise pays a failing SSL_read (and the error-queue work around it) per
+    /// message.
+    bool read_would_block() const noexcept {
+        return handshake_done && !read_failed && rx_off == rx_len && !peer_eof && inner_err == 0 && !inner_closed &&
+               SSL_has_pending(ssl) == 0 && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN) == 0;
+    }
+
     bool step_read(bool sync) {
+        if (read_would_block() && !pull()) return false;
         for (;;) {
             ERR_clear_error();
             std::size_t n = 0;
@@ -260,6 +272,7 @@ struct TlsTransport::Engine {
                 finish(read_op, 0, sync);
                 return true;
             }
+            read_failed = true;
             error = ssl_failure(err);
             finish(read_op, -EPROTO, sync);
             return true;
@@ -508,6 +521,10 @@ TlsTransport::TlsTransport(std::unique_ptr<Transport> inner, const ssl::Context&
     BIO_set_data(e.rbio, &e);
     BIO_set_data(e.wbio, &e);
     SSL_set_bio(e.ssl, e.rbio, e.wbio);
+    // Read-ahead: OpenSSL takes all the ciphertext rxbuf holds in one BIO read (one copy, one
+    // call per batch) instead of a record header, then its body, in two. The session owns the
+    // byte stream to its end (no unwrap to plaintext), so nothing past it can be swallowed.
+    SSL_set_read_ahead(e.ssl, 1);
     SSL_set_app_data(e.ssl, e.session.get());
     if (server) {
         SSL_set_accept_state(e.ssl);
