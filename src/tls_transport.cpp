@@ -443,7 +443,8 @@ struct TlsTransport::Engine {
 //
 // The read BIO hands OpenSSL what rx received (empty: "retry", so SSL_ERROR_WANT_READ; the peer's
 // EOF is the engine's peer_eof, as with a memory BIO whose EOF return is -1); the write BIO appends
-// to tx_pending and never refuses (the engine bounds it: kHigh). BIO data is the Engine, or null
+// to tx_pending (after sending what it can at once when nothing is queued) and never refuses (the
+// engine bounds it: kHigh). BIO data is the Engine, or null
 // once it is gone (then every call fails).
 
 namespace {
@@ -468,8 +469,23 @@ int engine_bio_write(BIO* b, const char* in, std::size_t n, std::size_t* written
     BIO_clear_retry_flags(b);
     auto* e = static_cast<TlsTransport::Engine*>(BIO_get_data(b));
     if (e == nullptr) return 0;
+    std::size_t sent = 0;
+    if (e->backlog() == 0 && !e->tx.inflight && !e->inner_closed && e->send_err == 0 && e->loop != nullptr &&
+        !e->loop->is_closed()) {
+        // Nothing queued ahead: send straight from OpenSSL's record buffer, as a socket BIO
+        // would, with the one send(2) flush() would make anyway, and copy only what the socket
+        // did not take. (A 16 KiB record is otherwise copied once more, into tx_pending.)
+        const std::int64_t r = e->inner->try_send(*e->loop, in, n);
+        if (r < 0) {
+            // As a failed tx: the error shows on the next send; the SSL call itself succeeded.
+            e->send_err = static_cast<int>(-r);
+            *written = n;
+            return 1;
+        }
+        sent = static_cast<std::size_t>(r);
+    }
     try {
-        e->tx_pending.insert(e->tx_pending.end(), in, in + n);
+        if (sent < n) e->tx_pending.insert(e->tx_pending.end(), in + sent, in + n);
     } catch (...) {
         return 0;  // out of memory: the SSL call fails
     }
