@@ -67,7 +67,8 @@ struct TlsTransport::Engine {
     bool inner_closed = false;
     bool handshake_done = false;
     bool peer_eof = false;
-    bool read_failed = false;  // an SSL_read failed (SSL error): later reads ask OpenSSL again
+    bool read_failed = false;
+    bool send_direct = false;  // the write BIO may send at once (engine_bio_write)  // an SSL_read failed (SSL error): later reads ask OpenSSL again
     int inner_err = 0;
     int send_err = 0;
     std::exception_ptr error;  // the SSL error behind a -EPROTO result
@@ -292,7 +293,10 @@ struct TlsTransport::Engine {
         if (n > kMaxWrite) n = kMaxWrite;
         clear_error_queue();
         std::size_t w = 0;
-        if (SSL_write_ex(ssl, p, n, &w) != 1) {
+        send_direct = handshake_done && n <= SSL3_RT_MAX_PLAIN_LENGTH;  // (one record)
+        const int ok = SSL_write_ex(ssl, p, n, &w);
+        send_direct = false;
+        if (ok != 1) {
             error = ssl_failure(SSL_get_error(ssl, 0));
             return -EPROTO;
         }
@@ -470,11 +474,14 @@ int engine_bio_write(BIO* b, const char* in, std::size_t n, std::size_t* written
     auto* e = static_cast<TlsTransport::Engine*>(BIO_get_data(b));
     if (e == nullptr) return 0;
     std::size_t sent = 0;
-    if (e->backlog() == 0 && !e->tx.inflight && !e->inner_closed && e->send_err == 0 && e->loop != nullptr &&
+    if (e->send_direct && e->backlog() == 0 && !e->tx.inflight && !e->inner_closed && e->send_err == 0 && e->loop != nullptr &&
         !e->loop->is_closed()) {
         // Nothing queued ahead: send straight from OpenSSL's record buffer, as a socket BIO
         // would, with the one send(2) flush() would make anyway, and copy only what the socket
         // did not take. (A 16 KiB record is otherwise copied once more, into tx_pending.)
+        // Once per SSL_write of one record only: a handshake flight or a write of several
+        // records is several BIO writes, which one send after the SSL call carries together.
+        e->send_direct = false;
         const std::int64_t r = e->inner->try_send(*e->loop, in, n);
         if (r < 0) {
             // As a failed tx: the error shows on the next send; the SSL call itself succeeded.
