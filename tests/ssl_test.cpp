@@ -164,6 +164,57 @@ TEST_F(Tls, EchoesSmallAndLargeMessagesWithFlowControl) {
     }());
 }
 
+TEST_F(Tls, ManyRecordsInOneSegmentAreAllDecryptedWithoutWaitingForMore) {
+    // The client writes 200 small records without draining: they reach the server's socket
+    // together, and read-ahead takes them into OpenSSL in one go. A read that went straight to
+    // the socket while OpenSSL still held records would wait for ever (nothing more comes).
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        std::string sent;
+        for (int i = 0; i < 200; ++i) {
+            const std::string msg = pattern(37, static_cast<std::uint32_t>(i));
+            w.write(msg);  // one record each (nothing buffered ahead: sent at once)
+            sent += msg;
+        }
+        co_await w.drain();
+        const std::string got = co_await asyncio::wait_for(r.readexactly(sent.size()), 10s);
+        CO_ASSERT(got == sent);
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
+TEST_F(Tls, AStaleOpensslErrorOnTheThreadFailsNoTlsReadOrWrite) {
+    // The engine empties the thread's error queue before its SSL calls only when something is
+    // in it: an error another user of OpenSSL on this thread left behind must not be taken for
+    // the failure of our SSL_read/SSL_write (SSL_get_error looks at the queue).
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        ERR_raise(ERR_LIB_USER, 3);  // (before the handshake too)
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        for (int i = 0; i < 20; ++i) {
+            ERR_raise(ERR_LIB_USER, 1);  // left on the queue (the server's SSL calls run on this thread too)
+            const std::string msg = pattern(100 + static_cast<std::size_t>(i), static_cast<std::uint32_t>(i));
+            w.write(msg);
+            co_await w.drain();
+            ERR_raise(ERR_LIB_USER, 2);
+            CO_ASSERT(co_await r.readexactly(msg.size()) == msg);
+        }
+        ERR_clear_error();
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
 TEST_F(Tls, ExtraInfoDescribesTheSession) {
     asyncio::run([]() -> Coroutine<> {
         ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
