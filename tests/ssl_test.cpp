@@ -323,6 +323,8 @@ TEST_F(Tls, APlainClientFailsItsHandshakeAndTheServerGoesOn) {
         w2.close();
         co_await w2.wait_closed();
         w.close();
+        server.close();  // (in debug mode an unclosed server is reported too)
+        co_await server.wait_closed();
     }(reports));
     ASSERT_EQ(reports.size(), 1u);
     EXPECT_EQ(reports.what(0), "[SSL: HTTP_REQUEST] http request");
