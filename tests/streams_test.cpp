@@ -653,6 +653,8 @@ TEST_F(AStreamWriter, AbortWithSendsQueuedDropsThemAndLeavesNothingBehind) {
         CO_ASSERT(got.size() <= expected.size());
         CO_ASSERT(first_difference(got, expected.substr(0, got.size())) == -1);
     }());
+}
+
 TEST_F(AStreamWriter, AStreamClosedWithUnsentDataWhenTheLoopClosesLeaksNoDescriptor) {
     // The peer never reads: close() leaves the flush pending when run() closes the loop; the
     // socket is closed all the same (the TLS engine once kept it: ssl_test's Regression...).
