@@ -292,7 +292,10 @@ void EventLoop::run_once() {
         if (timeout_ns != 0 && clock_->autojump()) {
             // Virtual time: look at I/O without blocking; if nothing came and a timer is pending,
             // jump the clock to it instead of sleeping.
-            if (backend_->registrations() > 0) poll_backend(0);
+            if (backend_->registrations() > 0) {
+                backend_->look_next_poll();
+                poll_backend(0);
+            }
             if (ready_.empty() && !ts_queue_.maybe_nonempty()) {
                 if (have_timers)
                     clock_->advance_to(TimePoint(Duration(timers_.next_deadline())));

@@ -43,6 +43,10 @@ public:
     /// Waits at most timeout_ns (-1: no limit, 0: do not block) for I/O or a wake-up and appends
     /// the callbacks of whatever completed to `ready`. Returns the number of completions.
     virtual std::size_t poll(std::int64_t timeout_ns, ReadyQueue& ready) = 0;
+    /// The next poll(0) must really look (a backend may skip a non-blocking look it judges
+    /// useless): the loop is about to conclude from it that nothing is coming (virtual time
+    /// then jumps to the next timer).
+    virtual void look_next_poll() noexcept {}
     /// Makes a blocked poll() return; safe from any thread and async-signal-safe.
     virtual void wakeup() noexcept = 0;
     /// Outstanding I/O registrations (the wake-up channel not counted). With none, the loop may

@@ -250,6 +250,8 @@ public:
 
     const char* name() const noexcept override { return "io_uring"; }
 
+    void look_next_poll() noexcept override { skipped_last_ = true; }
+
     bool defers_submissions() const noexcept override { return true; }
 
     bool submit(IoOp& op) override {
