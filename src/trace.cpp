@@ -446,45 +446,29 @@ void Tracer::callback_end(std::int64_t begin) noexcept {
     }
 }
 
+/// One timer instant: scheduled (with its delay, on the scheduling task's track), fired (on the
+/// loop's track) or cancelled (those two without a delay).
+void Tracer::timer_event(const char* name, std::uint64_t tid, TimerId id, const std::int64_t* delay_ns) noexcept {
+    try {
+        open('i', name, tid, now_ns(), "timer");
+        buf_ += ",\"s\":\"t\"";
+        begin_args();
+        arg("timer", timer_number(id));
+        if (delay_ns != nullptr) arg("delay_us", *delay_ns / 1000);
+        end_args();
+        close_event();
+        maybe_flush();
+    } catch (...) {
+    }
+}
+
 void Tracer::timer_scheduled(TimerId id, std::int64_t delay_ns) noexcept {
-    try {
-        open('i', "timer scheduled", ctx_.tid, now_ns(), "timer");
-        buf_ += ",\"s\":\"t\"";
-        begin_args();
-        arg("timer", timer_number(id));
-        arg("delay_us", delay_ns / 1000);
-        end_args();
-        close_event();
-        maybe_flush();
-    } catch (...) {
-    }
+    timer_event("timer scheduled", ctx_.tid, id, &delay_ns);
 }
 
-void Tracer::timer_fired(TimerId id) noexcept {
-    try {
-        open('i', "timer fired", 1, now_ns(), "timer");
-        buf_ += ",\"s\":\"t\"";
-        begin_args();
-        arg("timer", timer_number(id));
-        end_args();
-        close_event();
-        maybe_flush();
-    } catch (...) {
-    }
-}
+void Tracer::timer_fired(TimerId id) noexcept { timer_event("timer fired", 1, id, nullptr); }
 
-void Tracer::timer_cancelled(TimerId id) noexcept {
-    try {
-        open('i', "timer cancelled", ctx_.tid, now_ns(), "timer");
-        buf_ += ",\"s\":\"t\"";
-        begin_args();
-        arg("timer", timer_number(id));
-        end_args();
-        close_event();
-        maybe_flush();
-    } catch (...) {
-    }
-}
+void Tracer::timer_cancelled(TimerId id) noexcept { timer_event("timer cancelled", ctx_.tid, id, nullptr); }
 
 // ---- I/O operations ----
 // A traced operation's completion goes through io_complete, which records it and then calls the

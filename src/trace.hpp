@@ -52,6 +52,7 @@ public:
     bool owned_by_running_or_idle_loop() const noexcept;
 
 private:
+    void timer_event(const char* name, std::uint64_t tid, TimerId id, const std::int64_t* delay_ns) noexcept;
     struct TaskRec {
         std::uint64_t tid = 0;
         std::uint64_t steps = 0;
