@@ -27,6 +27,12 @@ struct TaskSnapshot {
     std::vector<std::uintptr_t> awaited_by;   // ids of the tasks that await it directly
 };
 
+struct PromiseBase;
+/// Where t will resume (its innermost frame known), or {} ("" function) when that is not known.
+FrameSite innermost_site(const PromiseBase* t) noexcept;
+/// Python's repr of a task: <Task pending name='x' coro=<fn() running at file:line>> (task.cpp).
+std::string task_repr(PromiseBase* p);
+
 /// Every pending task of loop, and every pending future a task awaits. On the loop's thread.
 std::vector<TaskSnapshot> snapshot_tasks(EventLoop& loop);
 

@@ -15,6 +15,7 @@
 
 #include "asyncio/detail/type_name.hpp"
 #include "asyncio/detail/waiter.hpp"
+#include "graph_snapshot.hpp"
 #include "loop_hooks.hpp"
 
 namespace asyncio::detail {
@@ -134,13 +135,13 @@ void throw_bad_coroutine_await(bool empty) {
 void report_never_awaited(const PromiseBase* p) noexcept {
     try {
         std::string msg = "coroutine '";
-        msg += p->origin_function_ != nullptr ? p->origin_function_ : "?";
+        msg += p->function_ != nullptr ? p->function_ : "?";
         msg += "' was never awaited";
-        if (p->origin_file_ != nullptr) {
+        if (p->file_ != nullptr) {
             msg += " (defined at ";
-            msg += p->origin_file_;
+            msg += p->file_;
             msg += ':';
-            msg += std::to_string(p->origin_line_);
+            msg += std::to_string(p->line_);
             msg += ')';
         }
         msg += creation_trace(p);
@@ -518,20 +519,33 @@ void release_loop_tasks(EventLoop& loop) noexcept {
 
 namespace {
 
+// Where the step being timed resumed (debug mode: step_begin notes it, step_end reports it).
+ASYNCIO_TLS FrameSite t_step_resumed_at;
+
 // Debug mode's slow steps (EventLoop::run_ready_timed): a task step pins its task, so that it can
 // be described after the step even if it finished and its last handle went meanwhile.
 void* step_begin(void (*fn)(void*), void* ctx) noexcept {
     if (fn != &step_task && fn != &start_task) return nullptr;
     auto* p = static_cast<PromiseBase*>(ctx);
     ++p->refs_;
+    t_step_resumed_at = innermost_site(p);
     return p;
 }
 
-std::string describe_task(PromiseBase* p) {
+}  // namespace
+
+std::string task_repr(PromiseBase* p) {
     std::string out = "<Task ";
     out += !p->has(kDone) ? (p->cancelling_ > 0 ? "cancelling" : "pending")
                           : (p->has(kCancelled) ? "cancelled" : "finished");
     out += " name='" + task_name(p) + "'";
+    if (!p->has(kDone)) {
+        // Python's coro=<main() running at file:line>: the outermost frame of its stack.
+        const std::vector<FrameCallGraphEntry> st = task_stack(p, std::nullopt);
+        if (!st.empty())
+            out += std::string(" coro=<") + st.front().function + "() running at " + st.front().file +
+                   ":" + std::to_string(st.front().line) + ">";
+    }
     if (p->has(kDone) && !p->has(kCancelled) && p->has(kHasException)) {
         try {
             std::rethrow_exception(p->exception_);
@@ -544,14 +558,30 @@ std::string describe_task(PromiseBase* p) {
     return out + ">";
 }
 
+namespace {
+
+std::string site_text(const FrameSite& s) {
+    return std::string(s.function) + "() at " + s.file + ":" + std::to_string(s.line);
+}
+
 void step_end(EventLoop& loop, void* token, double seconds, bool slow) noexcept {
     auto* p = static_cast<PromiseBase*>(token);
     if (slow) {
         try {
             char took[48];
             std::snprintf(took, sizeof took, " took %.3f seconds", seconds);
-            report(&loop, {"Executing " + (p != nullptr ? describe_task(p) : std::string("<Handle>")) + took,
-                           nullptr, p != nullptr ? task_name(p) : std::string()});
+            std::string msg = "Executing " + (p != nullptr ? task_repr(p) : std::string("<Handle>")) + took;
+            if (p != nullptr) {
+                // Where the slow step began and ended (Python's repr has the second only).
+                if (*t_step_resumed_at.function != '\0')
+                    msg += ": it resumed in " + site_text(t_step_resumed_at);
+                const FrameSite now = innermost_site(p);
+                if (p->has(kDone))
+                    msg += " and finished";
+                else if (*now.function != '\0')
+                    msg += " and suspended in " + site_text(now);
+            }
+            report(&loop, {std::move(msg), nullptr, p != nullptr ? task_name(p) : std::string()});
         } catch (...) {
             // No memory for the report.
         }

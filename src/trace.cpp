@@ -311,7 +311,7 @@ void Tracer::task_created(PromiseBase* p) noexcept {
         TaskRec& rec = tasks_[p];
         rec = TaskRec{};
         rec.tid = next_tid_++;
-        rec.coro = p->origin_function_;
+        rec.coro = p->function_;
         std::string name = rec.coro != nullptr ? rec.coro : "task";
         name += " #" + std::to_string(rec.tid);
         name_track(rec.tid, name, rec.tid);
@@ -361,7 +361,7 @@ void Tracer::step(PromiseBase* t) {
     ctx_ = StepContext{t, tid != 0 ? tid : 1, false, nullptr};
     PromiseBase* const prev = t_current_task;
     t_current_task = t;
-    t->resume_.resume();  // the task may be freed once this returns (then ctx_.finished is set)
+    std::exchange(t->resume_, nullptr).resume();  // as step_task; the task may be freed once this returns
     t_current_task = prev;
     const StepContext inner = ctx_;
     ctx_ = outer;

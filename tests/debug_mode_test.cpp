@@ -42,10 +42,21 @@ struct SlowStepRun {
     }
 };
 
+constexpr unsigned kWorksLine = __LINE__ + 1;
 Coroutine<> works(asyncio::MockClock* clock, asyncio::Duration takes) {
     co_await asyncio::sleep(0s);
     clock->advance(takes);  // as if this step computed for that long without yielding
     co_await asyncio::sleep(0s);
+}
+
+// "works() at FILE:LINE", LINE counted from works()'s first line.
+std::string in_works(unsigned offset) {
+    return std::string("works() at ") + __FILE__ + ":" + std::to_string(kWorksLine + offset);
+}
+// The slow step of works(): Python's report, plus where the step resumed and suspended again.
+std::string slow_works_step(const std::string& name, const char* took) {
+    return "Executing <Task pending name='" + name + "' coro=<" + in_works(3).replace(7, 4, " running at ") +
+           ">> took " + took + " seconds: it resumed in " + in_works(1) + " and suspended in " + in_works(3);
 }
 
 TEST_F(DebugMode, AStepAsLongAsSlowCallbackDurationIsReportedNamingTheTask) {
@@ -57,8 +68,9 @@ TEST_F(DebugMode, AStepAsLongAsSlowCallbackDurationIsReportedNamingTheTask) {
     }(r.clock));
     r.loop.close();
     ASSERT_EQ(r.reports.size(), 1u);
-    // Python: "Executing <Task pending name='worker' coro=<...> ...> took 0.150 seconds".
-    EXPECT_EQ(r.reports.entries()[0].message, "Executing <Task pending name='worker'> took 0.150 seconds");
+    // Python: "Executing <Task pending name='worker' coro=<works() running at FILE:LINE>> took
+    // 0.150 seconds"; we add where the step resumed and where it suspended again.
+    EXPECT_EQ(r.reports.entries()[0].message, slow_works_step("worker", "0.150"));
     EXPECT_EQ(r.reports.entries()[0].task_name, "worker");
 }
 
@@ -76,7 +88,7 @@ TEST_F(DebugMode, SlowCallbackDurationIsTheLoopsAndShorterStepsAreNotReported) {
     }(r.clock));
     r.loop.close();
     ASSERT_EQ(r.reports.size(), 1u);
-    EXPECT_EQ(r.reports.entries()[0].message, "Executing <Task pending name='now-slow'> took 0.020 seconds");
+    EXPECT_EQ(r.reports.entries()[0].message, slow_works_step("now-slow", "0.020"));
 }
 
 TEST_F(DebugMode, ASlowLastStepDescribesTheFinishedTaskAndAPlainCallbackIsAHandle) {
@@ -99,8 +111,14 @@ TEST_F(DebugMode, ASlowLastStepDescribesTheFinishedTaskAndAPlainCallbackIsAHandl
     }(r.clock));
     r.loop.close();
     ASSERT_EQ(r.reports.size(), 2u);
-    EXPECT_EQ(r.reports.entries()[0].message,
-              "Executing <Task finished name='fails' exception=std::runtime_error('boom')> took 0.200 seconds");
+    // It never reached a co_await: it resumed where it is defined (the line is the compiler's
+    // choice within the lambda's definition), and it finished.
+    const std::string& m = r.reports.entries()[0].message;
+    const std::string head =
+        "Executing <Task finished name='fails' exception=std::runtime_error('boom')> took 0.200 seconds: "
+        "it resumed in operator()() at " + std::string(__FILE__) + ":";
+    EXPECT_EQ(m.substr(0, head.size()), head) << m;
+    EXPECT_TRUE(m.ends_with(" and finished")) << m;
     EXPECT_EQ(r.reports.entries()[1].message, "Executing <Handle> took 0.300 seconds");
 }
 

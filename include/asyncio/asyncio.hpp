@@ -17,6 +17,7 @@
 #include "asyncio/future.hpp"
 #include "asyncio/gather.hpp"
 #include "asyncio/generator.hpp"
+#include "asyncio/graph.hpp"
 #include "asyncio/lock.hpp"
 #include "asyncio/pipes.hpp"
 #include "asyncio/queue.hpp"

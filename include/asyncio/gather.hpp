@@ -51,6 +51,14 @@ using gather_outcome_t = std::variant<gather_value_t<T>, std::exception_ptr>;
 /// Counts the children down and wakes the awaiting task. Children with no other waiter share this
 /// node (its `next` stays null, so it can sit at the tail of many lists); others get their own.
 class GatherCore : public DoneWaiter, public CancelHook {
+public:
+    /// The task awaiting the gather that w (a done waiter on a child) belongs to; else null.
+    static PromiseBase* awaiting_task(const DoneWaiter* w) noexcept {
+        if (w->fn == &on_done_shared) return static_cast<const GatherCore*>(w)->self_;
+        if (w->fn == &on_done_own) return static_cast<const ChildNode*>(w)->core->self_;
+        return nullptr;
+    }
+
 protected:
     GatherCore(bool return_exceptions) noexcept : return_exceptions_(return_exceptions) {
         DoneWaiter::fn = &on_done_shared;

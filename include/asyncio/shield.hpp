@@ -21,13 +21,31 @@ namespace asyncio {
 
 namespace detail {
 
+/// ShieldAwaiter's state that does not depend on T: its done waiter is one function, by which
+/// call graphs know the task awaiting the shielded one (awaiting_task).
+struct ShieldWait : DoneWaiter, CancelHook {
+    PromiseBase* self_ = nullptr;
+    bool registered_ = false;
+    bool cancelled_ = false;
+
+    static void on_done(DoneWaiter* w, PromiseBase*) {
+        auto* self = static_cast<ShieldWait*>(w);
+        self->registered_ = false;
+        wake_task(self->self_);
+    }
+    /// The task awaiting through w, if w is a ShieldWait; else null.
+    static PromiseBase* awaiting_task(const DoneWaiter* w) noexcept {
+        return w->fn == &on_done ? static_cast<const ShieldWait*>(w)->self_ : nullptr;
+    }
+};
+
 template <class T>
-class [[nodiscard]] ShieldAwaiter : DoneWaiter, CancelHook {
+class [[nodiscard]] ShieldAwaiter : ShieldWait {
 public:
     explicit ShieldAwaiter(Future<T> inner) noexcept : inner_(std::move(inner)) {}
     /// Movable until it is awaited (so that wait_for(shield(t), d) and the like can keep it).
     ShieldAwaiter(ShieldAwaiter&& o) noexcept
-        : DoneWaiter(), CancelHook(), inner_(std::move(o.inner_)) {
+        : ShieldWait(), inner_(std::move(o.inner_)) {
         assert(!o.registered_ && o.self_ == nullptr);
     }
     ShieldAwaiter& operator=(ShieldAwaiter&&) = delete;
@@ -62,11 +80,6 @@ public:
     }
 
 private:
-    static void on_done(DoneWaiter* w, PromiseBase*) {
-        auto* self = static_cast<ShieldAwaiter*>(w);
-        self->registered_ = false;
-        wake_task(self->self_);
-    }
     static bool on_cancel(CancelHook* h) {
         auto* self = static_cast<ShieldAwaiter*>(h);
         unregister_waiter(self->inner_.base(), self);
@@ -77,9 +90,6 @@ private:
     }
 
     Future<T> inner_;  // a task, or the future given
-    PromiseBase* self_ = nullptr;
-    bool registered_ = false;
-    bool cancelled_ = false;
 };
 
 }  // namespace detail

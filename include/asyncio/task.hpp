@@ -19,6 +19,7 @@
 
 #include <cassert>
 #include <coroutine>
+#include <cstdio>
 #include <functional>
 #include <optional>
 #include <string>
@@ -36,6 +37,19 @@ namespace asyncio {
 
 template <class T = void>
 class Task;
+
+/// One coroutine of a call stack (Task::get_stack, asyncio/graph.hpp). The strings are static.
+struct FrameCallGraphEntry {
+    const char* function = "";  // its name, as __builtin_FUNCTION gives it (no class, no arguments)
+    const char* file = "";
+    unsigned line = 0;  // of the co_await it is suspended at (of its definition before its first)
+};
+
+namespace detail {
+// Defined in src/graph.cpp.
+std::vector<FrameCallGraphEntry> task_stack(PromiseBase* p, std::optional<int> limit);
+void print_task_stack(PromiseBase* p, std::optional<int> limit, std::FILE* file);
+}  // namespace detail
 
 /// A Task<T> is a Future<T> that its coroutine completes; Task<> (Task<void>) can refer to a task of
 /// any result type.
@@ -57,6 +71,19 @@ public:
     }
 
     std::string get_name() const { return detail::task_name(p_); }
+
+    /// The coroutines it is suspended in, oldest first (its own first), as Python's get_stack()
+    /// but with the whole chain (asyncio/graph.hpp says what is known when). Empty once done.
+    /// limit: at most that many, the innermost ones. On the loop's thread (RuntimeError).
+    std::vector<FrameCallGraphEntry> get_stack(std::optional<int> limit = std::nullopt) const {
+        return detail::task_stack(p_, limit);
+    }
+    /// Writes get_stack() as Python's print_stack() does ("Stack for <Task ...> (most recent call
+    /// last):", then each frame with its source line when the file is readable; "No stack for";
+    /// for a task that failed, "Traceback for" and the exception). file: stdout by default.
+    void print_stack(std::optional<int> limit = std::nullopt, std::FILE* file = nullptr) const {
+        detail::print_task_stack(p_, limit, file);
+    }
     void set_name(std::string name) { detail::task_set_name(p_, std::move(name)); }
 
     /// Calls fn(task) through the loop's ready queue once the task is done (scheduled at once if

@@ -34,6 +34,10 @@
 
 namespace asyncio {
 
+namespace detail {
+struct GraphAccess;  // src/graph.cpp: who awaits a task, for call graphs
+}
+
 class TaskGroup {
 public:
     TaskGroup() = default;
@@ -89,6 +93,7 @@ public:
     std::size_t pending() const noexcept { return pending_; }
 
 private:
+    friend struct detail::GraphAccess;
     enum class State { kNew, kEntered, kExiting, kDone };
 
     struct Child : detail::DoneWaiter {
@@ -160,6 +165,11 @@ private:
         detail::task_cancel(parent_, std::string());
     }
 
+    /// The task whose group w (a done waiter on a child) belongs to; else null. As Python 3.14,
+    /// a child is awaited by the group's task from its creation.
+    static detail::PromiseBase* awaiting_task(const detail::DoneWaiter* w) noexcept {
+        return w->fn == &on_child_done ? static_cast<const Child*>(w)->group->parent_ : nullptr;
+    }
     static void on_child_done(detail::DoneWaiter* w, detail::PromiseBase* t) {
         auto* c = static_cast<Child*>(w);
         TaskGroup& g = *c->group;

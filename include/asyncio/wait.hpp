@@ -47,8 +47,37 @@ namespace detail {
 
 // Watches a set of tasks: one node per task (allocated once, registered from construction until
 // destruction), plus an optional timer; wakes the watching task when on_task_done says so.
+/// What TaskWatcher's nodes need of it, without its template parameters (call graphs find the
+/// waiting task of a node through awaiting_task).
+class WatcherCore : public CancelHook {
+public:
+    /// The task waiting through w, if w is a node of a watcher; else null.
+    static PromiseBase* awaiting_task(const DoneWaiter* w) noexcept {
+        return w->fn == &on_node ? static_cast<const Node*>(w)->watcher->self_ : nullptr;
+    }
+
+protected:
+    WatcherCore() noexcept = default;
+    ~WatcherCore() = default;
+    struct Node : DoneWaiter {
+        WatcherCore* watcher = nullptr;
+        std::size_t index = 0;
+    };
+    virtual void on_task_done(std::size_t index) = 0;
+    static void on_node(DoneWaiter* w, PromiseBase*) {
+        auto* n = static_cast<Node*>(w);
+        n->fn = nullptr;  // consumed: no longer linked
+        n->watcher->on_task_done(n->index);
+    }
+
+    PromiseBase* self_ = nullptr;
+};
+
 template <class T, class H>
-class TaskWatcher : public CancelHook {
+class TaskWatcher : public WatcherCore {
+    using WatcherCore::Node;
+    using WatcherCore::on_node;
+
 public:
     explicit TaskWatcher(std::vector<H> tasks) : tasks_(std::move(tasks)), nodes_(tasks_.size()) {
         for (std::size_t i = 0; i < tasks_.size(); ++i) {
@@ -65,7 +94,7 @@ public:
     /// Movable until it is awaited (so that wait_for(wait(...), d) and the like can keep it): the
     /// nodes stay where they are (in the vector's block), only their back pointers change.
     TaskWatcher(TaskWatcher&& o) noexcept
-        : CancelHook(), tasks_(std::move(o.tasks_)), nodes_(std::move(o.nodes_)) {
+        : WatcherCore(), tasks_(std::move(o.tasks_)), nodes_(std::move(o.nodes_)) {
         assert(!o.suspended_ && !o.armed_);
         for (Node& n : nodes_) n.watcher = this;
     }
@@ -78,11 +107,6 @@ public:
     }
 
 protected:
-    struct Node : DoneWaiter {
-        TaskWatcher* watcher = nullptr;
-        std::size_t index = 0;
-    };
-
     // Suspends the current task until wake() (or its cancellation).
     bool suspend(std::coroutine_handle<> h, std::optional<TimePoint> deadline) {
         self_ = current_task_or_throw("wait()");
@@ -113,11 +137,8 @@ protected:
         }
     }
 
-    virtual void on_task_done(std::size_t index) = 0;
-
     std::vector<H> tasks_;
     std::vector<Node> nodes_;
-    PromiseBase* self_ = nullptr;
     Handle timer_;
     bool armed_ = false;
     bool suspended_ = false;
@@ -133,11 +154,6 @@ protected:
     }
 
 private:
-    static void on_node(DoneWaiter* w, PromiseBase*) {
-        auto* n = static_cast<Node*>(w);
-        n->fn = nullptr;  // consumed: no longer linked
-        n->watcher->on_task_done(n->index);
-    }
     static bool on_cancel(CancelHook* h) {
         auto* self = static_cast<TaskWatcher*>(h);
         self->cancelled_ = true;  // raise even if uncancel() comes before we run

@@ -23,6 +23,7 @@
 #include "asyncio/detail/config.hpp"
 #include "asyncio/detail/creation_site.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
+#include "asyncio/detail/get_awaiter.hpp"
 #include "asyncio/exceptions.hpp"
 
 namespace asyncio {
@@ -65,6 +66,7 @@ enum PromiseFlags : std::uint16_t {
     kFuture = 1u << 12,      // a Future's state: a frame that never runs, completed by set_result()
     kCancelDelivered = 1u << 13,  // a cancel hook woke the task to raise: its message is decided
     kCreationRecorded = 1u << 14,  // debug mode: where it was made is in creation_trace.cpp's table
+    kForeignChain = 1u << 15,  // a coroutine type not of this library ran in the task: no call graph
 };
 
 // ASYNCIO_SYMMETRIC_TRANSFER (detail/config.hpp): how a Coroutine is started.
@@ -79,35 +81,67 @@ struct PromiseBase;
 /// "\nCoroutine created at (most recent call last):\n  ..." for a frame made in debug mode, else "".
 std::string creation_trace(const PromiseBase* p);
 
+/// A coroutine type of someone else's (cppcoro's task, ...): it may call our awaiters with its own
+/// frames, which call graphs cannot read.
+template <class A>
+inline constexpr bool is_foreign_coroutine_v = false;
+template <class A>
+    requires requires { typename std::remove_cvref_t<A>::promise_type; }
+inline constexpr bool is_foreign_coroutine_v<A> =
+    !std::is_base_of_v<PromiseBase, typename std::remove_cvref_t<A>::promise_type>;
+/// Marks the running task kForeignChain (its call graph stops at its root). Cold: src/graph.cpp.
+[[gnu::cold]] void mark_foreign_chain() noexcept;
+
+/// What await_transform hands to co_await: the awaiter itself, referred to (an lvalue, or the
+/// temporary of the co_await's full-expression, which lives across the suspension) ...
+template <class W>
+struct AwaitRef {
+    W& w;
+    decltype(auto) await_ready() { return w.await_ready(); }
+    template <class P>
+    decltype(auto) await_suspend(std::coroutine_handle<P> h) {
+        return w.await_suspend(h);
+    }
+    decltype(auto) await_resume() { return w.await_resume(); }
+};
+/// ... or the awaiter an operator co_await made, held.
+template <class W>
+struct AwaitHeld {
+    W w;
+    decltype(auto) await_ready() { return w.await_ready(); }
+    template <class P>
+    decltype(auto) await_suspend(std::coroutine_handle<P> h) {
+        return w.await_suspend(h);
+    }
+    decltype(auto) await_resume() { return w.await_resume(); }
+};
+
 struct PromiseBase : FrameAllocated {
     std::coroutine_handle<> resume_{};  // coroutine mode: the awaiter; task mode: where to resume
+                                        // (null while a step runs: see step_task)
     CancelHook* waiting_ = nullptr;     // task mode: what the suspended task awaits
     DoneWaiter* waiters_ = nullptr;     // task mode: pushed at the head, run oldest first
-    // Task mode: the loop's list of its tasks and futures. Before a coroutine is awaited or made a
-    // task, the same words say where it was made, for the "never awaited" report (no extra space).
-    union {
-        PromiseBase* prev_ = nullptr;
-        const char* origin_file_;
-    };
-    union {
-        PromiseBase* next_;
-        const char* origin_function_;
-    };
+    PromiseBase* prev_ = nullptr;  // task mode: the loop's list of its tasks and futures
+    PromiseBase* next_ = nullptr;
     EventLoop* loop_ = nullptr;  // task mode: the loop it belongs to (null once that loop is gone)
-    union {
-        std::uint32_t refs_ = 0;  // task mode: Task handles, plus one while the loop owns it
-        std::uint32_t origin_line_;
-    };
+    // The coroutine's name and where it is defined (its promise constructor's defaults): the
+    // "never awaited" report, call graphs and traces.
+    const char* function_ = nullptr;
+    const char* file_ = nullptr;
+    std::uint32_t refs_ = 0;  // task mode: Task handles, plus one while the loop owns it
     std::uint16_t flags_ = 0;
     std::uint16_t cancelling_ = 0;
     // The exception (kHasException) or, for results of at most 8 bytes, the value (kHasValue):
-    // sharing the word keeps a task that returns an int in a 96-byte frame.
+    // sharing the word keeps a task that returns an int small. Until then the same word holds
+    // line_: the line of the co_await the coroutine is at (await_transform stores it; before its
+    // first co_await, the line of its definition), which call graphs read.
     union {
         std::exception_ptr exception_;
         alignas(8) unsigned char inline_value_[8];
+        std::uint32_t line_;
     };
 
-    PromiseBase() noexcept : next_(nullptr) {}
+    PromiseBase() noexcept {}
     PromiseBase(const PromiseBase&) = delete;
     PromiseBase& operator=(const PromiseBase&) = delete;
     ~PromiseBase() {
@@ -120,11 +154,24 @@ struct PromiseBase : FrameAllocated {
 
     /// Records where the coroutine was made (its promise's constructor, see OriginTag).
     void set_origin(const char* function, const char* file, unsigned line) noexcept {
-        origin_function_ = function;
-        origin_file_ = file;
-        origin_line_ = line;
+        function_ = function;
+        file_ = file;
+        line_ = line;
         if (g_debug_loops.load(std::memory_order_relaxed) != 0) [[unlikely]]
             record_creation(this);
+    }
+
+    /// Every co_await in a coroutine of ours passes here: it notes the line for call graphs (one
+    /// store of a constant) and awaits the same awaiter as a plain co_await would, through a thin
+    /// forwarder (GCC 12 copies an awaiter that await_transform returns by reference).
+    template <class A>
+    auto await_transform(A&& a, unsigned line = __builtin_LINE()) {
+        line_ = line;
+        if constexpr (is_foreign_coroutine_v<A>) mark_foreign_chain();
+        if constexpr (has_member_co_await<A> || has_free_co_await<A>)
+            return AwaitHeld<decltype(get_awaiter(static_cast<A&&>(a)))>{get_awaiter(static_cast<A&&>(a))};
+        else
+            return AwaitRef<std::remove_reference_t<A>>{a};
     }
 
     void set_exception(std::exception_ptr e) noexcept {
@@ -184,6 +231,11 @@ inline void task_rethrow(PromiseBase* p) {
         p->flags_ |= kRetrieved;
         std::rethrow_exception(p->exception_);
     }
+}
+
+/// The promise of a frame of ours (the inverse of frame_of).
+inline PromiseBase* promise_of(std::coroutine_handle<> h) noexcept {
+    return static_cast<PromiseBase*>(__builtin_coro_promise(h.address(), 16, false));
 }
 
 /// The frame that holds promise p. Every promise of ours is aligned to at most 16, and both GCC

@@ -29,7 +29,10 @@ inline void step_task(void* ctx) {
     } else {
         PromiseBase* const prev = t_current_task;
         t_current_task = t;
-        t->resume_.resume();  // the task may be freed once this returns
+        // resume_ is null while the step runs: a suspension through the library sets it again
+        // (suspend_task, ReenterTask), one through an awaiter of the user's leaves it null, and a
+        // call graph then knows the chain below the task is not known (src/graph.cpp).
+        std::exchange(t->resume_, nullptr).resume();  // the task may be freed once this returns
         t_current_task = prev;
     }
     if (t_cancel_after_step != nullptr) [[unlikely]]
@@ -84,7 +87,7 @@ void unregister_waiter(PromiseBase* target, DoneWaiter* w) noexcept;
 inline void bind_to_loop(PromiseBase* p, EventLoop& loop) noexcept {
     p->loop_ = &loop;
     PromiseBase*& head = loop.task_list();
-    p->prev_ = nullptr;  // held where the coroutine was made (see set_origin)
+    p->prev_ = nullptr;
     p->next_ = head;
     if (head != nullptr) head->prev_ = p;
     head = p;
@@ -102,11 +105,22 @@ inline void task_start(PromiseBase* p, EventLoop& loop) {
 /// Takes the message of t's pending cancellation (empty if none), to pass it on.
 std::string take_cancel_message(PromiseBase* t);
 
+/// The part of TaskAwaiter that does not depend on the result type: its done waiter is one
+/// function, by which call graphs know a task awaiting another (awaiting_task).
+struct TaskWait : DoneWaiter, CancelHook {
+    PromiseBase* self = nullptr;
+
+    static void on_done(DoneWaiter* w, PromiseBase*) { wake_task(static_cast<TaskWait*>(w)->self); }
+    /// The task awaiting through w, if w is a TaskWait; else null.
+    static PromiseBase* awaiting_task(const DoneWaiter* w) noexcept {
+        return w->fn == &on_done ? static_cast<const TaskWait*>(w)->self : nullptr;
+    }
+};
+
 /// co_await of a task or a future from a task.
 template <class T, bool Move>
-struct [[nodiscard]] TaskAwaiter : DoneWaiter, CancelHook {
+struct [[nodiscard]] TaskAwaiter : TaskWait {
     Promise<T>* target;
-    PromiseBase* self = nullptr;
 
     explicit TaskAwaiter(Promise<T>* t) noexcept : target(t) {}
 
@@ -134,9 +148,6 @@ struct [[nodiscard]] TaskAwaiter : DoneWaiter, CancelHook {
         return take_result(*target, Move && target->refs_ == 1);
     }
 
-    static void on_done(DoneWaiter* w, PromiseBase*) {
-        wake_task(static_cast<TaskAwaiter*>(w)->self);
-    }
     static bool on_cancel(CancelHook* h) {
         auto* a = static_cast<TaskAwaiter*>(h);
         if (a->self->has(kAbandoned)) {
