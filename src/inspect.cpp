@@ -185,14 +185,6 @@ void serve(int fd) {
     const timeval tv{std::chrono::seconds(kClientTimeout).count(), 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    // Only the process's own user (or root) may see its tasks.
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
-        (cred.uid != ::geteuid() && cred.uid != 0)) {
-        send_all(fd, header("ERR permission denied"));
-        return;
-    }
     std::string request;
     char buf[128];
     while (request.find('\n') == std::string::npos && request.size() < 256) {
@@ -200,6 +192,15 @@ void serve(int fd) {
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return;
         request.append(buf, static_cast<std::size_t>(n));
+    }
+    // Read first: a reply closed over an unread request would reach the client as ECONNRESET.
+    // Only the process's own user (or root) may see its tasks.
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        (cred.uid != ::geteuid() && cred.uid != 0)) {
+        send_all(fd, header("ERR permission denied"));
+        return;
     }
     const std::string expected = std::string(kInspectMagic) + ' ';
     if (request.compare(0, expected.size(), expected) != 0) {
