@@ -236,18 +236,15 @@ void serve(int fd) {
 }
 
 void start_server() noexcept {
-    const std::string name = inspect_socket_name(::getpid());
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         std::fprintf(stderr, "asyncio: ASYNCIO_INSPECT: socket: %s\n", std::strerror(errno));
         return;
     }
     sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path + 1, name.data(), name.size());  // abstract: sun_path[0] == '\0'
-    const auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+    const socklen_t addr_len = inspect_address(::getpid(), addr);
     if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0 || ::listen(fd, 8) != 0) {
-        std::fprintf(stderr, "asyncio: ASYNCIO_INSPECT: cannot listen on @%s: %s\n", name.c_str(),
+        std::fprintf(stderr, "asyncio: ASYNCIO_INSPECT: cannot listen on @%s: %s\n", addr.sun_path + 1,
                      std::strerror(errno));
         ::close(fd);
         return;

@@ -15,6 +15,11 @@
 // versions can always tell each other so. Change kInspectVersion with any change to the body.
 #pragma once
 
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstddef>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -24,6 +29,16 @@ inline constexpr int kInspectVersion = 1;
 inline constexpr std::string_view kInspectMagic = "asyncio-inspect";
 /// The abstract Unix socket ("\0" + this) a process serves when started with ASYNCIO_INSPECT=1.
 inline std::string inspect_socket_name(long pid) { return "asyncio-inspect-" + std::to_string(pid); }
+
+/// Fills addr with pid's abstract address (sun_path[0] == '\0', then the name, not terminated:
+/// sun_path + 1 stays a C string because addr is zeroed) and returns its length.
+inline socklen_t inspect_address(long pid, sockaddr_un& addr) {
+    const std::string name = inspect_socket_name(pid);
+    addr = sockaddr_un{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path + 1, name.data(), name.size());
+    return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+}
 
 inline void inspect_escape(std::string& out, std::string_view s) {
     for (char c : s) {

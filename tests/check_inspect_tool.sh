@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # asyncio-inspect against real processes: inspect_albums started with ASYNCIO_INSPECT=1 (ps and
-# pstree list its named tasks), a process that serves nothing (sleep), and a pid that is gone.
+# pstree list its named tasks), the same without it (nothing served, one thread fewer), a process
+# that serves nothing (sleep), and a pid that is gone.
 #
 # usage: check_inspect_tool.sh ASYNCIO_INSPECT_TOOL INSPECT_ALBUMS
 set -u -o pipefail
@@ -50,6 +51,20 @@ echo "$tree_out"
 for name in Task-1 Sundowning TMBTE TNDNBTG Levitate DYWTYLM 'Aqua Regia'; do
   grep -q "(T) $name\$" <<<"$tree_out" || fail "pstree does not show '(T) $name'"
 done
+
+# The same program without the variable: no socket, and no thread started for it.
+"$albums" 60 >/dev/null 2>&1 &
+plain_pid=$!
+pids+=("$plain_pid")
+sleep 0.3
+msg=$("$tool" ps "$plain_pid" 2>&1) && fail "ps of a program started without ASYNCIO_INSPECT succeeded"
+echo "\$ asyncio-inspect ps PID_WITHOUT_ASYNCIO_INSPECT"
+echo "$msg"
+grep -q "does not serve asyncio-inspect" <<<"$msg" || fail "unexpected message without ASYNCIO_INSPECT"
+with=$(ls /proc/"$albums_pid"/task | wc -l)
+without=$(ls /proc/"$plain_pid"/task | wc -l)
+echo "threads: $with with ASYNCIO_INSPECT=1, $without without"
+[ "$with" -eq $((without + 1)) ] || fail "expected exactly one more thread with ASYNCIO_INSPECT=1"
 
 # A process that is not ours.
 sleep 30 &

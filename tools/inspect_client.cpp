@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <ostream>
 #include <set>
@@ -216,11 +217,8 @@ Snapshot fetch(pid_t pid, std::chrono::milliseconds timeout) {
     if (::kill(pid, 0) != 0 && errno == ESRCH) throw InspectError("no such process: " + pid_text(pid));
     Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (fd.get() < 0) throw InspectError(os_error("socket"));
-    const std::string name = detail::inspect_socket_name(pid);
     sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path + 1, name.data(), name.size());  // abstract: sun_path[0] == '\0'
-    const auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+    const socklen_t addr_len = detail::inspect_address(pid, addr);
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), addr_len) != 0) {
         if (errno == ECONNREFUSED || errno == ENOENT)
             throw InspectError("process " + pid_text(pid) +
@@ -262,25 +260,17 @@ Snapshot fetch(pid_t pid, std::chrono::milliseconds timeout) {
 std::string format_table(const Snapshot& s) {
     const Index ix = index(s);
     std::string out;
-    const auto row = [&out](const std::string& tid, const std::string& id, const std::string& name,
-                            const std::string& stack, const std::string& chain, const std::string& awaiter,
-                            const std::string& awaiter_id) {
-        pad(out, tid, 10);
-        out += ' ';
-        pad(out, id, 20);
-        out += ' ';
-        pad(out, name, 20);
-        out += ' ';
-        pad(out, stack, 50);
-        out += ' ';
-        pad(out, chain, 50);
-        out += ' ';
-        pad(out, awaiter, 15);
-        out += ' ';
-        pad(out, awaiter_id, 15);
+    const auto row = [&out](std::initializer_list<std::string> cells) {
+        // Python's f"{tid:<10} {task_id:<20} {name:<20} {stack:<50} {chain:<50} {awaiter:<15} {id:<15}"
+        static constexpr std::size_t widths[] = {10, 20, 20, 50, 50, 15, 15};
+        std::size_t i = 0;
+        for (const std::string& cell : cells) {
+            if (i > 0) out += ' ';
+            pad(out, cell, widths[i++]);
+        }
         out += '\n';
     };
-    row("tid", "task id", "task name", "coroutine stack", "awaiter chain", "awaiter name", "awaiter id");
+    row({"tid", "task id", "task name", "coroutine stack", "awaiter chain", "awaiter name", "awaiter id"});
     out.append(180, '-');
     out += '\n';
     for (const Loop& l : s.loops) {
@@ -289,14 +279,14 @@ std::string format_table(const Snapshot& s) {
             if (!t.is_task) continue;  // a future is not a row: it shows as what its awaiter waits on
             const std::string stack = join_functions(t.stack);
             if (t.awaited_by.empty()) {
-                row(tid, hex(t.id), t.name, stack, "", "", "0x0");
+                row({tid, hex(t.id), t.name, stack, "", "", "0x0"});
                 continue;
             }
             for (std::uint64_t a : t.awaited_by) {
                 const auto it = ix.by_id.find(a);
                 const std::string chain = it != ix.by_id.end() ? join_functions(it->second->stack) : "";
                 const std::string name = it != ix.by_id.end() ? label_of(*it->second) : "Unknown";
-                row(tid, hex(t.id), t.name, stack, chain, name, hex(a));
+                row({tid, hex(t.id), t.name, stack, chain, name, hex(a)});
             }
         }
     }
