@@ -3,6 +3,7 @@
 // tool on the abstract Unix socket "\0asyncio-inspect-<pid>" with every task of every live loop.
 // Each loop builds its own snapshot on its own thread (a call_soon_threadsafe callback: the only
 // time the loop is held); the snapshot is formatted here, off the loop.
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -223,6 +224,7 @@ void serve(int fd) {
 }
 
 [[noreturn]] void serve_forever(int listener) {
+    ::pthread_setname_np(::pthread_self(), "asyncio-inspect");  // as top and gdb show it (15 chars)
     for (;;) {
         const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd < 0) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # asyncio-inspect against real processes: inspect_albums started with ASYNCIO_INSPECT=1 (ps and
-# pstree list its named tasks), the same without it (nothing served, one thread fewer), a process
+# pstree list its named tasks), the same without it (nothing served, no thread), a process
 # that serves nothing (sleep), and a pid that is gone.
 #
 # usage: check_inspect_tool.sh ASYNCIO_INSPECT_TOOL INSPECT_ALBUMS
@@ -61,10 +61,11 @@ msg=$("$tool" ps "$plain_pid" 2>&1) && fail "ps of a program started without ASY
 echo "\$ asyncio-inspect ps PID_WITHOUT_ASYNCIO_INSPECT"
 echo "$msg"
 grep -q "does not serve asyncio-inspect" <<<"$msg" || fail "unexpected message without ASYNCIO_INSPECT"
-with=$(ls /proc/"$albums_pid"/task | wc -l)
-without=$(ls /proc/"$plain_pid"/task | wc -l)
-echo "threads: $with with ASYNCIO_INSPECT=1, $without without"
-[ "$with" -eq $((without + 1)) ] || fail "expected exactly one more thread with ASYNCIO_INSPECT=1"
+# The server's thread is named (15 characters: "asyncio-inspect").
+with=$(cat /proc/"$albums_pid"/task/*/comm | grep -c '^asyncio-inspect$')
+without=$(cat /proc/"$plain_pid"/task/*/comm | grep -c '^asyncio-inspect$')
+echo "threads named asyncio-inspect: $with with ASYNCIO_INSPECT=1, $without without"
+[ "$with" -eq 1 ] && [ "$without" -eq 0 ] || fail "expected the one asyncio-inspect thread only with ASYNCIO_INSPECT=1"
 
 # A process that is not ours.
 sleep 30 &
