@@ -456,6 +456,24 @@ TEST(InspectTest, TableAsPythonPrintsIt) {
                   row({"9", "0x6", "Task-6", "leaf -> mid", "", "Unknown", "0x77"}));
 }
 
+// The coroutine stack shows names as Python's qualnames: no return type, parameters, qualifiers,
+// template arguments of GCC's "[with ...]" or anonymous scopes.
+TEST(InspectTest, FunctionSignaturesAreShownByName) {
+    it::Loop l{3, true, 0, 0,
+               {task(1, "t",
+                     {fn("std::string {anonymous}::f(int)"),
+                      fn("std::string {anonymous}::K::m(T) const [with T = int; std::string = std::__cxx11::basic_string<char>]"),
+                      fn("int ns::g(std::string)"), fn("main()::<lambda()>"),
+                      fn("std::string (anonymous namespace)::f(int)"),
+                      fn("asyncio::Coroutine<std::pair<int, int> > ns::C<char>::run(std::vector<int>) &&"),
+                      fn("plain")},
+                     {})}};
+    const std::string table = it::format_table({1, {l}});
+    EXPECT_NE(table.find(" f -> K::m -> ns::g -> main()::<lambda()> -> f -> ns::C<char>::run -> plain "),
+              std::string::npos)
+        << table;
+}
+
 TEST(InspectTest, CyclesAreReportedAsPythonDoes) {
     it::Loop two{1, true, 0, 0,
                  {task(2, "Task-1", {}, {}), task(3, "A", {}, {4}), task(4, "B", {}, {5, 3}), task(5, "C", {}, {6}),

@@ -104,7 +104,13 @@ std::uint64_t to_id(std::string_view s) {
 
 /// What Python's qualname would be: the function's (qualified) name without its return type,
 /// parameters, qualifiers and GCC's "[with T = ...]".
-std::string short_name(std::string_view f) {
+std::string short_name(std::string_view signature) {
+    // Anonymous scopes say nothing to a reader, and their spaces would cut the name below.
+    std::string text(signature);
+    for (std::string_view anon : {"{anonymous}::", "(anonymous namespace)::", "(anonymous class)::"}) {
+        for (std::size_t at; (at = text.find(anon)) != std::string::npos;) text.erase(at, anon.size());
+    }
+    std::string_view f = text;
     if (const std::size_t with = f.find(" [with "); with != std::string_view::npos) f = f.substr(0, with);
     for (std::string_view q : {" const", " noexcept", " &&", " &", " volatile"}) {
         while (f.size() > q.size() && f.substr(f.size() - q.size()) == q) f.remove_suffix(q.size());
