@@ -68,6 +68,8 @@ std::string receive_all(int fd, pid_t pid, std::chrono::steady_clock::time_point
                                std::to_string(timeout.count()) + " ms");
         const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n < 0 && errno == ECONNRESET)
+            throw InspectError("process " + pid_text(pid) + " closed the connection before it answered (did it exit?)");
         if (n < 0) throw InspectError("reading the answer of process " + pid_text(pid) + ": " + std::strerror(errno));
         if (n == 0) return reply;
         reply.append(buf, static_cast<std::size_t>(n));
