@@ -75,6 +75,7 @@ EventLoop::EventLoop(std::unique_ptr<Clock> clock)
     if (std::getenv("ASYNCIO_SEED") != nullptr || std::getenv("ASYNCIO_FAULTS") != nullptr) [[unlikely]]
         testing::enable_chaos(*this, testing::chaos_from_environment());
     if (detail::t_thread_loop == nullptr) detail::t_thread_loop = this;
+    detail::inspect_loop_created(*this);  // last: nothing after it throws
 }
 
 void EventLoop::set_trace_file(const std::string& path) {
@@ -104,6 +105,7 @@ void EventLoop::set_debug(bool enabled) noexcept {
 }
 
 EventLoop::~EventLoop() {
+    detail::inspect_loop_destroyed(*this);
     if (!closed_ && site_.recorded()) [[unlikely]]  // Python's "unclosed event loop" ResourceWarning
         site_.report_unclosed(std::string("event loop <EventLoop running=False closed=False debug=") +
                               (debug_ ? "True" : "False") + ">");

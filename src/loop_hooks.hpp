@@ -21,6 +21,13 @@ using StepBeginHook = void* (*)(void (*fn)(void*), void* ctx) noexcept;
 using StepEndHook = void (*)(EventLoop& loop, void* token, double seconds, bool slow) noexcept;
 void set_step_hooks(StepBeginHook begin, StepEndHook end) noexcept;
 
+/// asyncio-inspect's registry of live loops (inspect.cpp). Called directly, not through a hook
+/// that inspect.cpp would set: from a static library a program would then never link inspect.cpp,
+/// and ASYNCIO_INSPECT=1 must work on a program that does not know of it. Without the variable
+/// each is one test of a flag read once (at the process's first loop).
+void inspect_loop_created(EventLoop& loop) noexcept;
+void inspect_loop_destroyed(EventLoop& loop) noexcept;
+
 /// Set while Runner makes a loop whose trace RunOptions::trace_file decides: the loop's
 /// constructor then leaves ASYNCIO_TRACE alone (its file is not even opened).
 extern thread_local bool t_ignore_trace_env;

@@ -1,11 +1,16 @@
-# Installs the already-built library into WORK_DIR/prefix, then builds the consumer against it
-# twice: with find_package(asyncio), and with the pkg-config file.
+# Installs the already-built library (and its asyncio-inspect tool) into WORK_DIR/prefix, then
+# builds the consumer against it twice: with find_package(asyncio), and with the pkg-config file.
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix}
   RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "cmake --install failed")
+endif()
+# The tool is installed with the library.
+execute_process(COMMAND ${prefix}/bin/asyncio-inspect --help OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "usage: asyncio-inspect")
+  message(FATAL_ERROR "asyncio-inspect is not installed in ${prefix}/bin (or --help failed): ${out}")
 endif()
 
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/install_consumer -B ${WORK_DIR}/build
