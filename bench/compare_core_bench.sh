@@ -3,7 +3,9 @@
 # each case run alternately, 5 times each, pinned to one core (the threadsafe_* cases unpinned: they
 # need both), printing the medians and new/base. A case the base binary lacks prints n/a.
 #
-# Usage: BASE=/path/to/parent/core_bench [NEW=build/release/bench/core_bench] bash bench/compare_core_bench.sh
+# Usage: BASE=/path/to/parent/core_bench [NEW=build/release/bench/core_bench] [BASE_ENV="VAR=x"]
+#          [NEW_ENV="VAR=y"] bash bench/compare_core_bench.sh
+#   (one binary in two environments, e.g. debug mode's cost: BASE=NEW's binary NEW_ENV=ASYNCIO_DEBUG=1)
 # Build the parent with `git worktree add /tmp/base <commit> && cmake --preset release` there.
 set -u -o pipefail
 base=${BASE:?set BASE to the core_bench binary of the parent build}
@@ -19,10 +21,10 @@ for spec in spawn:1000000 sleepers:100000 pingpong:1000000 generator_send:100000
   has_base=0; "$base" --case "$c" --n 10 >/dev/null 2>&1 && has_base=1
   for _ in 1 2 3 4 5; do
     if (( has_base )); then
-      l=$("${pin[@]}" "$base" --case "$c" --n "$n")
+      l=$(env ${BASE_ENV:-} "${pin[@]}" "$base" --case "$c" --n "$n")
       v=$(field ns_per_op "$l"); bs+=("$v"); bb=$(field bytes_per_task "$l")
     fi
-    l=$("${pin[@]}" "$new" --case "$c" --n "$n")
+    l=$(env ${NEW_ENV:-} "${pin[@]}" "$new" --case "$c" --n "$n")
     v=$(field ns_per_op "$l"); ms+=("$v"); mb=$(field bytes_per_task "$l")
   done
   python3 - "$c" "$bb" "$mb" "${bs[*]:-}" "${ms[*]}" <<'PY'
