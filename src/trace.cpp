@@ -21,6 +21,7 @@
 #include "asyncio/detail/type_name.hpp"
 #include "asyncio/event_loop.hpp"
 #include "backend/backend.hpp"
+#include "graph_snapshot.hpp"
 
 namespace asyncio::detail {
 
@@ -350,6 +351,11 @@ void Tracer::step(PromiseBase* t) {
             // What it waited for, as a slice between its two steps.
             open('X', "await " + (rec.site.empty() ? std::string("?") : rec.site), tid, rec.suspended_at, "await");
             field_ts("dur", begin - rec.suspended_at);
+            if (!rec.at.empty()) {
+                begin_args();
+                arg("at", rec.at.c_str());
+                end_args();
+            }
             close_event();
         }
         rec.suspended_at = -1;
@@ -375,10 +381,18 @@ void Tracer::step(PromiseBase* t) {
             TaskRec& rec = rec_of(t);
             rec.suspended_at = end;
             rec.site = inner.site != nullptr ? inner.site : "";
+            // The co_await it suspended at (its innermost frame's line_, noted by await_transform).
+            const FrameSite at = innermost_site(t);
+            rec.at.clear();
+            if (at.line != 0) {
+                rec.at.append(at.function).append("() at ").append(at.file).append(":");
+                rec.at.append(std::to_string(at.line));
+            }
             open('i', "suspend", tid, end, "task");
             buf_ += ",\"s\":\"t\"";
             begin_args();
             arg("await", inner.site != nullptr ? inner.site : "?");
+            if (!rec.at.empty()) arg("at", rec.at.c_str());
             if (rec.coro != nullptr) arg("coro", rec.coro);
             end_args();
             close_event();

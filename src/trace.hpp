@@ -58,6 +58,7 @@ private:
         std::uint64_t steps = 0;
         std::int64_t suspended_at = -1;  // ns; -1 while not suspended
         std::string site;                // what it awaits while suspended
+        std::string at;                  // where: "fn() at file:line" of the co_await, or ""
         const char* coro = nullptr;      // its coroutine's function (__builtin_FUNCTION)
         bool named = false;              // a thread_name with its own name was written
     };

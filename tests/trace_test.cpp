@@ -228,7 +228,10 @@ long count(const std::vector<Json>& events, const std::string& ph, const std::st
 
 // ---- the traced program ----
 
+unsigned g_sleeper_await_line = 0;  // the line of sleeper's co_await, for the "at" of its suspension
+
 Coroutine<int> sleeper() {
+    g_sleeper_await_line = __LINE__ + 1;
     co_await asyncio::sleep(10ms);
     co_return 7;
 }
@@ -306,7 +309,12 @@ void check_scenario_trace(const std::string& path, const Fds& fds) {
     ASSERT_GE(susp, 0);
     EXPECT_EQ(ev[susp]["args"]["await"].str(), "sleep()");
     EXPECT_EQ(ev[susp]["args"]["coro"].str().find("sleeper") != std::string::npos, true);
-    EXPECT_GE(find(ev, "X", "await sleep()", sleeper_tid), 0);
+    // Where it suspended: the co_await's line in sleeper(), on the instant and on the wait's slice.
+    const std::string at = std::string("sleeper() at ") + __FILE__ + ":" + std::to_string(g_sleeper_await_line);
+    EXPECT_EQ(ev[susp]["args"]["at"].str(), at);
+    const long wait_slice = find(ev, "X", "await sleep()", sleeper_tid);
+    ASSERT_GE(wait_slice, 0);
+    EXPECT_EQ(ev[wait_slice]["args"]["at"].str(), at);
     EXPECT_EQ(ev[find(ev, "i", "done", sleeper_tid)]["args"]["outcome"].str(), "result");
     // Its timer: scheduled on its track, then fired on the loop's.
     const long sched = find(ev, "i", "timer scheduled", sleeper_tid);

@@ -19,8 +19,9 @@
 //   task   X step       each resumption of the task until it suspends or finishes
 //   task   i suspend    at the end of a step that suspended; args.await is the await site
 //                       ("sleep()", "sock_recv", "Event::wait()", "Task", "gather()", ...; "?"
-//                       where none is known), args.coro the task's coroutine function
-//   await  X await <site>  the time between that suspension and the next step
+//                       where none is known), args.coro the task's coroutine function, args.at
+//                       the co_await it waits at: "fn() at file:line" (absent where not known)
+//   await  X await <site>  the time between that suspension and the next step (args.at as above)
 //   task   i done       args.outcome = result | exception | cancelled (args.exception: type and
 //                       message), args.steps
 //   loop   X callback   a call_soon / call_later / call_at / call_soon_threadsafe callback (track 1)
