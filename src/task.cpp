@@ -502,6 +502,8 @@ void release_loop_tasks(EventLoop& loop) noexcept {
             DoneWaiter* next = w->next;
             if (w->fn == &run_done_callback) {
                 delete static_cast<DoneCallbackNode*>(w);
+            } else if (w->fn == &WeakTask::on_gone) {
+                w->fn(w, p);  // it reads null from now on: the frame may go
             } else if (keep_others) {
                 w->next = p->waiters_;
                 p->waiters_ = w;

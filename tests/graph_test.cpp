@@ -3,10 +3,13 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "asyncio/asyncio.hpp"
+#include "test_support.hpp"
 
 // ASSERT_* returns void: inside a coroutine, a failed check ends it with co_return instead.
 #define CO_ASSERT_EQ(a, b)               \
@@ -119,6 +122,115 @@ TEST(CallGraph, GatherChildrenAreAwaitedByTheGatheringTask) {
         co_await tg.wait();
         co_await g;
     }());
+}
+
+// True when t is somewhere in g's awaited-by tree.
+bool awaited_by(const asyncio::FutureCallGraph& g, const asyncio::Task<>& t) {
+    for (const asyncio::FutureCallGraph& a : g.awaited_by)
+        if (a.future == t || awaited_by(a, t)) return true;
+    return false;
+}
+
+TEST(CallGraph, EveryCombinatorLinksATaskToTheTaskAwaitingIt) {
+    asyncio::run([]() -> Coroutine<> {
+        asyncio::Event e;
+        asyncio::Task<> c1 = asyncio::create_task(leaf(e), "c1");
+        asyncio::Task<> w1 = asyncio::create_task(
+            [](asyncio::Task<> c) -> Coroutine<> { co_await asyncio::wait_for(c, 100s); }(c1), "by_wait_for");
+        asyncio::Task<> c2 = asyncio::create_task(leaf(e), "c2");
+        asyncio::Task<> w2 = asyncio::create_task(
+            [](asyncio::Task<> c) -> Coroutine<> { co_await asyncio::shield(c); }(c2), "by_shield");
+        asyncio::Task<> c3 = asyncio::create_task(leaf(e), "c3");
+        asyncio::Task<> w3 = asyncio::create_task(
+            [](asyncio::Task<> c) -> Coroutine<> {
+                std::vector<asyncio::Task<>> v{c};
+                auto done_pending = co_await asyncio::wait(v);
+                (void)done_pending;
+            }(c3),
+            "by_wait");
+        asyncio::Task<> c4 = asyncio::create_task(leaf(e), "c4");
+        asyncio::Task<> w4 = asyncio::create_task(
+            [](asyncio::Task<> c) -> Coroutine<> {
+                std::vector<asyncio::Task<>> v{c};
+                for (auto next : asyncio::as_completed(v)) co_await next;
+            }(c4),
+            "by_as_completed");
+        // wait_for of a coroutine runs it inside the awaiting task: one chain, no edge.
+        constexpr unsigned kInlineLine = __LINE__ + 2;
+        asyncio::Task<> w5 = asyncio::create_task(
+            [](asyncio::Event& ev) -> Coroutine<> { co_await asyncio::wait_for(middle(ev), 100s); }(e), "inline");
+        co_await asyncio::sleep(0s);
+        co_await asyncio::sleep(0s);
+        EXPECT_TRUE(awaited_by(asyncio::capture_call_graph(c1), w1));
+        EXPECT_TRUE(awaited_by(asyncio::capture_call_graph(c2), w2));
+        EXPECT_TRUE(awaited_by(asyncio::capture_call_graph(c3), w3));
+        EXPECT_TRUE(awaited_by(asyncio::capture_call_graph(c4), w4));
+        asyncio::FutureCallGraph g5 = asyncio::capture_call_graph(w5);
+        CO_ASSERT_NE(g5.call_stack.size(), 0u);
+        EXPECT_STREQ(g5.call_stack[0].function, "leaf");
+        EXPECT_EQ(g5.call_stack[0].line, kLeafLine);
+        EXPECT_STREQ(g5.call_stack[1].function, "middle");
+        EXPECT_EQ(g5.call_stack.back().line, kInlineLine);
+        e.set();
+        for (asyncio::Task<>* t : {&w1, &w2, &w3, &w4, &w5}) co_await *t;
+    }());
+}
+
+TEST(CallGraph, ATaskGroupChildIsAwaitedByTheTaskThatMadeItFromItsCreation) {
+    // 3.14 links a child to the group's task at create_task; with no body, the group's task is
+    // known only at wait(): until then the task that made the child stands for it.
+    asyncio::run([]() -> Coroutine<> {
+        asyncio::Event e;
+        asyncio::TaskGroup tg;
+        asyncio::Task<> member = tg.create_task(leaf(e), "member");
+        co_await asyncio::sleep(0s);
+        asyncio::FutureCallGraph g = asyncio::capture_call_graph(member);
+        CO_ASSERT_EQ(g.awaited_by.size(), 1u);
+        EXPECT_TRUE(g.awaited_by[0].future == asyncio::current_task());
+        asyncio::Task<> releaser = asyncio::create_task([](asyncio::Event& ev) -> Coroutine<> {
+            co_await asyncio::sleep(0s);
+            ev.set();
+        }(e));
+        co_await tg.wait();
+        co_await releaser;
+    }());
+}
+
+TEST(CallGraph, RegressionAGroupOutlivingTheTaskThatMadeItsChildrenPointsAtNoFreedTask) {
+    // The creator edge is weak: once the creator is done (or abandoned by a closing loop), the
+    // child shows no awaiting task instead of a freed one (ASan would see the read).
+    auto tg = std::make_unique<asyncio::TaskGroup>();
+    asyncio::run([](asyncio::TaskGroup& group) -> Coroutine<> {
+        asyncio::Event e;
+        std::optional<asyncio::Task<>> member;
+        co_await asyncio::create_task([](asyncio::TaskGroup& g, asyncio::Event& ev,
+                                         std::optional<asyncio::Task<>>& m) -> Coroutine<> {
+            m = g.create_task(leaf(ev), "member");
+            co_return;
+        }(group, e, member), "creator");
+        asyncio::FutureCallGraph g = asyncio::capture_call_graph(*member);
+        EXPECT_TRUE(g.awaited_by.empty());
+        e.set();
+        co_await group.wait();
+    }(*tg));
+    tg.reset();
+    // A creator still pending when its loop closes: abandoned, its frame freed before the group.
+    auto tg2 = std::make_unique<asyncio::TaskGroup>();
+    asyncio::Event never;
+    {
+        asyncio::EventLoop loop;
+        asyncio_test::Reports reports;
+        reports.install(loop);
+        loop.create_task([](asyncio::TaskGroup& g, asyncio::Event& ev) -> Coroutine<> {
+            g.create_task(leaf(ev), "member");
+            co_await ev.wait();
+        }(*tg2, never), "creator");
+        loop.call_soon([&] { loop.stop(); });
+        loop.run_forever();  // one iteration: the creator makes its child and suspends
+        loop.close();
+        EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 1u);
+    }
+    tg2.reset();
 }
 
 TEST(CallGraph, PrintStackWritesPythonsFormatWithTheSourceLine) {

@@ -67,6 +67,9 @@ public:
             if (state_ == State::kDone) throw RuntimeError("TaskGroup is finished");
             if (aborting_) throw RuntimeError("TaskGroup is shutting down");
             auto task = asyncio::create_task(std::forward<A>(a), std::forward<Args>(args)...);
+            // A task made before run()/wait() (the form with no body) is awaited, for call graphs,
+            // by the task that made it: 3.14 links a child to the group's task from its creation.
+            if (parent_ == nullptr && creator_.get() == nullptr) creator_.reset(detail::t_current_task);
             adopt(task.base());
             return task;
         }
@@ -146,6 +149,7 @@ private:
     void enter() {
         if (state_ != State::kNew) throw RuntimeError("TaskGroup has already been entered");
         parent_ = detail::current_task_or_throw("TaskGroup");
+        creator_.reset();
         state_ = State::kEntered;
     }
 
@@ -168,7 +172,9 @@ private:
     /// The task whose group w (a done waiter on a child) belongs to; else null. As Python 3.14,
     /// a child is awaited by the group's task from its creation.
     static detail::PromiseBase* awaiting_task(const detail::DoneWaiter* w) noexcept {
-        return w->fn == &on_child_done ? static_cast<const Child*>(w)->group->parent_ : nullptr;
+        if (w->fn != &on_child_done) return nullptr;
+        const TaskGroup& g = *static_cast<const Child*>(w)->group;
+        return g.parent_ != nullptr ? g.parent_ : g.creator_.get();
     }
     static void on_child_done(detail::DoneWaiter* w, detail::PromiseBase* t) {
         auto* c = static_cast<Child*>(w);
@@ -251,6 +257,7 @@ private:
     std::deque<Child> children_;  // stable addresses: each is linked into its task's waiters
     std::vector<std::exception_ptr> errors_;
     detail::PromiseBase* parent_ = nullptr;
+    detail::WeakTask creator_;  // who made the tasks while parent_ is unknown (see create_task)
     detail::PromiseBase* exit_waiter_ = nullptr;
     std::size_t pending_ = 0;
     State state_ = State::kNew;

@@ -105,6 +105,33 @@ inline void task_start(PromiseBase* p, EventLoop& loop) {
 /// Takes the message of t's pending cancellation (empty if none), to pass it on.
 std::string take_cancel_message(PromiseBase* t);
 
+/// A reference to a task that does not keep it alive: it reads null once the task is done, or
+/// abandoned by its closing loop (release_loop_tasks), so it never points at a freed task. A done
+/// waiter on the task, unlinked when reset or destroyed. Loop thread only.
+class WeakTask : DoneWaiter {
+public:
+    WeakTask() = default;
+    WeakTask(const WeakTask&) = delete;
+    WeakTask& operator=(const WeakTask&) = delete;
+    ~WeakTask() { reset(); }
+
+    void reset(PromiseBase* t = nullptr) noexcept {
+        if (task_ != nullptr) unregister_waiter(task_, this);
+        task_ = nullptr;
+        if (t == nullptr || t->has(kDone) || t->has(kAbandoned)) return;
+        task_ = t;
+        fn = &on_gone;
+        next = t->waiters_;
+        t->waiters_ = this;
+    }
+    PromiseBase* get() const noexcept { return task_; }
+
+    static void on_gone(DoneWaiter* w, PromiseBase*) noexcept { static_cast<WeakTask*>(w)->task_ = nullptr; }
+
+private:
+    PromiseBase* task_ = nullptr;
+};
+
 /// The part of TaskAwaiter that does not depend on the result type: its done waiter is one
 /// function, by which call graphs know a task awaiting another (awaiting_task).
 struct TaskWait : DoneWaiter, CancelHook {
