@@ -94,26 +94,28 @@ inline constexpr bool is_foreign_coroutine_v<A> =
 
 /// What await_transform hands to co_await: the awaiter itself, referred to (an lvalue, or the
 /// temporary of the co_await's full-expression, which lives across the suspension) ...
+/// Always inlined: a forwarder GCC leaves as a call costs a plain co_await its inlined awaiter
+/// (Event::wait's await_suspend became a call of its own: +18% instructions in core_bench pingpong).
 template <class W>
 struct AwaitRef {
     W& w;
-    decltype(auto) await_ready() { return w.await_ready(); }
+    [[gnu::always_inline]] decltype(auto) await_ready() { return w.await_ready(); }
     template <class P>
-    decltype(auto) await_suspend(std::coroutine_handle<P> h) {
+    [[gnu::always_inline]] decltype(auto) await_suspend(std::coroutine_handle<P> h) {
         return w.await_suspend(h);
     }
-    decltype(auto) await_resume() { return w.await_resume(); }
+    [[gnu::always_inline]] decltype(auto) await_resume() { return w.await_resume(); }
 };
 /// ... or the awaiter an operator co_await made, held.
 template <class W>
 struct AwaitHeld {
     W w;
-    decltype(auto) await_ready() { return w.await_ready(); }
+    [[gnu::always_inline]] decltype(auto) await_ready() { return w.await_ready(); }
     template <class P>
-    decltype(auto) await_suspend(std::coroutine_handle<P> h) {
+    [[gnu::always_inline]] decltype(auto) await_suspend(std::coroutine_handle<P> h) {
         return w.await_suspend(h);
     }
-    decltype(auto) await_resume() { return w.await_resume(); }
+    [[gnu::always_inline]] decltype(auto) await_resume() { return w.await_resume(); }
 };
 
 struct PromiseBase : FrameAllocated {
@@ -165,7 +167,7 @@ struct PromiseBase : FrameAllocated {
     /// store of a constant) and awaits the same awaiter as a plain co_await would, through a thin
     /// forwarder (GCC 12 copies an awaiter that await_transform returns by reference).
     template <class A>
-    auto await_transform(A&& a, unsigned line = __builtin_LINE()) {
+    [[gnu::always_inline]] auto await_transform(A&& a, unsigned line = __builtin_LINE()) {
         line_ = line;
         if constexpr (is_foreign_coroutine_v<A>) mark_foreign_chain();
         if constexpr (has_member_co_await<A> || has_free_co_await<A>)

@@ -67,8 +67,9 @@ inline void wake_task(PromiseBase* t) {
 /// With no hook it stays pending and is raised where the task resumes. This is the one place
 /// where a pending cancellation meets a suspension, and where a trace learns what the task awaits
 /// (`what`, the await site: "sleep()", "sock_recv", "Task", ...; asyncio/trace.hpp).
-inline void suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook,
-                         const char* what = nullptr) noexcept {
+/// Always inlined: with the trace hook GCC 12 stopped inlining it into the awaiters (+6% pingpong).
+[[gnu::always_inline]] inline void suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook,
+                                                const char* what = nullptr) noexcept {
     if (t_tracer != nullptr) [[unlikely]]
         trace_suspend(t, what);
     t->resume_ = h;

@@ -209,7 +209,7 @@ public:
     static Waiter* from_hook(CancelHook* h) noexcept { return static_cast<Waiter*>(h); }
 
 private:
-    void start_wait(PromiseBase* t, std::coroutine_handle<> h, Hook hook, const char* what) noexcept {
+    [[gnu::always_inline]] void start_wait(PromiseBase* t, std::coroutine_handle<> h, Hook hook, const char* what) noexcept {
         CancelHook::fn = hook;
         bits_ = reinterpret_cast<std::uintptr_t>(t);
         suspend_task(t, h, this, what);
