@@ -30,7 +30,7 @@ namespace {
 
 std::atomic<std::size_t> g_creation_records{0};  // records in the table (creation_trace's fast out)
 
-constexpr int kDepth = 24;  // frames kept (after the library's own)
+constexpr int kDepth = 10;  // frames kept (after the library's own): asyncio's DEBUG_STACK_DEPTH
 constexpr int kSkip = 3;    // record_creation, set_origin, the promise's constructor
 
 struct Record {
