@@ -13,6 +13,8 @@
 #   10000x64). Server pinned to CPU 0, echo_load to CPU 1.
 set -u
 LOAD=$1; shift; REPS=${REPS:-3}; DUR=${DUR:-2}
+out=$(mktemp "${TMPDIR:-/tmp}/ab_echo.XXXXXX")  # (its own file: two runs at once must not mix ports)
+trap 'rm -f "$out"' EXIT
 for wl in ${WORKLOADS:-100x64 100x16384 10000x64}; do
   conns=${wl%x*}; size=${wl#*x}
   declare -A res=()
@@ -20,9 +22,9 @@ for wl in ${WORKLOADS:-100x64 100x16384 10000x64}; do
     for spec in "$@"; do
       envs=""; bin=$spec
       if [[ $spec == *:* ]]; then envs=${spec%%:*}; bin=${spec#*:}; fi
-      env $envs taskset -c 0 $bin 0 > /tmp/rsab_srv.out 2>/dev/null & pid=$!
+      env $envs taskset -c 0 $bin 0 > "$out" 2>/dev/null & pid=$!
       port=
-      for j in $(seq 100); do port=$(grep -m1 -o '[0-9]*$' /tmp/rsab_srv.out 2>/dev/null); [[ -n $port ]] && break; sleep 0.05; done
+      for j in $(seq 100); do port=$(grep -m1 -o '[0-9]*$' "$out" 2>/dev/null); [[ -n $port ]] && break; sleep 0.05; done
       line=$(taskset -c 1 $LOAD --host 127.0.0.1 --port $port --conns $conns --size $size --duration $DUR --warmup 1 --server-pid $pid --timeout 60 | grep -m1 '^conns=')
       kill $pid; wait $pid 2>/dev/null
       msgs=$(sed -n 's/.* msgs=\([^ ]*\).*/\1/p' <<<"$line"); cpu=$(sed -n 's/.*server_cpu_s=\([^ ]*\).*/\1/p' <<<"$line")

@@ -32,6 +32,7 @@
 #include "asyncio/streams.hpp"
 #include "asyncio/task.hpp"
 #include "transport.hpp"
+#include "uninitialized_string.hpp"
 
 namespace asyncio::detail {
 
@@ -67,6 +68,11 @@ public:
     }
     /// The receive into the tail was withdrawn (or never started).
     void unpin() noexcept { pinned_ = false; }
+    /// A receive's own block (its first n bytes are the data, block.size() its capacity; the
+    /// backend's provided buffer, IoOp::adopt) becomes the buffer, moved out of `block`, when
+    /// that saves a copy: the buffer is empty and not pinned, and take() would hand the block over
+    /// whole (n >= kHandOverMin, at least half of it). False: not taken, nothing changed.
+    bool adopt(std::string& block, std::size_t n) noexcept;
     void append(std::string_view s);
     /// Removes and returns the first n bytes (n <= size()).
     std::string take(std::size_t n);
@@ -92,10 +98,6 @@ private:
     // the first task's pending receive.)
     bool pinned_ = false;
 };
-
-/// A string of n bytes whose contents are not initialized (the caller overwrites them): no
-/// zero-filling of a block that recv() fills anyway. (uninitialized_string.cpp)
-std::string make_uninitialized_string(std::size_t n);
 
 class FillAwaiter;
 class StreamCore;
@@ -273,6 +275,8 @@ private:
     static bool on_cancel_fed(CancelHook* h);
     /// IoOp::provide: room for n bytes in the read buffer, pinned for this op.
     static char* provide_room(IoOp& op, std::size_t n) noexcept;
+    /// IoOp::adopt: the backend's buffer holding n bytes becomes the read buffer (ReadBuffer::adopt).
+    static bool adopt_block(IoOp& op, std::string& block, std::size_t n) noexcept;
 
     StreamCore& core_;
     std::size_t want_;
