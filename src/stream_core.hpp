@@ -42,7 +42,9 @@ class ServerState;  // server.cpp
 /// capacity; the bytes past end_ are scratch, never zero-filled), grown by doubling. Keeping the
 /// block in a std::string lets take() hand the whole block to the caller when it takes everything
 /// buffered and that fills at least half of it: a read(65536) of a 16 KiB message then returns
-/// the very bytes recv() wrote, with no copy (the next receive gets a new block).
+/// the very bytes recv() wrote, with no copy (the next receive gets a new block). On io_uring the
+/// block may also come from the backend (adopt(): a provided buffer filled by the kernel), so
+/// that bytes received into the loop's buffer ring reach read() without a copy either.
 class ReadBuffer {
 public:
     static constexpr std::size_t kInitial = 16 * 1024;

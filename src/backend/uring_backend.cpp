@@ -1155,7 +1155,10 @@ private:
                 bool given = false;
                 if (h != nullptr && h->provide != nullptr && !q.inflight && q.stash.empty() && fd != stopping_fd_ &&
                     (h->len == 0 || static_cast<std::size_t>(res) <= h->len)) {
-                    if (h->adopt != nullptr && bid >= 0 && hand_over_buffer(*h, bid, static_cast<std::size_t>(res))) {
+                    // (A buffer less than half full is not offered: copying its bytes costs less
+                    // than the new buffer that would replace it.)
+                    if (h->adopt != nullptr && bid >= 0 && 2 * static_cast<std::size_t>(res) >= buf_size_ &&
+                        hand_over_buffer(*h, bid, static_cast<std::size_t>(res))) {
                         given = true;
                         bid = -1;  // (its slot has a new buffer, in the ring already)
                     } else {
