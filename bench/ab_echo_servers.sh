@@ -10,23 +10,33 @@
 #          /tmp/main-bench_echo_server build/release/bench/bench_echo_server
 #   A SERVER_BIN may be VAR=value:path (run with that environment, e.g. ASYNCIO_BACKEND=epoll:...).
 # Environment: REPS (default 3), DUR seconds (default 2), WORKLOADS (default 100x64 100x16384
-#   10000x64). Server pinned to CPU 0, echo_load to CPU 1.
+#   10000x64). Server pinned to CPU 0, echo_load to CPU 1. A run that fails (server gone, a
+#   connection error, a byte error) is left out of the median and counted (failed=N).
 set -u
 LOAD=$1; shift; REPS=${REPS:-3}; DUR=${DUR:-2}
+out=$(mktemp "${TMPDIR:-/tmp}/ab_echo.XXXXXX")  # (its own file: two runs at once must not mix ports)
+trap 'rm -f "$out"' EXIT
 for wl in ${WORKLOADS:-100x64 100x16384 10000x64}; do
   conns=${wl%x*}; size=${wl#*x}
-  declare -A res=()
+  declare -A res=() fails=()
   for ((i=0;i<REPS;i++)); do
     for spec in "$@"; do
       envs=""; bin=$spec
       if [[ $spec == *:* ]]; then envs=${spec%%:*}; bin=${spec#*:}; fi
-      env $envs taskset -c 0 $bin 0 > /tmp/rsab_srv.out 2>/dev/null & pid=$!
+      env $envs taskset -c 0 $bin 0 > "$out" 2>/dev/null & pid=$!
       port=
-      for j in $(seq 100); do port=$(grep -m1 -o '[0-9]*$' /tmp/rsab_srv.out 2>/dev/null); [[ -n $port ]] && break; sleep 0.05; done
+      for j in $(seq 100); do port=$(grep -m1 -o '[0-9]*$' "$out" 2>/dev/null); [[ -n $port ]] && break; sleep 0.05; done
       line=$(taskset -c 1 $LOAD --host 127.0.0.1 --port $port --conns $conns --size $size --duration $DUR --warmup 1 --server-pid $pid --timeout 60 | grep -m1 '^conns=')
       kill $pid; wait $pid 2>/dev/null
       msgs=$(sed -n 's/.* msgs=\([^ ]*\).*/\1/p' <<<"$line"); cpu=$(sed -n 's/.*server_cpu_s=\([^ ]*\).*/\1/p' <<<"$line")
-      res[$spec]+="$(awk -v m=$msgs -v c=$cpu 'BEGIN{if(c>0)printf "%.0f",m/c; else print 0}') "
+      # A run that failed (the server died or was killed, a connection failed, a byte differed)
+      # counts as failed, not as a figure.
+      if [[ $line == *" byte_errors=0 conn_errors=0 "* && $msgs =~ ^[0-9]+$ && $cpu =~ ^[0-9.]+$ ]] &&
+         awk -v c="$cpu" 'BEGIN{exit !(c>0)}'; then
+        res[$spec]+="$(awk -v m="$msgs" -v c="$cpu" 'BEGIN{printf "%.0f", m/c}') "
+      else
+        fails[$spec]=$(( ${fails[$spec]:-0} + 1 ))
+      fi
     done
   done
   med() { printf '%s\n' $@ | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
@@ -34,8 +44,8 @@ for wl in ${WORKLOADS:-100x64 100x16384 10000x64}; do
   for spec in "$@"; do
     m=$(med ${res[$spec]}); [[ -z $first ]] && first=$m
     envs=""; [[ $spec == *:* ]] && envs=${spec%%:*}
-    echo "wl=$wl server=$(basename ${spec#*:})${envs:+[$envs]} msgs_per_cpu_s=$m ratio_vs_first=$(awk -v a=$first -v b=$m 'BEGIN{printf "%.3f", b/a}') runs=[${res[$spec]}]"
+    echo "wl=$wl server=$(basename ${spec#*:})${envs:+[$envs]} msgs_per_cpu_s=$m ratio_vs_first=$(awk -v a=$first -v b=$m 'BEGIN{printf "%.3f", b/a}') runs=[${res[$spec]}] failed=${fails[$spec]:-0}"
   done
-  unset res
+  unset res fails
 done
 echo "load: $(cat /proc/loadavg)"

@@ -32,11 +32,22 @@
 
 namespace {
 
+// ECHO_WRITE=move: writer.write(std::move(data)) instead of writer.write(data) (the string is
+// moved into the write buffer rather than copied or sent at once; bench/README.md says which
+// figure is which).
+const bool g_move = [] {
+    const char* e = std::getenv("ECHO_WRITE");
+    return e != nullptr && std::string(e) == "move";
+}();
+
 asyncio::Coroutine<> echo(asyncio::StreamReader reader, asyncio::StreamWriter writer) {
     try {
         std::string data;
         while ((data = co_await reader.read(65536)).size()) {
-            writer.write(data);
+            if (g_move)
+                writer.write(std::move(data));
+            else
+                writer.write(data);
             co_await writer.drain();
         }
     } catch (const std::system_error&) {

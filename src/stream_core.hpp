@@ -32,6 +32,7 @@
 #include "asyncio/streams.hpp"
 #include "asyncio/task.hpp"
 #include "transport.hpp"
+#include "uninitialized_string.hpp"
 
 namespace asyncio::detail {
 
@@ -41,7 +42,9 @@ class ServerState;  // server.cpp
 /// capacity; the bytes past end_ are scratch, never zero-filled), grown by doubling. Keeping the
 /// block in a std::string lets take() hand the whole block to the caller when it takes everything
 /// buffered and that fills at least half of it: a read(65536) of a 16 KiB message then returns
-/// the very bytes recv() wrote, with no copy (the next receive gets a new block).
+/// the very bytes recv() wrote, with no copy (the next receive gets a new block). On io_uring the
+/// block may also come from the backend (adopt(): a provided buffer filled by the kernel), so
+/// that bytes received into the loop's buffer ring reach read() without a copy either.
 class ReadBuffer {
 public:
     static constexpr std::size_t kInitial = 16 * 1024;
@@ -67,6 +70,11 @@ public:
     }
     /// The receive into the tail was withdrawn (or never started).
     void unpin() noexcept { pinned_ = false; }
+    /// A receive's own block (its first n bytes are the data, block.size() its capacity; the
+    /// backend's provided buffer, IoOp::adopt) becomes the buffer, moved out of `block`, when
+    /// that saves a copy: the buffer is empty and not pinned, and take() would hand the block over
+    /// whole (n >= kHandOverMin, at least half of it). False: not taken, nothing changed.
+    bool adopt(std::string& block, std::size_t n) noexcept;
     void append(std::string_view s);
     /// Removes and returns the first n bytes (n <= size()).
     std::string take(std::size_t n);
@@ -92,10 +100,6 @@ private:
     // the first task's pending receive.)
     bool pinned_ = false;
 };
-
-/// A string of n bytes whose contents are not initialized (the caller overwrites them): no
-/// zero-filling of a block that recv() fills anyway. (uninitialized_string.cpp)
-std::string make_uninitialized_string(std::size_t n);
 
 class FillAwaiter;
 class StreamCore;
@@ -273,6 +277,8 @@ private:
     static bool on_cancel_fed(CancelHook* h);
     /// IoOp::provide: room for n bytes in the read buffer, pinned for this op.
     static char* provide_room(IoOp& op, std::size_t n) noexcept;
+    /// IoOp::adopt: the backend's buffer holding n bytes becomes the read buffer (ReadBuffer::adopt).
+    static bool adopt_block(IoOp& op, std::string& block, std::size_t n) noexcept;
 
     StreamCore& core_;
     std::size_t want_;

@@ -57,6 +57,14 @@ void ReadBuffer::append(std::string_view s) {
     end_ += s.size();
 }
 
+bool ReadBuffer::adopt(std::string& block, std::size_t n) noexcept {
+    if (begin_ != end_ || pinned_ || n < kHandOverMin || n > block.size() || 2 * n < block.size()) return false;
+    block_ = std::move(block);  // (an empty block of ours is freed: the next receive is a large one too)
+    begin_ = 0;
+    end_ = n;
+    return true;
+}
+
 std::string ReadBuffer::take(std::size_t n) {
     if (begin_ == 0 && n == end_ && n >= kHandOverMin && 2 * n >= block_.size() && !pinned_) {
         // Everything, filling at least half the block: hand the block over (capacity < 2 n).
@@ -147,6 +155,7 @@ bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
         buf = nullptr;
         len = std::max<std::size_t>(want_, 64 * 1024);
         provide = &provide_room;
+        adopt = &adopt_block;  // (a large receive: the backend's buffer itself, no copy)
     } else {
         const std::pair<char*, std::size_t> room = core_.rbuf_.prepare(want_);  // may throw: nothing started
         prepared_ = true;
@@ -227,6 +236,12 @@ char* FillAwaiter::provide_room(IoOp& op, std::size_t n) noexcept {
         self.prepared_ = false;
         return nullptr;
     }
+}
+
+bool FillAwaiter::adopt_block(IoOp& op, std::string& block, std::size_t n) noexcept {
+    auto& self = static_cast<FillAwaiter&>(static_cast<TransportAwaiter&>(op));
+    if (self.prepared_) return false;  // (room was offered already: the bytes go there)
+    return self.core_.rbuf_.adopt(block, n);
 }
 
 bool FillAwaiter::on_cancel_io(CancelHook* h) {

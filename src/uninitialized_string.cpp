@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "stream_core.hpp"
+#include "uninitialized_string.hpp"
 
 namespace asyncio::detail {
 

@@ -237,6 +237,128 @@ TEST_F(Multishot, ASlowReaderPausesTheMultishotAndResumesIt) {
     }());
 }
 
+// ---- large receives: the provided buffer itself goes to the reader (IoOp::adopt) ----
+
+/// Writes `count` messages of `size` bytes (message k = pattern(size, k + 1)), draining after each,
+/// then closes.
+Coroutine<> write_messages(StreamWriter w, std::size_t count, std::size_t size) {
+    for (std::size_t k = 0; k < count; ++k) {
+        w.write(pattern(size, static_cast<std::uint32_t>(k + 1)));
+        co_await w.drain();
+    }
+    w.close();
+}
+
+// Request and answer, as an echo server sees them: each 16 KiB message arrives while the reader
+// waits for it, with its reader's buffer empty.
+TEST_F(Multishot, ALargeReceiveIsHandedToTheReaderWithoutACopy) {
+    asyncio::run([]() -> Coroutine<> {
+        auto pairs = stream_socketpair();
+        constexpr std::size_t kCount = 200;
+        constexpr std::size_t kSize = 16 * 1024;
+        Task<> writer = asyncio::create_task([](Streams client) -> Coroutine<> {
+            for (std::size_t k = 0; k < kCount; ++k) {
+                client.second.write(pattern(kSize, static_cast<std::uint32_t>(k + 1)));
+                co_await client.second.drain();
+                CO_ASSERT(co_await client.first.readexactly(1) == "k");
+            }
+            client.second.close();
+        }(pairs.first));
+        StreamReader r = pairs.second.first;
+        StreamWriter w = pairs.second.second;
+        std::string got;
+        std::size_t reads = 0;
+        for (;;) {
+            std::string part = co_await r.read(65536);
+            if (part.empty()) break;
+            ++reads;
+            got += part;
+            if (got.size() % kSize == 0) w.write("k");
+        }
+        co_await writer;
+        std::string want;
+        for (std::size_t k = 0; k < kCount; ++k) want += pattern(kSize, static_cast<std::uint32_t>(k + 1));
+        CO_ASSERT(got.size() == want.size());
+        CO_ASSERT(stream_test::first_difference(got, want) == -1);
+        const auto c = counters();
+        if (on_uring()) {
+            // A message that comes in one piece fills a 16 KiB buffer that the reader takes whole.
+            CO_ASSERT(c.handed_over >= kCount / 2);
+            CO_ASSERT(c.handed_over <= reads);
+            CO_ASSERT(c.buffers == 256);  // each buffer handed over was replaced in the ring
+        } else {
+            CO_ASSERT(c.handed_over == 0);
+        }
+    }());
+}
+
+TEST_F(Multishot, SmallReceivesAreCopiedNotHandedOver) {
+    asyncio::run([]() -> Coroutine<> {
+        auto pairs = stream_socketpair();
+        Task<> writer = asyncio::create_task(write_messages(pairs.first.second, 100, 64));
+        StreamReader r = pairs.second.first;
+        std::string got;
+        for (;;) {
+            std::string part = co_await r.read(65536);
+            if (part.empty()) break;
+            got += part;
+        }
+        co_await writer;
+        std::string want;
+        for (std::size_t k = 0; k < 100; ++k) want += pattern(64, static_cast<std::uint32_t>(k + 1));
+        CO_ASSERT(got == want);
+        CO_ASSERT(counters().handed_over == 0);  // a 64-byte copy is cheaper than a new 16 KiB buffer
+    }());
+}
+
+// A reader that leaves bytes in its buffer (small reads, readexactly, readline) gets the next
+// large receive appended behind them, never handed over in front of them.
+TEST_F(Multishot, HandedOverBuffersKeepByteOrderWithPartialReads) {
+    ScopedEnv env("ASYNCIO_URING_BUFFERS", "4:16384");  // few buffers: each slot is replaced many times
+    asyncio::run([]() -> Coroutine<> {
+        auto pairs = stream_socketpair();
+        constexpr std::size_t kCount = 300;
+        constexpr std::size_t kSize = 16 * 1024;
+        Task<> writer = asyncio::create_task(write_messages(pairs.first.second, kCount, kSize));
+        StreamReader r = pairs.second.first;
+        std::string got;
+        std::size_t step = 0;
+        for (;;) {
+            std::string part;
+            switch (step++ % 4) {
+                case 0:
+                    part = co_await r.read(65536);
+                    break;
+                case 1:
+                    part = co_await r.read(1000);
+                    break;
+                case 2:
+                    try {
+                        part = co_await r.readexactly(20000);
+                    } catch (const asyncio::IncompleteReadError& e) {
+                        part = e.partial();
+                    }
+                    break;
+                default:
+                    part = co_await r.read(16 * 1024 - 7);
+                    break;
+            }
+            if (part.empty()) break;
+            got += part;
+        }
+        co_await writer;
+        std::string want;
+        for (std::size_t k = 0; k < kCount; ++k) want += pattern(kSize, static_cast<std::uint32_t>(k + 1));
+        CO_ASSERT(got.size() == want.size());
+        CO_ASSERT(stream_test::first_difference(got, want) == -1);
+        if (on_uring()) {
+            const auto c = counters();
+            CO_ASSERT(c.handed_over > 0);
+            CO_ASSERT(c.buffers == 4);
+        }
+    }());
+}
+
 // ---- cancel and close ----
 
 TEST_F(Multishot, ACancelledReadLosesNothingTheKernelDeliveredAfterIt) {

@@ -86,6 +86,7 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "backend/syscalls.hpp"
+#include "uninitialized_string.hpp"
 
 namespace asyncio::detail {
 namespace {
@@ -100,7 +101,9 @@ constexpr std::uint64_t kTagMulti = 4;    // a multishot recv/accept: | accept <
 
 // Provided buffers for multishot receives: one ring per loop, shared by all its connections.
 // A buffer is held only from the kernel's receive until the CQE is reaped (its bytes are copied
-// to the waiting reader, or to the connection's stash, and the buffer goes straight back), so
+// to the waiting reader, or to the connection's stash, and the buffer goes straight back; or,
+// for a large receive that a reader with an empty buffer takes whole, the buffer itself is handed
+// over, IoOp::adopt, and a new one takes its place in the ring: no copy in user space), so
 // the ring only has to cover the receives of one loop iteration, not the connections: 256 x 16
 // KiB = 4 MiB per loop whatever the number of connections (10,000 idle connections pin no
 // receive buffer). When it runs dry the kernel ends the multishot with -ENOBUFS and that receive
@@ -205,7 +208,6 @@ public:
             }
         });
         exit_ring(&ring_);
-        if (bufs_ != nullptr) ::munmap(bufs_, static_cast<std::size_t>(buf_count_) * buf_size_);
         if (buf_ring_ != nullptr) ::munmap(buf_ring_, buf_ring_len_);
         ::close(wakefd_);
     }
@@ -334,6 +336,7 @@ public:
         c.multishot_accept = ms_accept_armed_;
         c.enobufs = enobufs_;
         c.deferred = deferred_;
+        c.handed_over = handed_over_;
         const_cast<FdTable<FdState>&>(fds_).for_each([&c](FdState& s) {
             c.stashed_bytes += s.dir[0].stash.size();
             c.queued_accepts += s.dir[0].accepted.size();
@@ -1129,7 +1132,7 @@ private:
         int bid = -1;
         if ((flags & IORING_CQE_F_BUFFER) != 0) {
             bid = static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT);
-            bytes = bufs_ + static_cast<std::size_t>(bid) * buf_size_;
+            bytes = buf_blocks_[static_cast<std::size_t>(bid)].data();
         }
         FdState* s = closing_ ? nullptr : fds_.find(fd);
         Dir* qp = s != nullptr ? &s->dir[0] : nullptr;
@@ -1152,16 +1155,26 @@ private:
                 bool given = false;
                 if (h != nullptr && h->provide != nullptr && !q.inflight && q.stash.empty() && fd != stopping_fd_ &&
                     (h->len == 0 || static_cast<std::size_t>(res) <= h->len)) {
-                    char* dst = nullptr;
-                    try {
-                        dst = h->provide(*h, static_cast<std::size_t>(res));
-                    } catch (...) {
+                    // (A buffer less than half full is not offered: copying its bytes costs less
+                    // than the new buffer that would replace it.)
+                    if (h->adopt != nullptr && bid >= 0 && 2 * static_cast<std::size_t>(res) >= buf_size_ &&
+                        hand_over_buffer(*h, bid, static_cast<std::size_t>(res))) {
+                        given = true;
+                        bid = -1;  // (its slot has a new buffer, in the ring already)
+                    } else {
+                        char* dst = nullptr;
+                        try {
+                            dst = h->provide(*h, static_cast<std::size_t>(res));
+                        } catch (...) {
+                        }
+                        if (dst != nullptr) {
+                            std::memcpy(dst, bytes, static_cast<std::size_t>(res));
+                            given = true;
+                        }
                     }
-                    if (dst != nullptr) {
-                        std::memcpy(dst, bytes, static_cast<std::size_t>(res));
+                    if (given) {
                         complete_head(q, *h, res);
                         ++n;
-                        given = true;
                     }
                 }
                 if (!given) {
@@ -1228,17 +1241,23 @@ private:
         buf_size_ = size;
         const std::size_t ring_len = (count * sizeof(io_uring_buf) + 4095) & ~std::size_t{4095};
         void* ring = ::mmap(nullptr, ring_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        void* mem = ::mmap(nullptr, static_cast<std::size_t>(count) * size, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (ring == MAP_FAILED || mem == MAP_FAILED) {
-            if (ring != MAP_FAILED) ::munmap(ring, ring_len);
-            if (mem != MAP_FAILED) ::munmap(mem, static_cast<std::size_t>(count) * size);
+        if (ring == MAP_FAILED) {
+            bufs_failed_ = true;
+            return;
+        }
+        // Each buffer is a block of its own (a std::string), so that one holding a large receive
+        // can be handed to the reader as it is (hand_over_buffer).
+        try {
+            buf_blocks_.reserve(count);
+            for (unsigned i = 0; i < count; ++i) buf_blocks_.push_back(make_uninitialized_string(size));
+        } catch (...) {
+            ::munmap(ring, ring_len);
+            std::vector<std::string>().swap(buf_blocks_);
             bufs_failed_ = true;
             return;
         }
         buf_ring_ = static_cast<io_uring_buf_ring*>(ring);
         buf_ring_len_ = ring_len;
-        bufs_ = static_cast<char*>(mem);
         bool ok = true;
         try {
             enable();
@@ -1247,9 +1266,8 @@ private:
         }
         if (!ok || !register_buffers()) {
             ::munmap(ring, ring_len);
-            ::munmap(mem, static_cast<std::size_t>(count) * size);
+            std::vector<std::string>().swap(buf_blocks_);
             buf_ring_ = nullptr;
-            bufs_ = nullptr;
             bufs_failed_ = true;  // (Linux < 5.19): receives go the plain way
         }
     }
@@ -1264,16 +1282,36 @@ private:
         io_uring_buf_ring_init(buf_ring_);
         const int mask = io_uring_buf_ring_mask(buf_count_);
         for (unsigned i = 0; i < buf_count_; ++i)
-            io_uring_buf_ring_add(buf_ring_, bufs_ + static_cast<std::size_t>(i) * buf_size_, buf_size_,
-                                  static_cast<unsigned short>(i), mask, static_cast<int>(i));
+            io_uring_buf_ring_add(buf_ring_, buf_blocks_[i].data(), buf_size_, static_cast<unsigned short>(i), mask,
+                                  static_cast<int>(i));
         io_uring_buf_ring_advance(buf_ring_, static_cast<int>(buf_count_));
         return true;
     }
 
     void recycle(int bid) noexcept {
-        io_uring_buf_ring_add(buf_ring_, bufs_ + static_cast<std::size_t>(bid) * buf_size_, buf_size_,
+        io_uring_buf_ring_add(buf_ring_, buf_blocks_[static_cast<std::size_t>(bid)].data(), buf_size_,
                               static_cast<unsigned short>(bid), io_uring_buf_ring_mask(buf_count_), 0);
         io_uring_buf_ring_advance(buf_ring_, 1);
+    }
+
+    /// Offers buffer bid, holding the n bytes of a receive, to op (IoOp::adopt) instead of
+    /// copying them: if op takes it, a new block (the spare, made beforehand so that an offer
+    /// never leaves a slot empty) goes into the ring in its place. True: op has the bytes.
+    bool hand_over_buffer(IoOp& op, int bid, std::size_t n) noexcept {
+        if (spare_block_.size() != buf_size_) {
+            try {
+                spare_block_ = make_uninitialized_string(buf_size_);
+            } catch (...) {
+                return false;  // no memory for a new buffer: the bytes are copied
+            }
+        }
+        std::string& slot = buf_blocks_[static_cast<std::size_t>(bid)];
+        if (!op.adopt(op, slot, n)) return false;
+        slot = std::move(spare_block_);
+        spare_block_ = std::string();
+        recycle(bid);
+        ++handed_over_;
+        return true;
     }
 
     // ---- the wake-up channel: a read of the eventfd, always in the ring ----
@@ -1397,7 +1435,8 @@ private:
     bool multishot_ = multishot_enabled();
     io_uring_buf_ring* buf_ring_ = nullptr;
     std::size_t buf_ring_len_ = 0;
-    char* bufs_ = nullptr;
+    std::vector<std::string> buf_blocks_;  // the provided buffers, buf_size_ bytes each (bid = index)
+    std::string spare_block_;  // the next buffer to replace one handed over (hand_over_buffer)
     unsigned buf_count_ = kBufCount;
     unsigned buf_size_ = kBufSize;
     bool bufs_failed_ = false;
@@ -1406,6 +1445,7 @@ private:
     std::size_t ms_accept_armed_ = 0;
     std::size_t enobufs_ = 0;
     std::size_t deferred_ = 0;  // ops submitted with IoOp::defer (counters())
+    std::size_t handed_over_ = 0;  // buffers handed to a reader whole (counters())
     bool skipped_last_ = false;  // the last poll() did not enter the kernel (see poll())
     int stopping_fd_ = -1;  // stop_multi is waiting for this fd's last multishot CQE
     static bool multishot_enabled() noexcept {

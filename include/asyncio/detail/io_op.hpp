@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace asyncio {
 class EventLoop;
@@ -82,6 +83,13 @@ struct IoOp {
     /// -ENOMEM and the bytes stay for the next op). result = n <= len (len > 0: the most this
     /// receive takes). A waiting receive then pins no buffer of its own.
     char* (*provide)(IoOp& op, std::size_t n) = nullptr;
+    /// Optional, with provide: the backend may offer one of its buffers whole instead of copying
+    /// the n bytes it received into it: adopt(op, block, n), the bytes being block's first n
+    /// (block.size() is the buffer's capacity, the rest is scratch). True: the op took the block
+    /// (moved it out; the backend puts a new buffer in its place); false: the bytes are copied
+    /// through provide as usual. result = n either way. A large receive then reaches the reader
+    /// with no copy in user space.
+    bool (*adopt)(IoOp& op, std::string& block, std::size_t n) = nullptr;
     void* addr = nullptr;      // connect/sendto: the destination; accept/recvfrom: the peer (out)
     std::uint32_t addrlen = 0;  // in: size of *addr; out (accept/recvfrom): the peer's length
     // ---- how it ended ----
@@ -125,6 +133,7 @@ struct BackendCounters {
     std::size_t enobufs = 0;        // times the ring ran dry (the receive fell back to its own buffer)
     std::size_t queued_accepts = 0; // connections accepted that no accept has taken yet
     std::size_t deferred = 0;       // ops submitted with IoOp::defer (queued with no call of their own)
+    std::size_t handed_over = 0;    // provided buffers given to a reader whole (IoOp::adopt), not copied
 };
 BackendCounters io_counters(EventLoop& loop) noexcept;
 
