@@ -15,6 +15,7 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "backend/backend.hpp"
+#include "backend/op_type.hpp"
 
 namespace asyncio {
 
@@ -32,16 +33,19 @@ bool is_stream_socket(int fd) noexcept {
 }
 
 /// A byte-stream operation, where any count is a legal result: recv/send/read/write on a
-/// stream socket or a pipe. Never a datagram (its boundaries would be lost).
+/// stream socket or a pipe (the kind's descriptor says which kinds, op_type.hpp). Never a
+/// datagram (its boundaries would be lost).
 bool stream_data_op(const IoOp& op) noexcept {
-    if (op.kind != IoKind::recv && op.kind != IoKind::send && op.kind != IoKind::read &&
-        op.kind != IoKind::write)
-        return false;
-    if (op.short_means_not_ready) return true;
-    return (op.kind == IoKind::recv || op.kind == IoKind::send) && is_stream_socket(op.fd);
+    switch (op_type(op).chaos_split) {
+        case ChaosSplit::never:
+            return false;
+        case ChaosSplit::flagged:
+            return op.short_means_not_ready;
+        case ChaosSplit::stream_socket:
+            return op.short_means_not_ready || is_stream_socket(op.fd);
+    }
+    return false;
 }
-
-bool is_receive(IoKind k) noexcept { return k == IoKind::recv || k == IoKind::read; }
 
 /// The length this attempt may move (op.len when no fault applies), counted.
 std::size_t cut_length(Chaos& c, const IoOp& op) noexcept {
@@ -49,7 +53,7 @@ std::size_t cut_length(Chaos& c, const IoOp& op) noexcept {
     const std::size_t len = op.len;
     if (len <= 1 || !(f.short_reads || f.partial_writes) || !stream_data_op(op)) return len;
     std::size_t n = len;
-    if (is_receive(op.kind)) {
+    if (is_reader(op)) {
         if (!f.short_reads) return len;
         // Half the time a single byte: what breaks parsers that assume whole messages.
         n = c.below(2) == 0 ? 1 : 1 + c.below(len);
