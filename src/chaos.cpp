@@ -66,10 +66,23 @@ std::size_t cut_length(Chaos& c, const IoOp& op) noexcept {
     return n;
 }
 
+/// Makes op move at most n bytes: op.len, and the iovecs of a vectored kind (its descriptor's cut).
+void shorten(IoOp& op, std::size_t n, OpCut& cut) noexcept {
+    if (n == op.len) return;
+    if (const auto f = op_type(op).cut) f(op, n, cut);
+    op.len = n;
+}
+
+/// Undoes shorten(): op's length is len again.
+void lengthen(IoOp& op, std::size_t len, const OpCut& cut) noexcept {
+    if (cut.active) op_type(op).uncut(op, cut);
+    op.len = len;
+}
+
 void restore(Chaos& c, IoOp& op) noexcept {
     const auto it = c.saved.find(&op);
     if (it == c.saved.end()) return;
-    op.len = it->second.len;
+    lengthen(op, it->second.len, it->second.cut);
     op.complete = it->second.complete;
     c.saved.erase(it);
 }
@@ -96,7 +109,7 @@ void chaos_complete(void* p) {
     }
     const Chaos::Saved saved = s;
     c.saved.erase(it);
-    op.len = saved.len;
+    lengthen(op, saved.len, saved.cut);
     op.complete = saved.complete;
     saved.complete(p);
 }
@@ -166,8 +179,9 @@ bool chaos_submit(EventLoop& loop, Chaos& c, IoOp& op, bool coop) {
     const bool delay = coop && f.slow_connect && op.kind == IoKind::connect;
     const bool wrapped = n != len || delay;
     if (wrapped) {
-        c.saved[&op] = Chaos::Saved{op.complete, len, delay, false};  // may throw: nothing changed yet
-        op.len = n;
+        Chaos::Saved& saved = c.saved[&op];  // may throw: nothing changed yet
+        saved = Chaos::Saved{op.complete, len, delay, false, {}};
+        shorten(op, n, saved.cut);
         op.complete = &chaos_complete;
     }
     bool at_once;
@@ -200,9 +214,10 @@ bool chaos_try(EventLoop& loop, Chaos& c, IoOp& op) {
         return false;  // as if EAGAIN: nothing done, the op stays idle
     }
     const std::size_t len = op.len;
-    op.len = cut_length(c, op);
+    OpCut cut;
+    shorten(op, cut_length(c, op), cut);
     const bool done = loop.backend().try_now(op);
-    op.len = len;
+    lengthen(op, len, cut);
     return done;
 }
 

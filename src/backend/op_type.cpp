@@ -142,6 +142,39 @@ std::int64_t perform_sendmsg(IoOp& op, bool) noexcept {
     return call([&] { return ::sendmsg(op.fd, msg_of(op), op.flags | MSG_NOSIGNAL); });
 }
 
+// ---- cut/uncut: seeded chaos shortens a vectored op in its iovecs ----
+
+void cut_iov(iovec* iov, std::size_t& count, std::size_t n, OpCut& cut) noexcept {
+    cut.active = true;
+    cut.count = count;
+    std::size_t i = 0;
+    while (i + 1 < count && n > iov[i].iov_len) n -= iov[i++].iov_len;
+    cut.index = i;
+    cut.last_len = iov[i].iov_len;
+    if (n < iov[i].iov_len) iov[i].iov_len = n;
+    count = i + 1;
+}
+void cut_vec(IoOp& op, std::size_t n, OpCut& cut) noexcept {
+    std::size_t count = op.iovcnt;
+    cut_iov(iov_of(op), count, n, cut);
+    op.iovcnt = static_cast<std::uint32_t>(count);
+}
+void uncut_vec(IoOp& op, const OpCut& cut) noexcept {
+    iov_of(op)[cut.index].iov_len = cut.last_len;
+    op.iovcnt = static_cast<std::uint32_t>(cut.count);
+}
+void cut_msg(IoOp& op, std::size_t n, OpCut& cut) noexcept {
+    msghdr& m = *msg_of(op);
+    std::size_t count = m.msg_iovlen;
+    cut_iov(m.msg_iov, count, n, cut);
+    m.msg_iovlen = count;
+}
+void uncut_msg(IoOp& op, const OpCut& cut) noexcept {
+    msghdr& m = *msg_of(op);
+    m.msg_iov[cut.index].iov_len = cut.last_len;
+    m.msg_iovlen = cut.count;
+}
+
 // ---- prepare: the io_uring requests ----
 #ifdef ASYNCIO_HAVE_URING
 
@@ -200,18 +233,18 @@ void complete_recvfrom(IoOp& op, const UringScratch& s) noexcept { op.addrlen = 
 // pipe with no reader raises SIGPIPE with no flag against it (perform blocks it around the
 // call). A socket's gathered send is sendmsg (MSG_NOSIGNAL), which has its request.
 constexpr OpType kOpTypes[kIoKindCount] = {
-    {.kind = IoKind::readable, .name = "readable", .reader = true, .moves_bytes = false, .result_name = "result",
+    {.kind = IoKind::readable, .name = "readable", .reader = true, .result_name = "result",
      .perform = perform_readable},
-    {.kind = IoKind::writable, .name = "writable", .moves_bytes = false, .result_name = "result",
+    {.kind = IoKind::writable, .name = "writable", .result_name = "result",
      .perform = perform_writable},
     {.kind = IoKind::recv, .name = "recv", .reader = true, .chaos_split = ChaosSplit::stream_socket,
      .perform = perform_recv, .prepare = ASYNCIO_PREPARE(prepare_recv)},
     {.kind = IoKind::send, .name = "send", .chaos_split = ChaosSplit::stream_socket, .perform = perform_send,
      .prepare = ASYNCIO_PREPARE(prepare_send)},
-    {.kind = IoKind::accept, .name = "accept", .reader = true, .moves_bytes = false, .result_is_fd = true,
+    {.kind = IoKind::accept, .name = "accept", .reader = true, .result_is_fd = true,
      .result_name = "new_fd", .perform = perform_accept, .prepare = ASYNCIO_PREPARE(prepare_accept),
      .retry_error = accept_should_retry},
-    {.kind = IoKind::connect, .name = "connect", .moves_bytes = false, .result_name = "result",
+    {.kind = IoKind::connect, .name = "connect", .result_name = "result",
      .perform = perform_connect},  // POLL_ADD(POLLOUT), then SO_ERROR: a second CONNECT says EALREADY
     {.kind = IoKind::recvfrom, .name = "recvfrom", .reader = true, .perform = perform_recvfrom,
      .prepare = ASYNCIO_PREPARE(prepare_recvfrom), .complete = ASYNCIO_PREPARE(complete_recvfrom)},
@@ -219,13 +252,14 @@ constexpr OpType kOpTypes[kIoKindCount] = {
     {.kind = IoKind::read, .name = "read", .reader = true, .chaos_split = ChaosSplit::flagged,
      .perform = perform_read, .prepare = ASYNCIO_PREPARE(prepare_read)},
     {.kind = IoKind::write, .name = "write", .chaos_split = ChaosSplit::flagged, .perform = perform_write},
-    {.kind = IoKind::readv, .name = "readv", .reader = true, .perform = perform_readv,
-     .prepare = ASYNCIO_PREPARE(prepare_readv)},
-    {.kind = IoKind::writev, .name = "writev", .perform = perform_writev},
-    {.kind = IoKind::recvmsg, .name = "recvmsg", .reader = true, .perform = perform_recvmsg,
-     .prepare = ASYNCIO_PREPARE(prepare_recvmsg)},
-    {.kind = IoKind::sendmsg, .name = "sendmsg", .perform = perform_sendmsg,
-     .prepare = ASYNCIO_PREPARE(prepare_sendmsg)},
+    {.kind = IoKind::readv, .name = "readv", .reader = true, .chaos_split = ChaosSplit::flagged, .cut = cut_vec,
+     .uncut = uncut_vec, .perform = perform_readv, .prepare = ASYNCIO_PREPARE(prepare_readv)},
+    {.kind = IoKind::writev, .name = "writev", .chaos_split = ChaosSplit::flagged, .cut = cut_vec,
+     .uncut = uncut_vec, .perform = perform_writev},
+    {.kind = IoKind::recvmsg, .name = "recvmsg", .reader = true, .chaos_split = ChaosSplit::stream_socket,
+     .cut = cut_msg, .uncut = uncut_msg, .perform = perform_recvmsg, .prepare = ASYNCIO_PREPARE(prepare_recvmsg)},
+    {.kind = IoKind::sendmsg, .name = "sendmsg", .chaos_split = ChaosSplit::stream_socket, .cut = cut_msg,
+     .uncut = uncut_msg, .perform = perform_sendmsg, .prepare = ASYNCIO_PREPARE(prepare_sendmsg)},
 };
 
 // Each entry's position is its kind's: a descriptor out of place would serve another kind.

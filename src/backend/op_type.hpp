@@ -52,19 +52,30 @@ enum class ChaosSplit : std::uint8_t {
     flagged,        // read/write: when short_means_not_ready says the fd is a byte stream
 };
 
+/// What seeded chaos changed in a vectored op's buffers to shorten it (OpType::cut).
+struct OpCut {
+    bool active = false;
+    std::size_t count = 0;     // the iovec count before
+    std::size_t index = 0;     // the iovec that was shortened
+    std::size_t last_len = 0;  // its length before
+};
+
 /// One kind of operation. (An aggregate: a descriptor names what differs from the defaults.)
 struct OpType {
     IoKind kind = IoKind::count_;  // its index in kOpTypes
     const char* name = nullptr;    // for traces: "recv", "send", ...
     /// Waits in the fd's reading queue (POLLIN, EPOLLIN) rather than the writing one.
     bool reader = false;
-    /// A result >= 0 is a byte count (traced as "bytes"; else as `result_name`).
-    bool moves_bytes = true;
     /// A result >= 0 is a new fd: a backend closes it when the op reports something else
     /// (forget_fd won the race against it).
     bool result_is_fd = false;
-    const char* result_name = "bytes";  // the trace's name for a result >= 0
+    const char* result_name = "bytes";  // the trace's name for a result >= 0 ("bytes": a count)
     ChaosSplit chaos_split = ChaosSplit::never;
+    /// Chaos, for kinds whose length is in their buffers (vectored): makes op move at most
+    /// n < op.len bytes by shortening its iovecs, recording how in `cut`; `uncut` puts them back
+    /// before the op's owner sees it again. nullptr: op.len is the length (chaos sets it).
+    void (*cut)(IoOp& op, std::size_t n, OpCut& cut) noexcept = nullptr;
+    void (*uncut)(IoOp& op, const OpCut& cut) noexcept = nullptr;
     /// The non-blocking call once (EINTR retried): result, -EAGAIN if it would block, or -errno.
     /// `retry` is false for the first attempt and true after a readiness event (readable and
     /// writable then report 0 without a call; connect reads SO_ERROR).
