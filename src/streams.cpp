@@ -392,28 +392,37 @@ private:
     iovec iov_[kMaxGather];
 };
 
+/// One gathered send of the queued chunks: the bytes sent. A coroutine of its own, so that
+/// flush_buffer's frame and its one-chunk path stay as small as they were.
+Coroutine<std::size_t> send_gathered(StreamCore& s) {
+    GatherSendAwaiter gather(*s.transport_, s.chunks_, s.front_sent_);
+    s.gathering_ = gather.chunks();
+    std::size_t n;
+    try {
+        n = co_await gather;
+    } catch (...) {
+        s.gathering_ = 0;
+        throw;
+    }
+    s.gathering_ = 0;
+    co_return n;
+}
+
 /// Sends the write buffer in order; holds a reference, so a connection whose handles are gone
 /// lives until its buffer is flushed (or this task is cancelled by the loop's shutdown).
 Coroutine<> flush_buffer(StreamRef<false> ref) {
     StreamCore& s = *ref;
     try {
         while (s.wsize_ > 0 && !s.closed_) {
-            std::size_t n;
-            if (s.chunks_.size() > 1 && s.transport_->gathers_sends()) {
-                GatherSendAwaiter gather(*s.transport_, s.chunks_, s.front_sent_);
-                s.gathering_ = gather.chunks();
-                try {
-                    n = co_await gather;
-                } catch (...) {
-                    s.gathering_ = 0;
-                    throw;
-                }
-                s.gathering_ = 0;
-            } else {
-                const std::string& front = s.chunks_.front();
-                const std::string_view rest(front.data() + s.front_sent_, front.size() - s.front_sent_);
-                n = co_await FlushSendAwaiter(*s.transport_, rest);
+            const std::string& front = s.chunks_.front();
+            const std::string_view rest(front.data() + s.front_sent_, front.size() - s.front_sent_);
+            if (s.wsize_ == rest.size() || !s.transport_->gathers_sends()) {  // one chunk: one send
+                const std::size_t n = co_await FlushSendAwaiter(*s.transport_, rest);
+                if (s.closed_) break;
+                s.consume_written(n);
+                continue;
             }
+            std::size_t n = co_await send_gathered(s);
             if (s.closed_) break;
             while (n > 0) {  // (a gathered send may end in any chunk)
                 const std::size_t in_front = std::min(n, s.chunks_.front().size() - s.front_sent_);
