@@ -3,7 +3,8 @@
 // completing at once and after a wait. CTest runs this binary on both backends (the _io_uring
 // twin): on io_uring the waiting ones are the kinds' own requests (IORING_OP_READV, RECVMSG,
 // SENDMSG; writev waits with a POLL_ADD), on epoll the calls after readiness. Also the stream
-// flusher's gathered send (sendmsg on a socket, writev on a pipe) through the public streams API.
+// flusher's gathered send (sendmsg on a socket where sends are tried first, i.e. epoll; writev
+// on a pipe) through the public streams API.
 #include <gtest/gtest.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -253,6 +254,47 @@ TEST_F(IoKinds, SendmsgAndRecvmsgPassAFileDescriptor) {
         EXPECT_EQ(::read(got, buf, sizeof buf), 17);
         EXPECT_EQ(std::string(buf, 17), "via the passed fd");
         ::close(got);
+    }());
+}
+
+TEST_F(IoKinds, SendmsgWaitsForRoomAndGathers) {
+    asyncio::run([]() -> Coroutine<> {
+        auto [a, b] = asyncio::socketpair();
+        // Fill a's send buffer (and b's receive buffer).
+        const std::string filler(65536, 'f');
+        std::size_t filled = 0;
+        for (;;) {
+            const ssize_t n = ::send(a.fileno(), filler.data(), filler.size(), MSG_DONTWAIT);
+            if (n <= 0) break;
+            filled += static_cast<std::size_t>(n);
+        }
+        std::string one = "after ", two = "the filler";
+        iovec iov[2] = {{one.data(), one.size()}, {two.data(), two.size()}};
+        msghdr msg{};
+        msg.msg_iov = iov;
+        msg.msg_iovlen = 2;
+        Op tx;
+        tx.kind = det::IoKind::sendmsg;
+        tx.fd = a.fileno();
+        tx.buf = &msg;
+        tx.len = one.size() + two.size();
+        bool at_once = true;
+        Task<std::int64_t> t = asyncio::create_task(perform(tx, &at_once));
+        co_await yields(3);
+        EXPECT_FALSE(at_once);  // waits (IORING_OP_SENDMSG on io_uring, EPOLLOUT on epoll)
+        EXPECT_EQ(tx.state, det::IoState::pending);
+        std::string got;
+        std::vector<char> buf(1 << 16);
+        while (got.size() < filled + tx.len) {
+            const ssize_t n = ::recv(b.fileno(), buf.data(), buf.size(), MSG_DONTWAIT);
+            if (n > 0) {
+                got.append(buf.data(), static_cast<std::size_t>(n));
+            } else {
+                co_await yields(1);  // (the sendmsg completes in a later iteration)
+            }
+        }
+        EXPECT_EQ(co_await t, static_cast<std::int64_t>(tx.len));
+        EXPECT_EQ(got.substr(filled), "after the filler");
     }());
 }
 
