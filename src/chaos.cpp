@@ -15,6 +15,7 @@
 #include "asyncio/event_loop.hpp"
 #include "asyncio/exceptions.hpp"
 #include "backend/backend.hpp"
+#include "backend/op_type.hpp"
 
 namespace asyncio {
 
@@ -32,16 +33,19 @@ bool is_stream_socket(int fd) noexcept {
 }
 
 /// A byte-stream operation, where any count is a legal result: recv/send/read/write on a
-/// stream socket or a pipe. Never a datagram (its boundaries would be lost).
+/// stream socket or a pipe (the kind's descriptor says which kinds, op_type.hpp). Never a
+/// datagram (its boundaries would be lost).
 bool stream_data_op(const IoOp& op) noexcept {
-    if (op.kind != IoKind::recv && op.kind != IoKind::send && op.kind != IoKind::read &&
-        op.kind != IoKind::write)
-        return false;
-    if (op.short_means_not_ready) return true;
-    return (op.kind == IoKind::recv || op.kind == IoKind::send) && is_stream_socket(op.fd);
+    switch (op_type(op).chaos_split) {
+        case ChaosSplit::never:
+            return false;
+        case ChaosSplit::flagged:
+            return op.short_means_not_ready;
+        case ChaosSplit::stream_socket:
+            return op.short_means_not_ready || is_stream_socket(op.fd);
+    }
+    return false;
 }
-
-bool is_receive(IoKind k) noexcept { return k == IoKind::recv || k == IoKind::read; }
 
 /// The length this attempt may move (op.len when no fault applies), counted.
 std::size_t cut_length(Chaos& c, const IoOp& op) noexcept {
@@ -49,7 +53,7 @@ std::size_t cut_length(Chaos& c, const IoOp& op) noexcept {
     const std::size_t len = op.len;
     if (len <= 1 || !(f.short_reads || f.partial_writes) || !stream_data_op(op)) return len;
     std::size_t n = len;
-    if (is_receive(op.kind)) {
+    if (is_reader(op)) {
         if (!f.short_reads) return len;
         // Half the time a single byte: what breaks parsers that assume whole messages.
         n = c.below(2) == 0 ? 1 : 1 + c.below(len);
@@ -62,10 +66,23 @@ std::size_t cut_length(Chaos& c, const IoOp& op) noexcept {
     return n;
 }
 
+/// Makes op move at most n bytes: op.len, and the iovecs of a vectored kind (its descriptor's cut).
+void shorten(IoOp& op, std::size_t n, OpCut& cut) noexcept {
+    if (n == op.len) return;
+    if (const auto f = op_type(op).cut) f(op, n, cut);
+    op.len = n;
+}
+
+/// Undoes shorten(): op's length is len again.
+void lengthen(IoOp& op, std::size_t len, const OpCut& cut) noexcept {
+    if (cut.active) op_type(op).uncut(op, cut);
+    op.len = len;
+}
+
 void restore(Chaos& c, IoOp& op) noexcept {
     const auto it = c.saved.find(&op);
     if (it == c.saved.end()) return;
-    op.len = it->second.len;
+    lengthen(op, it->second.len, it->second.cut);
     op.complete = it->second.complete;
     c.saved.erase(it);
 }
@@ -92,7 +109,7 @@ void chaos_complete(void* p) {
     }
     const Chaos::Saved saved = s;
     c.saved.erase(it);
-    op.len = saved.len;
+    lengthen(op, saved.len, saved.cut);
     op.complete = saved.complete;
     saved.complete(p);
 }
@@ -162,8 +179,9 @@ bool chaos_submit(EventLoop& loop, Chaos& c, IoOp& op, bool coop) {
     const bool delay = coop && f.slow_connect && op.kind == IoKind::connect;
     const bool wrapped = n != len || delay;
     if (wrapped) {
-        c.saved[&op] = Chaos::Saved{op.complete, len, delay, false};  // may throw: nothing changed yet
-        op.len = n;
+        Chaos::Saved& saved = c.saved[&op];  // may throw: nothing changed yet
+        saved = Chaos::Saved{op.complete, len, delay, false, {}};
+        shorten(op, n, saved.cut);
         op.complete = &chaos_complete;
     }
     bool at_once;
@@ -196,9 +214,10 @@ bool chaos_try(EventLoop& loop, Chaos& c, IoOp& op) {
         return false;  // as if EAGAIN: nothing done, the op stays idle
     }
     const std::size_t len = op.len;
-    op.len = cut_length(c, op);
+    OpCut cut;
+    shorten(op, cut_length(c, op), cut);
     const bool done = loop.backend().try_now(op);
-    op.len = len;
+    lengthen(op, len, cut);
     return done;
 }
 

@@ -16,6 +16,7 @@
 #include "asyncio/detail/ready_queue.hpp"
 #include "asyncio/detail/timer_queue.hpp"
 #include "asyncio/testing.hpp"
+#include "backend/op_type.hpp"
 
 namespace asyncio::detail {
 
@@ -61,6 +62,7 @@ struct Chaos {
         std::size_t len;
         bool delay;     // slow_connect: the completion waits on a timer first
         bool delayed;   // that timer is set
+        OpCut cut{};    // a vectored op's shortened iovec (OpType::cut)
     };
     std::unordered_map<IoOp*, Saved> saved;
 };

@@ -1,5 +1,6 @@
 // PipeTransport (transport.hpp): one end of a pipe (FIFO, tty) under a stream, read(2)/write(2)
 // operations on the backend.
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,8 +16,16 @@ PipeTransport::PipeTransport(int fd, bool writer, bool fifo) noexcept : fd_(fd),
 bool PipeTransport::start(EventLoop& loop, IoOp& op) {
     // A read pipe cannot send and a write pipe cannot receive: EBADF, as read(2)/write(2) on
     // the wrong end would say.
-    const bool wants_write = op.kind == IoKind::send;
-    op.kind = wants_write ? IoKind::write : IoKind::read;
+    const bool wants_write = op.kind == IoKind::send || op.kind == IoKind::sendmsg;
+    if (op.kind == IoKind::sendmsg) {
+        // A gathered send (gathers_sends()): the same buffers as one writev.
+        const auto* msg = static_cast<const msghdr*>(op.buf);
+        op.kind = IoKind::writev;
+        op.buf = msg->msg_iov;
+        op.iovcnt = static_cast<std::uint32_t>(msg->msg_iovlen);
+    } else {
+        op.kind = wants_write ? IoKind::write : IoKind::read;
+    }
     op.fd = wants_write == writer_ ? fd_ : -1;  // -1 once closed: the backend says EBADF
     op.short_means_not_ready = fifo_;
     return io_submit(loop, op);

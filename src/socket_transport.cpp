@@ -26,7 +26,7 @@ bool SocketTransport::start(EventLoop& loop, IoOp& op) {
     op.fd = sock_.fileno();  // -1 once closed: the backend completes it with -EBADF
     op.short_means_not_ready = stream_;
     // A stream's sends are submitted, not tried, where that saves the system call.
-    op.defer = op.kind == IoKind::send && defers_sends(loop);
+    op.defer = op.kind != IoKind::recv && defers_sends(loop);  // send, sendmsg (gathered)
     return io_submit(loop, op);
 }
 

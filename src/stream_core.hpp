@@ -172,6 +172,7 @@ public:
     std::size_t low_ = 16 * 1024;
     bool paused_ = false;             // above high-water; drain() waits until <= low
     bool flusher_active_ = false;
+    std::size_t gathering_ = 0;       // chunks a gathered send covers now: write() appends to none
     bool flusher_cancelled_ = false;  // the flusher was cancelled (loop shutdown): do not restart it
     bool eof_requested_ = false;      // write_eof() called
     bool eof_sent_ = false;           // shutdown(SHUT_WR) done

@@ -21,6 +21,7 @@
 #include "asyncio/detail/type_name.hpp"
 #include "asyncio/event_loop.hpp"
 #include "backend/backend.hpp"
+#include "backend/op_type.hpp"
 #include "graph_snapshot.hpp"
 
 namespace asyncio::detail {
@@ -72,21 +73,7 @@ bool write_at(int fd, std::string_view data, std::uint64_t offset) noexcept {
     return true;
 }
 
-const char* io_kind_name(IoKind k) noexcept {
-    switch (k) {
-        case IoKind::readable: return "readable";
-        case IoKind::writable: return "writable";
-        case IoKind::recv: return "recv";
-        case IoKind::send: return "send";
-        case IoKind::accept: return "accept";
-        case IoKind::connect: return "connect";
-        case IoKind::recvfrom: return "recvfrom";
-        case IoKind::sendto: return "sendto";
-        case IoKind::read: return "read";
-        case IoKind::write: return "write";
-    }
-    return "io";
-}
+const char* io_kind_name(IoKind k) noexcept { return op_type(k).name; }
 
 std::int64_t timer_number(TimerId id) noexcept {
     return static_cast<std::int64_t>((std::uint64_t(id.slot) << 32 | id.gen) & 0x7fffffffffffffff);
@@ -515,9 +502,7 @@ void Tracer::io_end(const IoOp& op, const IoRec& rec, const char* how) {
     arg("fd", op.fd);
     arg("op", static_cast<std::int64_t>(rec.seq));
     if (op.result >= 0) {
-        const bool moves_bytes = op.kind != IoKind::accept && op.kind != IoKind::connect &&
-                                 op.kind != IoKind::readable && op.kind != IoKind::writable;
-        arg(moves_bytes ? "bytes" : op.kind == IoKind::accept ? "new_fd" : "result", op.result);
+        arg(op_type(op).result_name, op.result);
     } else {
         arg("errno", -op.result);
     }

@@ -49,6 +49,10 @@ public:
         (void)loop;
         return false;
     }
+    /// Whether start() takes an IoKind::sendmsg op (buf: a msghdr with msg_iov/msg_iovlen only,
+    /// len: their total) as one gathered send: the flusher then sends several queued chunks per
+    /// operation. A socket passes it on (sendmsg); a pipe makes it a writev.
+    virtual bool gathers_sends() const noexcept { return false; }
     /// Whether write_eof() half-closes (the peer reads EOF, we can still receive).
     virtual bool can_write_eof() const noexcept = 0;
     /// Half-close after what was sent so far. An error here (the peer is gone) shows on the next
@@ -94,6 +98,7 @@ public:
     bool cancel(EventLoop& loop, IoOp& op) noexcept override;
     std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) override;
     bool defers_sends(EventLoop& loop) const noexcept override;
+    bool gathers_sends() const noexcept override { return stream_; }
     bool can_write_eof() const noexcept override { return true; }
     void write_eof() noexcept override;
     void close() noexcept override;
@@ -125,6 +130,7 @@ public:
     bool cancel(EventLoop& loop, IoOp& op) noexcept override;
     std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) override;
     bool can_write_eof() const noexcept override { return writer_; }
+    bool gathers_sends() const noexcept override { return writer_; }
     void write_eof() noexcept override { close(); }
     void close() noexcept override;
     std::any get_extra_info(std::string_view name, std::any default_value) override;

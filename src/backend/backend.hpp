@@ -7,6 +7,8 @@
 // How each backend serves an operation (IoOp, asyncio/detail/io_op.hpp):
 //   epoll     tries the system call at once (non-blocking fds); only on EAGAIN queues the op on its
 //             fd and waits for readiness (edge-triggered, see epoll_backend.cpp), then retries.
+// What differs per kind of operation (its system call, its io_uring request, its queue) is the
+// kind's descriptor (op_type.hpp), never a switch in a backend.
 //   io_uring  (uring_backend.cpp) try_now() = the plain non-blocking system call (no SQE: nothing to
 //             cancel when it would block); submit() = one SQE per op (IORING_OP_RECV, SEND, ACCEPT, CONNECT, RECVMSG,
 //             SENDMSG, POLL_ADD for readable/writable; it may also try the call first, as epoll

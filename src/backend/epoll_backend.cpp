@@ -166,7 +166,7 @@ public:
         FdState* known = fds_.find(op.fd);
         // Its fd was closed since: the number is someone else's.
         if (!bind_epoch(op, known != nullptr ? known->epoch : 0)) return finish_now(op, -EBADF);
-        const bool reader = is_read_kind(op.kind);
+        const bool reader = is_reader(op);
         if (known == nullptr || (reader ? known->rhead : known->whead) == nullptr) {
             // Nobody waits ahead of it in this direction: try the call now, unless the fd is
             // registered and known not to be ready (then only an event can change that).
@@ -203,7 +203,7 @@ public:
         FdState* known = fds_.find(op.fd);
         if (!bind_epoch(op, known != nullptr ? known->epoch : 0)) return finish_now(op, -EBADF);
         if (known != nullptr) {
-            const bool reader = is_read_kind(op.kind);
+            const bool reader = is_reader(op);
             if ((reader ? known->rhead : known->whead) != nullptr) return false;  // never overtake
             if (known->registered != 0 && (reader ? known->rnot_ready : known->wnot_ready)) return false;
         }
@@ -216,7 +216,7 @@ public:
     bool cancel(IoOp& op) noexcept override {
         if (op.state != IoState::pending) return false;
         FdState& s = *fds_.find(op.fd);  // a pending op's fd has its state
-        if (is_read_kind(op.kind))
+        if (is_reader(op))
             unlink(op, s.rhead, s.rtail);
         else
             unlink(op, s.whead, s.wtail);
@@ -321,7 +321,7 @@ private:
 
     /// Records what an attempt says about the fd's readiness in op's direction.
     static void note_attempt(FdState& s, const IoOp& op, std::int64_t r) noexcept {
-        bool& not_ready = is_read_kind(op.kind) ? s.rnot_ready : s.wnot_ready;
+        bool& not_ready = is_reader(op) ? s.rnot_ready : s.wnot_ready;
         if (r == -EAGAIN)
             not_ready = true;
         else if (op.short_means_not_ready && !s.hup && r > 0 && static_cast<std::uint64_t>(r) < op.len)

@@ -1,4 +1,4 @@
-// The operations as plain non-blocking system calls (syscalls.hpp), shared by the backends.
+// What the operations' system calls share (syscalls.hpp): the backends' helpers; each kind's call is in op_type.cpp.
 #include "backend/syscalls.hpp"
 
 #include <poll.h>
@@ -51,86 +51,6 @@ int poll_now(int fd, short events) noexcept {
 /// taken back before unblocking: the caller sees EPIPE only. Two cheap syscalls per pipe write.
 ssize_t write_without_sigpipe(int fd, const void* buf, std::size_t len) noexcept {
     return call_without_sigpipe([&] { return ::write(fd, buf, len); });
-}
-
-/// Performs op's system call once (EINTR retried). Returns the result, -EAGAIN if it would block,
-/// or -errno. `retry` is false for the first attempt (from submit) and true after readiness.
-std::int64_t attempt(IoOp& op, bool retry) noexcept {
-    for (;;) {
-        ssize_t r;
-        switch (op.kind) {
-            case IoKind::readable:
-            case IoKind::writable:
-                // After an event, readiness is what was reported. The first attempt asks poll():
-                // with edge-triggered epoll a fd that is already ready would give no new edge.
-                if (retry) return 0;
-                r = poll_now(op.fd, op.kind == IoKind::readable ? POLLIN : POLLOUT);
-                if (r < 0) return r;
-                return r > 0 ? 0 : -EAGAIN;
-            case IoKind::recv:
-                r = ::recv(op.fd, op.buf, op.len, op.flags);
-                break;
-            case IoKind::send:
-                r = ::send(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL);
-                break;
-            case IoKind::read:
-                r = ::read(op.fd, op.buf, op.len);
-                break;
-            case IoKind::write:
-                r = write_without_sigpipe(op.fd, op.buf, op.len);
-                break;
-            case IoKind::recvfrom: {
-                socklen_t len = op.addrlen;
-                r = ::recvfrom(op.fd, op.buf, op.len, op.flags, static_cast<sockaddr*>(op.addr),
-                               op.addr != nullptr ? &len : nullptr);
-                if (r >= 0) op.addrlen = len;
-                break;
-            }
-            case IoKind::sendto:
-                r = ::sendto(op.fd, op.buf, op.len, op.flags | MSG_NOSIGNAL,
-                             static_cast<const sockaddr*>(op.addr), op.addrlen);
-                break;
-            case IoKind::accept: {
-                socklen_t len = op.addrlen;
-                r = ::accept4(op.fd, static_cast<sockaddr*>(op.addr), op.addr != nullptr ? &len : nullptr,
-                              SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (r >= 0) {
-                    op.addrlen = len;
-                    return r;
-                }
-                if (accept_should_retry(errno)) continue;
-                break;
-            }
-            case IoKind::connect: {
-                if (!retry) {
-                    r = ::connect(op.fd, static_cast<const sockaddr*>(op.addr), op.addrlen);
-                    if (r == 0) return 0;
-                    // EINTR: the connection goes on in the background, as EINPROGRESS.
-                    if (errno == EINPROGRESS || errno == EINTR) return -EAGAIN;
-                    // EAGAIN from connect() is not "would block" (a Unix socket whose listener's
-                    // backlog is full, or no local port left): no readiness event will announce
-                    // that it went away, so it is an error for the caller, as libuv reports it.
-                    return -errno;
-                }
-                int err = 0;
-                socklen_t len = sizeof err;
-                if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
-                if (err != 0) return -err;
-                // SO_ERROR is 0 both when connected and while still connecting (a stale edge):
-                // connect() again tells them apart.
-                if (::connect(op.fd, static_cast<const sockaddr*>(op.addr), op.addrlen) == 0) return 0;
-                if (errno == EISCONN) return 0;
-                if (errno == EALREADY || errno == EINPROGRESS || errno == EINTR) return -EAGAIN;
-                return -errno;
-            }
-            default:
-                return -EINVAL;
-        }
-        if (r >= 0) return r;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return -EAGAIN;
-        return -errno;
-    }
 }
 
 void signal_eventfd(int fd) noexcept {

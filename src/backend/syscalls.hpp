@@ -1,6 +1,7 @@
-// What both backends share: the operations as plain non-blocking system calls (epoll makes them
-// when the fd is ready; io_uring makes them first, before it submits anything, and for the kinds
-// it serves through a poll request) and the table of per-fd state.
+// What both backends share: the helpers of the operations' plain non-blocking system calls (each
+// kind's call is its descriptor's perform, op_type.hpp: epoll makes it when the fd is ready;
+// io_uring makes it first, before it submits anything, and for the kinds it serves through a
+// poll request) and the table of per-fd state.
 #pragma once
 
 #include <sys/types.h>
@@ -13,6 +14,7 @@
 
 #include "asyncio/detail/callback.hpp"
 #include "asyncio/detail/io_op.hpp"
+#include "backend/op_type.hpp"  // attempt(): each kind's system call
 
 namespace asyncio {
 class EventLoop;
@@ -90,10 +92,6 @@ struct WatcherTurn {
 /// Runs a watcher's callback (kept alive by the copy even if it removes itself); an exception
 /// goes to the loop's exception handler.
 void run_watcher_callback(EventLoop& loop, std::shared_ptr<Callback> cb) noexcept;
-
-/// Performs op's system call once (EINTR retried). Returns the result, -EAGAIN if it would block,
-/// or -errno. `retry` is false for the first attempt (from submit) and true after readiness.
-std::int64_t attempt(IoOp& op, bool retry) noexcept;
 
 /// FdState by fd number, in pages of 64 made on first use: memory follows the fds in use,
 /// not the largest fd number (a single fd dup2'ed to 1,000,000 costs one page and an 8-byte

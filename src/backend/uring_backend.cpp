@@ -3,15 +3,12 @@
 // An operation (IoOp) is first tried as the plain non-blocking system call, as on epoll: most
 // sends, and the receives of a busy connection, complete at once and cost one system call and no
 // submission. Only when the call would block does the op become a request in the ring, with the
-// IoOp's address as the CQE's user_data:
-//   recv, send, accept, read      IORING_OP_RECV, SEND (MSG_NOSIGNAL), ACCEPT, READ (offset -1)
-//   recvfrom, sendto              IORING_OP_RECVMSG, SENDMSG (the msghdr lives in the fd's state)
-//   readable, writable            IORING_OP_POLL_ADD (one-shot)
-//   connect                       POLL_ADD(POLLOUT), then SO_ERROR/connect() as epoll does: a
-//                                 second IORING_OP_CONNECT on a connecting socket says EALREADY
-//   write (pipes)                 POLL_ADD(POLLOUT), then write(2) with SIGPIPE blocked: the
-//                                 kernel would raise SIGPIPE for an io_uring write to a pipe with
-//                                 no reader, and there is no flag against it as for send
+// IoOp's address as the CQE's user_data. Which request is the kind's descriptor's (op_type.hpp,
+// op_type.cpp: `prepare`); this file never switches on the kind. Kinds without a request of their
+// own wait with IORING_OP_POLL_ADD and then make the call (`perform`): readable/writable (the
+// poll is the op), connect (a second IORING_OP_CONNECT on a connecting socket says EALREADY, so
+// SO_ERROR/connect() as epoll does), write/writev (the kernel would raise SIGPIPE for an io_uring
+// write to a pipe with no reader, and there is no flag against it as for send).
 // A request whose CQE says -EAGAIN (a file that cannot wait inside the kernel) goes on as a
 // POLL_ADD followed by the call, so every kind works on every fd epoll could wait for.
 //
@@ -141,8 +138,6 @@ std::string setup_failure(int err) {
     }
     return what;
 }
-
-bool is_reader(const IoOp& op) noexcept { return is_read_kind(op.kind); }
 
 // liburing maps the rings with raw mmap syscalls that ThreadSanitizer does not intercept, so
 // it keeps the shadow of a ring unmapped by a loop on a finished thread; a new ring mapped at
@@ -365,7 +360,7 @@ public:
         const bool polling = q.polling;
         const int res = withdraw(q, op);
         bool cancelled = polling || res == -ECANCELED || res == -EAGAIN || res == -EINTR ||
-                         (op.kind == IoKind::accept && res < 0 && accept_should_retry(-res));
+                         (res < 0 && retries_on(op, -res));
         if (cancelled) {
             unlink(op, q);
             op.state = IoState::cancelled;
@@ -399,7 +394,7 @@ public:
                 const bool polling = q.polling;
                 const int res = withdraw(q, op);
                 // A connection accepted in the race has nobody to take it: the op says EBADF.
-                if (!polling && op.kind == IoKind::accept && res >= 0) ::close(res);
+                if (!polling && op_type(op).result_is_fd && res >= 0) ::close(res);
             }
             while (IoOp* op = q.head) {
                 unlink(*op, q);
@@ -567,8 +562,7 @@ private:
         bool inflight = false;   // the head has a request in the ring
         bool polling = false;    // ... and it is a POLL_ADD: the call is made once it is ready
         bool not_ready = false;  // hint: the next op goes to the ring without a trial call
-        msghdr msg{};            // the head's recvmsg/sendmsg
-        iovec iov{};
+        UringScratch scratch{};  // what the head's request points into (recvfrom/sendto's msghdr)
         std::shared_ptr<Callback> watcher;  // add_reader / add_writer
         bool armed = false;                 // the watcher's POLL_ADD is in the ring
         bool queued = false;                // its run is in the ready queue
@@ -666,10 +660,7 @@ private:
 
     /// Kinds start() puts in the ring as the call itself (not a POLL_ADD first): only those
     /// honour IoOp::defer (a deferred poll would cost a round trip more than the trial call).
-    static bool has_native_request(IoKind k) noexcept {
-        return k == IoKind::send || k == IoKind::recv || k == IoKind::sendto || k == IoKind::recvfrom ||
-               k == IoKind::accept || k == IoKind::read;
-    }
+    static bool has_native_request(IoKind k) noexcept { return op_type(k).prepare != nullptr; }
 
     static bool check_epoch(IoOp& op, const FdState* known) noexcept {
         return bind_epoch(op, known != nullptr ? known->epoch : 0);
@@ -680,6 +671,11 @@ private:
     }
 
     static void unlink(IoOp& op, Dir& q) noexcept { detail::unlink(op, q.head, q.tail); }
+
+    /// After q's head's own request (not a POLL_ADD) said res >= 0: the kind's complete step.
+    static void complete_request(IoOp& op, const Dir& q) noexcept {
+        if (const auto complete = op_type(op).complete) complete(op, q.scratch);
+    }
 
     void push(void (*fn)(void*), void* ctx) noexcept {
         if (closing_) return;
@@ -714,41 +710,9 @@ private:
         io_uring_sqe* sqe = get_sqe();
         const unsigned len = op.len > kMaxLen ? kMaxLen : static_cast<unsigned>(op.len);
         bool poll = stage == Stage::poll;
-        if (!poll) {
-            switch (op.kind) {
-                case IoKind::recv:
-                    io_uring_prep_recv(sqe, op.fd, op.buf, len, op.flags);
-                    break;
-                case IoKind::send:
-                    io_uring_prep_send(sqe, op.fd, op.buf, len, op.flags | MSG_NOSIGNAL);
-                    break;
-                case IoKind::accept:
-                    io_uring_prep_accept(sqe, op.fd, static_cast<sockaddr*>(op.addr),
-                                         op.addr != nullptr ? reinterpret_cast<socklen_t*>(&op.addrlen) : nullptr,
-                                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-                    break;
-                case IoKind::read:
-                    io_uring_prep_read(sqe, op.fd, op.buf, len, ~std::uint64_t{0});
-                    break;
-                case IoKind::recvfrom:
-                case IoKind::sendto:
-                    q.iov.iov_base = op.buf;
-                    q.iov.iov_len = len;
-                    q.msg = msghdr{};
-                    q.msg.msg_name = op.addr;
-                    q.msg.msg_namelen = op.addr != nullptr ? op.addrlen : 0;
-                    q.msg.msg_iov = &q.iov;
-                    q.msg.msg_iovlen = 1;
-                    if (op.kind == IoKind::recvfrom)
-                        io_uring_prep_recvmsg(sqe, op.fd, &q.msg, static_cast<unsigned>(op.flags));
-                    else
-                        io_uring_prep_sendmsg(sqe, op.fd, &q.msg, static_cast<unsigned>(op.flags | MSG_NOSIGNAL));
-                    break;
-                default:
-                    poll = true;  // readable, writable, connect, write
-                    break;
-            }
-        }
+        const OpType& type = op_type(op);
+        if (type.prepare == nullptr) poll = true;  // readable, writable, connect, write: see op_type.cpp
+        if (!poll) type.prepare(op, sqe, q.scratch, len);
         if (poll) {
             const unsigned events = is_reader(op) ? POLLIN | POLLRDHUP : POLLOUT;
             io_uring_prep_poll_add(sqe, op.fd, events);
@@ -806,6 +770,7 @@ private:
     /// Withdraws q's head (in the ring) from the kernel: submits a cancel and reaps until the
     /// op's own CQE is in. Returns that CQE's result.
     int withdraw(Dir& q, IoOp& op) noexcept {
+        const bool polling = q.polling;
         withdrawing_ = &op;
         withdrawn_ = false;
         try {
@@ -831,7 +796,7 @@ private:
         q.inflight = false;
         q.polling = false;
         if (!withdrawn_) return -ECANCELED;  // the ring failed: nothing more can come
-        if (withdrawn_res_ >= 0 && op.kind == IoKind::recvfrom) op.addrlen = q.msg.msg_namelen;
+        if (withdrawn_res_ >= 0 && !polling) complete_request(op, q);
         return withdrawn_res_;
     }
 
@@ -891,12 +856,11 @@ private:
         if (q.polling) {
             q.polling = false;
             if (res >= 0) {
-                r = op.kind == IoKind::readable || op.kind == IoKind::writable ? 0
-                                                                               : attempt(op, op.kind == IoKind::connect);
+                r = attempt(op, true);  // after readiness (readable/writable: 0, connect: SO_ERROR)
             }
         } else {
-            if (op.kind == IoKind::recvfrom && r >= 0) op.addrlen = q.msg.msg_namelen;
-            if (r == -EINTR || (op.kind == IoKind::accept && r < 0 && accept_should_retry(static_cast<int>(-r)))) {
+            if (r >= 0) complete_request(op, q);
+            if (r == -EINTR || (r < 0 && retries_on(op, static_cast<int>(-r)))) {
                 start(q, op, Stage::native);  // nothing happened: ask again
                 return 0;
             }

@@ -19,6 +19,9 @@ class EventLoop;
 
 namespace asyncio::detail {
 
+/// The kinds of operation. Each is described once, by its descriptor in the backends' table
+/// (src/backend/op_type.hpp, op_type.cpp: its system call, its io_uring request, its queue):
+/// a new kind is a tag here (before `count_`) and a descriptor there, nothing else.
 enum class IoKind : std::uint8_t {
     readable,  // wait until fd is readable (no data is consumed); result 0
     writable,  // wait until fd is writable; result 0
@@ -30,13 +33,17 @@ enum class IoKind : std::uint8_t {
     sendto,    // sendto(fd, buf, len, flags | MSG_NOSIGNAL, addr, addrlen) -> bytes sent
     read,      // read(fd, buf, len) -> bytes read, 0 at EOF (pipes, FIFOs, ttys)
     write,     // write(fd, buf, len) -> bytes written; EPIPE is an error, never a SIGPIPE
+    // Vectored kinds: `len` is the total of the buffers (what short_means_not_ready compares
+    // the result with); the buffers are the caller's and stay put until the op is done.
+    readv,     // readv(fd, (iovec*)buf, iovcnt) -> bytes read, 0 at EOF
+    writev,    // writev(fd, (const iovec*)buf, iovcnt) -> bytes written; EPIPE, never SIGPIPE
+    recvmsg,   // recvmsg(fd, (msghdr*)buf, flags) -> bytes; the msghdr's name and control
+               // lengths and msg_flags are updated as recvmsg(2) does
+    sendmsg,   // sendmsg(fd, (const msghdr*)buf, flags | MSG_NOSIGNAL) -> bytes sent
+    count_     // (not a kind: the number of kinds)
 };
 
-/// True for the kinds that wait for the fd to be readable (the backend's reader queue).
-constexpr bool is_read_kind(IoKind k) noexcept {
-    return k == IoKind::readable || k == IoKind::recv || k == IoKind::accept ||
-           k == IoKind::recvfrom || k == IoKind::read;
-}
+inline constexpr std::size_t kIoKindCount = static_cast<std::size_t>(IoKind::count_);
 
 enum class IoState : std::uint8_t {
     idle,       // not submitted (or not yet)
@@ -72,9 +79,10 @@ struct IoOp {
     /// backend (epoll) has nothing to queue a request in: it ignores the flag and tries at once.
     bool defer = false;
     int fd = -1;
-    int flags = 0;             // MSG_* flags for recv/send/recvfrom/sendto
+    int flags = 0;             // MSG_* flags for recv/send/recvfrom/sendto/recvmsg/sendmsg
     std::uint32_t epoch = 0;   // see `bound`
-    void* buf = nullptr;       // recv/send/recvfrom/sendto
+    std::uint32_t iovcnt = 0;  // readv/writev: the number of iovecs at buf
+    void* buf = nullptr;       // recv/send/recvfrom/sendto; readv/writev: iovec[]; *msg: msghdr
     std::size_t len = 0;
     /// recv on a stream socket, with buf == nullptr, on a backend whose provides_buffers() is
     /// true: the backend receives into buffers of its own (io_uring: a provided-buffer ring shared
