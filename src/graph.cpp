@@ -264,22 +264,38 @@ FrameSite innermost_site(const PromiseBase* t) noexcept {
     return site_of(t);
 }
 
-std::vector<TaskSnapshot> snapshot_tasks(EventLoop& loop) {
-    std::vector<TaskSnapshot> out;
+LoopSnapshot snapshot_tasks(EventLoop& loop) {
+    LoopSnapshot out;
+    std::size_t n = 0;
+    for (const PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) ++n;
+    out.tasks.reserve(n);
+    out.frames.reserve(2 * n);
+    out.awaiters.reserve(n);
     for (PromiseBase* p = loop.task_list(); p != nullptr; p = p->next_) {
         if (p->has(kDone) || p->has(kAbandoned)) continue;
-        std::vector<PromiseBase*> parents = awaiters_of(p);
-        if (p->has(kFuture) && parents.empty()) continue;  // a future nobody awaits: not shown
-        TaskSnapshot s;
+        // Who awaits it directly, oldest first (waiters are pushed at the head), each once.
+        const std::size_t first_awaiter = out.awaiters.size();
+        for (const DoneWaiter* w = p->waiters_; w != nullptr; w = w->next) {
+            PromiseBase* t = awaiting_task(w);
+            if (t == nullptr) continue;
+            const auto id = reinterpret_cast<std::uintptr_t>(t);
+            if (std::find(out.awaiters.begin() + static_cast<std::ptrdiff_t>(first_awaiter), out.awaiters.end(), id) ==
+                out.awaiters.end())
+                out.awaiters.push_back(id);
+        }
+        std::reverse(out.awaiters.begin() + static_cast<std::ptrdiff_t>(first_awaiter), out.awaiters.end());
+        if (p->has(kFuture) && out.awaiters.size() == first_awaiter) continue;  // a future nobody awaits
+        TaskSnapshot& s = out.tasks.emplace_back();
         s.id = reinterpret_cast<std::uintptr_t>(p);
         s.is_task = !p->has(kFuture);
+        s.first_awaiter = static_cast<std::uint32_t>(first_awaiter);
+        s.awaiter_count = static_cast<std::uint32_t>(out.awaiters.size() - first_awaiter);
+        s.first_frame = static_cast<std::uint32_t>(out.frames.size());
         if (s.is_task) {
             s.name = task_name(p);
-            stack_of(p, s.stack);
+            stack_of(p, out.frames);
         }
-        s.awaited_by.reserve(parents.size());
-        for (PromiseBase* a : parents) s.awaited_by.push_back(reinterpret_cast<std::uintptr_t>(a));
-        out.push_back(std::move(s));
+        s.frame_count = static_cast<std::uint32_t>(out.frames.size() - s.first_frame);
     }
     return out;
 }

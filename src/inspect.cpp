@@ -65,7 +65,7 @@ struct LoopRequest {
     bool failed = false;     // no memory for the snapshot
     pid_t tid = 0;
     std::int64_t stall_ns = 0;
-    std::vector<TaskSnapshot> tasks;
+    LoopSnapshot snapshot;
 };
 
 void answer(const std::shared_ptr<LoopRequest>& req) noexcept {
@@ -74,16 +74,16 @@ void answer(const std::shared_ptr<LoopRequest>& req) noexcept {
         if (req->abandoned) return;
     }
     const auto begin = std::chrono::steady_clock::now();
-    std::vector<TaskSnapshot> tasks;
+    LoopSnapshot snapshot;
     bool failed = false;
     try {
-        tasks = snapshot_tasks(get_running_loop());
+        snapshot = snapshot_tasks(get_running_loop());
     } catch (...) {
         failed = true;
     }
     const auto stall = std::chrono::steady_clock::now() - begin;
     std::lock_guard lock(req->mutex);
-    req->tasks = std::move(tasks);
+    req->snapshot = std::move(snapshot);
     req->failed = failed;
     req->tid = ::gettid();
     req->stall_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(stall).count();
@@ -104,22 +104,24 @@ void append_loop(std::string& out, pid_t tid, LoopRequest& req) {
         return;
     }
     out += "\tok\t" + std::to_string(req.stall_ns) + '\n';
-    for (const TaskSnapshot& t : req.tasks) {
+    const LoopSnapshot& snap = req.snapshot;
+    for (const TaskSnapshot& t : snap.tasks) {
         out += "task\t";
         append_hex(out, t.id);
         out += t.is_task ? "\ttask\t" : "\tfuture\t";
         inspect_escape(out, t.name);
         out += '\n';
-        for (const FrameSite& f : t.stack) {
+        for (std::uint32_t i = t.first_frame; i < t.first_frame + t.frame_count; ++i) {
+            const FrameSite& f = snap.frames[i];
             out += "frame\t";
             inspect_escape(out, f.function != nullptr ? f.function : "");
             out += '\t';
             inspect_escape(out, f.file != nullptr ? f.file : "");
             out += '\t' + std::to_string(f.line) + '\n';
         }
-        for (std::uintptr_t a : t.awaited_by) {
+        for (std::uint32_t i = t.first_awaiter; i < t.first_awaiter + t.awaiter_count; ++i) {
             out += "awaited_by\t";
-            append_hex(out, a);
+            append_hex(out, snap.awaiters[i]);
             out += '\n';
         }
     }
@@ -162,7 +164,7 @@ std::string collect() {
         }
         append_loop(out, tid, req);
         // The snapshot's strings are freed here, off the loop's thread.
-        req.tasks.clear();
+        req.snapshot = LoopSnapshot{};
     }
     out += "end\n";
     return out;
