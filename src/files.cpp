@@ -53,7 +53,9 @@ public:
         if (st_ && st_->waiter == this) st_->waiter = nullptr;  // the frame is destroyed while it waits
     }
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         EventLoop& loop = get_running_loop();
         if (!begin_wait_unless_cancelled(h, what_, &on_cancel)) return false;
         try {
@@ -107,7 +109,9 @@ public:
         if (state == IoState::pending) loop_->backend().cancel_file(*this);
     }
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         loop_ = &get_running_loop();
         if (!begin_wait_unless_cancelled(h, what_, &on_cancel)) return false;
         complete = &resume;

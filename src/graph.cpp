@@ -5,8 +5,12 @@
 // the user's). Each coroutine-mode frame's resume_ is the frame that awaits it, up to the task's
 // own frame. Every frame of the chain is ours unless kForeignChain says a foreign coroutine type
 // ran in the task (then only the task's own frame is read). Each frame's line_ is the line of the
-// co_await it is at (await_transform). "Awaited by" comes from the done waiters registered on a
-// task or future: each kind of waiter that belongs to an awaiting task says which task.
+// co_await it is suspended at: every awaiter of the library, Coroutine's included, notes it in
+// the awaiting frame when the co_await reaches its await_suspend (note_await, detail/promise.hpp),
+// so a co_await that does not suspend costs nothing. Every frame of a known chain is suspended in
+// one of those awaiters (the innermost in the one that set the task's resume_, each other in a
+// Coroutine's), so every line read is current. "Awaited by" comes from the done waiters registered
+// on a task or future: each kind of waiter that belongs to an awaiting task says which task.
 #include "asyncio/graph.hpp"
 
 #include <algorithm>
@@ -41,6 +45,16 @@ FrameSite site_of(const PromiseBase* p) noexcept {
                      p->line_};
 }
 
+// The task's own frame where its chain is not known (it runs, it is suspended in an awaiter of
+// the user's, or a foreign coroutine ran in it): at which co_await is not known either (line 0).
+// Its line_ is that of its last suspension in an awaiter of the library, which it may have left
+// since (a co_await of the user's awaiter notes nothing): shown, it could be stale.
+FrameSite unknown_site_of(const PromiseBase* t) noexcept {
+    FrameSite s = site_of(t);
+    s.line = 0;
+    return s;
+}
+
 bool ends_with(std::string_view s, std::string_view suffix) noexcept {
     return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
@@ -59,7 +73,7 @@ bool is_wrapper(const PromiseBase* p) noexcept {
 void walk_chain(const PromiseBase* t, std::coroutine_handle<> innermost, bool known,
                 std::vector<FrameSite>& out) {
     if (!known || !innermost || t->has(kForeignChain)) {
-        out.push_back(site_of(t));
+        out.push_back(unknown_site_of(t));
         return;
     }
     const std::size_t first = out.size();
@@ -254,7 +268,7 @@ void print_task_stack(PromiseBase* p, std::optional<int> limit, std::FILE* file)
 FrameSite innermost_site(const PromiseBase* t) noexcept {
     // stack_of's first entry, without building the stack: the tracer asks at every suspension.
     if (t->has(kFuture) || t->has(kDone)) return FrameSite{};
-    if (t == t_current_task || !t->resume_ || t->has(kForeignChain)) return site_of(t);
+    if (t == t_current_task || !t->resume_ || t->has(kForeignChain)) return unknown_site_of(t);
     const PromiseBase* p = promise_of(t->resume_);
     for (int n = 0; n < kMaxChain; ++n) {
         if (!is_wrapper(p)) return site_of(p);

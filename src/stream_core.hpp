@@ -120,7 +120,11 @@ public:
     ListWait(const ListWait&) = delete;
     ListWait& operator=(const ListWait&) = delete;
     bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> h) { wait_in(list_, h, what_); }
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        wait_in(list_, h, what_);
+    }
     void await_resume() const { end_wait(); }
     /// Wakes every waiter of list, in order.
     static void wake_all(WaitQueue& list) noexcept;
@@ -267,13 +271,18 @@ public:
     ~FillAwaiter();
 
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h);
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        return start_fill(h);
+    }
     void await_resume();
 
     /// Wakes the waiting task without data (the caller re-checks the buffer, EOF and errors).
     void wake() noexcept;
 
 private:
+    bool start_fill(std::coroutine_handle<> h);  // await_suspend, out of line
     static bool on_cancel_io(CancelHook* h);
     static bool on_cancel_fed(CancelHook* h);
     /// IoOp::provide: room for n bytes in the read buffer, pinned for this op.
@@ -296,7 +305,11 @@ public:
         buf = const_cast<char*>(data.data());
         len = data.size();
     }
-    bool await_suspend(std::coroutine_handle<> h) { return start(h, "StreamWriter (flushing)"); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        return start(h, "StreamWriter (flushing)");
+    }
     std::size_t await_resume();
 };
 

@@ -139,7 +139,7 @@ FillAwaiter::~FillAwaiter() {
     if (prepared_) core_.rbuf_.unpin();
 }
 
-bool FillAwaiter::await_suspend(std::coroutine_handle<> h) {
+bool FillAwaiter::start_fill(std::coroutine_handle<> h) {
     if (!core_.connected() || core_.closed_) {
         // A wait for fed data is a wait like any other.
         loop_ = t_running_loop;

@@ -544,9 +544,11 @@ std::string task_repr(PromiseBase* p) {
     if (!p->has(kDone)) {
         // Python's coro=<main() running at file:line>: the outermost frame of its stack.
         const std::vector<FrameCallGraphEntry> st = task_stack(p, std::nullopt);
-        if (!st.empty())
-            out += std::string(" coro=<") + st.front().function + "() running at " + st.front().file +
-                   ":" + std::to_string(st.front().line) + ">";
+        if (!st.empty()) {
+            out += std::string(" coro=<") + st.front().function + "() running at " + st.front().file;
+            if (st.front().line != 0) out.append(":").append(std::to_string(st.front().line));  // 0: not known
+            out += ">";
+        }
     }
     if (p->has(kDone) && !p->has(kCancelled) && p->has(kHasException)) {
         try {
@@ -563,7 +565,9 @@ std::string task_repr(PromiseBase* p) {
 namespace {
 
 std::string site_text(const FrameSite& s) {
-    return std::string(s.function) + "() at " + s.file + ":" + std::to_string(s.line);
+    std::string out = std::string(s.function) + "() at " + s.file;
+    if (s.line != 0) out.append(":").append(std::to_string(s.line));  // 0: not known (graph.cpp)
+    return out;
 }
 
 void step_end(EventLoop& loop, void* token, double seconds, bool slow) noexcept {

@@ -899,7 +899,11 @@ namespace {
 class HandshakeAwaiter : public TransportAwaiter {
 public:
     explicit HandshakeAwaiter(TlsTransport& t) noexcept : TransportAwaiter(&t) { kind = IoKind::connect; }
-    bool await_suspend(std::coroutine_handle<> h) { return start(h, "SSL handshake"); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        return start(h, "SSL handshake");
+    }
     void await_resume() {
         if (state == IoState::idle || state == IoState::cancelled) throw_cancelled(task());
         if (result < 0) {

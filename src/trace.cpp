@@ -368,7 +368,7 @@ void Tracer::step(PromiseBase* t) {
             TaskRec& rec = rec_of(t);
             rec.suspended_at = end;
             rec.site = inner.site != nullptr ? inner.site : "";
-            // The co_await it suspended at (its innermost frame's line_, noted by await_transform).
+            // The co_await it suspended at (its innermost frame's line_, noted by the awaiter).
             const FrameSite at = innermost_site(t);
             rec.at.clear();
             if (at.line != 0) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <coroutine>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -231,6 +232,37 @@ TEST(CallGraph, RegressionAGroupOutlivingTheTaskThatMadeItsChildrenPointsAtNoFre
         EXPECT_EQ(reports.count("Task was destroyed but it is pending!"), 1u);
     }
     tg2.reset();
+}
+
+// An awaiter of the user's: it keeps the handle, which a loop callback resumes.
+struct UsersAwaiter {
+    std::coroutine_handle<>* slot;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) const noexcept { *slot = h; }
+    void await_resume() const noexcept {}
+};
+
+TEST(CallGraph, ATaskSuspendedInAUsersAwaiterShowsNoStaleLine) {
+    // Only the library's awaiters note the line of a co_await: the task's frame still holds that
+    // of its sleep, which it has left. Its chain is not known, and neither is its line (0).
+    asyncio::run([]() -> Coroutine<> {
+        std::coroutine_handle<> slot;
+        asyncio::Task<> t = asyncio::create_task(
+            [](std::coroutine_handle<>& s) -> Coroutine<> {
+                co_await asyncio::sleep(0s);
+                co_await UsersAwaiter{&s};
+            }(slot),
+            "users");
+        co_await asyncio::sleep(0s);
+        co_await asyncio::sleep(0s);
+        CO_ASSERT_EQ(static_cast<bool>(slot), true);
+        asyncio::FutureCallGraph g = asyncio::capture_call_graph(t);
+        CO_ASSERT_EQ(g.call_stack.size(), 1u);
+        EXPECT_STREQ(g.call_stack[0].function, "operator()");
+        EXPECT_EQ(g.call_stack[0].line, 0u);
+        asyncio::get_running_loop().call_soon([&slot] { slot.resume(); });
+        co_await t;
+    }());
 }
 
 TEST(CallGraph, PrintStackWritesPythonsFormatWithTheSourceLine) {

@@ -103,7 +103,9 @@ private:
     public:
         Park(Barrier& b, Party* party) noexcept : barrier_(b), party_(party) {}
         bool await_ready() const noexcept { return false; }
-        void await_suspend(std::coroutine_handle<> h) {
+        template <class P>
+        void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
             wait_in(barrier_.parked_, h, "Barrier::wait()", &on_cancel);
         }
         void await_resume() const { end_wait(); }

@@ -161,7 +161,9 @@ public:
             std::lock_guard lock(s_->mutex);
             return s_->done_locked();
         }
-        bool await_suspend(std::coroutine_handle<> h) {
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
             // The delivery is the executor's: the completing thread posts it to the task's loop.
             d_ = std::make_shared<detail::ExecStateBase>();
             begin_wait(h, "awaiting a ConcurrentFuture", &on_cancel);

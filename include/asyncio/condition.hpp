@@ -66,7 +66,9 @@ public:
             if (!cond_.lock_->locked()) throw RuntimeError("cannot wait on un-acquired lock");
             return false;
         }
-        void await_suspend(std::coroutine_handle<> h) {
+        template <class P>
+        void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
             wait_in(cond_.waiters_, h, "Condition::wait()", &on_cancel_waiting);
             cond_.lock_->hand_off();  // release
         }

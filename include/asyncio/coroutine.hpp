@@ -11,7 +11,6 @@
 #pragma once
 
 #include <coroutine>
-#include <type_traits>
 #include <utility>
 
 #include "asyncio/detail/config.hpp"
@@ -57,12 +56,13 @@ public:
                 detail::throw_bad_coroutine_await(!h);
             return false;
         }
-        // The awaiter's promise type P: a coroutine type not of this library means call graphs
-        // cannot follow resume_ up from here (see detail::mark_foreign_chain).
+        // The awaiting frame notes the line of this co_await (detail::note_await: or, for a
+        // coroutine type not of this library, marks the task's call graph unreadable).
 #if ASYNCIO_SYMMETRIC_TRANSFER
         template <class P>
-        std::coroutine_handle<> await_suspend(std::coroutine_handle<P> awaiter) noexcept {
-            note_awaiter<P>();
+        std::coroutine_handle<> await_suspend(std::coroutine_handle<P> awaiter,
+                                              unsigned line = __builtin_LINE()) noexcept {
+            detail::note_await(awaiter, line);
             h.promise().resume_ = awaiter;
             h.promise().flags_ |= detail::kStarted;
             return h;
@@ -70,16 +70,11 @@ public:
 #else
         // See ASYNCIO_SYMMETRIC_TRANSFER: run it here; if it finished, continue without suspending.
         template <class P>
-        bool await_suspend(std::coroutine_handle<P> awaiter) noexcept {
-            note_awaiter<P>();
+        bool await_suspend(std::coroutine_handle<P> awaiter, unsigned line = __builtin_LINE()) noexcept {
+            detail::note_await(awaiter, line);
             return start_inline(awaiter);
         }
 #endif
-        template <class P>
-        static void note_awaiter() noexcept {
-            if constexpr (!std::is_void_v<P> && !std::is_base_of_v<detail::PromiseBase, P>)
-                detail::mark_foreign_chain();
-        }
         /// Runs the coroutine from here, before the awaiter suspends: true if it suspended (it
         /// transfers to awaiter when it finishes), false if it finished already.
         bool start_inline(std::coroutine_handle<> awaiter) noexcept {

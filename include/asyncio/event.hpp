@@ -31,7 +31,11 @@ public:
     public:
         explicit Awaiter(Event& e) noexcept : event_(e) {}
         bool await_ready() const noexcept { return event_.value_; }
-        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<> h) { wait_in(event_.waiters_, h, "Event::wait()"); }
+        template <class P>
+        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
+            wait_in(event_.waiters_, h, "Event::wait()");
+        }
         void await_resume() const { end_wait(); }  // woken by set(), then cancelled: raises
 
     private:

@@ -128,7 +128,9 @@ public:
             if (st_->taken) throw RuntimeError("ExecutorFuture can be awaited only once");
             return st_->done;
         }
-        bool await_suspend(std::coroutine_handle<> h) {
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
             begin_wait(h, "awaiting run_in_executor()", &on_cancel);
             st_->waiter = this;
             return true;

@@ -268,7 +268,11 @@ public:
     ~GatherTuple() { unregister_all(); }
 
     bool await_ready() const noexcept { return ready_now(); }
-    bool await_suspend(std::coroutine_handle<> h) { return suspend(h); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        return suspend(h);
+    }
     auto await_resume() {
         finish();
         if constexpr (ReturnExc) {
@@ -299,7 +303,11 @@ public:
     ~GatherRange() { unregister_all(); }
 
     bool await_ready() const noexcept { return ready_now(); }
-    bool await_suspend(std::coroutine_handle<> h) { return suspend(h); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        return suspend(h);
+    }
     auto await_resume() {
         finish();
         using V = std::conditional_t<ReturnExc, gather_outcome_t<T>, gather_value_t<T>>;

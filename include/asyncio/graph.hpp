@@ -16,13 +16,16 @@
 //          |   File 'server.cpp', line 41, in async main()
 //
 // Each entry is a coroutine of this library's kinds (Coroutine<T>, a Task's own coroutine), with
-// the line of the co_await it is suspended at (every co_await notes its line: one store, the whole
-// cost when nobody asks). "Awaited by" follows `co_await task`, gather, TaskGroup (a child is
+// the line of the co_await it is suspended at (the library's awaiters note it as they suspend:
+// one store, and nothing at all for a co_await that does not suspend). "Awaited by" follows `co_await task`, gather, TaskGroup (a child is
 // awaited by the group's task from its creation, as in 3.14), wait, as_completed, shield and
 // wait_for. Wrapper coroutines of the library (those create_task(f, args...) and combinators put
 // around an awaitable) are left out. Where the chain is not known the stack holds the task's own
-// coroutine only: while the task runs (use the co_await forms), while it is suspended in an awaiter
-// of the user's, or once a coroutine type of another library ran inside it.
+// coroutine only, with line 0 (not known): while the task runs (use the co_await forms), while it
+// is suspended in an awaiter of the user's, or once a coroutine type of another library ran
+// inside it. An awaiter of the user's that calls the await_suspend of one of ours itself notes the
+// line of that call, unless it takes `unsigned line = __builtin_LINE()` too and passes it on
+// (a type-erased std::coroutine_handle<> passed on makes the task's chain unknown).
 // All of these must be called on the loop's thread (RuntimeError otherwise).
 #pragma once
 
@@ -57,7 +60,8 @@ struct [[nodiscard]] CurrentCallGraph {
     std::optional<FutureCallGraph> graph;
     bool await_ready() const noexcept { return false; }
     template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) {
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        note_await(h, line);  // the awaiting frame's line: where this co_await is
         graph = capture_current_graph(h, std::is_base_of_v<PromiseBase, P>, limit);
         return false;  // it never suspends
     }

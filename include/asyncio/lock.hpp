@@ -82,7 +82,11 @@ public:
             lock_.locked_ = true;
             return true;
         }
-        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<> h) { wait_in(lock_.waiters_, h, "Lock::acquire()"); }
+        template <class P>
+        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
+            wait_in(lock_.waiters_, h, "Lock::acquire()");
+        }
         void await_resume() {
             end_wait([this] { lock_.hand_off(); });  // handed the lock, then cancelled: pass it on
         }

@@ -259,7 +259,9 @@ public:
         AwaiterBase(AwaiterBase&& o) noexcept : queue_(o.queue_) { assert(o.phase_ == kFresh); }
         AwaiterBase(const AwaiterBase&) = delete;
         AwaiterBase& operator=(const AwaiterBase&) = delete;
-        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<> h) {
+        template <class P>
+        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
             check_wait_loop(queue_->list<K>().front(), kWhat[static_cast<int>(K)]);
             std::construct_at(&node_, queue_);
             phase_ = kSuspended;

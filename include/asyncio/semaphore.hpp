@@ -85,7 +85,11 @@ public:
             --sem_.value_;
             return true;
         }
-        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<> h) { wait_in(sem_.waiters_, h, "Semaphore::acquire()"); }
+        template <class P>
+        [[gnu::always_inline]] void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
+            wait_in(sem_.waiters_, h, "Semaphore::acquire()");
+        }
         void await_resume() {
             if (wait_state() == detail::WaitState::kIdle) return;  // taken at once
             end_wait([this] {  // handed a permit, then cancelled: pass it on

@@ -54,7 +54,9 @@ public:
     }
 
     bool await_ready() const noexcept { return inner_.done(); }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         self_ = current_task_or_throw("shield()");
         suspend_task(self_, h, this, "shield()");
         DoneWaiter::fn = &on_done;

@@ -67,7 +67,9 @@ public:
     ~SignalWaiter() { withdraw(); }
 
     bool await_ready() const noexcept { return got_ != 0; }
-    void await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         if (t_running_loop != loop_)
             throw RuntimeError("wait_signal(): awaited on another event loop than the one it was made on");
         begin_wait(h, "wait_signal()", &on_cancel);

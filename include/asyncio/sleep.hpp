@@ -20,7 +20,9 @@ struct [[nodiscard]] SleepAwaiter : Waiter {
 
     explicit SleepAwaiter(Duration d) noexcept : delay(d) {}
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         if (delay <= Duration::zero()) {
             yield_once(h, "sleep()");  // exactly one iteration
             return true;

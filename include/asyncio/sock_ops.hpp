@@ -172,7 +172,9 @@ private:
 class RecvAwaiter : public IoAwaiter {
 public:
     RecvAwaiter(int fd, std::size_t n) : IoAwaiter(IoKind::recv, fd) { data_.resize(n); }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         buf = data_.data();
         len = data_.size();
         return start(h, "sock_recv");
@@ -192,7 +194,11 @@ public:
         buf = b.data;
         len = b.size;
     }
-    bool await_suspend(std::coroutine_handle<> h) { return start(h, "sock_recv_into"); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        return start(h, "sock_recv_into");
+    }
     std::size_t await_resume() { return static_cast<std::size_t>(finish("sock_recv_into")); }
 };
 
@@ -202,7 +208,11 @@ public:
         buf = const_cast<void*>(b.data);
         len = b.size;
     }
-    bool await_suspend(std::coroutine_handle<> h) { return start(h, "sock_send"); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        return start(h, "sock_send");
+    }
     std::size_t await_resume() { return static_cast<std::size_t>(finish("sock_send")); }
 };
 
@@ -215,7 +225,9 @@ public:
         len = b.size;
     }
     bool await_ready() const noexcept { return len == 0; }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         if (!start(h, "sock_sendall", &on_sent)) return false_or_continue();
         return true;
     }
@@ -275,7 +287,9 @@ public:
     ~AcceptAwaiter() {
         if (state == IoState::done && result >= 0 && !taken_) close_fd_quietly(static_cast<int>(result));
     }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         addr = peer_.data();
         addrlen = Address::capacity();
         return start(h, "sock_accept");
@@ -298,7 +312,9 @@ class ConnectAwaiter : public IoAwaiter {
 public:
     ConnectAwaiter(const Socket& sock, const Address& address) noexcept
         : IoAwaiter(IoKind::connect, sock.fileno()), address_(address) {}
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         addr = address_.data();
         addrlen = address_.size();
         return start(h, "sock_connect");
@@ -312,7 +328,9 @@ private:
 class RecvFromAwaiter : public IoAwaiter {
 public:
     RecvFromAwaiter(int fd, std::size_t n) : IoAwaiter(IoKind::recvfrom, fd) { data_.resize(n); }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         buf = data_.data();
         len = data_.size();
         addr = peer_.data();
@@ -336,7 +354,9 @@ public:
         buf = b.data;
         len = b.size;
     }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         addr = peer_.data();
         addrlen = Address::capacity();
         return start(h, "sock_recvfrom_into");
@@ -358,7 +378,9 @@ public:
         buf = const_cast<void*>(b.data);
         len = b.size;
     }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         addr = address_.data();
         addrlen = address_.size();
         return start(h, "sock_sendto");
@@ -373,7 +395,9 @@ class ReadinessAwaiter : public IoAwaiter {
 public:
     ReadinessAwaiter(int fd, bool writable) noexcept
         : IoAwaiter(writable ? IoKind::writable : IoKind::readable, fd) {}
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         return start(h, kind == IoKind::writable ? "wait_writable" : "wait_readable");
     }
     void await_resume() { finish(kind == IoKind::writable ? "wait_writable" : "wait_readable"); }

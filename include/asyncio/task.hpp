@@ -42,7 +42,8 @@ class Task;
 struct FrameCallGraphEntry {
     const char* function = "";  // its name, as __builtin_FUNCTION gives it (no class, no arguments)
     const char* file = "";
-    unsigned line = 0;  // of the co_await it is suspended at (of its definition before its first)
+    unsigned line = 0;  // of the co_await it is suspended at (of its definition before its first;
+                        // 0 where that is not known: see asyncio/graph.hpp)
 };
 
 namespace detail {
@@ -215,7 +216,9 @@ constexpr auto report_task_args() {  // auto: checked where it is named, first
 struct ReenterTask {
     PromiseBase* task;
     bool await_ready() const noexcept { return t_current_task == task; }
-    void await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         if (t_running_loop == nullptr)
             throw RuntimeError("an awaiter resumed its task outside its event loop");
         task->resume_ = h;

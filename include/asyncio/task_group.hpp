@@ -212,7 +212,9 @@ private:
             if (error_ && !g_.aborting_) g_.abort();
             return g_.pending_ == 0;
         }
-        bool await_suspend(std::coroutine_handle<> h) {
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
             // A cancellation already pending reaches on_cancel once the step is over.
             detail::suspend_task(g_.parent_, h, this, "TaskGroup");
             CancelHook::fn = &on_cancel;

@@ -120,7 +120,9 @@ private:
         typename Coroutine<T>::Awaiter inner;
         Timeout& t;
         bool await_ready() const { return inner.await_ready(); }
-        bool await_suspend(std::coroutine_handle<> awaiter) noexcept {
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> awaiter, unsigned line = __builtin_LINE()) noexcept {
+            detail::note_await(awaiter, line);
             if (!inner.start_inline(awaiter)) return false;
             if (t.state_ == State::kEntered && !t.armed_) {
                 try {

@@ -172,7 +172,11 @@ public:
     }
 
     bool await_ready() const noexcept { return satisfied(); }
-    bool await_suspend(std::coroutine_handle<> h) { return this->suspend(h, deadline_); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        return this->suspend(h, deadline_);
+    }
     WaitResult<T, H> await_resume() {
         this->disarm();
         this->check_cancel();
@@ -271,7 +275,11 @@ public:
     struct [[nodiscard]] Next {
         AsCompleted& ac;
         bool await_ready() const { return ac.ready(); }
-        bool await_suspend(std::coroutine_handle<> h) { return ac.suspend(h, ac.deadline_); }
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
+            return ac.suspend(h, ac.deadline_);
+        }
         H await_resume() { return ac.tasks_[ac.take_next()]; }
     };
     /// The next task to finish (TimeoutError once the timeout has passed).
@@ -282,7 +290,11 @@ public:
     struct [[nodiscard]] NextResult {
         AsCompleted* ac;
         bool await_ready() const { return ac->ready(); }
-        bool await_suspend(std::coroutine_handle<> h) { return ac->suspend(h, ac->deadline_); }
+        template <class P>
+        bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+            detail::note_await(h, line);
+            return ac->suspend(h, ac->deadline_);
+        }
         decltype(auto) await_resume() {
             H& t = ac->tasks_[ac->take_next()];
             return detail::take_result(t.promise(), t.base()->refs_ == 1);

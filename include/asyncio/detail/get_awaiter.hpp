@@ -1,5 +1,5 @@
-// What `co_await a` calls await_ready/await_suspend/await_resume on: shared by the Awaitable
-// concept (asyncio/awaitable.hpp) and the promise's await_transform (detail/promise.hpp).
+// What `co_await a` calls await_ready/await_suspend/await_resume on (the Awaitable concept,
+// asyncio/awaitable.hpp).
 #pragma once
 
 #include <type_traits>

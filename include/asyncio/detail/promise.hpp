@@ -23,7 +23,6 @@
 #include "asyncio/detail/config.hpp"
 #include "asyncio/detail/creation_site.hpp"
 #include "asyncio/detail/frame_allocator.hpp"
-#include "asyncio/detail/get_awaiter.hpp"
 #include "asyncio/exceptions.hpp"
 
 namespace asyncio {
@@ -81,42 +80,8 @@ struct PromiseBase;
 /// "\nCoroutine created at (most recent call last):\n  ..." for a frame made in debug mode, else "".
 std::string creation_trace(const PromiseBase* p);
 
-/// A coroutine type of someone else's (cppcoro's task, ...): it may call our awaiters with its own
-/// frames, which call graphs cannot read.
-template <class A>
-inline constexpr bool is_foreign_coroutine_v = false;
-template <class A>
-    requires requires { typename std::remove_cvref_t<A>::promise_type; }
-inline constexpr bool is_foreign_coroutine_v<A> =
-    !std::is_base_of_v<PromiseBase, typename std::remove_cvref_t<A>::promise_type>;
 /// Marks the running task kForeignChain (its call graph stops at its root). Cold: src/graph.cpp.
 [[gnu::cold]] void mark_foreign_chain() noexcept;
-
-/// What await_transform hands to co_await: the awaiter itself, referred to (an lvalue, or the
-/// temporary of the co_await's full-expression, which lives across the suspension) ...
-/// Always inlined: a forwarder GCC leaves as a call costs a plain co_await its inlined awaiter
-/// (Event::wait's await_suspend became a call of its own: +18% instructions in core_bench pingpong).
-template <class W>
-struct AwaitRef {
-    W& w;
-    [[gnu::always_inline]] decltype(auto) await_ready() { return w.await_ready(); }
-    template <class P>
-    [[gnu::always_inline]] decltype(auto) await_suspend(std::coroutine_handle<P> h) {
-        return w.await_suspend(h);
-    }
-    [[gnu::always_inline]] decltype(auto) await_resume() { return w.await_resume(); }
-};
-/// ... or the awaiter an operator co_await made, held.
-template <class W>
-struct AwaitHeld {
-    W w;
-    [[gnu::always_inline]] decltype(auto) await_ready() { return w.await_ready(); }
-    template <class P>
-    [[gnu::always_inline]] decltype(auto) await_suspend(std::coroutine_handle<P> h) {
-        return w.await_suspend(h);
-    }
-    [[gnu::always_inline]] decltype(auto) await_resume() { return w.await_resume(); }
-};
 
 struct PromiseBase : FrameAllocated {
     std::coroutine_handle<> resume_{};  // coroutine mode: the awaiter; task mode: where to resume
@@ -135,8 +100,9 @@ struct PromiseBase : FrameAllocated {
     std::uint16_t cancelling_ = 0;
     // The exception (kHasException) or, for results of at most 8 bytes, the value (kHasValue):
     // sharing the word keeps a task that returns an int small. Until then the same word holds
-    // line_: the line of the co_await the coroutine is at (await_transform stores it; before its
-    // first co_await, the line of its definition), which call graphs read.
+    // line_: the line of the co_await the coroutine last suspended at (note_await stores it, in
+    // the library's awaiters; before its first suspension, the line of its definition), which
+    // call graphs read.
     union {
         std::exception_ptr exception_;
         alignas(8) unsigned char inline_value_[8];
@@ -163,19 +129,6 @@ struct PromiseBase : FrameAllocated {
             record_creation(this);
     }
 
-    /// Every co_await in a coroutine of ours passes here: it notes the line for call graphs (one
-    /// store of a constant) and awaits the same awaiter as a plain co_await would, through a thin
-    /// forwarder (GCC 12 copies an awaiter that await_transform returns by reference).
-    template <class A>
-    [[gnu::always_inline]] auto await_transform(A&& a, unsigned line = __builtin_LINE()) {
-        line_ = line;
-        if constexpr (is_foreign_coroutine_v<A>) mark_foreign_chain();
-        if constexpr (has_member_co_await<A> || has_free_co_await<A>)
-            return AwaitHeld<decltype(get_awaiter(static_cast<A&&>(a)))>{get_awaiter(static_cast<A&&>(a))};
-        else
-            return AwaitRef<std::remove_reference_t<A>>{a};
-    }
-
     void set_exception(std::exception_ptr e) noexcept {
         ::new (static_cast<void*>(&exception_)) std::exception_ptr(std::move(e));
         flags_ |= kHasException;
@@ -185,6 +138,21 @@ struct PromiseBase : FrameAllocated {
         return has(kHasException) ? exception_ : std::exception_ptr();
     }
 };
+
+/// The first thing every awaiter of the library does when a co_await of it reaches await_suspend
+/// (so only when it may suspend: a co_await that completes in await_ready costs nothing): notes,
+/// for call graphs, the line of that co_await in the awaiting frame. Each await_suspend takes
+/// `unsigned line = __builtin_LINE()`, which GCC and Clang evaluate at the co_await expression,
+/// and passes it here; an awaiter that hands the await on to another passes its own `line` along.
+/// A handle of a coroutine type not of this library (or a type-erased one) means a frame that
+/// call graphs cannot read: the running task is marked (kForeignChain) instead.
+template <class P>
+[[gnu::always_inline]] inline void note_await(std::coroutine_handle<P> h, unsigned line) noexcept {
+    if constexpr (std::is_base_of_v<PromiseBase, P>)
+        h.promise().line_ = line;
+    else
+        mark_foreign_chain();
+}
 
 /// First parameter of every promise constructor: no coroutine parameter converts to it, so the
 /// compiler always uses the defaults, which __builtin_FUNCTION() & co. evaluate at the coroutine

@@ -156,7 +156,9 @@ struct [[nodiscard]] TaskAwaiter : TaskWait {
         if (target == nullptr) throw InvalidStateError("cannot await an empty Task or Future");
         return target->has(kDone);
     }
-    bool await_suspend(std::coroutine_handle<> h) {
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
         self = current_task_or_throw("awaiting a Task");
         if (self == target) throw RuntimeError("Task cannot await on itself");
         if (target->loop_ != self->loop_) [[unlikely]]

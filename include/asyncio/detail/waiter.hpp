@@ -32,7 +32,11 @@
 //   struct Awaiter : detail::ListWaiter {
 //       Thing& thing;
 //       bool await_ready() const noexcept { return thing.ready; }
-//       void await_suspend(std::coroutine_handle<> h) { wait_in(thing.waiters, h, "Thing::wait()"); }
+//       template <class P>  // the line: for call graphs (note_await, detail/promise.hpp)
+//       void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+//           note_await(h, line);
+//           wait_in(thing.waiters, h, "Thing::wait()");
+//       }
 //       void await_resume() { end_wait(); }
 //   };
 //   ... thing.ready = true; thing.waiters.wake_all();     // or: if (auto* w = waiters.pop_front()) w->wake();
