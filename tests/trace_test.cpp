@@ -228,10 +228,11 @@ long count(const std::vector<Json>& events, const std::string& ph, const std::st
 
 // ---- the traced program ----
 
-unsigned g_sleeper_await_line = 0;  // the line of sleeper's co_await, for the "at" of its suspension
+// The line of sleeper's co_await, for the "at" of its suspension (a constant: the scenario runs on
+// several threads at once).
+constexpr unsigned kSleeperAwaitLine = __LINE__ + 3;
 
 Coroutine<int> sleeper() {
-    g_sleeper_await_line = __LINE__ + 1;
     co_await asyncio::sleep(10ms);
     co_return 7;
 }
@@ -310,7 +311,7 @@ void check_scenario_trace(const std::string& path, const Fds& fds) {
     EXPECT_EQ(ev[susp]["args"]["await"].str(), "sleep()");
     EXPECT_EQ(ev[susp]["args"]["coro"].str().find("sleeper") != std::string::npos, true);
     // Where it suspended: the co_await's line in sleeper(), on the instant and on the wait's slice.
-    const std::string at = std::string("sleeper() at ") + __FILE__ + ":" + std::to_string(g_sleeper_await_line);
+    const std::string at = std::string("sleeper() at ") + __FILE__ + ":" + std::to_string(kSleeperAwaitLine);
     EXPECT_EQ(ev[susp]["args"]["at"].str(), at);
     const long wait_slice = find(ev, "X", "await sleep()", sleeper_tid);
     ASSERT_GE(wait_slice, 0);
