@@ -23,7 +23,7 @@ namespace asyncio {
 namespace detail {
 ASYNCIO_TLS EventLoop* t_running_loop = nullptr;
 ASYNCIO_TLS EventLoop* t_thread_loop = nullptr;
-ASYNCIO_TLS PromiseBase* t_current_task = nullptr;
+ASYNCIO_TLS ThreadTaskState t_task;
 ASYNCIO_TLS bool t_loop_gone = false;
 thread_local bool t_ignore_trace_env = false;
 
@@ -210,14 +210,14 @@ void EventLoop::run_forever() {
     check_runnable();
     running_ = true;
     t_running_loop = this;
-    detail::t_tracer = tracer_;
+    detail::t_task.tracer = tracer_;
     struct Reset {
         EventLoop* loop;
         ~Reset() {
             loop->running_ = false;
             loop->stopping_ = false;
             t_running_loop = nullptr;
-            detail::t_tracer = nullptr;
+            detail::t_task.tracer = nullptr;
         }
     } reset{this};
     for (;;) {

@@ -33,7 +33,7 @@ struct GraphAccess {
 };
 
 void mark_foreign_chain() noexcept {
-    if (PromiseBase* t = t_current_task) t->flags_ |= kForeignChain;
+    if (PromiseBase* t = t_task.current_task) t->flags_ |= kForeignChain;
 }
 
 namespace {
@@ -89,7 +89,7 @@ void walk_chain(const PromiseBase* t, std::coroutine_handle<> innermost, bool kn
 // The stack of a task or future that is not running now (empty for a future or a done task).
 void stack_of(const PromiseBase* p, std::vector<FrameSite>& out) {
     if (p->has(kFuture) || p->has(kDone)) return;
-    if (p == t_current_task) {
+    if (p == t_task.current_task) {
         walk_chain(p, {}, false, out);
         return;
     }
@@ -192,7 +192,7 @@ FutureCallGraph capture_graph(PromiseBase* future, std::optional<int> limit) {
 
 std::optional<FutureCallGraph> capture_current_graph(std::coroutine_handle<> innermost, bool ours,
                                                      std::optional<int> limit) {
-    PromiseBase* const t = t_current_task;
+    PromiseBase* const t = t_task.current_task;
     if (t == nullptr) return std::nullopt;
     std::vector<FrameSite> st;
     walk_chain(t, innermost, ours, st);
@@ -268,7 +268,7 @@ void print_task_stack(PromiseBase* p, std::optional<int> limit, std::FILE* file)
 FrameSite innermost_site(const PromiseBase* t) noexcept {
     // stack_of's first entry, without building the stack: the tracer asks at every suspension.
     if (t->has(kFuture) || t->has(kDone)) return FrameSite{};
-    if (t == t_current_task || !t->resume_ || t->has(kForeignChain)) return unknown_site_of(t);
+    if (t == t_task.current_task || !t->resume_ || t->has(kForeignChain)) return unknown_site_of(t);
     const PromiseBase* p = promise_of(t->resume_);
     for (int n = 0; n < kMaxChain; ++n) {
         if (!is_wrapper(p)) return site_of(p);

@@ -330,13 +330,12 @@ bool task_cancel(PromiseBase* p, std::string msg) {
     return true;
 }
 
-ASYNCIO_TLS PromiseBase* t_cancel_after_step = nullptr;
 
 void cancel_after_step(PromiseBase* t) noexcept {
     // One task steps at a time, and it is recorded once however often it suspends in the step.
-    if (t_cancel_after_step != nullptr) return;
+    if (t_task.cancel_after_step != nullptr) return;
     ++t->refs_;
-    t_cancel_after_step = t;
+    t_task.cancel_after_step = t;
 }
 
 // Python's Task.__step after a yield: `if self._must_cancel: if self._fut_waiter.cancel(msg):
@@ -346,7 +345,7 @@ void deliver_cancel_after_step() {
     struct Unpin {
         PromiseBase* p;
         ~Unpin() { task_release(p); }
-    } pin{std::exchange(t_cancel_after_step, nullptr)};
+    } pin{std::exchange(t_task.cancel_after_step, nullptr)};
     PromiseBase* p = pin.p;
     if (p->has(kDone) || p->has(kAbandoned) || !p->has(kMustCancel) || p->waiting_ == nullptr) return;
     p->flags_ &= static_cast<std::uint16_t>(~kMustCancel);  // the hook decides (it may set it again)
@@ -605,7 +604,7 @@ void step_end(EventLoop& loop, void* token, double seconds, bool slow) noexcept 
 namespace asyncio {
 
 Task<> current_task() {
-    detail::PromiseBase* p = detail::t_current_task;
+    detail::PromiseBase* p = detail::t_task.current_task;
     if (p == nullptr) return Task<>();
     ++p->refs_;
     return Task<>(p);

@@ -26,7 +26,6 @@
 
 namespace asyncio::detail {
 
-ASYNCIO_TLS Tracer* t_tracer = nullptr;
 
 namespace {
 
@@ -157,7 +156,7 @@ Tracer::~Tracer() {
         std::lock_guard lock(r.mutex);
         std::erase(r.live, this);
     }
-    if (t_tracer == this) t_tracer = nullptr;
+    if (t_task.tracer == this) t_task.tracer = nullptr;
     flush();
     ::close(fd_);
     // Operations still traced belong to a closed loop: give them their own completions back.
@@ -165,7 +164,7 @@ Tracer::~Tracer() {
 }
 
 bool Tracer::owned_by_running_or_idle_loop() const noexcept {
-    return !loop_.is_running() || t_tracer == this;
+    return !loop_.is_running() || t_task.tracer == this;
 }
 
 void Tracer::flush() noexcept {
@@ -352,10 +351,10 @@ void Tracer::step(PromiseBase* t) {
     }
     const StepContext outer = ctx_;
     ctx_ = StepContext{t, tid != 0 ? tid : 1, false, nullptr};
-    PromiseBase* const prev = t_current_task;
-    t_current_task = t;
+    PromiseBase* const prev = t_task.current_task;
+    t_task.current_task = t;
     std::exchange(t->resume_, nullptr).resume();  // as step_task; the task may be freed once this returns
-    t_current_task = prev;
+    t_task.current_task = prev;
     const StepContext inner = ctx_;
     ctx_ = outer;
     if (tid == 0) return;
@@ -577,7 +576,7 @@ bool Tracer::io_cancel(IoOp& op) noexcept {
 
 void Tracer::io_complete(void* p) {
     auto* op = static_cast<IoOp*>(p);
-    Tracer* tr = t_tracer;
+    Tracer* tr = t_task.tracer;
     const auto it = tr != nullptr ? tr->ops_.find(op) : decltype(tr->ops_.find(op)){};
     if (tr == nullptr || it == tr->ops_.end()) {
         // Queued before the trace that installed this was replaced; that tracer gave the op its
@@ -597,7 +596,7 @@ void Tracer::io_complete(void* p) {
 
 // ---- the hooks ----
 
-void trace_step(Tracer* tr, PromiseBase* t) { tr->step(t); }
+void trace_step(PromiseBase* t) { t_task.tracer->step(t); }
 
 void trace_task_created(EventLoop& loop, PromiseBase* p) noexcept { loop.tracer()->task_created(p); }
 
@@ -606,7 +605,7 @@ void trace_task_done(PromiseBase* p) noexcept {
 }
 
 void trace_suspend(PromiseBase* t, const char* site) noexcept {
-    if (Tracer* tr = t_tracer) tr->suspend(t, site);
+    if (Tracer* tr = t_task.tracer) tr->suspend(t, site);
 }
 
 void trace_timer_scheduled(EventLoop& loop, TimerId id, TimePoint when) noexcept {

@@ -90,7 +90,7 @@ TEST_F(Signals, TheHandlerRunsOnTheLoopFromItsReadyQueueNotInSignalContext) {
         loop.add_signal_handler(SIGUSR1, [&] {
             ++calls;
             on_loop = asyncio::detail::t_running_loop == &loop && std::this_thread::get_id() == loop_thread &&
-                      asyncio::detail::t_current_task == nullptr;  // a plain callback, not inside a task
+                      asyncio::detail::t_task.current_task == nullptr;  // a plain callback, not inside a task
         });
         send(SIGUSR1);
         EXPECT_EQ(calls, 0);  // the signal handler only posted: nothing ran inside kill()

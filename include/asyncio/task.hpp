@@ -215,7 +215,7 @@ constexpr auto report_task_args() {  // auto: checked where it is named, first
 /// step_task, so for them this is one comparison.
 struct ReenterTask {
     PromiseBase* task;
-    bool await_ready() const noexcept { return t_current_task == task; }
+    bool await_ready() const noexcept { return t_task.current_task == task; }
     template <class P>
     void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
         detail::note_await(h, line);
@@ -232,7 +232,7 @@ struct ReenterTask {
 /// A is a decayed type.
 template <class A>
 Coroutine<awaited_value_t<A>> await_in_frame(A aw) {
-    PromiseBase* const task = t_current_task;
+    PromiseBase* const task = t_task.current_task;
     if constexpr (std::is_void_v<awaited_value_t<A>>) {
         co_await std::move(aw);
         co_await ReenterTask{task};
@@ -265,7 +265,7 @@ using invoke_value_t = awaited_value_t<std::invoke_result_t<F, Args...>>;
 /// for a const std::string& parameter given a const char*) lives until the await is over.
 template <class F, class... Args>
 Coroutine<invoke_value_t<F, Args...>> invoke_in_frame(F f, Args... args) {
-    PromiseBase* const task = t_current_task;
+    PromiseBase* const task = t_task.current_task;
     if constexpr (std::is_void_v<invoke_value_t<F, Args...>>) {
         co_await std::move(f)(std::move(args)...);
         co_await ReenterTask{task};

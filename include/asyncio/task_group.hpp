@@ -69,7 +69,7 @@ public:
             auto task = asyncio::create_task(std::forward<A>(a), std::forward<Args>(args)...);
             // A task made before run()/wait() (the form with no body) is awaited, for call graphs,
             // by the task that made it: 3.14 links a child to the group's task from its creation.
-            if (parent_ == nullptr && creator_.get() == nullptr) creator_.reset(detail::t_current_task);
+            if (parent_ == nullptr && creator_.get() == nullptr) creator_.reset(detail::t_task.current_task);
             adopt(task.base());
             return task;
         }

@@ -15,27 +15,25 @@ namespace asyncio {
 
 namespace detail {
 
-/// A task that suspended with a cancellation pending (see suspend_task): pinned, and its
-/// cancellation delivered once its step is over (deliver_cancel_after_step, src/task.cpp).
-extern ASYNCIO_TLS PromiseBase* t_cancel_after_step;
+/// Delivers the cancellation of t_task.cancel_after_step (see suspend_task; src/task.cpp).
 void deliver_cancel_after_step();
 void cancel_after_step(PromiseBase* t) noexcept;
 
 /// Resumes a task where it stopped, with it as the current task. Runs from the ready queue.
 inline void step_task(void* ctx) {
     auto* t = static_cast<PromiseBase*>(ctx);
-    if (Tracer* tr = t_tracer) [[unlikely]] {
-        trace_step(tr, t);  // the same, recorded
+    if (t_task.tracer != nullptr) [[unlikely]] {
+        trace_step(t);  // the same, recorded
     } else {
-        PromiseBase* const prev = t_current_task;
-        t_current_task = t;
+        PromiseBase* const prev = t_task.current_task;
+        t_task.current_task = t;
         // resume_ is null while the step runs: a suspension through the library sets it again
         // (suspend_task, ReenterTask), one through an awaiter of the user's leaves it null, and a
         // call graph then knows the chain below the task is not known (src/graph.cpp).
         std::exchange(t->resume_, nullptr).resume();  // the task may be freed once this returns
-        t_current_task = prev;
+        t_task.current_task = prev;
     }
-    if (t_cancel_after_step != nullptr) [[unlikely]]
+    if (t_task.cancel_after_step != nullptr) [[unlikely]]
         deliver_cancel_after_step();
 }
 
@@ -70,7 +68,7 @@ inline void wake_task(PromiseBase* t) {
 /// Always inlined: with the trace hook GCC 12 stopped inlining it into the awaiters (+6% pingpong).
 [[gnu::always_inline]] inline void suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook,
                                                 const char* what = nullptr) noexcept {
-    if (t_tracer != nullptr) [[unlikely]]
+    if (t_task.tracer != nullptr) [[unlikely]]
         trace_suspend(t, what);
     t->resume_ = h;
     t->waiting_ = hook;

@@ -1,6 +1,6 @@
 // Where the loop, the tasks and the I/O operations tell a loop's tracer (asyncio/trace.hpp) what
 // happens. Every hook sits behind one test of a pointer that is null unless the loop traces: the
-// thread's t_tracer (set while a tracing loop runs on this thread) where no loop is at hand (a
+// thread's t_task.tracer (set while a tracing loop runs on this thread) where no loop is at hand (a
 // task's step, a suspension), the loop's own tracer() elsewhere. The hooks themselves are cold and
 // out of line (src/trace.cpp).
 #pragma once
@@ -20,11 +20,10 @@ namespace asyncio::detail {
 struct PromiseBase;
 class Tracer;  // src/trace.hpp
 
-/// The tracer of the loop running on this thread, or null (almost always).
-extern ASYNCIO_TLS Tracer* t_tracer;
+// The tracer of the loop running on this thread: t_task.tracer (detail/promise.hpp).
 
 /// A task's step (what step_task does), with its begin, end and suspension recorded.
-[[gnu::cold]] void trace_step(Tracer* tr, PromiseBase* t);
+[[gnu::cold]] void trace_step(PromiseBase* t);
 /// p is becoming a task of loop (before its first step is queued; p's origin is still readable).
 [[gnu::cold]] void trace_task_created(EventLoop& loop, PromiseBase* p) noexcept;
 /// p finished (result, exception or cancelled); called before its waiters run.
