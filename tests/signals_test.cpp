@@ -60,7 +60,7 @@ protected:
         sigset_t mask;
         pthread_sigmask(SIG_BLOCK, nullptr, &mask);
         for (int sig : kUsed) EXPECT_EQ(sigismember(&mask, sig), 0) << sig << " left blocked";
-        EXPECT_EQ(asyncio_test::thread_count(), threads_) << "threads left running";
+        EXPECT_EQ(asyncio_test::thread_count_settled(threads_), threads_) << "threads left running";
         LeakChecked::TearDown();
     }
 

@@ -16,7 +16,7 @@
 //   yields(n)          lets the loop run n iterations
 //   sets(flag)         a coroutine that sets a flag
 //   elapsed()          loop time since a virtual_time() loop started
-//   thread_count()     threads of this process
+//   thread_count()     threads of this process (thread_count_settled: once a joined one is gone)
 //   TempDir            a temporary directory (for Unix sockets), removed with its files
 #pragma once
 
@@ -27,6 +27,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <coroutine>
 #include <cstdint>
@@ -36,6 +37,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "asyncio/clock.hpp"
@@ -160,6 +162,19 @@ inline int thread_count() {
         if (e->d_name[0] != '.') ++n;
     ::closedir(dir);
     return n;
+}
+
+/// thread_count(), once it is down to `n` (or 5 s passed): a thread just joined can still be listed
+/// for a moment (the kernel wakes pthread_join when the thread clears its tid, before the thread
+/// leaves /proc/self/task), longer on a loaded machine. A thread still running stays counted.
+inline int thread_count_settled(int n) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    int now = thread_count();
+    while (now > n && std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        now = thread_count();
+    }
+    return now;
 }
 
 /// A temporary directory for Unix sockets, removed (with the files named through it) at the end.
