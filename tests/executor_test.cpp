@@ -297,16 +297,6 @@ TEST_F(AnExecutor, AClosedLoopRefusesWorkAndToThreadCanBeMain) {
 // a RuntimeWarning to the exception handler and leaves the busy thread running, detached, owning
 // what it touches.
 
-/// Waits (up to 30 s, a safety net) until the process is back to `n` threads.
-bool wait_for_thread_count(int n) {
-    const auto give_up = std::chrono::steady_clock::now() + 30s;
-    while (thread_count() != n) {
-        if (std::chrono::steady_clock::now() > give_up) return false;
-        std::this_thread::sleep_for(1ms);
-    }
-    return true;
-}
-
 TEST_F(AnExecutor, RegressionShutdownDefaultExecutorWaitsForeverForAFunctionThatNeverReturns) {
     int with_worker = 0;  // counted while the worker is stuck (a sanitizer may add a thread first)
     Gate release;
@@ -341,7 +331,7 @@ TEST_F(AnExecutor, RegressionShutdownDefaultExecutorWaitsForeverForAFunctionThat
     EXPECT_FALSE(finished);
     release.open();
     // It finishes, finds the loop gone (its result is dropped) and ends on its own.
-    EXPECT_TRUE(wait_for_thread_count(with_worker - 1));
+    EXPECT_EQ(thread_count_settled(with_worker - 1, 30s), with_worker - 1);  // 30 s: a safety net
     EXPECT_TRUE(finished);
 }
 
@@ -362,14 +352,14 @@ TEST_F(AnExecutor, RegressionAnExecutorShutDownWithATimeoutLeavesItsBusyThreadsW
         EXPECT_THROW(pool.submit([] {}), asyncio::RuntimeError);
     }  // destroyed while its threads run
     release.open();
-    EXPECT_TRUE(wait_for_thread_count(before));
+    EXPECT_EQ(thread_count_settled(before, 30s), before);  // 30 s: a safety net
     EXPECT_EQ(ran.load(), 3);
     // A pool whose jobs finish in time joins its threads and says so.
     ThreadPoolExecutor quick(2);
     quick.submit([&] { ++ran; });
     EXPECT_TRUE(quick.shutdown(std::chrono::years(1000)));  // saturated, not overflowed
     EXPECT_EQ(ran.load(), 4);
-    EXPECT_TRUE(wait_for_thread_count(before));
+    EXPECT_EQ(thread_count_settled(before, 30s), before);  // 30 s: a safety net
 }
 
 }  // namespace

@@ -164,11 +164,12 @@ inline int thread_count() {
     return n;
 }
 
-/// thread_count(), once it is down to `n` (or 5 s passed): a thread just joined can still be listed
-/// for a moment (the kernel wakes pthread_join when the thread clears its tid, before the thread
-/// leaves /proc/self/task), longer on a loaded machine. A thread still running stays counted.
-inline int thread_count_settled(int n) {
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+/// thread_count(), once it is down to `n` (or `timeout` passed): a thread just joined can still be
+/// listed for a moment (the kernel wakes pthread_join when the thread clears its tid, before the
+/// thread leaves /proc/self/task), longer on a loaded machine; a detached thread takes as long as
+/// it runs. A thread still running stays counted.
+inline int thread_count_settled(int n, std::chrono::seconds timeout = std::chrono::seconds(5)) {
+    const auto give_up = std::chrono::steady_clock::now() + timeout;
     int now = thread_count();
     while (now > n && std::chrono::steady_clock::now() < give_up) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
