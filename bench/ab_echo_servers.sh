@@ -12,8 +12,15 @@
 # Environment: REPS (default 3), DUR seconds (default 2), WORKLOADS (default 100x64 100x16384
 #   10000x64). Server pinned to CPU 0, echo_load to CPU 1. A run that fails (server gone, a
 #   connection error, a byte error) is left out of the median and counted (failed=N).
+#   TLS_DIR=DIR: over TLS, with DIR/server.pem, DIR/server.key and DIR/ca.pem (as
+#   run_tls_bench.sh makes them): each server gets --cert/--key, echo_load --tls --ca; the
+#   servers are then TLS ones (tls_epoll_echo_server, bench_echo_server).
 set -u
 LOAD=$1; shift; REPS=${REPS:-3}; DUR=${DUR:-2}
+srv_tls=(); load_tls=()
+if [[ -n ${TLS_DIR:-} ]]; then
+  srv_tls=(--cert "$TLS_DIR/server.pem" --key "$TLS_DIR/server.key"); load_tls=(--tls --ca "$TLS_DIR/ca.pem")
+fi
 out=$(mktemp "${TMPDIR:-/tmp}/ab_echo.XXXXXX")  # (its own file: two runs at once must not mix ports)
 trap 'rm -f "$out"' EXIT
 for wl in ${WORKLOADS:-100x64 100x16384 10000x64}; do
@@ -23,10 +30,10 @@ for wl in ${WORKLOADS:-100x64 100x16384 10000x64}; do
     for spec in "$@"; do
       envs=""; bin=$spec
       if [[ $spec == *:* ]]; then envs=${spec%%:*}; bin=${spec#*:}; fi
-      env $envs taskset -c 0 $bin 0 > "$out" 2>/dev/null & pid=$!
+      env $envs taskset -c 0 $bin 0 "${srv_tls[@]}" > "$out" 2>/dev/null & pid=$!
       port=
       for j in $(seq 100); do port=$(grep -m1 -o '[0-9]*$' "$out" 2>/dev/null); [[ -n $port ]] && break; sleep 0.05; done
-      line=$(taskset -c 1 $LOAD --host 127.0.0.1 --port $port --conns $conns --size $size --duration $DUR --warmup 1 --server-pid $pid --timeout 60 | grep -m1 '^conns=')
+      line=$(taskset -c 1 $LOAD --host 127.0.0.1 --port $port --conns $conns --size $size --duration $DUR --warmup 1 --server-pid $pid --timeout 60 "${load_tls[@]}" | grep -m1 -E '^(mode=tls )?conns=')
       kill $pid; wait $pid 2>/dev/null
       msgs=$(sed -n 's/.* msgs=\([^ ]*\).*/\1/p' <<<"$line"); cpu=$(sed -n 's/.*server_cpu_s=\([^ ]*\).*/\1/p' <<<"$line")
       # A run that failed (the server died or was killed, a connection failed, a byte differed)

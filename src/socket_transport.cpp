@@ -26,7 +26,7 @@ bool SocketTransport::start(EventLoop& loop, IoOp& op) {
     op.fd = sock_.fileno();  // -1 once closed: the backend completes it with -EBADF
     op.short_means_not_ready = stream_;
     // A stream's sends are submitted, not tried, where that saves the system call.
-    op.defer = op.kind != IoKind::recv && defers_sends(loop);  // send, sendmsg (gathered)
+    op.defer = (op.kind == IoKind::send || op.kind == IoKind::sendmsg) && defers_sends(loop);
     return io_submit(loop, op);
 }
 
@@ -49,6 +49,17 @@ std::int64_t SocketTransport::try_send(EventLoop& loop, const char* p, std::size
     op.buf = const_cast<char*>(p);
     op.len = n;
     if (!io_try(loop, op)) return 0;
+    return op.result;
+}
+
+std::int64_t SocketTransport::try_recv(EventLoop& loop, char* p, std::size_t n) {
+    IoOp op;
+    op.kind = IoKind::recv;
+    op.fd = sock_.fileno();
+    op.short_means_not_ready = stream_;
+    op.buf = p;
+    op.len = n;
+    if (!io_try(loop, op)) return -EAGAIN;
     return op.result;
 }
 

@@ -1,9 +1,11 @@
 // TlsTransport (tls_transport.hpp): an OpenSSL session over an inner transport, through two BIOs of
 // our own (engine_bio_method) that read from and write into the engine's buffers.
 //
-// The engine owns two operations on the inner transport: `rx` receives ciphertext into its own
-// buffer, which the read BIO hands to OpenSSL; `tx` sends what OpenSSL wrote through the write BIO
-// (appended to `tx_pending`, then sent from `tx_sending`). Memory BIOs (BIO_s_mem) would copy each
+// The engine owns two operations on the inner transport. On a socket (Transport::try_recv) the
+// read BIO receives straight into OpenSSL's record buffer, as a socket BIO would, and `rx` only
+// waits until the socket is readable again; on any other transport `rx` receives ciphertext into
+// the engine's own buffer, which the read BIO hands to OpenSSL. `tx` sends what OpenSSL wrote
+// through the write BIO (appended to `tx_pending`, then sent from `tx_sending`). Memory BIOs (BIO_s_mem) would copy each
 // byte once more each way and zero-fill what they grow: a quarter of the server's time in a 16 KiB
 // TLS echo (bench/run_tls_bench.sh). The protocol's operations (a plaintext receive, a send, the handshake) are
 // driven from them and completed here. The engine outlives the TlsTransport that owns it while
@@ -69,7 +71,10 @@ struct TlsTransport::Engine {
     bool handshake_done = false;
     bool peer_eof = false;
     bool read_failed = false;
-    bool send_direct = false;  // the write BIO may send at once (engine_bio_write)  // an SSL_read failed (SSL error): later reads ask OpenSSL again
+    bool send_direct = false;  // the write BIO may send at once (engine_bio_write)
+    // The read BIO receives straight into OpenSSL's buffer (Transport::try_recv), as a socket
+    // BIO does, and rx only waits for readability; else rx receives into rxbuf (any transport).
+    bool recv_direct = false;
     int inner_err = 0;
     int send_err = 0;
     std::exception_ptr error;  // the SSL error behind a -EPROTO result
@@ -153,16 +158,24 @@ struct TlsTransport::Engine {
     bool pull() {
         if (rx.inflight) return false;
         if (peer_eof || inner_err != 0 || inner_closed) return true;
-        if (rx_off == rx_len) {
-            rx_off = rx_len = 0;
-        } else if (rx_off > 0) {  // (OpenSSL left a partial record: keep it, make room after it)
-            std::memmove(rxbuf.get(), rxbuf.get() + rx_off, rx_len - rx_off);
-            rx_len -= rx_off;
-            rx_off = 0;
+        if (recv_direct) {
+            // The read BIO found the socket drained: wait until it is readable, then the SSL
+            // call is made again and its BIO read receives.
+            rx.kind = IoKind::readable;
+            rx.buf = nullptr;
+            rx.len = 0;
+        } else {
+            if (rx_off == rx_len) {
+                rx_off = rx_len = 0;
+            } else if (rx_off > 0) {  // (OpenSSL left a partial record: keep it, make room after it)
+                std::memmove(rxbuf.get(), rxbuf.get() + rx_off, rx_len - rx_off);
+                rx_len -= rx_off;
+                rx_off = 0;
+            }
+            if (rx_len == kRxSize) return true;  // (full: OpenSSL has data to read)
+            rx.buf = rxbuf.get() + rx_len;
+            rx.len = kRxSize - rx_len;
         }
-        if (rx_len == kRxSize) return true;  // (full: OpenSSL has data to read)
-        rx.buf = rxbuf.get() + rx_len;
-        rx.len = kRxSize - rx_len;
         rx.state = IoState::idle;
         if (!inner->start(*loop, rx)) {
             rx.inflight = true;
@@ -173,6 +186,10 @@ struct TlsTransport::Engine {
     }
 
     void rx_received() {
+        if (recv_direct) {
+            if (rx.result < 0) inner_err = static_cast<int>(-rx.result);  // (else: readable)
+            return;
+        }
         if (rx.result > 0)
             rx_len += static_cast<std::size_t>(rx.result);
         else if (rx.result == 0)
@@ -248,7 +265,9 @@ struct TlsTransport::Engine {
     }
 
     bool step_read(bool sync) {
-        if (read_would_block() && !pull()) return false;
+        // (With recv_direct the SSL call's BIO read is the receive, and a drained socket known
+        // to the backend costs it no system call.)
+        if (!recv_direct && read_would_block() && !pull()) return false;
         for (;;) {
             clear_error_queue();
             std::size_t n = 0;
@@ -488,6 +507,19 @@ int engine_bio_read(BIO* b, char* out, std::size_t n, std::size_t* got) {
     if (e == nullptr) return 0;
     const std::size_t have = e->rx_len - e->rx_off;
     if (have == 0) {
+        if (e->recv_direct && !e->rx.inflight && !e->peer_eof && e->inner_err == 0 && !e->inner_closed &&
+            e->loop != nullptr && !e->loop->is_closed()) {
+            // Straight from the socket into OpenSSL's buffer (no copy out of rxbuf).
+            const std::int64_t r = e->inner->try_recv(*e->loop, out, n);
+            if (r > 0) {
+                *got = static_cast<std::size_t>(r);
+                return 1;
+            }
+            if (r == 0)
+                e->peer_eof = true;  // (reported by the engine, as with rxbuf: retry, then EOF)
+            else if (r != -EAGAIN)
+                e->inner_err = static_cast<int>(-r);
+        }
         BIO_set_retry_read(b);
         return 0;
     }
@@ -585,6 +617,7 @@ TlsTransport::TlsTransport(std::unique_ptr<Transport> inner, const ssl::Context&
     // call per batch) instead of a record header, then its body, in two. The session owns the
     // byte stream to its end (no unwrap to plaintext), so nothing past it can be swallowed.
     SSL_set_read_ahead(e.ssl, 1);
+    e.recv_direct = e.inner->has_try_recv();
     SSL_set_app_data(e.ssl, e.session.get());
     if (server) {
         SSL_set_accept_state(e.ssl);

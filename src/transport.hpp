@@ -13,6 +13,7 @@
 #pragma once
 
 #include <any>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -31,7 +32,7 @@ public:
     Transport& operator=(const Transport&) = delete;
     virtual ~Transport() = default;
 
-    /// Starts op (op.kind is IoKind::recv or IoKind::send). True: it completed at once (op.result
+    /// Starts op (op.kind is IoKind::recv or IoKind::send; IoKind::readable where has_try_recv()). True: it completed at once (op.result
     /// set, op.complete not called). False: pending; op.complete(&op) runs once it completes.
     /// A closed transport completes it at once with -EBADF. Throws only std::bad_alloc.
     virtual bool start(EventLoop& loop, IoOp& op) = 0;
@@ -42,6 +43,20 @@ public:
     /// One send that never waits, for a write() with nothing buffered ahead of it: the number of
     /// bytes taken (0: it would have to wait), or -errno.
     virtual std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) = 0;
+    /// One receive that never waits, into a buffer the caller picks at the moment it needs bytes
+    /// (TLS: OpenSSL's record buffer, so ciphertext is not copied from a buffer of our own):
+    /// bytes received, 0 at EOF, -EAGAIN when it would have to wait (an IoKind::readable op
+    /// started on this transport then says when to try again), or -errno. It may answer -EAGAIN
+    /// without a system call when the backend knows the fd is drained. -EOPNOTSUPP (the
+    /// default): no such call here; receive with start().
+    virtual std::int64_t try_recv(EventLoop& loop, char* p, std::size_t n) {
+        (void)loop;
+        (void)p;
+        (void)n;
+        return -EOPNOTSUPP;
+    }
+    /// Whether try_recv() is supported (and start() takes an IoKind::readable op).
+    virtual bool has_try_recv() const noexcept { return false; }
     /// Whether a send is cheaper submitted than tried (the loop's backend defers submissions,
     /// Backend::defers_submissions()): write() then skips try_send() and buffers, and the
     /// flusher's sends go to the kernel with the loop's next poll, no system call of their own.
@@ -97,6 +112,8 @@ public:
     bool start(EventLoop& loop, IoOp& op) override;
     bool cancel(EventLoop& loop, IoOp& op) noexcept override;
     std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) override;
+    std::int64_t try_recv(EventLoop& loop, char* p, std::size_t n) override;
+    bool has_try_recv() const noexcept override { return stream_; }
     bool defers_sends(EventLoop& loop) const noexcept override;
     bool gathers_sends() const noexcept override { return stream_; }
     bool can_write_eof() const noexcept override { return true; }

@@ -257,7 +257,7 @@ public:
         if (!check_epoch(op, known)) return finish_now(op, -EBADF);
         if ((op.provide != nullptr && op.kind == IoKind::recv) || (op.multishot && op.kind == IoKind::accept && multishot_))
             return submit_multi(op, known);
-        if (known != nullptr && known->dir[0].head == nullptr && op.kind == IoKind::recv) {
+        if (known != nullptr && known->dir[0].head == nullptr && (op.kind == IoKind::recv || op.kind == IoKind::readable)) {
             std::int64_t r = 0;
             if (hand_over_stash(known->dir[0], op, r)) return finish_now(op, r);
         }
@@ -305,8 +305,11 @@ public:
         FdState* known = fds_.find(op.fd);
         if (!check_epoch(op, known)) return finish_now(op, -EBADF);
         if (known != nullptr) {
-            const Dir& q = known->dir[is_reader(op) ? 0 : 1];
-            if (q.head != nullptr || q.not_ready) return false;  // never overtake; known not ready
+            Dir& q = known->dir[is_reader(op) ? 0 : 1];
+            if (q.head != nullptr) return false;  // never overtake
+            std::int64_t r = 0;
+            if (op.kind == IoKind::recv && hand_over_stash(q, op, r)) return finish_now(op, r);
+            if (q.not_ready) return false;  // known not ready
         }
         const std::int64_t r = attempt(op, false);
         if (r == -EAGAIN) {
@@ -742,7 +745,7 @@ private:
                 return;
             }
             std::int64_t stashed = 0;
-            if (op->kind == IoKind::recv && hand_over_stash(q, *op, stashed)) {
+            if ((op->kind == IoKind::recv || op->kind == IoKind::readable) && hand_over_stash(q, *op, stashed)) {
                 complete_head(q, *op, stashed);
                 continue;
             }
@@ -948,12 +951,18 @@ private:
         return static_cast<std::int64_t>(n);
     }
 
-    /// A plain receive (a buffer of its own) on a socket a stream read with a multishot (start_tls:
-    /// the TLS transport then reads the socket itself): the multishot stops, and what it kept
-    /// goes to this receive first, so no byte is lost or overtaken. True: op's result is r.
+    /// A plain receive (a buffer of its own; tried, try_now(), or submitted) or a wait for
+    /// readability on a socket a stream read with a multishot (start_tls: the TLS transport then
+    /// reads the socket itself): the multishot stops, and what it kept goes to this receive
+    /// first, so no byte is lost or overtaken; a readable op is ready while anything is kept (the
+    /// receive it leads to takes it). True: op's result is r.
     bool hand_over_stash(Dir& q, IoOp& op, std::int64_t& r) noexcept {
         if (q.ms_kind != IoKind::recv || (!q.ms_armed && q.stash.empty() && !q.ended)) return false;
         if (q.ms_armed) stop_multi(op.fd, q, true);
+        if (op.kind == IoKind::readable) {
+            r = 0;
+            return !q.stash.empty() || q.ended;
+        }
         if (!q.stash.empty()) {
             const std::size_t n = std::min(op.len, q.stash.size());
             std::memcpy(op.buf, q.stash.data(), n);
