@@ -34,6 +34,8 @@ bool SocketTransport::defers_sends(EventLoop& loop) const noexcept {
     return stream_ && loop.backend().defers_submissions();
 }
 
+bool SocketTransport::waits_in_kernel(EventLoop& loop) const noexcept { return loop.backend().defers_submissions(); }
+
 bool SocketTransport::provides_buffers(EventLoop& loop) noexcept {
     // Stream sockets only: a datagram's boundaries would be lost in a stash.
     return stream_ && sock_ && loop.backend().provides_buffers();

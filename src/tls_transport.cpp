@@ -3,8 +3,9 @@
 //
 // The engine owns two operations on the inner transport. On a socket (Transport::try_recv) the
 // read BIO receives straight into OpenSSL's record buffer, as a socket BIO would, and `rx` only
-// waits until the socket is readable again; on any other transport `rx` receives ciphertext into
-// the engine's own buffer, which the read BIO hands to OpenSSL. `tx` sends what OpenSSL wrote
+// waits until the socket is readable again (on io_uring, after a small receive, `rx` receives
+// into the engine's buffer instead: see small_rx); on any other transport `rx` receives ciphertext
+// into the engine's own buffer, which the read BIO hands to OpenSSL. `tx` sends what OpenSSL wrote
 // through the write BIO (appended to `tx_pending`, then sent from `tx_sending`). Memory BIOs (BIO_s_mem) would copy each
 // byte once more each way and zero-fill what they grow: a quarter of the server's time in a 16 KiB
 // TLS echo (bench/run_tls_bench.sh). The protocol's operations (a plaintext receive, a send, the handshake) are
@@ -36,6 +37,7 @@ namespace {
 constexpr std::size_t kRxSize = 32 * 1024;     // a receive of ciphertext (two full records)
 constexpr std::size_t kMaxWrite = 64 * 1024;   // plaintext taken per send / try_send
 constexpr std::size_t kHigh = 256 * 1024;      // ciphertext backlog above which sends wait
+constexpr std::size_t kSmallRx = 2 * 1024;     // a receive below this is "small" (Engine::small_rx)
 
 /// Empties the thread's OpenSSL error queue before an SSL call (SSL_get_error needs it empty).
 /// It almost always is already (every failure path drains it): checking costs a tenth of
@@ -75,6 +77,14 @@ struct TlsTransport::Engine {
     // The read BIO receives straight into OpenSSL's buffer (Transport::try_recv), as a socket
     // BIO does, and rx only waits for readability; else rx receives into rxbuf (any transport).
     bool recv_direct = false;
+    // recv_direct: the socket may have bytes (rx said readable, or the last receive filled what
+    // OpenSSL offered) until a receive comes back short or would block. Keeps a read from
+    // waiting for a readiness it already has (a poll(2) per message on epoll).
+    bool rx_ready = false;
+    // The last receive was small (under kSmallRx): on a backend whose receives wait in the
+    // kernel (io_uring) the next one is such a receive into rxbuf: copying a small message costs
+    // less than the system call of a receive after readiness.
+    bool small_rx = false;
     int inner_err = 0;
     int send_err = 0;
     std::exception_ptr error;  // the SSL error behind a -EPROTO result
@@ -158,7 +168,7 @@ struct TlsTransport::Engine {
     bool pull() {
         if (rx.inflight) return false;
         if (peer_eof || inner_err != 0 || inner_closed) return true;
-        if (recv_direct) {
+        if (recv_direct && !(small_rx && inner->waits_in_kernel(*loop))) {
             // The read BIO found the socket drained: wait until it is readable, then the SSL
             // call is made again and its BIO read receives.
             rx.kind = IoKind::readable;
@@ -173,6 +183,7 @@ struct TlsTransport::Engine {
                 rx_off = 0;
             }
             if (rx_len == kRxSize) return true;  // (full: OpenSSL has data to read)
+            rx.kind = IoKind::recv;
             rx.buf = rxbuf.get() + rx_len;
             rx.len = kRxSize - rx_len;
         }
@@ -186,10 +197,14 @@ struct TlsTransport::Engine {
     }
 
     void rx_received() {
-        if (recv_direct) {
-            if (rx.result < 0) inner_err = static_cast<int>(-rx.result);  // (else: readable)
+        if (rx.kind == IoKind::readable) {
+            if (rx.result < 0)
+                inner_err = static_cast<int>(-rx.result);
+            else
+                rx_ready = true;
             return;
         }
+        small_rx = rx.result < static_cast<std::int64_t>(kSmallRx);
         if (rx.result > 0)
             rx_len += static_cast<std::size_t>(rx.result);
         else if (rx.result == 0)
@@ -260,14 +275,14 @@ struct TlsTransport::Engine {
     /// busy echo otherwise pays a failing SSL_read (and the error-queue work around it) per
     /// message.
     bool read_would_block() const noexcept {
-        return handshake_done && !read_failed && rx_off == rx_len && !peer_eof && inner_err == 0 && !inner_closed &&
+        return handshake_done && !read_failed && !rx_ready && rx_off == rx_len && !peer_eof && inner_err == 0 && !inner_closed &&
                SSL_has_pending(ssl) == 0 && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN) == 0;
     }
 
     bool step_read(bool sync) {
-        // (With recv_direct the SSL call's BIO read is the receive, and a drained socket known
-        // to the backend costs it no system call.)
-        if (!recv_direct && read_would_block() && !pull()) return false;
+        // (With recv_direct, pull() waits for readability, which costs no system call when the
+        // backend knows the socket is drained, as after the short receive that ended a message.)
+        if (read_would_block() && !pull()) return false;
         for (;;) {
             clear_error_queue();
             std::size_t n = 0;
@@ -511,7 +526,9 @@ int engine_bio_read(BIO* b, char* out, std::size_t n, std::size_t* got) {
             e->loop != nullptr && !e->loop->is_closed()) {
             // Straight from the socket into OpenSSL's buffer (no copy out of rxbuf).
             const std::int64_t r = e->inner->try_recv(*e->loop, out, n);
+            e->rx_ready = r > 0 && static_cast<std::size_t>(r) == n;  // (short: drained)
             if (r > 0) {
+                e->small_rx = static_cast<std::size_t>(r) < kSmallRx;
                 *got = static_cast<std::size_t>(r);
                 return 1;
             }

@@ -57,6 +57,12 @@ public:
     }
     /// Whether try_recv() is supported (and start() takes an IoKind::readable op).
     virtual bool has_try_recv() const noexcept { return false; }
+    /// Whether a receive started with start() waits inside the kernel and costs no system call
+    /// of its own (the loop's backend is io_uring), where try_recv() after readiness costs one.
+    virtual bool waits_in_kernel(EventLoop& loop) const noexcept {
+        (void)loop;
+        return false;
+    }
     /// Whether a send is cheaper submitted than tried (the loop's backend defers submissions,
     /// Backend::defers_submissions()): write() then skips try_send() and buffers, and the
     /// flusher's sends go to the kernel with the loop's next poll, no system call of their own.
@@ -114,6 +120,7 @@ public:
     std::int64_t try_send(EventLoop& loop, const char* p, std::size_t n) override;
     std::int64_t try_recv(EventLoop& loop, char* p, std::size_t n) override;
     bool has_try_recv() const noexcept override { return stream_; }
+    bool waits_in_kernel(EventLoop& loop) const noexcept override;
     bool defers_sends(EventLoop& loop) const noexcept override;
     bool gathers_sends() const noexcept override { return stream_; }
     bool can_write_eof() const noexcept override { return true; }
