@@ -19,7 +19,7 @@ set -u
 LOAD=$1; shift; REPS=${REPS:-3}; DUR=${DUR:-2}
 srv_tls=(); load_tls=()
 if [[ -n ${TLS_DIR:-} ]]; then
-  srv_tls=(--cert "$TLS_DIR/server.pem" --key "$TLS_DIR/server.key"); load_tls=(--tls --ca "$TLS_DIR/ca.pem")
+  srv_tls=(--cert "$TLS_DIR/server.pem" --key "$TLS_DIR/server.key"); load_tls=(--tls --ca "$TLS_DIR/ca.pem" --ciphersuites "${CIPHERSUITES:-TLS_AES_256_GCM_SHA384}")
 fi
 out=$(mktemp "${TMPDIR:-/tmp}/ab_echo.XXXXXX")  # (its own file: two runs at once must not mix ports)
 trap 'rm -f "$out"' EXIT

@@ -3,6 +3,7 @@
 //   echo_load --port P [--host 127.0.0.1] [--conns C] [--size S]
 //             [--duration SECONDS | --messages N] [--warmup SECONDS] [--server-pid PID]
 //             [--connect-batch B] [--timeout SECONDS] [--tls --ca CAFILE] [--handshakes]
+//             [--ciphersuites LIST]
 //
 // Opens C TCP connections to HOST:PORT. Each connection has one message outstanding at a time: it
 // sends S bytes, waits for all S bytes to come back, checks every byte, records the round trip, and
@@ -31,6 +32,9 @@
 //
 // --tls: every connection speaks TLS 1.3 (OpenSSL on the socket fd; the server's certificate is
 // verified against CAFILE and must name the IP address 127.0.0.1). The same phases and checks apply.
+// --ciphersuites LIST: the TLS 1.3 suites offered (OpenSSL's syntax; default: OpenSSL's, which
+// lists TLS_AES_256_GCM_SHA384 first). Offer one so that every server does the same work: an
+// OpenSSL server takes the client's first choice, Go's crypto/tls its own (AES-128-GCM first).
 // --handshakes (needs --tls): the handshake benchmark. Each of the C connections loops: connect, full
 // handshake (no session resumption), one echo of S bytes, close_notify, wait for the server's EOF,
 // close; then the next connection. No ramp-up: all C start at once. "msgs" then counts the cycles
@@ -78,7 +82,7 @@ u64 now_ns() {
                  "usage: echo_load --port P [--host 127.0.0.1] [--conns C] [--size S]\n"
                  "                 [--duration SECONDS | --messages N] [--warmup SECONDS]\n"
                  "                 [--server-pid PID] [--connect-batch B] [--timeout SECONDS]\n"
-                 "                 [--tls --ca CAFILE] [--handshakes]\n",
+                 "                 [--tls --ca CAFILE] [--handshakes] [--ciphersuites LIST]\n",
                  msg);
     std::exit(2);
 }
@@ -170,6 +174,7 @@ struct Options {
     bool tls = false;
     bool handshakes = false;
     std::string ca;
+    std::string ciphersuites;
 };
 
 double parse_double(const char* s, const char* name) {
@@ -556,6 +561,10 @@ int Load::run() {
         if (ctx_ == nullptr) die("SSL_CTX_new");
         SSL_CTX_set_min_proto_version(ctx_, TLS1_3_VERSION);
         SSL_CTX_set_max_proto_version(ctx_, TLS1_3_VERSION);
+        if (!o_.ciphersuites.empty() && SSL_CTX_set_ciphersuites(ctx_, o_.ciphersuites.c_str()) != 1) {
+            std::fprintf(stderr, "echo_load: bad --ciphersuites '%s'\n", o_.ciphersuites.c_str());
+            std::exit(2);
+        }
         // No session cache: every handshake is a full one.
         SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
         SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
@@ -729,6 +738,7 @@ int main(int argc, char** argv) {
         else if (a == "--tls") o.tls = true;
         else if (a == "--ca") o.ca = val();
         else if (a == "--handshakes") o.handshakes = true;
+        else if (a == "--ciphersuites") o.ciphersuites = val();
         else if (a == "-h" || a == "--help") usage("help");
         else usage(("unknown argument " + a).c_str());
     }
@@ -736,6 +746,7 @@ int main(int argc, char** argv) {
     if (have_duration && o.messages > 0) usage("give --duration or --messages, not both");
     if (o.tls && o.ca.empty()) usage("--tls needs --ca CAFILE");
     if (o.handshakes && !o.tls) usage("--handshakes needs --tls");
+    if (!o.ciphersuites.empty() && !o.tls) usage("--ciphersuites needs --tls");
     if (o.handshakes && o.messages > 0) usage("--handshakes measures a --duration window");
     if (o.conns > 1'000'000) usage("--conns is too large");
     if (o.size > (64L << 20)) usage("--size is too large (64 MiB at most)");

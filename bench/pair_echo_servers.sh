@@ -12,7 +12,8 @@
 # Environment: REPS (default 3), DUR seconds (default 4), WL=CONNSxSIZE (default 100x64),
 #   TLS_DIR=DIR: over TLS (DIR/server.pem, DIR/server.key, DIR/ca.pem as run_tls_bench.sh makes
 #   them; the servers get --cert/--key, echo_load --tls --ca); with HANDSHAKES=1 too, full TLS
-#   handshakes (echo_load --handshakes: connect, handshake, one echo, close) instead of messages.
+#   handshakes (echo_load --handshakes: connect, handshake, one echo, close) instead of messages;
+#   CIPHERSUITES: the one suite offered (default TLS_AES_256_GCM_SHA384, as run_tls_bench.sh).
 #   Exit status 1 if a run failed
 #   (a server gone, a connection or byte error): no ratio is printed for it.
 set -u
@@ -25,7 +26,7 @@ REPS=${REPS:-3} DUR=${DUR:-4} WL=${WL:-100x64}
 conns=${WL%x*} size=${WL#*x}
 srv_tls=() load_tls=()
 if [[ -n ${TLS_DIR:-} ]]; then
-  srv_tls=(--cert "$TLS_DIR/server.pem" --key "$TLS_DIR/server.key") load_tls=(--tls --ca "$TLS_DIR/ca.pem")
+  srv_tls=(--cert "$TLS_DIR/server.pem" --key "$TLS_DIR/server.key") load_tls=(--tls --ca "$TLS_DIR/ca.pem" --ciphersuites "${CIPHERSUITES:-TLS_AES_256_GCM_SHA384}")
   [[ ${HANDSHAKES:-0} == 1 ]] && load_tls+=(--handshakes)
 fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pair_echo.XXXXXX")

@@ -19,6 +19,8 @@
 #   LOAD_CPU=c     core the load generator is pinned to (default 1; empty = no pinning)
 #   SERVERS="..."  servers to run (default: openssl-epoll cpp python-asyncio python-uvloop go asio)
 #   WORKLOADS="..." cases (default: 100x64 100x16384 hs50x64)
+#   CIPHERSUITES=.. the one TLS 1.3 suite the load generator offers (default TLS_AES_256_GCM_SHA384:
+#                  all servers then do the same work; see echo_load --ciphersuites)
 #   KTLS=1         also run the reference with SSL_OP_ENABLE_KTLS (server openssl-epoll-ktls), if
 #                  the kernel offers the tls ULP (/proc/sys/net/ipv4/tcp_available_ulp)
 #
@@ -53,6 +55,9 @@ peer_bin_dir=$build_dir/bench/tls_peers  # the Go and Asio peers, built here by 
 
 is_num() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
 duration=${DURATION:-5}
+# One suite offered, so that every server does the same work (Go's crypto/tls would otherwise pick
+# AES-128-GCM where the OpenSSL servers take the client's first choice, AES-256-GCM).
+ciphersuites=${CIPHERSUITES:-TLS_AES_256_GCM_SHA384}
 warmup=${WARMUP:-1}
 repeat=${REPEAT:-3}
 if ! is_num "$duration" || ! awk -v d="$duration" 'BEGIN { exit !(d > 0) }'; then
@@ -295,7 +300,7 @@ run_once() {
   start_server "$name" || return 1
   "${pin_load[@]}" "$load_bin" --host 127.0.0.1 --port "$srv_port" --conns "$conns" \
     --size "$size" --duration "$duration" --warmup "$warmup" --server-pid "$srv_pid" \
-    --timeout 60 --tls --ca "$ca" "${extra[@]}" >"$tmp_dir/load.out" 2>"$tmp_dir/load.err" </dev/null &
+    --timeout 60 --tls --ca "$ca" --ciphersuites "$ciphersuites" "${extra[@]}" >"$tmp_dir/load.out" 2>"$tmp_dir/load.err" </dev/null &
   load_pid=$!
   wait "$load_pid"
   rc=$?
