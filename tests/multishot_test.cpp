@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <any>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +28,7 @@
 #include "asyncio/sock_ops.hpp"
 #include "asyncio/streams.hpp"
 #include "asyncio/task.hpp"
+#include "asyncio/timeout.hpp"
 #include "stream_test_support.hpp"
 #include "test_support.hpp"
 
@@ -382,6 +384,28 @@ TEST_F(Multishot, ACancelledReadLosesNothingTheKernelDeliveredAfterIt) {
         co_await asyncio::sleep(20ms);  // the loop waits in the kernel: the multishot delivers
         if (on_uring()) CO_ASSERT(counters().stashed_bytes == 16);
         CO_ASSERT(co_await r.read(100) == "after the cancel");
+        CO_ASSERT(counters().stashed_bytes == 0);
+    }());
+}
+
+// wait_readable (an op of kind readable) on a socket whose stream read with a multishot: the
+// bytes the multishot kept are no longer in the socket, so a poll on it would never fire. The
+// wait is ready at once while the backend keeps bytes for the fd, and they are still read in
+// order. (Found making TLS receive after readiness: start_tls on such a socket hung.)
+TEST_F(Multishot, RegressionWaitReadableSeesWhatAStreamsMultishotKept) {
+    asyncio::run([]() -> Coroutine<> {
+        auto pairs = stream_socketpair();
+        StreamReader r = pairs.second.first;
+        const int fd = std::any_cast<int>(pairs.second.second.get_extra_info("socket"));
+        pairs.first.second.write("first");
+        CO_ASSERT(co_await r.read(100) == "first");  // the multishot is armed now (io_uring)
+        pairs.first.second.write("kept");
+        co_await asyncio::sleep(20ms);  // the loop waits in the kernel: the multishot delivers
+        if (on_uring()) CO_ASSERT(counters().stashed_bytes == 4);
+        co_await asyncio::wait_for(asyncio::wait_readable(fd), 5s);  // TimeoutError before the fix
+        CO_ASSERT(co_await r.read(100) == "kept");
+        pairs.first.second.write("after");
+        CO_ASSERT(co_await r.read(100) == "after");
         CO_ASSERT(counters().stashed_bytes == 0);
     }());
 }

@@ -164,6 +164,33 @@ TEST_F(Tls, EchoesSmallAndLargeMessagesWithFlowControl) {
     }());
 }
 
+// Both ways of receiving ciphertext in turn (src/tls_transport.cpp): on a socket OpenSSL's read
+// BIO receives straight into OpenSSL's buffer after readiness, and on io_uring a small receive is
+// followed by a ring receive into the engine's own buffer. Messages of sizes that switch between
+// them at every step (tiny, a few records, partial records) come back whole and in order.
+TEST_F(Tls, MessagesOfMixedSizesKeepTheirOrderAcrossBothWaysOfReceiving) {
+    asyncio::run([]() -> Coroutine<> {
+        ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+        Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+        ssl::Context cctx = client_context();
+        auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+        const std::size_t sizes[] = {1, 70'000, 10, 16'384, 2'047, 2'048, 100, 40'000, 5, 16'385};
+        for (std::uint32_t i = 0; i < 60; ++i) {
+            const std::string message = pattern(sizes[i % std::size(sizes)], i);
+            w.write(message);
+            if (i % 3 == 0) w.write(pattern(3, i + 1000));  // a second record behind it
+            co_await w.drain();
+            std::string got = co_await r.readexactly(message.size());
+            CO_ASSERT(stream_test::first_difference(got, message) == -1);
+            if (i % 3 == 0) CO_ASSERT(co_await r.readexactly(3) == pattern(3, i + 1000));
+        }
+        w.close();
+        co_await w.wait_closed();
+        server.close();
+        co_await server.wait_closed();
+    }());
+}
+
 TEST_F(Tls, ManyRecordsInOneSegmentAreAllDecryptedWithoutWaitingForMore) {
     // The client writes 200 small records without draining: they reach the server's socket
     // together, and read-ahead takes them into OpenSSL in one go. A read that went straight to
