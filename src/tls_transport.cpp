@@ -72,7 +72,7 @@ struct TlsTransport::Engine {
     bool inner_closed = false;
     bool handshake_done = false;
     bool peer_eof = false;
-    bool read_failed = false;
+    bool read_failed = false;  // an SSL_read failed (SSL error): later reads ask OpenSSL again
     bool send_direct = false;  // the write BIO may send at once (engine_bio_write)
     // The read BIO receives straight into OpenSSL's buffer (Transport::try_recv), as a socket
     // BIO does, and rx only waits for readability; else rx receives into rxbuf (any transport).
