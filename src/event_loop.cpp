@@ -68,6 +68,7 @@ EventLoop::EventLoop(std::unique_ptr<Clock> clock)
     // only step that can throw (the file cannot be opened), before anything must be undone.
     const char* trace = std::getenv("ASYNCIO_TRACE");
     if (trace != nullptr && *trace != '\0' && !detail::t_ignore_trace_env) tracer_ = new detail::Tracer(*this, trace);
+    set_instrumented();
     // Python's PYTHONASYNCIODEBUG: any non-empty value turns debug mode on.
     const char* env = std::getenv("ASYNCIO_DEBUG");
     if (env != nullptr && *env != '\0') set_debug(true);
@@ -83,7 +84,14 @@ void EventLoop::set_trace_file(const std::string& path) {
     if (running_) throw RuntimeError("Cannot change the trace of a running event loop");
     delete tracer_;  // completes its file
     tracer_ = nullptr;
-    if (!path.empty()) tracer_ = new detail::Tracer(*this, path);
+    set_instrumented();
+    if (!path.empty()) {
+        tracer_ = new detail::Tracer(*this, path);
+        set_instrumented();
+        // Its pending tasks are traced from here on (their suspensions too: kTraced).
+        for (detail::PromiseBase* p = tasks_; p != nullptr; p = p->next_)
+            if (p->has(detail::kTaskMode)) p->flags_ |= detail::kTraced;
+    }
 }
 
 std::string EventLoop::trace_file() const { return tracer_ != nullptr ? tracer_->path() : std::string(); }
@@ -101,6 +109,7 @@ bool EventLoop::cancel_timer_traced(detail::TimerId id) noexcept {
 void EventLoop::set_debug(bool enabled) noexcept {
     if (enabled != debug_) detail::g_debug_loops.fetch_add(enabled ? 1 : -1, std::memory_order_relaxed);
     debug_ = enabled;
+    set_instrumented();
     if (enabled && !site_.recorded() && !closed_) site_ = detail::CreationSite(true);
 }
 
@@ -220,8 +229,17 @@ void EventLoop::run_forever() {
             detail::t_task.tracer = nullptr;
         }
     } reset{this};
+    // One test per iteration (attention_) for both stop() and a change of debug mode or trace:
+    // the iteration itself does not test for the instrumented way of running callbacks.
     for (;;) {
-        run_once();
+        attention_ = stopping_;  // stop() before run_forever(): one iteration, as Python's
+        if (!instrumented_) [[likely]] {
+            do run_once<false>();
+            while (!attention_);
+        } else {
+            do run_once<true>();
+            while (!attention_);
+        }
         if (stopping_) break;
     }
 }
@@ -278,6 +296,7 @@ void EventLoop::poll_backend(std::int64_t timeout_ns) {
         chaos_->shuffle_ready_tail(ready_, ready_.size() - before);
 }
 
+template <bool Instrumented>
 void EventLoop::run_once() {
     // 1. Poll I/O: without blocking when callbacks are ready, else until the next timer. With no
     // I/O registered, a poll that would not block is skipped (the thread-safe queue is looked at
@@ -316,7 +335,7 @@ void EventLoop::run_once() {
         detail::TimerId id;
         if (chaos_ != nullptr) [[unlikely]] {
             detail::chaos_pop_due_timers(*chaos_, timers_, ready_, now, &run_slot);
-        } else if (tracer_ == nullptr) [[likely]] {
+        } else if (!Instrumented || tracer_ == nullptr) [[likely]] {  // (no trace is set while running)
             while (timers_.pop_due(now, id)) ready_.push(&run_slot, detail::pack_timer_id(id));
         } else {
             while (timers_.pop_due(now, id)) {
@@ -327,23 +346,30 @@ void EventLoop::run_once() {
     }
 
     // 3. Run what is ready now; what these schedule waits for the next iteration.
-    if (!debug_) [[likely]] {
+    if constexpr (!Instrumented) {
         for (std::size_t n = ready_.size(); n > 0; --n) {
             const detail::ReadyEntry e = ready_.pop();
             e.fn(e.ctx);
         }
     } else {
-        run_ready_timed();
+        run_ready_instrumented();
     }
     ++stats_.iterations;
 }
 
-void EventLoop::run_ready_timed() {
+void EventLoop::run_ready_instrumented() {
+    // A trace: the tasks' steps are recorded here (step_task itself does not look for a trace).
     // Debug mode: Python's slow_callback_duration check, on the loop's clock (a virtual clock
     // that a callback moves on counts as time spent).
+    const bool traced = tracer_ != nullptr;
+    const bool timed = debug_;
     const double slow = std::chrono::duration<double>(slow_callback_duration_).count();
     for (std::size_t n = ready_.size(); n > 0; --n) {
         const detail::ReadyEntry e = ready_.pop();
+        if (!timed) {
+            detail::trace_ready_entry(e.fn, e.ctx);
+            continue;
+        }
         void* token = detail::g_step_begin != nullptr ? detail::g_step_begin(e.fn, e.ctx) : nullptr;
         const TimePoint t0 = time();
         struct End {  // also when the callback throws (an exception out of run_forever)
@@ -356,7 +382,10 @@ void EventLoop::run_ready_timed() {
                 if (detail::g_step_end != nullptr) detail::g_step_end(loop, token, dt, dt >= slow);
             }
         } end{*this, token, t0, slow};
-        e.fn(e.ctx);
+        if (traced)
+            detail::trace_ready_entry(e.fn, e.ctx);
+        else
+            e.fn(e.ctx);
     }
 }
 
@@ -408,6 +437,7 @@ void EventLoop::close() {
     // The trace is complete: the last events are written and the file closed.
     delete tracer_;
     tracer_ = nullptr;
+    set_instrumented();
 }
 
 // ---- the executor part (detail::LoopExecutor, src/thread_pool.cpp) ----

@@ -41,8 +41,9 @@ namespace {
 constexpr int kMaxChain = 100000;  // a bound on a walk, against a corrupted chain
 
 FrameSite site_of(const PromiseBase* p) noexcept {
-    return FrameSite{p->function_ != nullptr ? p->function_ : "?", p->file_ != nullptr ? p->file_ : "?",
-                     p->line_};
+    const char* function = p->origin_function();
+    const char* file = p->origin_file();
+    return FrameSite{function != nullptr ? function : "?", file != nullptr ? file : "?", p->line_};
 }
 
 // The task's own frame where its chain is not known (it runs, it is suspended in an awaiter of
@@ -62,10 +63,11 @@ bool ends_with(std::string_view s, std::string_view suffix) noexcept {
 // The coroutines the library wraps around an awaitable (create_task(f, args...), combinators): not
 // the user's, so not shown.
 bool is_wrapper(const PromiseBase* p) noexcept {
-    if (p->function_ == nullptr || p->file_ == nullptr || !ends_with(p->file_, "asyncio/task.hpp"))
-        return false;
-    return std::strcmp(p->function_, "invoke_in_frame") == 0 ||
-           std::strcmp(p->function_, "await_in_frame") == 0;
+    const char* file = p->origin_file();
+    if (file == nullptr || !ends_with(file, "asyncio/task.hpp")) return false;
+    const char* function = p->origin_function();
+    return function != nullptr &&
+           (std::strcmp(function, "invoke_in_frame") == 0 || std::strcmp(function, "await_in_frame") == 0);
 }
 
 // Appends the chain of t, innermost first, from the frame `innermost` (known: the chain can be

@@ -6,12 +6,16 @@
 #include <cstdio>
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <typeinfo>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+#if ASYNCIO_ORIGIN_SOURCE_LOCATION
+#include <list>
+#endif
 
 #include "asyncio/detail/type_name.hpp"
 #include "asyncio/detail/waiter.hpp"
@@ -34,6 +38,78 @@ TaskExtra& extra(PromiseBase* p) {
     p->flags_ |= kHasExtra;
     return t_extras[p];
 }
+
+#if ASYNCIO_ORIGIN_SOURCE_LOCATION
+bool is_ident(char c) noexcept {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+// The name __builtin_FUNCTION() gives, from the signature GCC's source_location::function_name()
+// gives: "int ns::C<T>::m(T, const char*) const [with T = int]" -> "m", "bool C::operator<(const
+// C&) const" -> "operator<", "ns::C<T>::operator int() const" -> "operator int",
+// "main()::<lambda(int)>" -> "operator()", "asyncio::Coroutine<> {anonymous}::ping(PingPong&,
+// long)" -> "ping".
+std::string name_from_signature(std::string_view sig) {
+    if (const auto w = sig.find(" [with "); w != std::string_view::npos) sig = sig.substr(0, w);
+    if (sig.ends_with(")>")) {
+        // A lambda's call operator: "...::<lambda(ARGS)>".
+        int depth = 0;
+        for (std::size_t i = sig.size(); i-- > 0;) {
+            if (sig[i] == '>') ++depth;
+            if (sig[i] == '<' && --depth == 0) {
+                if (sig.substr(i).starts_with("<lambda(")) return "operator()";
+                break;
+            }
+        }
+    }
+    // The parameter list is the last parenthesized group; what follows it are qualifiers.
+    const std::size_t close = sig.rfind(')');
+    if (close == std::string_view::npos) return std::string(sig);
+    std::size_t open = std::string_view::npos;
+    int depth = 0;
+    for (std::size_t i = close + 1; i-- > 0;) {
+        if (sig[i] == ')') ++depth;
+        if (sig[i] == '(' && --depth == 0) {
+            open = i;
+            break;
+        }
+    }
+    if (open == std::string_view::npos) return std::string(sig);
+    const std::string_view head = sig.substr(0, open);
+    // An operator: its name runs from the keyword to the parameter list.
+    for (std::size_t at = head.rfind("operator"); at != std::string_view::npos;
+         at = at == 0 ? std::string_view::npos : head.rfind("operator", at - 1)) {
+        const std::size_t end = at + 8;
+        if ((at == 0 || !is_ident(head[at - 1])) && (end == head.size() || !is_ident(head[end])))
+            return std::string(head.substr(at));
+        if (end < head.size() && head[end] == ' ') return std::string(head.substr(at));  // "operator int"
+    }
+    // Else the identifier before it (after template arguments, if any).
+    std::size_t e = head.size();
+    if (e > 0 && head[e - 1] == '>') {
+        int d = 0;
+        while (e-- > 0) {
+            if (head[e] == '>') ++d;
+            if (head[e] == '<' && --d == 0) break;
+        }
+        if (e == std::string_view::npos) return std::string(head);
+    }
+    std::size_t b = e;
+    while (b > 0 && is_ident(head[b - 1])) --b;
+    return std::string(head.substr(b, e - b));
+}
+
+// The names, one per coroutine (its source_location record), for the life of the program.
+struct OriginNames {
+    std::mutex mutex;
+    std::unordered_map<const char*, const char*> by_signature;
+    std::list<std::string> storage;
+};
+OriginNames& origin_names() {
+    static OriginNames* names = new OriginNames;  // never destroyed: read by reports at exit
+    return *names;
+}
+#endif
 
 void report(EventLoop* loop, ExceptionContext ctx) noexcept {
     if (loop == nullptr) loop = t_running_loop != nullptr ? t_running_loop : t_thread_loop;
@@ -106,6 +182,24 @@ void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
 
 }  // namespace
 
+const char* PromiseBase::origin_function() const noexcept {
+#if ASYNCIO_ORIGIN_SOURCE_LOCATION
+    const char* sig = origin_.function_name();
+    if (*sig == '\0') return nullptr;
+    try {
+        OriginNames& n = origin_names();
+        std::lock_guard lock(n.mutex);
+        const char*& name = n.by_signature[sig];
+        if (name == nullptr) name = n.storage.emplace_back(name_from_signature(sig)).c_str();
+        return name;
+    } catch (...) {
+        return sig;  // no memory for the short name: the signature says it too
+    }
+#else
+    return function_;
+#endif
+}
+
 namespace {
 // Marks p done and runs its waiters (awaiting tasks are scheduled, callbacks queued), oldest first.
 void complete(PromiseBase* p) noexcept {
@@ -135,11 +229,12 @@ void throw_bad_coroutine_await(bool empty) {
 void report_never_awaited(const PromiseBase* p) noexcept {
     try {
         std::string msg = "coroutine '";
-        msg += p->function_ != nullptr ? p->function_ : "?";
+        const char* function = p->origin_function();
+        msg += function != nullptr ? function : "?";
         msg += "' was never awaited";
-        if (p->file_ != nullptr) {
+        if (const char* file = p->origin_file()) {
             msg += " (defined at ";
-            msg += p->file_;
+            msg += file;
             msg += ':';
             msg += std::to_string(p->line_);
             msg += ')';
@@ -152,16 +247,17 @@ void report_never_awaited(const PromiseBase* p) noexcept {
 }
 
 void task_finished(PromiseBase* p) noexcept {
-    if (p->has(kHasException)) {
-        try {
-            std::rethrow_exception(p->exception_);
-        } catch (const CancelledError&) {
-            p->flags_ |= kCancelled;
-        } catch (...) {
+    if (p->has(kHasException | kTraced)) [[unlikely]] {  // one test for both
+        if (p->has(kHasException)) {
+            try {
+                std::rethrow_exception(p->exception_);
+            } catch (const CancelledError&) {
+                p->flags_ |= kCancelled;
+            } catch (...) {
+            }
         }
+        if (p->has(kTraced) && p->loop_ != nullptr && p->loop_->tracer() != nullptr) trace_task_done(p);
     }
-    if (p->loop_ != nullptr && p->loop_->tracer() != nullptr) [[unlikely]]
-        trace_task_done(p);
     complete(p);
     task_release(p);  // the loop's reference
 }
@@ -330,6 +426,11 @@ bool task_cancel(PromiseBase* p, std::string msg) {
     return true;
 }
 
+
+void suspend_task_slow(PromiseBase* t, CancelHook* hook, const char* what) noexcept {
+    if (t->has(kTraced)) trace_suspend(t, what);
+    if (t->has(kMustCancel) && hook != nullptr) cancel_after_step(t);
+}
 
 void cancel_after_step(PromiseBase* t) noexcept {
     // One task steps at a time, and it is recorded once however often it suspends in the step.

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "asyncio/detail/promise.hpp"
+#include "asyncio/detail/task_core.hpp"
 #include "asyncio/detail/type_name.hpp"
 #include "asyncio/event_loop.hpp"
 #include "backend/backend.hpp"
@@ -298,7 +299,7 @@ void Tracer::task_created(PromiseBase* p) noexcept {
         TaskRec& rec = tasks_[p];
         rec = TaskRec{};
         rec.tid = next_tid_++;
-        rec.coro = p->function_;
+        rec.coro = p->origin_function();
         std::string name = rec.coro != nullptr ? rec.coro : "task";
         name += " #" + std::to_string(rec.tid);
         name_track(rec.tid, name, rec.tid);
@@ -597,6 +598,19 @@ void Tracer::io_complete(void* p) {
 // ---- the hooks ----
 
 void trace_step(PromiseBase* t) { t_task.tracer->step(t); }
+
+void trace_ready_entry(void (*fn)(void*), void* ctx) {
+    if (fn == &step_task || fn == &start_task) [[likely]] {
+        auto* t = static_cast<PromiseBase*>(ctx);
+        if (fn == &start_task && t->has(kMustCancel)) {
+            cancel_unstarted(t);  // as start_task: it never runs
+            return;
+        }
+        step_task_now(t);
+        return;
+    }
+    fn(ctx);
+}
 
 void trace_task_created(EventLoop& loop, PromiseBase* p) noexcept { loop.tracer()->task_created(p); }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "asyncio/asyncio.hpp"
@@ -284,6 +285,86 @@ TEST(CallGraph, PrintStackWritesPythonsFormatWithTheSourceLine) {
             << out;
         e.set();
         co_await t;
+    }());
+}
+
+// The frame's name is what __builtin_FUNCTION() gives inside the coroutine, whatever its shape. (With
+// GCC the library keeps one std::source_location per frame and works the name out of the full
+// signature it holds: "int ns::C<T>::m(T) const [with T = int]" is "m", a lambda is "operator()".)
+namespace shapes {
+template <class T>
+struct Box {
+    Coroutine<> method(asyncio::Event& e, const char*& name, T) const {
+        name = __builtin_FUNCTION();
+        co_await e.wait();
+    }
+    static Coroutine<std::pair<int, T>> made(asyncio::Event& e, const char*& name) {
+        name = __builtin_FUNCTION();
+        co_await e.wait();
+        co_return std::pair<int, T>{1, T{}};
+    }
+    Coroutine<> operator()(asyncio::Event& e, const char*& name) {
+        name = __builtin_FUNCTION();
+        co_await e.wait();
+    }
+    Coroutine<bool> operator<(asyncio::Event& e) {
+        last = __builtin_FUNCTION();
+        co_await e.wait();
+        co_return true;
+    }
+    const char* last = nullptr;
+};
+template <class F>
+Coroutine<> templated(asyncio::Event& e, const char*& name, F (*)(F)) {
+    name = __builtin_FUNCTION();
+    co_await e.wait();
+}
+int twice(int x) { return 2 * x; }
+}  // namespace shapes
+
+TEST(CallGraph, AFramesNameIsTheCoroutinesNameWhateverItsShape) {
+    asyncio::run([]() -> Coroutine<> {
+        asyncio::Event e;
+        std::vector<const char*> expected(7, nullptr);
+        shapes::Box<std::vector<int>> box;
+        int captured = 3;
+        std::vector<asyncio::Task<>> tasks;
+        tasks.push_back(asyncio::create_task(box.method(e, expected[0], {})));
+        tasks.push_back(asyncio::create_task([](asyncio::Event& ev, const char*& n) -> Coroutine<> {
+            co_await shapes::Box<std::vector<int>>::made(ev, n);
+        }(e, expected[1])));
+        tasks.push_back(asyncio::create_task(box(e, expected[2])));
+        tasks.push_back(asyncio::create_task(shapes::templated(e, expected[3], &shapes::twice)));
+        // A capturing lambda's coroutine refers to the lambda object: it must outlive the task.
+        auto bump = [&captured](asyncio::Event& ev, const char*& n) -> Coroutine<> {
+            n = __builtin_FUNCTION();
+            co_await ev.wait();
+            ++captured;
+        };
+        tasks.push_back(asyncio::create_task(bump(e, expected[4])));
+        tasks.push_back(asyncio::create_task([](auto& ev, const char*& n) -> Coroutine<> {
+            n = __builtin_FUNCTION();
+            co_await ev.wait();
+        }(e, expected[5])));
+        tasks.push_back(asyncio::create_task([](shapes::Box<std::vector<int>>& b, asyncio::Event& ev) -> Coroutine<> {
+            co_await (b < ev);
+        }(box, e)));
+        co_await asyncio::sleep(0s);
+        expected[6] = box.last;
+        for (std::size_t i = 0; i < tasks.size(); ++i) {
+            SCOPED_TRACE(i);
+            auto st = tasks[i].get_stack(1);
+            CO_ASSERT_EQ(st.size(), 1u);
+            CO_ASSERT_NE(expected[i], nullptr);
+            EXPECT_STREQ(st[0].function, expected[i]);
+            EXPECT_STREQ(st[0].file, __FILE__);
+        }
+        EXPECT_STREQ(expected[0], "method");
+        EXPECT_STREQ(expected[1], "made");
+        EXPECT_STREQ(expected[6], "operator<");
+        e.set();
+        for (auto& t : tasks) co_await t;
+        EXPECT_EQ(captured, 4);
     }());
 }
 

@@ -529,4 +529,31 @@ TEST_F(Trace, SetTraceFileRules) {
     EXPECT_THROW(loop.set_trace_file(a), asyncio::RuntimeError);
 }
 
+// A task pending when a trace starts (set_trace_file between runs) has its later suspensions
+// recorded, as one made under the trace: the loop marks its pending tasks traced (kTraced, which
+// a suspension tests together with a pending cancellation).
+TEST_F(Trace, ATaskPendingWhenTheTraceStartsHasItsSuspensionsRecorded) {
+    TempDir dir;
+    const std::string path = dir.file("late.json");
+    asyncio::EventLoop loop(asyncio_test::virtual_time());
+    asyncio::Event go;
+    auto waiter = [](asyncio::Event& e) -> Coroutine<int> {
+        co_await e.wait();
+        co_await asyncio::sleep(10ms);
+        co_return 5;
+    };
+    asyncio::Task<int> t = loop.create_task(waiter(go));
+    loop.run_until_complete([]() -> Coroutine<> { co_await asyncio::sleep(0s); }());  // t waits for go
+    loop.set_trace_file(path);
+    go.set();
+    EXPECT_EQ(loop.run_until_complete(t), 5);
+    loop.set_trace_file("");
+    const std::vector<Json> ev = load_events(path);
+    bool slept = false;
+    for (long s = find(ev, "i", "suspend"); s >= 0; s = find(ev, "i", "suspend", -1, s))
+        slept = slept || ev[s]["args"]["await"].str() == "sleep()";
+    EXPECT_TRUE(slept) << read_file(path);
+    loop.close();
+}
+
 }  // namespace

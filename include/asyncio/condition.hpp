@@ -100,7 +100,7 @@ public:
             Lock& l = *self->cond_.lock_;
             if (!l.locked_) {
                 l.locked_ = true;
-                detail::step_task(self->task());  // it is the task's turn: run it (self may go)
+                detail::step_task_now(self->task());  // it is the task's turn: run it (self may go)
             } else {
                 self->CancelHook::fn = &on_cancel_reacquiring;
                 self->wait_again();

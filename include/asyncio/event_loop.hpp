@@ -179,7 +179,10 @@ public:
     /// Runs until stop() is called.
     void run_forever();
     /// Makes run_forever() return after the current iteration.
-    void stop() noexcept { stopping_ = true; }
+    void stop() noexcept {
+        stopping_ = true;
+        attention_ = true;
+    }
     /// True while run_forever() runs (on whichever thread; readable from any thread).
     bool is_running() const noexcept { return running_.load(std::memory_order_relaxed); }
     bool is_closed() const noexcept { return closed_; }
@@ -381,13 +384,18 @@ private:
     friend class Handle;
     friend struct detail::LoopSignals;
     void add_signal_handler_cb(int sig, detail::Callback cb);
+    template <bool Instrumented>
     void run_once();
     void poll_backend(std::int64_t timeout_ns);
     void drain_threadsafe();
     void check_runnable() const;
     static void run_slot(void* packed);
     void orphan_tasks() noexcept;
-    void run_ready_timed();  // run_once's ready callbacks in debug mode
+    void run_ready_instrumented();  // run_once's ready callbacks in debug mode or with a trace
+    void set_instrumented() noexcept {
+        instrumented_ = debug_ || tracer_ != nullptr;
+        attention_ = true;  // a running loop changes its way of running callbacks
+    }
     void shutdown_default_executor_for(std::optional<Duration> timeout) noexcept;
     TimerHandle schedule_timer(TimePoint when, detail::Callback&& cb);
     [[gnu::cold]] bool cancel_timer_traced(detail::TimerId id) noexcept;
@@ -406,6 +414,8 @@ private:
     bool stopping_ = false;
     bool closed_ = false;
     bool debug_ = false;
+    bool instrumented_ = false;  // debug_ or a trace: run_forever picks run_once<true>
+    bool attention_ = false;     // stop() or instrumented_ changed: run_forever looks at both again
     Duration slow_callback_duration_ = std::chrono::milliseconds(100);
     detail::CreationSite site_{false};  // debug mode: where it was made ("unclosed event loop")
     detail::Tracer* tracer_ = nullptr;  // owned; made by set_trace_file, deleted by close()

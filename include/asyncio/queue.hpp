@@ -407,12 +407,12 @@ private:
         if (q != nullptr) [[likely]] {
             q->list<K>().remove(w);
             if (q->may_proceed<K>() || t->has(kMustCancel)) [[likely]] {
-                step_task(t);  // may free the frame that holds w
+                step_task_now(t);  // may free the frame that holds w
                 return;
             }
             q->list<K>().push_back(w);
         } else if (K == WaitKind::kJoin || t->has(kMustCancel)) {
-            step_task(t);
+            step_task_now(t);
             return;
         }
         // Wait again (detached if the queue is gone: until the task is cancelled).

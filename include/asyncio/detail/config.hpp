@@ -6,7 +6,12 @@
 //                               use-after-free of a frame is still caught
 //   ASYNCIO_SYMMETRIC_TRANSFER  1: a Coroutine is started by symmetric transfer (Clang); 0: from
 //                               its awaiter's await_suspend (GCC, see below)
+//   ASYNCIO_ORIGIN_SOURCE_LOCATION  1: a coroutine's origin (name, file, line) is kept as one
+//                               std::source_location (GCC); 0: as two pointers (Clang 14 has no
+//                               std::source_location; see PromiseBase in detail/promise.hpp)
 #pragma once
+
+#include <version>
 
 // The library's thread-locals are constant-initialized (constinit: no TLS wrapper call on access)
 // and use the initial-exec model (no __tls_get_addr call from position-independent code). They are
@@ -36,4 +41,13 @@
 #define ASYNCIO_SYMMETRIC_TRANSFER 1
 #else
 #define ASYNCIO_SYMMETRIC_TRANSFER 0
+#endif
+
+// A frame's origin in one pointer where the compiler makes std::source_location (GCC; its
+// function_name() is the full signature, from which src/graph.cpp takes the name the way
+// __builtin_FUNCTION() gives it, a format only checked against GCC's).
+#if defined(__cpp_lib_source_location) && !defined(__clang__)
+#define ASYNCIO_ORIGIN_SOURCE_LOCATION 1
+#else
+#define ASYNCIO_ORIGIN_SOURCE_LOCATION 0
 #endif

@@ -17,6 +17,9 @@
 #include <memory>
 #include <new>
 #include <string>
+#if __has_include(<source_location>)
+#include <source_location>
+#endif
 #include <type_traits>
 #include <utility>
 
@@ -66,6 +69,10 @@ enum PromiseFlags : std::uint16_t {
     kCancelDelivered = 1u << 13,  // a cancel hook woke the task to raise: its message is decided
     kCreationRecorded = 1u << 14,  // debug mode: where it was made is in creation_trace.cpp's table
     kForeignChain = 1u << 15,  // a coroutine type not of this library ran in the task: no call graph
+    // Task mode: made (or pending) while its loop traces, so its suspensions are told to the
+    // tracer (suspend_task tests it with kMustCancel in one go). The bit of kStarted, which only
+    // a coroutine-mode frame uses: a frame that became a task was never awaited as a Coroutine.
+    kTraced = kStarted,
 };
 
 // ASYNCIO_SYMMETRIC_TRANSFER (detail/config.hpp): how a Coroutine is started.
@@ -92,9 +99,16 @@ struct PromiseBase : FrameAllocated {
     PromiseBase* next_ = nullptr;
     EventLoop* loop_ = nullptr;  // task mode: the loop it belongs to (null once that loop is gone)
     // The coroutine's name and where it is defined (its promise constructor's defaults): the
-    // "never awaited" report, call graphs and traces.
+    // "never awaited" report, call graphs and traces. Read through origin_function() and
+    // origin_file(). With GCC one pointer (a std::source_location: the compiler's static record
+    // of signature, file and line), which keeps a task's frame 8 bytes smaller; Clang 14 has no
+    // std::source_location, so there two pointers.
+#if ASYNCIO_ORIGIN_SOURCE_LOCATION
+    std::source_location origin_{};
+#else
     const char* function_ = nullptr;
     const char* file_ = nullptr;
+#endif
     std::uint32_t refs_ = 0;  // task mode: Task handles, plus one while the loop owns it
     std::uint16_t flags_ = 0;
     std::uint16_t cancelling_ = 0;
@@ -121,12 +135,31 @@ struct PromiseBase : FrameAllocated {
     bool has(std::uint16_t f) const noexcept { return (flags_ & f) != 0; }
 
     /// Records where the coroutine was made (its promise's constructor, see OriginTag).
+#if ASYNCIO_ORIGIN_SOURCE_LOCATION
+    void set_origin(std::source_location origin) noexcept {
+        origin_ = origin;
+        line_ = origin.line();
+#else
     void set_origin(const char* function, const char* file, unsigned line) noexcept {
         function_ = function;
         file_ = file;
         line_ = line;
+#endif
         if (g_debug_loops.load(std::memory_order_relaxed) != 0) [[unlikely]]
             record_creation(this);
+    }
+
+    /// The coroutine's name as __builtin_FUNCTION() gives it ("ping", "operator()"), or null for
+    /// a frame that is no coroutine (a Future's state). Cold (GCC: worked out once per coroutine
+    /// from the signature, in src/graph.cpp).
+    const char* origin_function() const noexcept;
+    /// The file the coroutine is defined in, or null.
+    const char* origin_file() const noexcept {
+#if ASYNCIO_ORIGIN_SOURCE_LOCATION
+        return *origin_.file_name() != '\0' ? origin_.file_name() : nullptr;
+#else
+        return file_;
+#endif
     }
 
     void set_exception(std::exception_ptr e) noexcept {
@@ -160,10 +193,18 @@ template <class P>
 struct OriginTag {
     explicit OriginTag() = default;
 };
+#if ASYNCIO_ORIGIN_SOURCE_LOCATION
+#define ASYNCIO_PROMISE_ORIGIN_PARAMS                                                                      \
+    ::asyncio::detail::OriginTag = ::asyncio::detail::OriginTag(),                                         \
+    std::source_location origin = std::source_location::current()
+#define ASYNCIO_PROMISE_ORIGIN_ARGS origin
+#else
 #define ASYNCIO_PROMISE_ORIGIN_PARAMS                                                             \
     ::asyncio::detail::OriginTag = ::asyncio::detail::OriginTag(),                                \
     const char *origin_function = __builtin_FUNCTION(), const char *origin_file = __builtin_FILE(), \
     unsigned origin_line = __builtin_LINE()
+#define ASYNCIO_PROMISE_ORIGIN_ARGS origin_function, origin_file, origin_line
+#endif
 
 /// A Coroutine destroyed before it was ever awaited or made a task: reported through the loop's
 /// exception handler as Python's "coroutine 'NAME' was never awaited". Defined in src/task.cpp.
@@ -267,7 +308,7 @@ struct Promise : PromiseBase {
 
     explicit Promise(ASYNCIO_PROMISE_ORIGIN_PARAMS) noexcept {
         static_assert(alignof(Promise) <= 16, "over-aligned coroutine results are not supported");
-        set_origin(origin_function, origin_file, origin_line);
+        set_origin(ASYNCIO_PROMISE_ORIGIN_ARGS);
     }
     ~Promise() {
         if (has(kHasValue)) value_ptr()->~T();
@@ -312,7 +353,7 @@ private:
 template <class T>
 struct Promise<T&> : PromiseBase {
     explicit Promise(ASYNCIO_PROMISE_ORIGIN_PARAMS) noexcept {
-        set_origin(origin_function, origin_file, origin_line);
+        set_origin(ASYNCIO_PROMISE_ORIGIN_ARGS);
     }
     Coroutine<T&> get_return_object() noexcept;
     std::suspend_always initial_suspend() noexcept { return {}; }
@@ -335,7 +376,7 @@ struct Promise<T&> : PromiseBase {
 template <>
 struct Promise<void> : PromiseBase {
     explicit Promise(ASYNCIO_PROMISE_ORIGIN_PARAMS) noexcept {
-        set_origin(origin_function, origin_file, origin_line);
+        set_origin(ASYNCIO_PROMISE_ORIGIN_ARGS);
     }
     Coroutine<void> get_return_object() noexcept;
     std::suspend_always initial_suspend() noexcept { return {}; }

@@ -19,22 +19,32 @@ namespace detail {
 void deliver_cancel_after_step();
 void cancel_after_step(PromiseBase* t) noexcept;
 
-/// Resumes a task where it stopped, with it as the current task. Runs from the ready queue.
+/// Resumes a task where it stopped, with it as the current task: the ready queue's entry for a
+/// task. It does not look for a trace: a tracing loop runs its ready queue's task entries through
+/// trace_ready_entry instead (EventLoop::run_ready_instrumented), which calls step_task_now.
 inline void step_task(void* ctx) {
     auto* t = static_cast<PromiseBase*>(ctx);
-    if (t_task.tracer != nullptr) [[unlikely]] {
-        trace_step(t);  // the same, recorded
-    } else {
-        PromiseBase* const prev = t_task.current_task;
-        t_task.current_task = t;
-        // resume_ is null while the step runs: a suspension through the library sets it again
-        // (suspend_task, ReenterTask), one through an awaiter of the user's leaves it null, and a
-        // call graph then knows the chain below the task is not known (src/graph.cpp).
-        std::exchange(t->resume_, nullptr).resume();  // the task may be freed once this returns
-        t_task.current_task = prev;
-    }
+    PromiseBase* const prev = t_task.current_task;
+    t_task.current_task = t;
+    // resume_ is null while the step runs: a suspension through the library sets it again
+    // (suspend_task, ReenterTask), one through an awaiter of the user's leaves it null, and a
+    // call graph then knows the chain below the task is not known (src/graph.cpp).
+    std::exchange(t->resume_, nullptr).resume();  // the task may be freed once this returns
+    t_task.current_task = prev;
     if (t_task.cancel_after_step != nullptr) [[unlikely]]
         deliver_cancel_after_step();
+}
+
+/// step_task from inside another callback of the ready queue (a due timer, an I/O completion, a
+/// queue's hand-off), which the loop does not see as a step: recorded here when the loop traces.
+inline void step_task_now(PromiseBase* t) {
+    if (t_task.tracer != nullptr) [[unlikely]] {
+        trace_step(t);  // the same, recorded
+        if (t_task.cancel_after_step != nullptr) [[unlikely]]
+            deliver_cancel_after_step();
+    } else {
+        step_task(t);
+    }
 }
 
 void cancel_unstarted(PromiseBase* t) noexcept;
@@ -66,14 +76,14 @@ inline void wake_task(PromiseBase* t) {
 /// where a pending cancellation meets a suspension, and where a trace learns what the task awaits
 /// (`what`, the await site: "sleep()", "sock_recv", "Task", ...; asyncio/trace.hpp).
 /// Always inlined: with the trace hook GCC 12 stopped inlining it into the awaiters (+6% pingpong).
+/// One flag test on the common path: kMustCancel and kTraced (a tracing loop's task) together.
+[[gnu::cold]] void suspend_task_slow(PromiseBase* t, CancelHook* hook, const char* what) noexcept;
 [[gnu::always_inline]] inline void suspend_task(PromiseBase* t, std::coroutine_handle<> h, CancelHook* hook,
                                                 const char* what = nullptr) noexcept {
-    if (t_task.tracer != nullptr) [[unlikely]]
-        trace_suspend(t, what);
     t->resume_ = h;
     t->waiting_ = hook;
-    if (t->has(kMustCancel) && hook != nullptr) [[unlikely]]
-        cancel_after_step(t);
+    if (t->has(kMustCancel | kTraced)) [[unlikely]]
+        suspend_task_slow(t, hook, what);
 }
 
 /// Raises the pending cancellation of t, if any (at the end of every task suspension).
@@ -96,8 +106,10 @@ inline void bind_to_loop(PromiseBase* p, EventLoop& loop) noexcept {
 inline void task_start(PromiseBase* p, EventLoop& loop) {
     p->flags_ |= kTaskMode;
     p->refs_ = 2;  // the loop's, and the Task handle's
-    if (loop.tracer() != nullptr) [[unlikely]]
+    if (loop.tracer() != nullptr) [[unlikely]] {
+        p->flags_ |= kTraced;
         trace_task_created(loop, p);  // before bind_to_loop: p's origin is still readable
+    }
     bind_to_loop(p, loop);
     loop.schedule(&start_task, p);
 }

@@ -1,7 +1,9 @@
 // Where the loop, the tasks and the I/O operations tell a loop's tracer (asyncio/trace.hpp) what
 // happens. Every hook sits behind one test of a pointer that is null unless the loop traces: the
 // thread's t_task.tracer (set while a tracing loop runs on this thread) where no loop is at hand (a
-// task's step, a suspension), the loop's own tracer() elsewhere. The hooks themselves are cold and
+// step from inside another callback), the loop's own tracer() elsewhere; or of a flag: a task's
+// suspension (kTraced, tested with kMustCancel), a step from the ready queue (the loop's one
+// test per iteration for debug mode and traces). The hooks themselves are cold and
 // out of line (src/trace.cpp).
 #pragma once
 
@@ -24,6 +26,9 @@ class Tracer;  // src/trace.hpp
 
 /// A task's step (what step_task does), with its begin, end and suspension recorded.
 [[gnu::cold]] void trace_step(PromiseBase* t);
+/// A ready-queue entry run by a tracing loop: a task's step (step_task, start_task) recorded as
+/// trace_step, anything else run as it is (EventLoop::run_ready_instrumented).
+[[gnu::cold]] void trace_ready_entry(void (*fn)(void*), void* ctx);
 /// p is becoming a task of loop (before its first step is queued; p's origin is still readable).
 [[gnu::cold]] void trace_task_created(EventLoop& loop, PromiseBase* p) noexcept;
 /// p finished (result, exception or cancelled); called before its waiters run.

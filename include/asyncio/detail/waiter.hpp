@@ -153,7 +153,7 @@ public:
     void wake_now() {
         PromiseBase* const t = suspended_task();
         t->waiting_ = nullptr;
-        step_task(t);
+        step_task_now(t);
     }
     /// After wake_via: the task waits again (its hook armed again), without having run.
     void wait_again() noexcept { suspended_task()->waiting_ = this; }
