@@ -44,20 +44,22 @@ print(server.server_address[1], flush=True)
 server.serve_forever()
 PY
 
-# start_server SCHEME: the port it listens on.
+# start_server SCHEME VAR: starts the server and sets VAR to the port it listens on. (Not called
+# as $(start_server ...): in a subshell its pid would not reach `pids`, and cleanup would leave
+# the server running.)
 start_server() {
   "$python" "$dir/server.py" "$1" "$dir/cert.pem" "$dir/key.pem" >"$dir/$1.port" 2>"$dir/$1.err" &
   pids+=($!)
   for _ in $(seq 1 200); do
-    [ -s "$dir/$1.port" ] && { head -1 "$dir/$1.port"; return; }
+    [ -s "$dir/$1.port" ] && { printf -v "$2" '%s' "$(head -1 "$dir/$1.port")"; return; }
     sleep 0.05
   done
   cat "$dir/$1.err" >&2
   fail "the $1 server did not start"
 }
 
-https_port=$(start_server https)
-http_port=$(start_server http)
+start_server https https_port
+start_server http http_port
 
 echo "\$ print_http_headers https://localhost:$https_port/ CERT"
 out=$("$bin" "https://localhost:$https_port/" "$dir/cert.pem") || fail "https: exit status $?"
