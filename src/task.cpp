@@ -182,23 +182,23 @@ void destroy_task(PromiseBase* p, EventLoop* loop) noexcept {
 
 }  // namespace
 
-const char* PromiseBase::origin_function() const noexcept {
 #if ASYNCIO_ORIGIN_SOURCE_LOCATION
-    const char* sig = origin_.function_name();
+ASYNCIO_TLS OriginNameCache t_origin_names[kOriginNameCacheSize] = {};
+
+const char* origin_function_slow(const char* sig) noexcept {
     if (*sig == '\0') return nullptr;
     try {
         OriginNames& n = origin_names();
         std::lock_guard lock(n.mutex);
         const char*& name = n.by_signature[sig];
         if (name == nullptr) name = n.storage.emplace_back(name_from_signature(sig)).c_str();
+        t_origin_names[origin_name_slot(sig)] = OriginNameCache{sig, name};
         return name;
     } catch (...) {
         return sig;  // no memory for the short name: the signature says it too
     }
-#else
-    return function_;
-#endif
 }
+#endif
 
 namespace {
 // Marks p done and runs its waiters (awaiting tasks are scheduled, callbacks queued), oldest first.

@@ -150,8 +150,9 @@ struct PromiseBase : FrameAllocated {
     }
 
     /// The coroutine's name as __builtin_FUNCTION() gives it ("ping", "operator()"), or null for
-    /// a frame that is no coroutine (a Future's state). Cold (GCC: worked out once per coroutine
-    /// from the signature, in src/graph.cpp).
+    /// a frame that is no coroutine (a Future's state). (GCC: worked out once per coroutine from
+    /// the signature, src/task.cpp; a cache per thread answers debug mode and traces, which ask
+    /// at every step, without a lock.)
     const char* origin_function() const noexcept;
     /// The file the coroutine is defined in, or null.
     const char* origin_file() const noexcept {
@@ -171,6 +172,28 @@ struct PromiseBase : FrameAllocated {
         return has(kHasException) ? exception_ : std::exception_ptr();
     }
 };
+
+#if ASYNCIO_ORIGIN_SOURCE_LOCATION
+struct OriginNameCache {
+    const char* sig = nullptr;
+    const char* name = nullptr;
+};
+inline constexpr std::size_t kOriginNameCacheSize = 64;
+extern ASYNCIO_TLS OriginNameCache t_origin_names[kOriginNameCacheSize];
+inline std::size_t origin_name_slot(const char* sig) noexcept {
+    return (reinterpret_cast<std::uintptr_t>(sig) >> 4) % kOriginNameCacheSize;
+}
+[[gnu::cold]] const char* origin_function_slow(const char* sig) noexcept;
+inline const char* PromiseBase::origin_function() const noexcept {
+    const char* sig = origin_.function_name();
+    const OriginNameCache& c = t_origin_names[origin_name_slot(sig)];
+    if (c.sig == sig) [[likely]]
+        return c.name;
+    return origin_function_slow(sig);
+}
+#else
+inline const char* PromiseBase::origin_function() const noexcept { return function_; }
+#endif
 
 /// The first thing every awaiter of the library does when a co_await of it reaches await_suspend
 /// (so only when it may suspend: a co_await that completes in await_ready costs nothing): notes,
