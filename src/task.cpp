@@ -624,7 +624,7 @@ namespace {
 // Where the step being timed resumed (debug mode: step_begin notes it, step_end reports it).
 ASYNCIO_TLS FrameSite t_step_resumed_at;
 
-// Debug mode's slow steps (EventLoop::run_ready_timed): a task step pins its task, so that it can
+// Debug mode's slow steps (EventLoop::run_ready_instrumented): a task step pins its task, so that it can
 // be described after the step even if it finished and its last handle went meanwhile.
 void* step_begin(void (*fn)(void*), void* ctx) noexcept {
     if (fn != &step_task && fn != &start_task) return nullptr;
