@@ -55,7 +55,10 @@ void Handle::cancel() noexcept {
     // is gone, and so is the timer.
     if (detail::t_loop_gone) [[unlikely]]
         return;
-    if (!loop_->closed_) loop_->timers_.cancel(id_);
+    // A closed loop's timers are gone once close() cleared them (cancel() then finds none); until
+    // then (close() releasing what its close hooks and pending tasks hold) the timer is dropped
+    // here, so that its callback does not outlive what it points to.
+    loop_->timers_.cancel(id_);
 }
 
 EventLoop::EventLoop() : EventLoop(std::make_unique<MonotonicClock>()) {}

@@ -446,6 +446,49 @@ TEST_F(AnEventLoop, RunUntilCompleteOfVoidWorks) {
     EXPECT_TRUE(ran);
 }
 
+TEST_F(AnEventLoop, RegressionATimerCancelledWhileTheLoopClosesDropsItsCallbackThen) {
+    // close() frees the frames of tasks still pending (and what close hooks hold) before it drops
+    // its timers; a TimerHandle cancelled from there used to be ignored ("the loop is closed"),
+    // so the callback outlived what it pointed to until the timers were dropped (a TLS stream's
+    // shutdown timer read its freed engine). Now cancel() drops it at once.
+    struct Target {
+        bool callback_alive = false;
+        bool alive_after_cancel = true;
+    };
+    struct Callback {
+        Target* t;
+        explicit Callback(Target* target) : t(target) { t->callback_alive = true; }
+        Callback(Callback&& o) noexcept : t(std::exchange(o.t, nullptr)) {}
+        Callback& operator=(Callback&&) = delete;
+        void operator()() const {}
+        ~Callback() {
+            if (t != nullptr) t->callback_alive = false;
+        }
+    };
+    struct CancelOnExit {
+        asyncio::TimerHandle h;
+        Target* t;
+        ~CancelOnExit() {
+            h.cancel();
+            t->alive_after_cancel = t->callback_alive;
+        }
+    };
+    Target target;
+    EventLoop loop(virtual_time());
+    auto pending = [](EventLoop& l, Target& t) -> Coroutine<> {
+        CancelOnExit guard{l.call_later(3600s, Callback(&t)), &t};
+        co_await asyncio::sleep(7200s);
+    };
+    loop.run_until_complete([](EventLoop& l, Target& t, auto make) -> Coroutine<> {
+        (void)l.create_task(make(l, t));  // no handle kept: close() frees it
+        co_await asyncio::sleep(0s);
+    }(loop, target, pending));
+    EXPECT_TRUE(target.callback_alive);
+    loop.close();
+    EXPECT_FALSE(target.alive_after_cancel);
+    EXPECT_FALSE(target.callback_alive);
+}
+
 TEST_F(AnEventLoop, RunUntilCompleteStoppedEarlyRaisesRuntimeErrorAndCanBeResumed) {
     EventLoop loop(virtual_time());
     Task<int> t = loop.create_task(value_after(10s, 1));

@@ -140,11 +140,13 @@ public:
     void clear() noexcept {
         heap_.clear();
         sorted_.clear();
-        free_chunks();
+        // Emptied before the callbacks are destroyed: a cancel() from one of their destructors
+        // (a handle kept in a callback) finds its timer gone.
         count_ = 0;
         free_ = kNone;
         live_ = 0;
         stale_ = 0;
+        free_chunks();
     }
 
 private:
