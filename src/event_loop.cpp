@@ -425,6 +425,13 @@ void EventLoop::close() {
             // No memory for the message: nothing is lost but the report.
         }
     }
+    // Operations kept pending outside any task (stream flushers): withdrawn, their references
+    // dropped. Before ready_.clear(): a completion of theirs still queued, and whatever their
+    // release schedules, is dropped with the rest, never run.
+    while (detail::CloseHook* h = close_hooks_) {
+        unlink_close_hook(*h);
+        h->fn(h, *this);
+    }
     ready_.clear();
     if (chaos_ != nullptr) [[unlikely]] {
         // Callbacks posted and not drained are dropped with their tokens. (Its record of the

@@ -3,7 +3,7 @@
 // bytes (a socket today). Nothing here names a socket. Private to src/.
 //
 // Lifetime: `refs_` counts every reference (handles, coroutines of the stream API in flight, the
-// flusher task); `handles_` counts the StreamReader/StreamWriter handles only. When handles_ drops
+// flusher while it runs); `handles_` counts the StreamReader/StreamWriter handles only. When handles_ drops
 // to 0 the connection is closed as by close() (flush, then close the socket); when refs_ drops to 0
 // the object is deleted (and its socket closed if it still is open).
 //
@@ -12,9 +12,13 @@
 // it through that task. Writing: write() tries the transport once when nothing is buffered (not
 // on a transport that defers sends, io_uring, for a write of up to 4 KiB: there the bytes are
 // buffered and the flusher's send goes to the kernel with the loop's next poll, no system call
-// of its own); the rest goes to a list of chunks that a flusher task (holding a reference) sends
-// in order.
+// of its own); the rest goes to a list of chunks that the flusher sends in order. The flusher is
+// not a task (as asyncio's transports, which flush from callbacks): one send operation at a
+// time, each started by the previous one's completion, holding a reference while it runs.
 #pragma once
+
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <coroutine>
 #include <cstddef>
@@ -29,6 +33,7 @@
 
 #include "asyncio/detail/io_op.hpp"
 #include "asyncio/detail/waiter.hpp"
+#include "asyncio/event_loop.hpp"
 #include "asyncio/streams.hpp"
 #include "asyncio/task.hpp"
 #include "transport.hpp"
@@ -104,6 +109,21 @@ private:
 class FillAwaiter;
 class StreamCore;
 
+/// The flusher's operation (StreamCore::start_flusher): a send, or a gathered send of several
+/// chunks (msghdr and iovecs made on its first use), owned by the stream. While it runs it is
+/// linked into its loop's close hooks: a loop closed with a send pending withdraws it, and the
+/// stream drops what was not sent (as the flusher task cancelled by the loop's shutdown did).
+struct Flusher : IoOp, CloseHook {
+    static constexpr std::size_t kMaxGather = 16;
+    struct Gather {
+        msghdr msg{};
+        iovec iov[kMaxGather];
+    };
+    StreamCore* core = nullptr;
+    EventLoop* loop = nullptr;
+    std::unique_ptr<Gather> gather;
+};
+
 /// Called when a connection of a server closes its socket (server.cpp).
 void server_connection_closed(StreamCore& c) noexcept;
 
@@ -177,7 +197,7 @@ public:
     bool paused_ = false;             // above high-water; drain() waits until <= low
     bool flusher_active_ = false;
     std::size_t gathering_ = 0;       // chunks a gathered send covers now: write() appends to none
-    bool flusher_cancelled_ = false;  // the flusher was cancelled (loop shutdown): do not restart it
+    bool flusher_cancelled_ = false;  // the flusher was withdrawn (its loop closed): do not restart it
     bool eof_requested_ = false;      // write_eof() called
     bool eof_sent_ = false;           // shutdown(SHUT_WR) done
     std::error_code werror_;          // a failed send
@@ -213,6 +233,9 @@ public:
     /// Closes the transport now (pending operations fail with EBADF, seen as EOF by the reader).
     void close_transport() noexcept;
 
+    /// Starts the flusher (flusher_active_ false, something buffered): sends until the buffer is
+    /// empty, the transport closed or a send failed, then after_flush(). RuntimeError without a
+    /// running loop; std::bad_alloc (nothing changed but what was sent).
     void start_flusher();
 
     // ---- the server this connection belongs to (server.cpp) ----
@@ -231,6 +254,18 @@ private:
     std::size_t send_now(const char* p, std::size_t n);
     /// Whether write() skips send_now() (the transport submits sends instead: io_uring).
     bool defer_sends() const noexcept;
+
+    // ---- the flusher (streams.cpp) ----
+    Flusher flush_;
+    /// Starts sends until one is pending (true) or there is nothing more to send (false).
+    bool flush_more();
+    /// Starts the next send (one chunk or gathered); true if it completed at once.
+    bool start_flush_send();
+    /// Takes a send's outcome; false: the flusher ends (error, closed, or the buffer is empty).
+    bool flush_sent(std::int64_t r) noexcept;
+    void end_flusher() noexcept;
+    static void on_flush_complete(void* op) noexcept;
+    static void on_loop_close(CloseHook* h, EventLoop& loop) noexcept;
 };
 
 /// A task awaiting one operation on a transport: started from await_suspend, withdrawn through
@@ -295,22 +330,6 @@ private:
     std::size_t offered_ = 0;
     bool io_ = false;        // a recv was submitted
     bool prepared_ = false;  // the buffer's tail is pinned for it
-};
-
-/// One send of the flusher: the bytes the transport took (>= 1), or std::system_error.
-class FlushSendAwaiter : public TransportAwaiter {
-public:
-    FlushSendAwaiter(Transport& t, std::string_view data) noexcept : TransportAwaiter(&t) {
-        kind = IoKind::send;
-        buf = const_cast<char*>(data.data());
-        len = data.size();
-    }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
-        detail::note_await(h, line);
-        return start(h, "StreamWriter (flushing)");
-    }
-    std::size_t await_resume();
 };
 
 /// Makes a connected stream pair on a transport.

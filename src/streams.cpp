@@ -122,15 +122,6 @@ void TransportAwaiter::on_complete(void* op) {
     static_cast<TransportAwaiter*>(static_cast<IoOp*>(op))->wake_now();
 }
 
-std::size_t FlushSendAwaiter::await_resume() {
-    if (state == IoState::idle || state == IoState::cancelled) throw_cancelled(task());
-    if (result < 0) {
-        if (std::exception_ptr e = transport_->error_for(result)) std::rethrow_exception(e);
-        throw std::system_error(static_cast<int>(-result), std::generic_category(), "send");
-    }
-    return static_cast<std::size_t>(result);
-}
-
 // ---- FillAwaiter ----
 
 FillAwaiter::~FillAwaiter() {
@@ -374,113 +365,139 @@ void StreamCore::write(std::string&& data) {
     if (!flusher_active_) start_flusher();
 }
 
-namespace {
-/// One gathered send of the flusher: up to kMaxGather queued chunks in one operation
-/// (Transport::gathers_sends(): sendmsg on a socket, writev on a pipe), from the front chunk's
-/// unsent rest on. Its result, as FlushSendAwaiter's, may end inside any of them.
-class GatherSendAwaiter : public FlushSendAwaiter {
-public:
-    static constexpr std::size_t kMaxGather = 16;
-    GatherSendAwaiter(Transport& t, const std::deque<std::string>& chunks, std::size_t front_sent) noexcept
-        : FlushSendAwaiter(t, {}) {
-        std::size_t n = 0;
-        std::size_t total = 0;
-        for (const std::string& c : chunks) {
-            if (n == kMaxGather) break;
-            const std::size_t skip = n == 0 ? front_sent : 0;
-            iov_[n].iov_base = const_cast<char*>(c.data() + skip);
-            iov_[n].iov_len = c.size() - skip;
-            total += c.size() - skip;
-            ++n;
-        }
-        msg_.msg_iov = iov_;
-        msg_.msg_iovlen = n;
-        kind = IoKind::sendmsg;
-        buf = &msg_;
-        len = total;
-    }
-
-    std::size_t chunks() const noexcept { return msg_.msg_iovlen; }
-
-private:
-    msghdr msg_{};
-    iovec iov_[kMaxGather];
-};
-
-/// One gathered send of the queued chunks: the bytes sent. A coroutine of its own, so that
-/// flush_buffer's frame and its one-chunk path stay as small as they were.
-Coroutine<std::size_t> send_gathered(StreamCore& s) {
-    GatherSendAwaiter gather(*s.transport_, s.chunks_, s.front_sent_);
-    s.gathering_ = gather.chunks();
-    std::size_t n;
-    try {
-        n = co_await gather;
-    } catch (...) {
-        s.gathering_ = 0;
-        throw;
-    }
-    s.gathering_ = 0;
-    co_return n;
-}
-
-/// Sends the write buffer in order; holds a reference, so a connection whose handles are gone
-/// lives until its buffer is flushed (or this task is cancelled by the loop's shutdown).
-Coroutine<> flush_buffer(StreamRef<false> ref) {
-    StreamCore& s = *ref;
-    try {
-        while (s.wsize_ > 0 && !s.closed_) {
-            const std::string& front = s.chunks_.front();
-            const std::string_view rest(front.data() + s.front_sent_, front.size() - s.front_sent_);
-            // One chunk queued, or sends submitted rather than tried (io_uring sockets: measured,
-            // a SENDMSG of several large chunks costs ~3x the CPU of SENDs, see design.md): one send.
-            if (s.wsize_ == rest.size() || !s.transport_->gathers_sends() ||
-                s.transport_->defers_sends(*t_running_loop)) {
-                const std::size_t n = co_await FlushSendAwaiter(*s.transport_, rest);
-                if (s.closed_) break;
-                s.consume_written(n);
-                continue;
-            }
-            std::size_t n = co_await send_gathered(s);
-            if (s.closed_) break;
-            while (n > 0) {  // (a gathered send may end in any chunk)
-                const std::size_t in_front = std::min(n, s.chunks_.front().size() - s.front_sent_);
-                s.consume_written(in_front);
-                n -= in_front;
-            }
-        }
-    } catch (const std::system_error& e) {
-        if (!s.closed_) {
-            s.set_write_error(e.code());
-            if (e.code().category() != std::generic_category()) s.wexc_ = std::current_exception();  // (SSLError)
-        }
-    } catch (const std::exception&) {
-        // The transport's own error (TLS: TimeoutError "SSL shutdown timed out"). As asyncio's
-        // connection_lost(exc): wait_closed() and the reader raise it.
-        if (!s.closed_) {
-            s.set_write_error(std::make_error_code(std::errc::timed_out));
-            s.wexc_ = std::current_exception();
-            if (!s.rerror_) s.rerror_ = s.wexc_;
-        }
-    } catch (const CancelledError&) {
-        s.flusher_active_ = false;
-        s.flusher_cancelled_ = true;
-        if (s.handles_ == 0 || s.closing_) s.close_transport();  // nobody will flush it any more
-        throw;
-    }
-    s.flusher_active_ = false;
-    s.after_flush();
-}
-}  // namespace
+// ---- the flusher ----
 
 void StreamCore::start_flusher() {
     EventLoop& loop = get_running_loop();
     flusher_active_ = true;
+    retain(false);
+    flush_.core = this;
+    flush_.loop = &loop;
+    flush_.CloseHook::fn = &on_loop_close;
+    loop.link_close_hook(flush_);
+    bool pending;
     try {
-        (void)loop.create_task(flush_buffer(StreamRef<false>(this)));
-    } catch (...) {
+        pending = flush_more();
+    } catch (...) {  // std::bad_alloc: what is buffered stays, for the next write() to retry
+        gathering_ = 0;
         flusher_active_ = false;
+        loop.unlink_close_hook(flush_);
+        release(false);  // (the caller holds a reference of its own)
         throw;
     }
+    if (!pending) end_flusher();
+}
+
+bool StreamCore::flush_more() {
+    while (wsize_ > 0 && !closed_) {
+        if (!start_flush_send()) return true;
+        if (!flush_sent(flush_.result)) return false;
+    }
+    return false;
+}
+
+bool StreamCore::start_flush_send() {
+    Flusher& f = flush_;
+    static_cast<IoOp&>(f) = IoOp{};
+    f.complete = &on_flush_complete;
+    const std::string& front = chunks_.front();
+    const std::size_t rest = front.size() - front_sent_;
+    // One chunk queued, or sends submitted rather than tried (io_uring sockets: measured, a
+    // SENDMSG of several large chunks costs ~3x the CPU of SENDs, see design.md): one send.
+    if (wsize_ == rest || !transport_->gathers_sends() || transport_->defers_sends(*f.loop)) {
+        f.kind = IoKind::send;
+        f.buf = const_cast<char*>(front.data() + front_sent_);
+        f.len = rest;
+    } else {
+        // One gathered send (sendmsg on a socket, writev on a pipe) of up to kMaxGather chunks,
+        // from the front chunk's unsent rest on: write() appends to none of them meanwhile.
+        if (!f.gather) f.gather = std::make_unique<Flusher::Gather>();
+        Flusher::Gather& g = *f.gather;
+        std::size_t n = 0;
+        std::size_t total = 0;
+        for (const std::string& c : chunks_) {
+            if (n == Flusher::kMaxGather) break;
+            const std::size_t skip = n == 0 ? front_sent_ : 0;
+            g.iov[n].iov_base = const_cast<char*>(c.data() + skip);
+            g.iov[n].iov_len = c.size() - skip;
+            total += c.size() - skip;
+            ++n;
+        }
+        g.msg = msghdr{};
+        g.msg.msg_iov = g.iov;
+        g.msg.msg_iovlen = n;
+        f.kind = IoKind::sendmsg;
+        f.buf = &g.msg;
+        f.len = total;
+        gathering_ = n;
+    }
+    return transport_->start(*f.loop, f);
+}
+
+bool StreamCore::flush_sent(std::int64_t r) noexcept {
+    gathering_ = 0;
+    if (closed_) return false;
+    if (r < 0) {
+        std::exception_ptr e = transport_->error_for(r);
+        if (!e) {
+            set_write_error(std::error_code(static_cast<int>(-r), std::generic_category()));
+            return false;
+        }
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::system_error& se) {  // the transport's own (TLS: SSLError)
+            set_write_error(se.code());
+            wexc_ = e;
+        } catch (...) {
+            // Not an OS error (TLS: TimeoutError "SSL shutdown timed out"). As asyncio's
+            // connection_lost(exc): wait_closed() and the reader raise it.
+            set_write_error(std::make_error_code(std::errc::timed_out));
+            wexc_ = e;
+            if (!rerror_) rerror_ = e;
+        }
+        return false;
+    }
+    std::size_t n = static_cast<std::size_t>(r);
+    while (n > 0) {  // (a gathered send may end in any chunk)
+        const std::size_t in_front = std::min(n, chunks_.front().size() - front_sent_);
+        consume_written(in_front);
+        n -= in_front;
+    }
+    return wsize_ > 0;
+}
+
+void StreamCore::end_flusher() noexcept {
+    flusher_active_ = false;
+    flush_.loop->unlink_close_hook(flush_);
+    after_flush();
+    release(false);
+}
+
+void StreamCore::on_flush_complete(void* op) noexcept {
+    StreamCore& s = *static_cast<Flusher*>(static_cast<IoOp*>(op))->core;
+    bool pending = false;
+    if (s.flush_sent(s.flush_.result)) {
+        try {
+            pending = s.flush_more();
+        } catch (...) {  // std::bad_alloc starting the next send: nobody to raise it to
+            s.gathering_ = 0;
+            s.set_write_error(std::make_error_code(std::errc::not_enough_memory));
+        }
+    }
+    if (!pending) s.end_flusher();
+}
+
+void StreamCore::on_loop_close(CloseHook* h, EventLoop& loop) noexcept {
+    Flusher& f = *static_cast<Flusher*>(h);
+    StreamCore& s = *f.core;
+    // Its completion, if it won the race, is never run (close() drops the ready queue): the
+    // result is dropped either way, with the rest of the buffer.
+    if (f.state == IoState::pending) (void)s.transport_->cancel(loop, f);
+    s.gathering_ = 0;
+    s.flusher_active_ = false;
+    s.flusher_cancelled_ = true;
+    if (s.handles_ == 0 || s.closing_) s.close_transport();  // nobody will flush it any more
+    s.release(false);
 }
 
 void StreamCore::consume_written(std::size_t n) noexcept {

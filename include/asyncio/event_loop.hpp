@@ -53,6 +53,15 @@ class Backend;
 struct PromiseBase;
 struct Chaos;        // src/chaos.hpp (asyncio/testing.hpp)
 struct LoopSignals;  // src/signals.cpp
+/// Something outside any task that keeps an operation pending on a loop and a reference that
+/// only its completion gives back (a stream's flusher, src/streams.cpp): linked while it does.
+/// close() unlinks each and calls `fn`, which withdraws the operation and drops what it holds.
+/// An intrusive node, in its owner.
+struct CloseHook {
+    void (*fn)(CloseHook* self, EventLoop& loop) noexcept = nullptr;
+    CloseHook* prev = nullptr;
+    CloseHook* next = nullptr;
+};
 /// One wait for a signal on a loop (EventLoop::add_signal_listener; signals.hpp's wait_signal):
 /// an intrusive node, in the waiter's frame. Called once, on the loop, when `sig` is delivered,
 /// after it was unlinked.
@@ -366,6 +375,18 @@ public:
         --io_budget_;
         return true;
     }
+    /// Links h (unlinked) until unlink_close_hook(h) or close(), which unlinks it and calls h.fn.
+    void link_close_hook(detail::CloseHook& h) noexcept {
+        h.prev = nullptr;
+        h.next = close_hooks_;
+        if (close_hooks_ != nullptr) close_hooks_->prev = &h;
+        close_hooks_ = &h;
+    }
+    void unlink_close_hook(detail::CloseHook& h) noexcept {
+        (h.prev != nullptr ? h.prev->next : close_hooks_) = h.next;
+        if (h.next != nullptr) h.next->prev = h.prev;
+        h.prev = h.next = nullptr;
+    }
     /// Intrusive list of this loop's tasks and futures, from creation until their state is freed
     /// (pending or not): the loop's destructor tells the survivors it is gone (task.cpp).
     detail::PromiseBase*& task_list() noexcept { return tasks_; }
@@ -406,6 +427,7 @@ private:
     detail::ReadyQueue ready_;
     detail::TimerQueue timers_;
     detail::PromiseBase* tasks_ = nullptr;  // intrusive list of live tasks and futures
+    detail::CloseHook* close_hooks_ = nullptr;  // see link_close_hook
     ExceptionHandler handler_;
     Stats stats_;
     std::size_t budget_position_ = ~std::size_t{0};  // the ready callback io_budget_ belongs to
