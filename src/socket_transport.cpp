@@ -43,26 +43,24 @@ bool SocketTransport::provides_buffers(EventLoop& loop) noexcept {
 
 bool SocketTransport::cancel(EventLoop& loop, IoOp& op) noexcept { return io_cancel(loop, op); }
 
-std::int64_t SocketTransport::try_send(EventLoop& loop, const char* p, std::size_t n) {
+std::int64_t SocketTransport::try_io(EventLoop& loop, IoKind kind, char* p, std::size_t n) {
     IoOp op;
-    op.kind = IoKind::send;
-    op.fd = sock_.fileno();
-    op.short_means_not_ready = stream_;
-    op.buf = const_cast<char*>(p);
-    op.len = n;
-    if (!io_try(loop, op)) return 0;
-    return op.result;
-}
-
-std::int64_t SocketTransport::try_recv(EventLoop& loop, char* p, std::size_t n) {
-    IoOp op;
-    op.kind = IoKind::recv;
+    op.kind = kind;
     op.fd = sock_.fileno();
     op.short_means_not_ready = stream_;
     op.buf = p;
     op.len = n;
     if (!io_try(loop, op)) return -EAGAIN;
     return op.result;
+}
+
+std::int64_t SocketTransport::try_send(EventLoop& loop, const char* p, std::size_t n) {
+    const std::int64_t r = try_io(loop, IoKind::send, const_cast<char*>(p), n);
+    return r == -EAGAIN ? 0 : r;  // (the contract: 0 when it would have to wait)
+}
+
+std::int64_t SocketTransport::try_recv(EventLoop& loop, char* p, std::size_t n) {
+    return try_io(loop, IoKind::recv, p, n);
 }
 
 void SocketTransport::write_eof() noexcept {

@@ -14,7 +14,6 @@
 #include <utility>
 #include <vector>
 #if ASYNCIO_ORIGIN_SOURCE_LOCATION
-#include <list>
 #endif
 
 #include "asyncio/detail/type_name.hpp"
@@ -80,9 +79,9 @@ std::string name_from_signature(std::string_view sig) {
     for (std::size_t at = head.rfind("operator"); at != std::string_view::npos;
          at = at == 0 ? std::string_view::npos : head.rfind("operator", at - 1)) {
         const std::size_t end = at + 8;
+        // (A conversion, "operator int", has a space after the keyword: not an identifier either.)
         if ((at == 0 || !is_ident(head[at - 1])) && (end == head.size() || !is_ident(head[end])))
             return std::string(head.substr(at));
-        if (end < head.size() && head[end] == ' ') return std::string(head.substr(at));  // "operator int"
     }
     // Else the identifier before it (after template arguments, if any).
     std::size_t e = head.size();
@@ -102,8 +101,8 @@ std::string name_from_signature(std::string_view sig) {
 // The names, one per coroutine (its source_location record), for the life of the program.
 struct OriginNames {
     std::mutex mutex;
-    std::unordered_map<const char*, const char*> by_signature;
-    std::list<std::string> storage;
+    // A node's value never moves (rehashing relinks nodes): its c_str() is handed out.
+    std::unordered_map<const char*, std::string> by_signature;
 };
 OriginNames& origin_names() {
     static OriginNames* names = new OriginNames;  // never destroyed: read by reports at exit
@@ -190,8 +189,9 @@ const char* origin_function_slow(const char* sig) noexcept {
     try {
         OriginNames& n = origin_names();
         std::lock_guard lock(n.mutex);
-        const char*& name = n.by_signature[sig];
-        if (name == nullptr) name = n.storage.emplace_back(name_from_signature(sig)).c_str();
+        auto it = n.by_signature.find(sig);
+        if (it == n.by_signature.end()) it = n.by_signature.emplace(sig, name_from_signature(sig)).first;
+        const char* name = it->second.c_str();  // (written once: other threads may be reading it)
         t_origin_names[origin_name_slot(sig)] = OriginNameCache{sig, name};
         return name;
     } catch (...) {

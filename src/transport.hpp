@@ -131,6 +131,9 @@ public:
     bool provides_buffers(EventLoop& loop) noexcept override;
 
 private:
+    /// One attempt that never waits (try_send, try_recv): its result, -EAGAIN if it would wait.
+    std::int64_t try_io(EventLoop& loop, IoKind kind, char* p, std::size_t n);
+
     Socket sock_;
     Address peer_;
     std::optional<Address> sockname_;  // read once, on first use
