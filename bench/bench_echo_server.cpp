@@ -14,7 +14,9 @@
 //
 // bench_echo_server PORT --cert CERT --key KEY: the same over TLS (bench/run_tls_bench.sh), as
 // Python's start_server(..., ssl=ctx) with ctx = create_default_context(Purpose.CLIENT_AUTH) and
-// load_cert_chain(CERT, KEY): the library's defaults, nothing tuned for the benchmark.
+// load_cert_chain(CERT, KEY): the library's defaults, nothing tuned for the benchmark
+// (TLS_TICKETS=N in the environment sets num_tickets, as every OpenSSL-based server of the
+// benchmark reads it, to send as many session tickets as Go's crypto/tls: one).
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -95,6 +97,8 @@ int main(int argc, char** argv) {
     if (!cert.empty()) {
         ctx = asyncio::ssl::create_default_context(asyncio::ssl::Purpose::CLIENT_AUTH);
         ctx->load_cert_chain(cert, key);
+        // TLS_TICKETS=N: session tickets per handshake (OpenSSL's default 2; Go's crypto/tls sends 1).
+        if (const char* t = std::getenv("TLS_TICKETS")) ctx->set_num_tickets(std::strtol(t, nullptr, 10));
     }
     asyncio::run(serve(static_cast<std::uint16_t>(port), ctx ? &*ctx : nullptr));
     return 0;

@@ -14,6 +14,8 @@
 #   them; the servers get --cert/--key, echo_load --tls --ca); with HANDSHAKES=1 too, full TLS
 #   handshakes (echo_load --handshakes: connect, handshake, one echo, close) instead of messages;
 #   CIPHERSUITES: the one suite offered (default TLS_AES_256_GCM_SHA384, as run_tls_bench.sh).
+#   TLS_TICKETS: session tickets per handshake for OpenSSL-based servers (default 1, as
+#   run_tls_bench.sh and Go's crypto/tls).
 #   Exit status 1 if a run failed
 #   (a server gone, a connection or byte error): no ratio is printed for it.
 set -u
@@ -28,6 +30,7 @@ srv_tls=() load_tls=()
 if [[ -n ${TLS_DIR:-} ]]; then
   srv_tls=(--cert "$TLS_DIR/server.pem" --key "$TLS_DIR/server.key") load_tls=(--tls --ca "$TLS_DIR/ca.pem" --ciphersuites "${CIPHERSUITES:-TLS_AES_256_GCM_SHA384}")
   [[ ${HANDSHAKES:-0} == 1 ]] && load_tls+=(--handshakes)
+  export TLS_TICKETS=${TLS_TICKETS:-1}  # as run_tls_bench.sh: one session ticket, as Go's crypto/tls
 fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/pair_echo.XXXXXX")
 pids=()

@@ -21,6 +21,9 @@
 #   WORKLOADS="..." cases (default: 100x64 100x16384 hs50x64)
 #   CIPHERSUITES=.. the one TLS 1.3 suite the load generator offers (default TLS_AES_256_GCM_SHA384:
 #                  all servers then do the same work; see echo_load --ciphersuites)
+#   TLS_TICKETS=N  TLS 1.3 session tickets each OpenSSL-based server sends per handshake (default 1:
+#                  Go's crypto/tls sends one and has no setting for more, OpenSSL two by default;
+#                  one for all, so that all do the same work; TLS_TICKETS=2 measures OpenSSL's default)
 #   KTLS=1         also run the reference with SSL_OP_ENABLE_KTLS (server openssl-epoll-ktls), if
 #                  the kernel offers the tls ULP (/proc/sys/net/ipv4/tcp_available_ulp)
 #
@@ -58,6 +61,7 @@ duration=${DURATION:-5}
 # One suite offered, so that every server does the same work (Go's crypto/tls would otherwise pick
 # AES-128-GCM where the OpenSSL servers take the client's first choice, AES-256-GCM).
 ciphersuites=${CIPHERSUITES:-TLS_AES_256_GCM_SHA384}
+export TLS_TICKETS=${TLS_TICKETS:-1}  # read by the OpenSSL-based servers (ours: ssl::Context::set_num_tickets)
 warmup=${WARMUP:-1}
 repeat=${REPEAT:-3}
 if ! is_num "$duration" || ! awk -v d="$duration" 'BEGIN { exit !(d > 0) }'; then

@@ -19,7 +19,8 @@
 // generator asks for 1.3; two session tickets after each handshake, as our library and Python's
 // ssl module send). Accepted sockets get TCP_NODELAY, as every other server of the benchmark.
 // KTLS=1 in the environment sets SSL_OP_ENABLE_KTLS (only useful where the kernel has the tls ULP;
-// it prints whether the kernel took each direction for the first connection).
+// it prints whether the kernel took each direction for the first connection). TLS_TICKETS=N sends N
+// session tickets instead of 2 (as every OpenSSL-based server of the benchmark).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -210,6 +211,8 @@ int main(int argc, char** argv) {
     SSL_CTX_set_read_ahead(g_ctx, 1);
     const char* ktls = std::getenv("KTLS");
     if (ktls != nullptr && std::string(ktls) == "1") SSL_CTX_set_options(g_ctx, SSL_OP_ENABLE_KTLS);
+    // TLS_TICKETS=N: session tickets per handshake (OpenSSL's default 2; Go's crypto/tls sends 1).
+    if (const char* t = std::getenv("TLS_TICKETS")) SSL_CTX_set_num_tickets(g_ctx, std::strtoul(t, nullptr, 10));
     if (SSL_CTX_use_certificate_chain_file(g_ctx, argv[3]) != 1) die("certificate");
     if (SSL_CTX_use_PrivateKey_file(g_ctx, argv[5], SSL_FILETYPE_PEM) != 1) die("private key");
 

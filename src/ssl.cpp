@@ -271,6 +271,15 @@ void Context::set_alpn_protocols(const std::vector<std::string>& protocols) {
     }
 }
 
+std::size_t Context::num_tickets() const noexcept { return SSL_CTX_get_num_tickets(impl_->ctx); }
+
+void Context::set_num_tickets(long n) {
+    if (n < 0) throw ValueError("value must be non-negative");  // Python's texts
+    if (impl_->protocol != Protocol::TLS_SERVER) throw ValueError("SSLContext is not a server context.");
+    if (SSL_CTX_set_num_tickets(impl_->ctx, static_cast<std::size_t>(n)) != 1)
+        throw ValueError("failed to set num tickets.");
+}
+
 void Context::set_sni_callback(SniCallback callback) {
     if (impl_->protocol != Protocol::TLS_SERVER)
         throw ValueError("sni_callback cannot be set on TLS_CLIENT context");  // Python's text

@@ -1343,6 +1343,60 @@ TEST_F(Tls, AlpnIsNegotiated) {
     }());
 }
 
+int g_tickets_seen = 0;
+
+int count_ticket(SSL*, SSL_SESSION*) {
+    ++g_tickets_seen;
+    return 0;  // (not kept)
+}
+
+// Python's SSLContext.num_tickets: a TLS 1.3 server sends that many session tickets after each
+// handshake (OpenSSL's default, 2). Counted by the client, which gets each as a new session.
+TEST_F(Tls, TheServerSendsAsManySessionTicketsAsNumTickets) {
+    asyncio::run([]() -> Coroutine<> {
+        for (long n : {-1L, 1L, 0L, 3L}) {
+            ssl::Context sctx = server_context(Certs::get().server, Certs::get().server_key);
+            CO_ASSERT(sctx.num_tickets() == 2);
+            if (n >= 0) sctx.set_num_tickets(n);
+            CO_ASSERT(sctx.num_tickets() == static_cast<std::size_t>(n >= 0 ? n : 2));
+            Server server = co_await asyncio::start_server(echo, "127.0.0.1", 0, {.ssl = &sctx});
+            ssl::Context cctx = client_context();
+            SSL_CTX* native = static_cast<SSL_CTX*>(cctx.native_handle());
+            SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+            SSL_CTX_sess_set_new_cb(native, &count_ticket);
+            g_tickets_seen = 0;
+            auto [r, w] = co_await asyncio::open_connection("127.0.0.1", port_of(server), {.ssl = &cctx});
+            w.write("ping");
+            CO_ASSERT(co_await r.readexactly(4) == "ping");  // (the tickets come before it)
+            CO_ASSERT(g_tickets_seen == (n >= 0 ? n : 2));
+            w.close();
+            co_await w.wait_closed();
+            server.close();
+            co_await server.wait_closed();
+        }
+    }());
+}
+
+TEST_F(Tls, NumTicketsMisuseRaisesPythonsValueErrors) {
+    ssl::Context s(ssl::Protocol::TLS_SERVER);
+    try {
+        s.set_num_tickets(-1);
+        ADD_FAILURE() << "no ValueError";
+    } catch (const asyncio::ValueError& e) {
+        EXPECT_STREQ(e.what(), "value must be non-negative");
+    }
+    EXPECT_EQ(s.num_tickets(), 2u);
+    ssl::Context c = client_context();
+    EXPECT_EQ(c.num_tickets(), 2u);
+    try {
+        c.set_num_tickets(1);
+        ADD_FAILURE() << "no ValueError";
+    } catch (const asyncio::ValueError& e) {
+        EXPECT_STREQ(e.what(), "SSLContext is not a server context.");
+    }
+    EXPECT_EQ(ssl::create_default_context(ssl::Purpose::CLIENT_AUTH).num_tickets(), 2u);
+}
+
 TEST_F(Tls, OptionsMisuseRaisesPythonsValueErrors) {
     asyncio::run([]() -> Coroutine<> {
         ssl::Context cctx = client_context();

@@ -29,6 +29,7 @@ See bench/README.md (the echo benchmark) and bench/run_echo_bench.sh.
 
 import argparse
 import asyncio
+import os
 import resource
 import socket
 import ssl
@@ -65,6 +66,9 @@ def main():
     if args.cert:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(args.cert, args.key)
+        # TLS_TICKETS=N: session tickets per handshake (OpenSSL's default 2; Go's crypto/tls sends 1).
+        if os.environ.get("TLS_TICKETS"):
+            ctx.num_tickets = int(os.environ["TLS_TICKETS"])
     if not 0 <= args.port <= 65535:
         parser.error("PORT must be in 0..65535")
 

@@ -86,6 +86,8 @@ int main(int argc, char** argv) {
                     asio::ssl::context::single_dh_use);
     ctx.use_certificate_chain_file(argv[3]);
     ctx.use_private_key_file(argv[5], asio::ssl::context::pem);
+    // TLS_TICKETS=N: session tickets per handshake (OpenSSL's default 2; Go's crypto/tls sends 1).
+    if (const char* t = std::getenv("TLS_TICKETS")) SSL_CTX_set_num_tickets(ctx.native_handle(), std::strtoul(t, nullptr, 10));
     tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)));
     std::printf("serving on 127.0.0.1:%u\n", static_cast<unsigned>(acceptor.local_endpoint().port()));
     std::fflush(stdout);

@@ -12,6 +12,7 @@
 // connections use the context apply to later connections, as in OpenSSL).
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -125,6 +126,12 @@ public:
     void set_ciphers(const std::string& ciphers);
     /// ALPN protocols offered (client) or accepted (server), in order of preference.
     void set_alpn_protocols(const std::vector<std::string>& protocols);
+    /// TLS 1.3 session tickets a server sends after each handshake (Python's num_tickets;
+    /// OpenSSL's default, 2). Each costs the server an encryption and a record; a client that
+    /// never resumes needs none. ValueError "value must be non-negative", and "SSLContext is not a
+    /// server context." on a client context, as Python.
+    std::size_t num_tickets() const noexcept;
+    void set_num_tickets(long n);
 
     /// Python's SSLContext.sni_callback (server contexts): called during each handshake once the
     /// client's hello is read, with the session, the server name the client asked for ("" when it
