@@ -694,16 +694,6 @@ Coroutine<std::optional<std::string>> anext_impl(StreamRef<false> ref) {
 
 // ---- the writing coroutines ----
 
-Coroutine<> drain_impl(StreamRef<false> ref) {
-    StreamCore& s = *ref;
-    s.check_read_error();  // as asyncio: the reader's exception first
-    if (s.werror_) s.throw_write_error();
-    if (s.closed_) throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
-    while (s.paused_ && !s.closed_ && !s.werror_) co_await ListWait(s.drain_waiters_, "StreamWriter::drain()");
-    if (s.werror_) s.throw_write_error();
-    // Closed while waiting: return (as asyncio's drain waiters on connection_lost(None)).
-}
-
 Coroutine<> wait_closed_impl(StreamRef<false> ref) {
     StreamCore& s = *ref;
     while (!s.closed_) co_await ListWait(s.close_waiters_, "StreamWriter::wait_closed()");
@@ -777,9 +767,29 @@ void StreamReader::set_exception(std::exception_ptr e) {
 void StreamWriter::write(ConstBuffer data) { detail::need(core_, "write()").write(data.data, data.size); }
 void StreamWriter::write_owned(std::string&& data) { detail::need(core_, "write()").write(std::move(data)); }
 
-Coroutine<> StreamWriter::drain() {
-    return detail::drain_impl(detail::StreamRef<false>(&detail::need(core_, "drain()")));
+StreamWriter::DrainAwaiter StreamWriter::drain() { return DrainAwaiter(&detail::need(core_, "drain()")); }
+
+namespace detail {
+
+bool drain_ready(StreamCore& s) {
+    s.check_read_error();  // as asyncio: the reader's exception first
+    if (s.werror_) s.throw_write_error();
+    if (s.closed_) throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
+    return !s.paused_;
 }
+
+void drain_wait(StreamCore& s, ListWaiter& w, std::coroutine_handle<> h) {
+    w.wait_in(s.drain_waiters_, h, "StreamWriter::drain()");
+}
+
+void drain_woken(StreamCore& s) {
+    // Woken by resume_writing (the buffer went down to the low-water mark), a failed send, or
+    // the connection closing; one wait, as asyncio's (not again if the buffer grew meanwhile).
+    // Closed without an error: return (as asyncio's drain waiters on connection_lost(None)).
+    if (s.werror_) s.throw_write_error();
+}
+
+}  // namespace detail
 
 bool StreamWriter::can_write_eof() const noexcept { return core_ && core_->connected() && core_->transport_->can_write_eof(); }
 void StreamWriter::write_eof() { detail::need(core_, "write_eof()").write_eof(); }

@@ -819,6 +819,97 @@ TEST_F(AStreamWriter, FiftyTasksDrainAtOnce) {
         asyncio_test::virtual_time());
 }
 
+// drain() is an awaitable of its own (StreamWriter::DrainAwaiter), checked against CPython 3.13
+// (the scenarios below, run with asyncio.open_connection(sock=...) on a socket pair): below the
+// high-water mark it returns without yielding; it looks at the stream when awaited, not when
+// called; a waiter woken at low water returns even if another task has filled the buffer since
+// (asyncio's _drain_helper waits once).
+TEST_F(AStreamWriter, DrainBelowTheHighWaterMarkReturnsWithoutYielding) {
+    asyncio::run([]() -> Coroutine<> {
+        auto [left, right] = stream_socketpair();
+        StreamWriter w = left.second;
+        bool ran = false;
+        asyncio::get_running_loop().call_soon([&ran] { ran = true; });
+        w.write("x");
+        co_await w.drain();
+        CO_ASSERT(!ran);  // as Python: no iteration went by
+        co_await yield_a_few(1);
+        CO_ASSERT(ran);
+        CO_ASSERT(co_await right.first.read(10) == "x");
+    }());
+}
+
+TEST_F(AStreamWriter, DrainLooksAtTheStreamWhenAwaitedNotWhenCalled) {
+    asyncio::run([]() -> Coroutine<> {
+        auto [left, right] = stream_socketpair();
+        (void)right;
+        StreamWriter w = left.second;
+        StreamWriter::DrainAwaiter d = w.drain();  // the stream is fine now
+        w.close();
+        try {
+            co_await d;
+            ADD_FAILURE() << "drain() after close() returned";
+        } catch (const std::system_error& e) {
+            CO_ASSERT(e.code().value() == ECONNRESET);
+            CO_ASSERT(std::string_view(e.what()).find("Connection lost") != std::string_view::npos);
+        }
+    }());
+}
+
+TEST_F(AStreamWriter, ADrainWokenAtLowWaterReturnsEvenIfTheBufferFilledAgainAsAsyncio) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            auto [left, right] = stream_socketpair();
+            StreamWriter w = left.second;
+            w.set_write_buffer_limits(8192, 1024);
+            const std::size_t big = std::size_t{1} << 22;
+            w.write(std::string(big, 'y'));
+            CO_ASSERT(w.get_write_buffer_size() > 8192);
+            std::vector<std::string> events;
+            Task<> first = asyncio::create_task([](StreamWriter w, std::vector<std::string>& ev, std::size_t big) -> Coroutine<> {
+                co_await w.drain();
+                ev.push_back("first woke");
+                w.write(std::string(big, 'z'));
+                ev.push_back(w.get_write_buffer_size() > 8192 ? "first wrote, above high" : "first wrote");
+            }(w, events, big));
+            Task<> second = asyncio::create_task([](StreamWriter w, std::vector<std::string>& ev) -> Coroutine<> {
+                co_await w.drain();
+                ev.push_back(w.get_write_buffer_size() > 8192 ? "second returned, above high" : "second returned");
+            }(w, events));
+            co_await yield_a_few(1);
+            Task<std::string> reading = asyncio::create_task(right.first.readexactly(2 * big));
+            co_await asyncio::gather(std::move(first), std::move(second));
+            CO_ASSERT((events == std::vector<std::string>{"first woke", "first wrote, above high",
+                                                          "second returned, above high"}));
+            const std::string got = co_await reading;
+            CO_ASSERT(got == std::string(big, 'y') + std::string(big, 'z'));
+        }(),
+        asyncio_test::virtual_time());
+}
+
+TEST_F(AStreamWriter, DrainGoesToCreateTaskAndWaitForLikeACoroutineAndIsCancelSafe) {
+    asyncio::run(
+        []() -> Coroutine<> {
+            auto [left, right] = stream_socketpair();
+            StreamWriter w = left.second;
+            const std::string data = pattern(1 << 22, 5);
+            w.write(data);  // more than the socket takes: drain must wait for the reader
+            try {
+                co_await asyncio::wait_for(w.drain(), 10ms);
+                ADD_FAILURE() << "no TimeoutError";
+            } catch (const asyncio::TimeoutError&) {
+            }
+            CO_ASSERT(w.get_write_buffer_size() > 0);  // nothing dropped
+            Task<> draining = asyncio::create_task(w.drain());
+            co_await yield_a_few(1);
+            CO_ASSERT(!draining.done());
+            const std::string got = co_await right.first.readexactly(data.size());
+            co_await draining;
+            CO_ASSERT(got == data);
+        }(),
+        asyncio_test::virtual_time());
+}
+
 TEST_F(AStreamWriter, WriteBufferLimitsAreValidated) {
     asyncio::run([]() -> Coroutine<> {
         auto [left, right] = stream_socketpair();

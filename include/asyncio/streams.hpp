@@ -8,14 +8,17 @@
 //   co_await writer.wait_closed();
 //
 // Bytes are std::string (binary-safe), as sock_recv's. Every method that waits is a Coroutine (an
-// `async def`): co_await it in a task, or hand it to wait_for/create_task/gather.
+// `async def`), or for drain() an awaitable of its own (StreamWriter::DrainAwaiter, which makes no
+// coroutine frame when it need not wait): co_await it in a task, or hand it to
+// wait_for/create_task/gather.
 //
 // Ownership. A connection's state (its socket, the read buffer, the write buffer) is shared by its
 // StreamReader and StreamWriter, which are cheap handles: copy one to share it (a copy is the same
 // stream, as a second Python reference is), move it to hand it over. The connection lives as long as
 // any handle (or a pending operation on it) does. When the last handle of a connection goes away,
-// the connection is closed as by close(): what is still in the write buffer is sent first, by a task
-// the loop owns (cancelled by asyncio::run's shutdown like any task), then the socket is closed.
+// the connection is closed as by close(): what is still in the write buffer is sent first (in the
+// background, as long as the loop runs: a loop that closes withdraws the send), then the socket is
+// closed.
 // A handle is used on its loop's thread only; a moved-from handle is empty (operations on it raise
 // RuntimeError). A coroutine returned by a method keeps the connection alive until it finishes.
 //
@@ -39,8 +42,8 @@
 //   open_connection: a cancelled connect closes its socket; nothing leaks.
 //
 // Writing (StreamWriter). write() never waits: when nothing is buffered it tries to send at once,
-// and whatever the socket does not take is appended to the write buffer, which a background task
-// flushes. drain() is the flow control: it returns at once while the buffer is at most the
+// and whatever the socket does not take is appended to the write buffer, which the stream flushes
+// in the background (an operation of its own, no task). drain() is the flow control: it returns at once while the buffer is at most the
 // high-water mark (64 KiB by default), else waits until the buffer has shrunk to the low-water mark
 // (16 KiB by default): set_write_buffer_limits(high, low). So `write(); co_await drain();` in a loop
 // keeps the buffer below high-water + one write. Any number of tasks may wait in drain() at once;
@@ -82,6 +85,10 @@ class StreamCore;
 struct FromCore {};  // the internal constructors of the handles
 void stream_retain(StreamCore* c, bool handle) noexcept;
 void stream_release(StreamCore* c, bool handle) noexcept;
+// StreamWriter::DrainAwaiter's steps (streams.cpp).
+bool drain_ready(StreamCore& c);
+void drain_wait(StreamCore& c, ListWaiter& w, std::coroutine_handle<> h);
+void drain_woken(StreamCore& c);
 
 /// A counted reference to a connection; `Handle` references also count as handles (see the top of
 /// the file: the connection closes when the last handle goes).
@@ -188,11 +195,12 @@ public:
     void writelines(const Range& lines) {
         for (const auto& line : lines) write(ConstBuffer(line));
     }
+    class DrainAwaiter;
     /// Flow control: returns at once while the write buffer is at most the high-water mark, else
     /// waits until it is at most the low-water mark. Raises the stream's error (a failed send, or a
     /// failed receive, as asyncio) as std::system_error, and ECONNRESET "Connection lost" once the
-    /// connection has been closed.
-    Coroutine<> drain();
+    /// connection has been closed. All of it when awaited, as Python's coroutine; see DrainAwaiter.
+    DrainAwaiter drain();
     /// True: sockets can half-close.
     bool can_write_eof() const noexcept;
     /// Half-close: shutdown(SHUT_WR) once the buffer is flushed (at once if it is empty). The peer
@@ -258,6 +266,33 @@ public:
 private:
     void write_owned(std::string&& data);
     detail::StreamRef<true> core_;
+};
+
+/// What drain() returns: `co_await writer.drain()`, or hand it to create_task, wait_for, gather
+/// (they take any awaitable). It does everything when awaited, as Python's coroutine does when
+/// awaited: raises the stream's error, returns at once (without suspending, and without the
+/// coroutine frame a Coroutine would make) below the high-water mark, else waits in the stream's
+/// queue of drain waiters until the buffer is at most the low-water mark or the connection is
+/// lost, once, as asyncio's _drain_helper. It keeps the connection alive while it exists.
+/// Cancel-safe; movable until awaited; awaited once.
+class [[nodiscard]] StreamWriter::DrainAwaiter : public detail::ListWaiter {
+public:
+    explicit DrainAwaiter(detail::StreamCore* core) noexcept : core_(core) {}
+    bool await_ready() const { return detail::drain_ready(*core_); }
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h, unsigned line = __builtin_LINE()) {
+        detail::note_await(h, line);
+        detail::drain_wait(*core_, *this, h);
+        waited_ = true;
+    }
+    void await_resume() const {
+        end_wait();  // cancelled: CancelledError
+        if (waited_) detail::drain_woken(*core_);
+    }
+
+private:
+    detail::StreamRef<false> core_;
+    bool waited_ = false;
 };
 
 /// open_connection's keyword arguments (Python's limit=, ssl=, server_hostname=,
