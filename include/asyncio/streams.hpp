@@ -43,10 +43,10 @@
 //
 // Writing (StreamWriter). write() never waits: when nothing is buffered it tries to send at once,
 // and whatever the socket does not take is appended to the write buffer, which the stream flushes
-// in the background (an operation of its own, no task). drain() is the flow control: it returns at once while the buffer is at most the
-// high-water mark (64 KiB by default), else waits until the buffer has shrunk to the low-water mark
-// (16 KiB by default): set_write_buffer_limits(high, low). So `write(); co_await drain();` in a loop
-// keeps the buffer below high-water + one write. Any number of tasks may wait in drain() at once;
+// in the background (an operation of its own, no task). drain() is the flow control: it returns at
+// once while the buffer is at most the high-water mark (64 KiB by default), else waits until the
+// buffer has shrunk to the low-water mark (16 KiB by default): set_write_buffer_limits(high, low).
+// So `write(); co_await drain();` in a loop keeps the buffer below high-water + one write. Any number of tasks may wait in drain() at once;
 // all of them wake together. A send error (EPIPE, ECONNRESET) is kept and raised as
 // std::system_error by the next write(), drain() and wait_closed() of that stream (only that one).
 // Sends use MSG_NOSIGNAL: no SIGPIPE.
